@@ -1,0 +1,24 @@
+//! Types shared by sonde's kernel programs (`sonde-ebpf`) and its agent.
+//!
+//! Every type here is `#[repr(C)]`, `Copy`, free of implicit padding (explicit
+//! `_pad` fields) and carries a compile-time size check, because both sides
+//! read the same bytes out of BPF maps.
+#![no_std]
+
+pub mod hist;
+pub mod syscalls;
+
+/// Implements `aya::Pod` for plain shared types on the user side only.
+#[cfg(feature = "user")]
+macro_rules! user_pod {
+    ($($t:ty),* $(,)?) => {
+        $(
+            // SAFETY: the type is #[repr(C)], Copy, has no padding (checked by
+            // the size assertions beside it) and every bit pattern is valid.
+            unsafe impl aya::Pod for $t {}
+        )*
+    };
+}
+
+#[cfg(feature = "user")]
+user_pod!(syscalls::SyscallHistKey, syscalls::SyscallErrKey, syscalls::SyscallStart);

@@ -1,0 +1,100 @@
+//! `sonde doctor`: what this machine offers sonde, and each probe's state.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::ProbeArgs;
+use crate::{
+    host::{kernel::VMLINUX_BTF, mounts::Mounts, Capabilities, KernelInfo},
+    probes::{ProbeState, ProbeStatus, Probes, LoadError},
+};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    probes: ProbeArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    kernel: KernelInfo,
+    tracefs: Option<String>,
+    cgroup2: Option<String>,
+    capabilities: String,
+    missing_capabilities: Vec<&'static str>,
+    probes: Vec<ProbeStatus>,
+}
+
+pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let kernel = KernelInfo::current();
+    let mounts = Mounts::current().unwrap_or_default();
+    let caps = Capabilities::current().ok();
+    let missing = caps.map(Capabilities::missing_for_tracing).unwrap_or_default();
+    let probes = match Probes::load(args.probes.options()) {
+        Ok(p) => p.statuses().to_vec(),
+        Err(e) => vec![ProbeStatus {
+            probe: crate::probes::syscalls::PROBE,
+            state: ProbeState::Unavailable,
+            hook: None,
+            reason: Some(match e {
+                LoadError::NoPrivilege { .. } => format!("no privilege: {e}"),
+                other => super::one_line(&other.into()),
+            }),
+        }],
+    };
+    let report = Report {
+        kernel,
+        tracefs: mounts.tracefs_ready().then(|| mounts.tracefs.as_ref().map(|p| p.display().to_string())).flatten(),
+        cgroup2: mounts.cgroup2.as_ref().map(|p| p.display().to_string()),
+        capabilities: caps.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+        missing_capabilities: missing,
+        probes,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    let healthy = report.probes.iter().all(|p| p.state == ProbeState::Attached);
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_report(r: &Report) {
+    println!("kernel        {} ({})", r.kernel.release, r.kernel.arch);
+    println!(
+        "btf           {}",
+        if r.kernel.btf { format!("yes ({VMLINUX_BTF})") } else { "no: struct offsets unavailable; BTF-based probes degrade".to_owned() }
+    );
+    println!(
+        "tracefs       {}",
+        r.tracefs.as_deref().map_or_else(
+            || "not mounted: classic tracepoints need `mount -t tracefs tracefs /sys/kernel/tracing`".to_owned(),
+            |p| format!("mounted at {p}")
+        )
+    );
+    println!(
+        "cgroup v2     {}",
+        r.cgroup2.as_deref().map_or_else(|| "not mounted: cgroups cannot be named".to_owned(), |p| format!("mounted at {p}"))
+    );
+    println!("capabilities  {}", r.capabilities);
+    if !r.missing_capabilities.is_empty() {
+        println!("              missing {}: run as root or grant them", r.missing_capabilities.join(", "));
+    }
+    println!("probes");
+    for p in &r.probes {
+        let state = match p.state {
+            ProbeState::Attached => "attached",
+            ProbeState::Degraded => "degraded",
+            ProbeState::Unavailable => "unavailable",
+        };
+        let detail = p.hook.as_deref().or(p.reason.as_deref()).unwrap_or("");
+        println!("  {:<12}{:<13}{}", p.probe, state, detail);
+        if let (Some(_), Some(reason)) = (&p.hook, &p.reason) {
+            println!("  {:<12}{:<13}{}", "", "", reason);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Command line: one file per subcommand; each only calls the library.
+
+mod agent;
+mod doctor;
+mod render;
+mod snapshot;
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{error::ErrorKind, Parser, Subcommand};
+
+use crate::probes::{syscalls::SyscallHook, ProbeOptions};
+
+/// eBPF node agent for host-level reliability signals.
+#[derive(Debug, Parser)]
+#[command(name = "sonde", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log level of the agent's own log (stderr): error, warn, info, debug, trace.
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
+    pub log_level: log::LevelFilter,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent: load the probes and report one window per interval.
+    Agent(agent::Args),
+    /// Watch for a while and print per-cgroup syscall SLIs.
+    Snapshot(snapshot::Args),
+    /// Report what this machine offers sonde and the state of each probe.
+    Doctor(doctor::Args),
+}
+
+/// Probe options shared by the subcommands that load probes.
+#[derive(Debug, Clone, clap::Args)]
+struct ProbeArgs {
+    /// Kernel hook of the syscall probes: auto tries raw tracepoints, then
+    /// classic tracepoints.
+    #[arg(long, value_enum, default_value = "auto")]
+    syscall_hook: SyscallHook,
+}
+
+impl ProbeArgs {
+    fn options(&self) -> ProbeOptions {
+        ProbeOptions {
+            syscall_hook: self.syscall_hook,
+        }
+    }
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Agent(args) => agent::run(args).await,
+        Command::Snapshot(args) => snapshot::run(args).await,
+        Command::Doctor(args) => doctor::run(args),
+    }
+}
+
+/// Prints a command-line error as one line with the fix; help and version
+/// go to stdout as usual.
+pub fn usage_error(e: &clap::Error) -> ExitCode {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or("invalid command line")
+        .trim_start_matches("error: ");
+    eprintln!("sonde: {first}; see `sonde --help` or `sonde <command> --help`");
+    ExitCode::from(2)
+}
+
+/// An error and its causes as one line.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Sets up the agent's own log on stderr.
+pub fn init_logging(level: log::LevelFilter) {
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_target(true)
+        .parse_env("SONDE_LOG")
+        .init();
+}
+
+/// Parses a human duration (`5s`, `500ms`, `1m`), refusing zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|_| format!("'{text}' is not a duration; write it like 5s, 500ms or 1m"))?;
+    if d.is_zero() {
+        return Err("a zero duration measures nothing; give at least 1ms".to_owned());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sonde").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("five").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("0s").unwrap_err().contains("zero"));
+    }
+
+    #[test]
+    fn command_line_errors_are_one_line() {
+        let e = parse(&["snapshot", "--bogus"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnknownArgument);
+        let e = parse(&["snapshot", "--duration", "soon"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        let first = e.to_string();
+        let first = first.lines().next().unwrap();
+        assert!(first.contains("'soon' is not a duration"), "{first}");
+        assert!(parse(&["snapshot", "--duration", "2s", "--json"]).is_ok());
+        assert!(parse(&["doctor", "--syscall-hook", "tracepoint"]).is_ok());
+        assert!(parse(&["doctor", "--syscall-hook", "kprobe"]).is_err());
+    }
+}

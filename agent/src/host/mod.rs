@@ -1,0 +1,8 @@
+//! What the running kernel offers sonde, read from /proc and sysfs.
+
+pub mod caps;
+pub mod kernel;
+pub mod mounts;
+
+pub use caps::Capabilities;
+pub use kernel::KernelInfo;

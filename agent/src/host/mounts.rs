@@ -1,0 +1,128 @@
+//! Mount points sonde depends on: tracefs (classic tracepoints) and the
+//! cgroup v2 hierarchy (cgroup ids), found in `/proc/self/mountinfo`.
+
+use std::path::{Path, PathBuf};
+
+/// Where tracefs is conventionally mounted.
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Mount points of interest, parsed from a mountinfo text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mounts {
+    /// First mount of type `tracefs`.
+    pub tracefs: Option<PathBuf>,
+    /// First mount of type `cgroup2` (pure v2: `/sys/fs/cgroup`; hybrids:
+    /// often `/sys/fs/cgroup/unified`).
+    pub cgroup2: Option<PathBuf>,
+}
+
+impl Mounts {
+    /// Reads the calling process's mount table.
+    pub fn current() -> std::io::Result<Self> {
+        Ok(Self::parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo")?))
+    }
+
+    /// Parses `/proc/<pid>/mountinfo`: field 5 is the mount point, and the
+    /// filesystem type follows the ` - ` separator.
+    pub fn parse_mountinfo(text: &str) -> Self {
+        let mut mounts = Self::default();
+        for line in text.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let Some(mount_point) = left.split(' ').nth(4) else {
+                continue;
+            };
+            let mount_point = PathBuf::from(unescape(mount_point));
+            match right.split(' ').next() {
+                Some("tracefs") if mounts.tracefs.is_none() => mounts.tracefs = Some(mount_point),
+                Some("cgroup2") if mounts.cgroup2.is_none() => mounts.cgroup2 = Some(mount_point),
+                _ => {}
+            }
+        }
+        mounts
+    }
+
+    /// Whether classic tracepoints can be attached: tracefs mounted with events.
+    pub fn tracefs_ready(&self) -> bool {
+        self.tracefs
+            .as_deref()
+            .is_some_and(|p| p.join("events").is_dir())
+    }
+}
+
+/// Mounts tracefs at its conventional place when it is missing (a fresh
+/// machine may not have it; classic tracepoints need it). Root only.
+pub fn mount_tracefs() -> std::io::Result<()> {
+    let target = Path::new(TRACEFS);
+    let c = |s: &str| std::ffi::CString::new(s).map_err(std::io::Error::other);
+    let (source, target_c, fstype) = (c("tracefs")?, c(TRACEFS)?, c("tracefs")?);
+    if !target.is_dir() {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no /sys/kernel/tracing directory"));
+    }
+    // SAFETY: all pointers are valid NUL-terminated strings for the call.
+    let rc = unsafe {
+        libc::mount(source.as_ptr(), target_c.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+25 30 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+32 25 0:27 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+33 32 0:28 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw
+40 32 0:35 / /sys/fs/cgroup/cpu rw,nosuid,nodev,noexec,relatime shared:16 - cgroup cgroup rw,cpu
+50 25 0:12 / /sys/kernel/tracing rw,nosuid,nodev,noexec,relatime shared:20 - tracefs tracefs rw
+60 30 0:50 / /mnt/with\\040space rw - ext4 /dev/vdb rw
+";
+
+    #[test]
+    fn finds_cgroup2_and_tracefs_on_a_hybrid() {
+        let m = Mounts::parse_mountinfo(HYBRID);
+        assert_eq!(m.cgroup2.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+        assert_eq!(m.tracefs.as_deref(), Some(Path::new("/sys/kernel/tracing")));
+    }
+
+    #[test]
+    fn pure_v2_and_no_tracefs() {
+        let m = Mounts::parse_mountinfo(
+            "30 1 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+        );
+        assert_eq!(m.cgroup2.as_deref(), Some(Path::new("/sys/fs/cgroup")));
+        assert!(m.tracefs.is_none());
+        assert!(!m.tracefs_ready());
+    }
+
+    #[test]
+    fn unescapes_octal() {
+        assert_eq!(unescape("/mnt/with\\040space"), "/mnt/with space");
+        assert_eq!(unescape("trailing\\04"), "trailing\\04");
+    }
+}

@@ -1,0 +1,14 @@
+//! sonde: an eBPF node agent for host-level reliability signals.
+//!
+//! The rooms (see `docs/ARCHITECTURE.md`): `probes` loads the kernel programs
+//! and turns their maps into plain model types (nothing else touches aya
+//! maps); `host` reads what the kernel publishes in /proc and sysfs;
+//! `attribution` names cgroups; `model` holds the snapshot types; `cli` is
+//! one file per subcommand and only calls the library.
+
+pub mod attribution;
+pub mod cli;
+pub mod host;
+pub mod model;
+pub mod probes;
+pub mod sampler;

@@ -1,0 +1,190 @@
+//! The kernel programs: load, attach, read. This is the only module that
+//! touches aya; it hands back plain readings (cumulative counts).
+//!
+//! One object holds every family's programs and maps. Each family attaches on
+//! its own: a hook that is missing degrades that family, is reported in its
+//! [`ProbeStatus`], and never stops the others.
+
+pub mod syscalls;
+
+use aya::{Ebpf, EbpfLoader};
+use serde::Serialize;
+
+use crate::host::{mounts::Mounts, Capabilities};
+
+/// The kernel programs, built by `build.rs` from `agent-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde"));
+
+/// Whether a probe family is counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeState {
+    /// Every program of the family is attached.
+    Attached,
+    /// Some programs are attached; the family counts less than it should.
+    Degraded,
+    /// Nothing of the family is attached.
+    Unavailable,
+}
+
+/// A family's state, the hook it uses and, when not attached, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeStatus {
+    /// Family name (`syscalls`, ...).
+    pub probe: &'static str,
+    /// Attached, degraded or unavailable.
+    pub state: ProbeState,
+    /// The hook in use, e.g. `raw_tracepoint:sys_enter+sys_exit`.
+    pub hook: Option<String>,
+    /// Why the family is degraded or unavailable, with the fix.
+    pub reason: Option<String>,
+}
+
+/// Why the probes could not be loaded at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The process lacks the capabilities to load tracing programs.
+    #[error(
+        "no privilege to load eBPF programs (missing {}); run as root or grant the capabilities, e.g. `setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep sonde`",
+        missing.join(", ")
+    )]
+    NoPrivilege {
+        /// Names of the missing capabilities.
+        missing: Vec<&'static str>,
+    },
+    /// The capabilities could not be read.
+    #[error("cannot read the process's capabilities from /proc/self/status")]
+    Capabilities(#[source] std::io::Error),
+    /// The kernel refused the object (maps or BTF).
+    #[error("the kernel refused sonde's eBPF object; run `sonde doctor` for details")]
+    Object(#[source] aya::EbpfError),
+}
+
+/// Options for loading the probes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProbeOptions {
+    /// Which hook the syscall family uses.
+    pub syscall_hook: syscalls::SyscallHook,
+}
+
+/// Cumulative counts of every family, as the kernel holds them now.
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    /// Syscall family.
+    pub syscalls: syscalls::SyscallReading,
+}
+
+/// The loaded object and its attached families.
+pub struct Probes {
+    ebpf: Ebpf,
+    // Owns the log ring buffer: dropping it breaks later program loads.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    statuses: Vec<ProbeStatus>,
+}
+
+impl Probes {
+    /// Loads the object and attaches every family it can.
+    pub fn load(options: ProbeOptions) -> Result<Self, LoadError> {
+        let caps = Capabilities::current().map_err(LoadError::Capabilities)?;
+        let missing = caps.missing_for_tracing();
+        if !missing.is_empty() {
+            return Err(LoadError::NoPrivilege { missing });
+        }
+        raise_memlock_rlimit();
+
+        let mut loader = EbpfLoader::new();
+        syscalls::configure(&mut loader);
+        let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                log::debug!("kernel-side logging unavailable: {e}");
+                None
+            }
+        };
+        let mounts = Mounts::current().unwrap_or_default();
+        let statuses = vec![syscalls::attach(&mut ebpf, options.syscall_hook, &mounts)];
+        Ok(Self {
+            ebpf,
+            logger,
+            statuses,
+        })
+    }
+
+    /// The state of every family.
+    pub fn statuses(&self) -> &[ProbeStatus] {
+        &self.statuses
+    }
+
+    /// Whether at least one family is counting.
+    pub fn any_attached(&self) -> bool {
+        self.statuses.iter().any(|s| s.state != ProbeState::Unavailable)
+    }
+
+    /// Reads every attached family's maps.
+    pub fn read(&mut self) -> Result<Reading, aya::maps::MapError> {
+        self.flush_logs();
+        let mut reading = Reading::default();
+        if self.attached("syscalls") {
+            reading.syscalls = syscalls::read(&self.ebpf)?;
+        }
+        Ok(reading)
+    }
+
+    /// Moves the kernel programs' diagnostics into the agent's log.
+    pub fn flush_logs(&mut self) {
+        if let Some(logger) = self.logger.as_mut() {
+            logger.flush();
+        }
+    }
+
+    fn attached(&self, probe: &str) -> bool {
+        self.statuses
+            .iter()
+            .any(|s| s.probe == probe && s.state != ProbeState::Unavailable)
+    }
+
+    /// Attaches the empty floor programs on the syscall hooks instead of
+    /// sonde's own: what any syscall-wide tracing pays (benchmarks only).
+    pub fn load_syscall_floor() -> Result<Self, LoadError> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(LoadError::Object)?;
+        let statuses = vec![syscalls::attach_floor(&mut ebpf)];
+        Ok(Self {
+            ebpf,
+            logger: None,
+            statuses,
+        })
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones use
+/// memcg accounting. Raising it may be refused (no CAP_SYS_RESOURCE): then
+/// only old kernels are affected, and their load error says so.
+fn raise_memlock_rlimit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid pointer to an initialised rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// One line that names why a program failed, from aya's error chain.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,298 @@
+//! Syscall family: loads and attaches `agent-ebpf/src/syscalls.rs` and reads
+//! its maps into cumulative per-(cgroup, syscall) histograms and per-errno
+//! failure counts.
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+pub mod errno;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+use std::{borrow::Cow, collections::HashMap};
+
+use aya::{
+    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
+    programs::{ProgramError, RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use sonde_common::syscalls::{loss, SyscallErrKey, SyscallHistKey};
+use sonde_slo::Histogram;
+
+use super::{error_chain, ProbeState, ProbeStatus};
+use crate::host::mounts::{mount_tracefs, Mounts};
+
+#[cfg(target_arch = "aarch64")]
+use aarch64 as arch;
+#[cfg(target_arch = "x86_64")]
+use x86_64 as arch;
+
+/// Family name in statuses and loss records.
+pub const PROBE: &str = "syscalls";
+
+/// Syscalls that never return, by architecture (their exits never fire).
+#[cfg(target_arch = "x86_64")]
+const NR_EXIT: (u32, u32) = (60, 231);
+#[cfg(target_arch = "aarch64")]
+const NR_EXIT: (u32, u32) = (93, 94);
+
+/// Which kernel hook feeds the syscall family.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyscallHook {
+    /// Raw tracepoints, else classic tracepoints.
+    #[default]
+    Auto,
+    /// Raw tracepoints `sys_enter` / `sys_exit` (no tracefs needed).
+    RawTracepoint,
+    /// Classic tracepoints `raw_syscalls:sys_enter` / `sys_exit` (tracefs).
+    Tracepoint,
+}
+
+/// The syscall's name on this architecture, or `syscall_<nr>`.
+pub fn name(nr: u32) -> Cow<'static, str> {
+    match arch::NAMES.get(nr as usize) {
+        Some(name) if !name.is_empty() => Cow::Borrowed(name),
+        _ => Cow::Owned(format!("syscall_{nr}")),
+    }
+}
+
+/// The syscall number of `name` on this architecture.
+pub fn number(name: &str) -> Option<u32> {
+    arch::NAMES.iter().position(|n| *n == name).map(|nr| nr as u32)
+}
+
+/// The errno's name (`ENOENT`), or `E<n>`.
+pub fn errno_name(errno: u32) -> Cow<'static, str> {
+    match errno::NAMES.get(errno as usize) {
+        Some(name) if !name.is_empty() => Cow::Borrowed(name),
+        _ => Cow::Owned(format!("E{errno}")),
+    }
+}
+
+/// Stable names of the kernel loss counters, by index.
+pub fn loss_reason(index: u32) -> &'static str {
+    match index {
+        loss::HIST_MAP_FULL => "hist_map_full",
+        loss::ERR_MAP_FULL => "errors_map_full",
+        loss::START_COLLISION => "start_slot_collision",
+        _ => "exit_unmatched",
+    }
+}
+
+/// Counter indices that are real losses (`EXIT_UNMATCHED` is not one).
+pub const LOSS_INDICES: [u32; 3] = [loss::HIST_MAP_FULL, loss::ERR_MAP_FULL, loss::START_COLLISION];
+
+/// Cumulative syscall counts as the kernel holds them.
+#[derive(Debug, Clone, Default)]
+pub struct SyscallReading {
+    /// Latency histogram per (cgroup id, syscall nr).
+    pub latency: HashMap<(u64, u32), Histogram>,
+    /// Failures per (cgroup id, syscall nr, errno).
+    pub errors: HashMap<(u64, u32, u32), u64>,
+    /// Loss counters, indexed by `sonde_common::syscalls::loss`.
+    pub loss: [u64; loss::COUNT as usize],
+}
+
+/// Sets the read-only globals the programs need before load.
+pub(super) fn configure(loader: &mut EbpfLoader<'_>) {
+    loader
+        .override_global("SYSCALL_NR_EXIT", &NR_EXIT.0, true)
+        .override_global("SYSCALL_NR_EXIT_GROUP", &NR_EXIT.1, true);
+}
+
+/// Attaches the family with the requested hook, falling back from raw to
+/// classic tracepoints under `Auto`.
+pub(super) fn attach(ebpf: &mut Ebpf, hook: SyscallHook, mounts: &Mounts) -> ProbeStatus {
+    let mut failures = Vec::new();
+    if matches!(hook, SyscallHook::Auto | SyscallHook::RawTracepoint) {
+        match attach_raw(ebpf, ["syscall_enter", "syscall_exit"]) {
+            Ok(()) => return attached("raw_tracepoint:sys_enter+sys_exit"),
+            Err(e) => failures.push(format!("raw tracepoints: {}", explain(&e))),
+        }
+    }
+    if matches!(hook, SyscallHook::Auto | SyscallHook::Tracepoint) {
+        match attach_classic(ebpf, mounts) {
+            Ok(()) => return attached("tracepoint:raw_syscalls/sys_enter+sys_exit"),
+            Err(e) => failures.push(format!("classic tracepoints: {e}")),
+        }
+    }
+    ProbeStatus {
+        probe: PROBE,
+        state: ProbeState::Unavailable,
+        hook: None,
+        reason: Some(failures.join("; ")),
+    }
+}
+
+/// Attaches the empty floor programs (benchmarks only).
+pub(super) fn attach_floor(ebpf: &mut Ebpf) -> ProbeStatus {
+    match attach_raw(ebpf, ["floor_enter", "floor_exit"]) {
+        Ok(()) => attached("raw_tracepoint:sys_enter+sys_exit (empty floor programs)"),
+        Err(e) => ProbeStatus {
+            probe: PROBE,
+            state: ProbeState::Unavailable,
+            hook: None,
+            reason: Some(explain(&e)),
+        },
+    }
+}
+
+fn attached(hook: &str) -> ProbeStatus {
+    ProbeStatus {
+        probe: PROBE,
+        state: ProbeState::Attached,
+        hook: Some(hook.to_owned()),
+        reason: None,
+    }
+}
+
+fn attach_raw(ebpf: &mut Ebpf, programs: [&str; 2]) -> Result<(), ProgramError> {
+    let result = programs
+        .iter()
+        .zip(["sys_enter", "sys_exit"])
+        .try_for_each(|(name, tp)| {
+            let program: &mut RawTracePoint = program(ebpf, name)?.try_into()?;
+            program.load()?;
+            program.attach(tp).map(drop)
+        });
+    if result.is_err() {
+        unload(ebpf, &programs);
+    }
+    result
+}
+
+fn attach_classic(ebpf: &mut Ebpf, mounts: &Mounts) -> Result<(), String> {
+    if !mounts.tracefs_ready() {
+        mount_tracefs().map_err(|e| {
+            format!("tracefs is not mounted and mounting it failed ({e}); mount it: `mount -t tracefs tracefs /sys/kernel/tracing`")
+        })?;
+    }
+    let programs = ["syscall_ent_tp", "syscall_exit_tp"];
+    let result = programs
+        .iter()
+        .zip(["sys_enter", "sys_exit"])
+        .try_for_each(|(name, tp)| {
+            let program: &mut TracePoint = program(ebpf, name)?.try_into()?;
+            program.load()?;
+            program.attach("raw_syscalls", tp).map(drop)
+        });
+    if result.is_err() {
+        unload(ebpf, &programs);
+    }
+    result.map_err(|e| explain(&e))
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program, ProgramError> {
+    ebpf.program_mut(name).ok_or_else(|| ProgramError::InvalidName {
+        name: name.to_owned(),
+    })
+}
+
+fn unload(ebpf: &mut Ebpf, programs: &[&str]) {
+    for name in programs {
+        let result = match ebpf.program_mut(name) {
+            Some(aya::programs::Program::RawTracePoint(p)) => p.unload(),
+            Some(aya::programs::Program::TracePoint(p)) => p.unload(),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            log::debug!("unloading {name}: {e}");
+        }
+    }
+}
+
+/// A program error as one line with its likely cause and fix.
+fn explain(e: &ProgramError) -> String {
+    let text = error_chain(e);
+    let hint = if text.contains("Operation not permitted") || text.contains("EPERM") {
+        " (no privilege: run as root or grant CAP_BPF and CAP_PERFMON)"
+    } else if text.contains("No such file") || text.contains("ENOENT") {
+        " (hook missing on this kernel)"
+    } else {
+        ""
+    };
+    format!("{text}{hint}")
+}
+
+/// Reads the family's maps: sums the per-CPU values of every key.
+pub(super) fn read(ebpf: &Ebpf) -> Result<SyscallReading, MapError> {
+    let mut reading = SyscallReading::default();
+
+    let hist: PerCpuHashMap<&MapData, SyscallHistKey, u64> =
+        PerCpuHashMap::try_from(map(ebpf, "SYSCALL_HIST")?)?;
+    for item in hist.iter() {
+        let (key, values) = item?;
+        let count: u64 = values.iter().sum();
+        reading
+            .latency
+            .entry((key.cgroup_id, key.nr))
+            .or_default()
+            .record_kernel_bucket(key.bucket, count);
+    }
+
+    let errors: PerCpuHashMap<&MapData, SyscallErrKey, u64> =
+        PerCpuHashMap::try_from(map(ebpf, "SYSCALL_ERRORS")?)?;
+    for item in errors.iter() {
+        let (key, values) = item?;
+        *reading
+            .errors
+            .entry((key.cgroup_id, key.nr, key.errno))
+            .or_default() += values.iter().sum::<u64>();
+    }
+
+    let losses: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, "SYSCALL_LOSS")?)?;
+    for (index, slot) in reading.loss.iter_mut().enumerate() {
+        *slot = losses.get(&(index as u32), 0)?.iter().sum();
+    }
+    Ok(reading)
+}
+
+fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map, MapError> {
+    ebpf.map(name).ok_or_else(|| MapError::InvalidName {
+        name: name.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_on_this_architecture() {
+        assert_eq!(name(number("openat").unwrap()), "openat");
+        assert_eq!(name(NR_EXIT.0), "exit");
+        assert_eq!(name(NR_EXIT.1), "exit_group");
+        assert_eq!(name(100_000), "syscall_100000");
+        assert_eq!(errno_name(2), "ENOENT");
+        assert_eq!(errno_name(4), "EINTR");
+        assert_eq!(errno_name(999), "E999");
+    }
+
+    #[test]
+    fn both_tables_agree_on_the_generic_numbers() {
+        // aarch64 uses the generic table; x86_64 its own.
+        assert_eq!(aarch64_names()[56], "openat");
+        assert_eq!(aarch64_names()[101], "nanosleep");
+        assert_eq!(aarch64_names()[94], "exit_group");
+        assert_eq!(x86_64_names()[257], "openat");
+        assert_eq!(x86_64_names()[35], "nanosleep");
+        assert_eq!(x86_64_names()[231], "exit_group");
+        // the unified numbers past 424 are the same everywhere
+        for nr in 424..470 {
+            assert_eq!(aarch64_names()[nr], x86_64_names()[nr], "nr {nr}");
+        }
+    }
+
+    fn aarch64_names() -> &'static [&'static str] {
+        #[path = "aarch64.rs"]
+        #[allow(dead_code)]
+        mod table;
+        &table::NAMES
+    }
+
+    fn x86_64_names() -> &'static [&'static str] {
+        #[path = "x86_64.rs"]
+        #[allow(dead_code)]
+        mod table;
+        &table::NAMES
+    }
+}

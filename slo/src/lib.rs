@@ -1,0 +1,7 @@
+//! sonde's pure math, shared by the agent and the collector: exponential
+//! histograms, SLIs and SLOs. No I/O, so everything here is unit-tested
+//! without privileges.
+
+pub mod histogram;
+
+pub use histogram::{Histogram, HistogramError};
