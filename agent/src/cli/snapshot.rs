@@ -29,6 +29,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("no probe could attach ({}); run `sonde doctor` for the cause", render::reasons(probes.statuses()));
     }
     let mut sampler = Sampler::start(probes).context("reading the probes' maps")?;
+    eprintln!("sonde: watching for {}", humantime::format_duration(args.duration));
     tokio::select! {
         () = tokio::time::sleep(args.duration) => {}
         _ = tokio::signal::ctrl_c() => {}

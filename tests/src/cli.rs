@@ -1,0 +1,165 @@
+//! The `sonde` binary end to end: JSON snapshot, one-line errors.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+};
+
+use crate::{privileged, sonde_bin, TestCgroup, Workload};
+
+const FAILING: u64 = 500;
+
+#[test]
+fn json_snapshot_parses_and_carries_losses() {
+    if !privileged() {
+        return;
+    }
+    let cgroup = TestCgroup::new("json");
+    let workload = Workload::fork(&cgroup, || {
+        let missing = c"/nonexistent/sonde-json-test";
+        for _ in 0..FAILING {
+            // SAFETY: a valid NUL-terminated path.
+            unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, missing.as_ptr(), libc::O_RDONLY) };
+        }
+    });
+    let mut sonde = Command::new(sonde_bin())
+        .args(["snapshot", "--duration", "2s", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sonde");
+    // The window opens when sonde says it is watching.
+    let mut stderr = BufReader::new(sonde.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("read sonde's stderr");
+    assert!(line.starts_with("sonde: watching"), "unexpected: {line}");
+    workload.go();
+    assert_eq!(workload.wait(), 0);
+    let out = sonde.wait_with_output().expect("sonde output");
+    assert!(out.status.success(), "sonde failed");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+
+    let losses = json["losses"].as_array().expect("losses array");
+    assert_eq!(losses.len(), 3, "{losses:?}");
+    for loss in losses {
+        assert_eq!(loss["count"], 0, "{loss}");
+        assert_eq!(loss["stage"], "kernel");
+    }
+    assert_eq!(json["complete"], true);
+    assert_eq!(json["probes"][0]["state"], "attached");
+    let cg = json["syscalls"]
+        .as_array()
+        .expect("syscalls array")
+        .iter()
+        .find(|c| c["cgroup_id"] == cgroup.id())
+        .expect("the test cgroup is in the snapshot");
+    let path = cg["cgroup_path"].as_str().expect("cgroup path resolved");
+    assert!(cgroup.path().ends_with(path.trim_start_matches('/')), "{path}");
+    let openat = cg["syscalls"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .find(|s| s["name"] == "openat")
+        .expect("openat series");
+    assert_eq!(openat["errnos"]["ENOENT"], FAILING);
+    assert_eq!(openat["calls"], FAILING);
+    let buckets: u64 = openat["latency"]["buckets"]
+        .as_object()
+        .expect("buckets")
+        .values()
+        .map(|v| v.as_u64().expect("count"))
+        .sum();
+    assert_eq!(buckets, FAILING);
+}
+
+/// Runs sonde and returns (exit code, stderr).
+fn sonde(args: &[&str], wrap: &[&str]) -> (i32, String) {
+    let bin = sonde_bin();
+    let mut cmd = match wrap.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let out = cmd.args(args).output().expect("run sonde");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(!stderr.contains("RUST_BACKTRACE"), "backtrace hint: {stderr}");
+    (out.status.code().expect("exit code"), stderr)
+}
+
+fn assert_one_line(stderr: &str, needle: &str) {
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.starts_with("sonde: "), "{stderr}");
+    assert!(stderr.contains(needle), "'{needle}' not in: {stderr}");
+}
+
+#[test]
+fn unknown_flag_and_bad_duration_are_one_line() {
+    let (code, err) = sonde(&["snapshot", "--bogus"], &[]);
+    assert_eq!(code, 2);
+    assert_one_line(&err, "'--bogus'");
+    assert!(err.contains("--help"), "names the fix: {err}");
+    let (code, err) = sonde(&["snapshot", "--duration", "soon"], &[]);
+    assert_eq!(code, 2);
+    assert_one_line(&err, "'soon' is not a duration; write it like 5s");
+    let (code, err) = sonde(&["nonsense"], &[]);
+    assert_eq!(code, 2);
+    assert_one_line(&err, "'nonsense'");
+}
+
+#[test]
+fn no_privilege_is_one_line() {
+    if !privileged() {
+        return;
+    }
+    // Root without any capability, as an unprivileged user would be.
+    let (code, err) = sonde(
+        &["snapshot", "--duration", "1s"],
+        &["setpriv", "--bounding-set=-all", "--inh-caps=-all"],
+    );
+    assert_eq!(code, 1);
+    assert_one_line(&err, "missing CAP_BPF, CAP_PERFMON");
+    assert!(err.contains("run as root or grant"), "{err}");
+}
+
+#[test]
+fn missing_hook_is_one_line_and_doctor_names_it() {
+    if !privileged() {
+        return;
+    }
+    // A mount namespace where tracefs is hidden under an empty tmpfs, and no
+    // CAP_SYS_ADMIN to mount it again: the classic tracepoints are missing.
+    let script = r#"mount -t tmpfs none /sys/kernel/tracing && exec setpriv --bounding-set=-all,+bpf,+perfmon --inh-caps=-all "$@""#;
+    let wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"];
+    let (code, err) = sonde(&["snapshot", "--duration", "1s", "--syscall-hook", "tracepoint"], &wrap);
+    assert_eq!(code, 1);
+    assert_one_line(&err, "no probe could attach");
+    assert!(err.contains("tracefs is not mounted"), "{err}");
+    assert!(err.contains("sonde doctor"), "{err}");
+
+    let out = Command::new("unshare")
+        .args(&wrap[1..])
+        .arg(sonde_bin())
+        .args(["doctor", "--syscall-hook", "tracepoint"])
+        .output()
+        .expect("run doctor");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("syscalls    unavailable"), "{stdout}");
+    assert!(stdout.contains("tracefs       not mounted"), "{stdout}");
+
+    // The same restricted process attaches the raw tracepoints: least privilege.
+    let out = Command::new("unshare")
+        .args(&wrap[1..])
+        .arg(sonde_bin())
+        .args(["doctor"])
+        .output()
+        .expect("run doctor");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("syscalls    attached     raw_tracepoint"), "{stdout}");
+    assert!(stdout.contains("capabilities  CAP_PERFMON, CAP_BPF"), "{stdout}");
+}

@@ -1,0 +1,106 @@
+//! Syscall family: exact failure counts and latency against the workload's
+//! own numbers.
+
+use sonde::{
+    model::Snapshot,
+    probes::{syscalls::SyscallHook, ProbeOptions, ProbeState, Probes},
+    sampler::Sampler,
+};
+use sonde_slo::Histogram;
+
+use crate::{privileged, TestCgroup, Workload};
+
+/// Runs `work` in a fresh cgroup while sonde watches; returns the window and
+/// the cgroup id.
+fn observe(hook: SyscallHook, name: &str, work: impl FnOnce()) -> (Snapshot, u64) {
+    let probes = Probes::load(ProbeOptions { syscall_hook: hook }).expect("load probes");
+    let status = &probes.statuses()[0];
+    assert_eq!(status.state, ProbeState::Attached, "syscalls not attached: {status:?}");
+    let cgroup = TestCgroup::new(name);
+    let workload = Workload::fork(&cgroup, work);
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    workload.go();
+    assert_eq!(workload.wait(), 0, "workload failed");
+    let snapshot = sampler.tick().expect("second reading");
+    (snapshot, cgroup.id())
+}
+
+const FAILING: u64 = 3_000;
+const SUCCEEDING: u64 = 2_000;
+
+fn openat_workload() {
+    let missing = c"/nonexistent/sonde-test-missing-file";
+    let present = c"/dev/null";
+    for _ in 0..FAILING {
+        // SAFETY: a valid NUL-terminated path.
+        let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, missing.as_ptr(), libc::O_RDONLY) };
+        if fd != -1 {
+            // SAFETY: async-signal-safe exit from the forked child.
+            unsafe { libc::_exit(3) };
+        }
+    }
+    for _ in 0..SUCCEEDING {
+        // SAFETY: as above.
+        let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, present.as_ptr(), libc::O_RDONLY) };
+        if fd < 0 {
+            // SAFETY: as above.
+            unsafe { libc::_exit(4) };
+        }
+        // SAFETY: closing the descriptor just opened.
+        unsafe { libc::close(fd as libc::c_int) };
+    }
+}
+
+fn assert_openat_counts(hook: SyscallHook) {
+    if !privileged() {
+        return;
+    }
+    let (snapshot, cgroup) = observe(hook, "openat", openat_workload);
+    let openat = snapshot.syscall(cgroup, "openat").expect("openat series for the test cgroup");
+    assert_eq!(openat.errnos.get("ENOENT").copied(), Some(FAILING), "ENOENT failures: {:?}", openat.errnos);
+    assert_eq!(openat.errnos.len(), 1, "only ENOENT: {:?}", openat.errnos);
+    assert_eq!(openat.errors, FAILING);
+    assert!(openat.calls >= FAILING + SUCCEEDING, "openat calls {}", openat.calls);
+    let close = snapshot.syscall(cgroup, "close").expect("close series");
+    assert!(close.calls >= SUCCEEDING);
+    assert_eq!(snapshot.lost(), 0, "losses: {:?}", snapshot.losses);
+}
+
+#[test]
+fn openat_failures_exact_with_raw_tracepoints() {
+    assert_openat_counts(SyscallHook::RawTracepoint);
+}
+
+#[test]
+fn openat_failures_exact_with_classic_tracepoints() {
+    assert_openat_counts(SyscallHook::Tracepoint);
+}
+
+const SLEEPS: u64 = 20;
+const SLEEP_NS: i64 = 10_000_000;
+
+#[test]
+fn sleep_latency_histogram() {
+    if !privileged() {
+        return;
+    }
+    let (snapshot, cgroup) = observe(SyscallHook::Auto, "sleep", || {
+        let ts = libc::timespec { tv_sec: 0, tv_nsec: SLEEP_NS };
+        for _ in 0..SLEEPS {
+            // SAFETY: a valid timespec; no remainder wanted.
+            unsafe { libc::syscall(libc::SYS_nanosleep, &ts, std::ptr::null_mut::<libc::timespec>()) };
+        }
+    });
+    let sleep = snapshot.syscall(cgroup, "nanosleep").expect("nanosleep series");
+    assert_eq!(sleep.latency.count(), SLEEPS);
+    assert_eq!(sleep.errors, 0);
+    // 10 ms in binary nanoseconds: 10^7 * 2^30 / 10^9.
+    let mut reference = Histogram::new();
+    reference.record_binary_ns(SLEEP_NS as u64 * (1 << 30) / 1_000_000_000);
+    let want = reference.quantile_index(0.5).unwrap();
+    let got = sleep.latency.quantile_index(0.5).unwrap();
+    assert!((got - want).abs() <= 1, "p50 bucket {got}, 10 ms is bucket {want}: {:?}", sleep.latency);
+    let p50 = sleep.p50_secs.unwrap();
+    assert!((0.0095..0.0115).contains(&p50), "p50 {p50}");
+    assert_eq!(snapshot.lost(), 0);
+}
