@@ -1,1 +1,167 @@
-fn main() {}
+//! `cargo xtask setup | build | run | test | bench`: sonde's developer
+//! workflow. Every command that builds calls `setup` first, so a fresh
+//! machine needs nothing but `cargo`.
+
+mod bench;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "sonde's build, test and benchmark tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent).
+    Setup {
+        /// Also install what the benchmarks need (bpftrace).
+        #[arg(long)]
+        bench: bool,
+    },
+    /// Build the agent (and its kernel programs).
+    Build {
+        /// Optimised build.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and run sonde as root; arguments default to `agent`.
+    Run {
+        /// Arguments for `sonde`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Lints, unit tests, then the privileged integration tests.
+    Test {
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Benchmarks: sonde on versus off in the same run.
+    Bench {
+        /// Which benchmark.
+        #[arg(default_value = "syscalls")]
+        which: bench::Which,
+        /// Syscalls per measurement.
+        #[arg(long, default_value_t = 2_000_000)]
+        calls: u64,
+        /// Rounds; conditions alternate within each round.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Task::Setup { bench } => setup::run(bench),
+        Task::Build { release } => {
+            setup::run(false)?;
+            build(release)
+        }
+        Task::Run { args } => {
+            setup::run(false)?;
+            build(false)?;
+            let args = if args.is_empty() { vec!["agent".to_owned()] } else { args };
+            let status = Command::new(root().join("target/debug/sonde")).args(&args).status()?;
+            if !status.success() {
+                bail!("sonde exited with {status}");
+            }
+            Ok(())
+        }
+        Task::Test { no_lint } => {
+            setup::run(false)?;
+            test(!no_lint)
+        }
+        Task::Bench { which, calls, rounds } => {
+            setup::run(true)?;
+            bench::run(which, calls, rounds)
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command in the workspace root; fails with its command line.
+pub fn sh(program: &str, args: &[&str]) -> Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn build(release: bool) -> Result<()> {
+    let mut args = vec!["build", "--package", "sonde"];
+    if release {
+        args.push("--release");
+    }
+    sh("cargo", &args)
+}
+
+fn test(lint: bool) -> Result<()> {
+    if lint {
+        step("cargo fmt --check");
+        sh("cargo", &["fmt", "--all", "--", "--check"])?;
+        step("clippy (host crates)");
+        sh("cargo", &["clippy", "--all-targets", "--", "-D", "warnings"])?;
+        step("clippy (kernel programs, bpfel-unknown-none)");
+        sh(
+            "cargo",
+            &[
+                "+nightly", "clippy", "--package", "sonde-ebpf", "--target", "bpfel-unknown-none",
+                "-Z", "build-std=core", "--", "-D", "warnings",
+            ],
+        )?;
+    }
+    step("unit tests");
+    sh("cargo", &["test", "--package", "sonde-common", "--package", "sonde-slo", "--package", "sonde", "--package", "xtask"])?;
+    step("integration tests (root, real kernel)");
+    build(false)?;
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n"))?;
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    if !is_root && ci {
+        bail!("CI=true and not root: the integration tests load eBPF programs and must run as root");
+    }
+    if !is_root {
+        eprintln!("xtask: not root: the integration tests will skip; run `sudo -E cargo xtask test` for them");
+    }
+    let status = Command::new("cargo")
+        .args(["test", "--package", "sonde-tests", "--", "--test-threads=1"])
+        .env("SONDE_BIN", root().join("target/debug/sonde"))
+        .current_dir(root())
+        .status()?;
+    if !status.success() {
+        bail!("integration tests failed");
+    }
+    Ok(())
+}
+
+fn step(what: &str) {
+    eprintln!("xtask: == {what}");
+}

@@ -188,3 +188,35 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// In-kernel run statistics of one loaded program (needs
+/// `kernel.bpf_stats_enabled=1`, which itself adds ~100 ns per run on the
+/// reference VM: use them for each program's share, not absolute cost).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProgramStats {
+    /// Program name (as the kernel keeps it, at most 15 bytes).
+    pub name: String,
+    /// Kernel program id.
+    pub id: u32,
+    /// Runs counted while stats were enabled.
+    pub run_count: u64,
+    /// Time spent in the program while stats were enabled, in nanoseconds.
+    pub run_time_ns: u64,
+}
+
+/// Run statistics of every loaded program whose name is in `names`, from
+/// any process (the benchmark reads the agent's programs this way).
+pub fn program_stats(names: &[&str]) -> Vec<ProgramStats> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|info| {
+            let name = info.name_as_str()?.to_owned();
+            names.contains(&name.as_str()).then(|| ProgramStats {
+                name,
+                id: info.id(),
+                run_count: info.run_count(),
+                run_time_ns: info.run_time().as_nanos() as u64,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,33 @@
+//! `cargo xtask bench`: builds release binaries and runs the benchmark
+//! driver (`sonde-bench`, in the tests crate) as root.
+
+use anyhow::{bail, Result};
+
+use crate::{root, sh};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Which {
+    /// getppid loop: no probes, floor, sonde, bpftrace.
+    Syscalls,
+}
+
+pub fn run(which: Which, calls: u64, rounds: u32) -> Result<()> {
+    sh("cargo", &["build", "--release", "--package", "sonde", "--package", "sonde-tests", "--bins"])?;
+    let target = root().join("target/release");
+    let out = root().join("target/bench/syscalls.json");
+    match which {
+        Which::Syscalls => {
+            let status = std::process::Command::new(target.join("sonde-bench"))
+                .args(["syscalls", "--calls", &calls.to_string(), "--rounds", &rounds.to_string()])
+                .arg("--sonde")
+                .arg(target.join("sonde"))
+                .arg("--out")
+                .arg(&out)
+                .status()?;
+            if !status.success() {
+                bail!("benchmark failed (it needs root)");
+            }
+        }
+    }
+    Ok(())
+}
