@@ -96,12 +96,19 @@ pub fn bucket_key(v: u64) -> u32 {
     k * SUB_BUCKETS + sub + INDEX_BIAS as u32
 }
 
-/// Nanoseconds to binary nanoseconds (`2^-30` s), rounding down, without
-/// overflow for any input: `ns * 2^30 / 10^9 = (ns << 21) / 1953125`.
+/// Nanoseconds to binary nanoseconds (`2^-30` s): `ns * 2^30 / 10^9`.
+/// Below 2^32 ns (4.3 s) a multiply and a shift replace the division
+/// (`2^30 / 10^9 = 1 + 316_718_722.4 / 2^32`): the constant is rounded up,
+/// so the result is the exact quotient when that is a whole number (1 s is
+/// exactly `2^30`), else at most one unit (0.93 ns) above its floor.
+/// Above 2^32 ns, a division rounding down.
 #[inline(always)]
 pub fn ns_to_binary_ns(ns: u64) -> u64 {
+    const FRACTION: u64 = 316_718_723; // ceil(0.073741824 * 2^32)
     const DIVISOR: u64 = 1_953_125; // 10^9 / 2^9
-    if ns < 1 << 43 {
+    if ns < 1 << 32 {
+        ns + ((ns * FRACTION) >> 32)
+    } else if ns < 1 << 43 {
         (ns << 21) / DIVISOR
     } else {
         (ns / DIVISOR) << 21
@@ -198,6 +205,22 @@ mod tests {
         assert_eq!(ns_to_binary_ns(1_000_000_000), 1 << 30);
         assert_eq!(ns_to_binary_ns(0), 0);
         assert_eq!(ns_to_binary_ns(1_000), 1073);
+        // the fast path: the floor of the quotient or one above, and exact
+        // whenever the quotient is whole
+        for ns in (1u64..(1 << 32))
+            .step_by(999_983)
+            .chain([1, 999, 1_953_125, (1 << 32) - 1])
+        {
+            let exact = ((ns as u128) << 30) / 1_000_000_000;
+            let fast = ns_to_binary_ns(ns) as u128;
+            assert!(
+                fast == exact || fast == exact + 1,
+                "{ns}: {fast} vs {exact}"
+            );
+            if ((ns as u128) << 30).is_multiple_of(1_000_000_000) {
+                assert_eq!(fast, exact, "{ns}");
+            }
+        }
         // no overflow at the top
         assert_eq!(ns_to_binary_ns(u64::MAX), (u64::MAX / 1_953_125) << 21);
     }

@@ -21,4 +21,8 @@ macro_rules! user_pod {
 }
 
 #[cfg(feature = "user")]
-user_pod!(syscalls::SyscallHistKey, syscalls::SyscallErrKey, syscalls::SyscallStart);
+user_pod!(
+    syscalls::SyscallHistKey,
+    syscalls::SyscallErrKey,
+    syscalls::SyscallStart
+);

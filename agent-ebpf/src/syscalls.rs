@@ -20,7 +20,7 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
     EbpfContext, Global,
 };
-use aya_log_ebpf::warn;
+use aya_log_ebpf::debug;
 use sonde_common::{
     hist::{bucket_key, ns_to_binary_ns},
     syscalls::{
@@ -192,6 +192,9 @@ fn count_loss<C: EbpfContext>(ctx: &C, index: u32) {
         *counter
     };
     if total == 1 && index != loss::EXIT_UNMATCHED {
-        warn!(ctx, "syscalls: first loss of kind {} on this CPU", index);
+        debug!(
+            ctx,
+            "syscalls: first loss of kind {} on this CPU (see sonde_common::syscalls::loss)", index
+        );
     }
 }

@@ -11,7 +11,10 @@ fn main() -> ExitCode {
         Err(e) => return cli::usage_error(&e),
     };
     cli::init_logging(cli.log_level);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sonde: cannot start the async runtime: {e}");

@@ -91,7 +91,11 @@ pub fn syscall_window(
 ) -> (Vec<CgroupSyscalls>, Vec<LossRecord>) {
     let mut errnos: HashMap<(u64, u32), BTreeMap<String, u64>> = HashMap::new();
     for (&(cgroup, nr, errno), &count) in &after.errors {
-        let earlier = before.errors.get(&(cgroup, nr, errno)).copied().unwrap_or(0);
+        let earlier = before
+            .errors
+            .get(&(cgroup, nr, errno))
+            .copied()
+            .unwrap_or(0);
         // A smaller count means the map was recreated: count from zero.
         let delta = count.checked_sub(earlier).unwrap_or(count);
         if delta > 0 {
@@ -167,7 +171,12 @@ mod tests {
         let read = syscalls::number("read").unwrap();
         let before = reading(&[(7, openat, 1000)], &[(7, openat, 2, 1)]);
         let mut after = reading(
-            &[(7, openat, 1000), (7, openat, 2000), (7, openat, 4000), (9, read, 10)],
+            &[
+                (7, openat, 1000),
+                (7, openat, 2000),
+                (7, openat, 4000),
+                (9, read, 10),
+            ],
             &[(7, openat, 2, 3)],
         );
         after.loss[loss::START_COLLISION as usize] = 5;
@@ -182,7 +191,10 @@ mod tests {
         assert_eq!(s.errnos.get("ENOENT"), Some(&2));
         assert_eq!(s.rate_per_sec, 1.0);
         assert_eq!(s.error_ratio, 1.0);
-        let collisions = losses.iter().find(|l| l.reason == "start_slot_collision").unwrap();
+        let collisions = losses
+            .iter()
+            .find(|l| l.reason == "start_slot_collision")
+            .unwrap();
         assert_eq!(collisions.count, 5);
         assert_eq!(losses.len(), 3, "exit_unmatched is not a loss");
     }

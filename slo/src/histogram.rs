@@ -179,9 +179,10 @@ impl Histogram {
     /// Bucket counts as a dense run starting at the smallest index, as OTLP's
     /// `Buckets { offset, bucket_counts }` wants them; `(0, [])` when empty.
     pub fn dense(&self) -> (i32, Vec<u64>) {
-        let (Some((&first, _)), Some((&last, _))) =
-            (self.buckets.first_key_value(), self.buckets.last_key_value())
-        else {
+        let (Some((&first, _)), Some((&last, _))) = (
+            self.buckets.first_key_value(),
+            self.buckets.last_key_value(),
+        ) else {
             return (0, Vec::new());
         };
         let mut out = vec![0; (last - first) as usize + 1];
@@ -222,7 +223,10 @@ mod tests {
             let h = from_samples(&[v]);
             let (&i, _) = h.buckets.first_key_value().unwrap();
             let secs = v as f64 / BINARY_NS_PER_SEC;
-            assert!(Histogram::lower_bound(i) < secs && secs <= Histogram::upper_bound(i) * (1.0 + 1e-12));
+            assert!(
+                Histogram::lower_bound(i) < secs
+                    && secs <= Histogram::upper_bound(i) * (1.0 + 1e-12)
+            );
         }
     }
 
@@ -230,7 +234,10 @@ mod tests {
     fn delta_reports_a_reset() {
         let later = from_samples(&[1000]);
         let earlier = from_samples(&[1000, 1000]);
-        assert!(matches!(later.delta(&earlier), Err(HistogramError::CounterReset { .. })));
+        assert!(matches!(
+            later.delta(&earlier),
+            Err(HistogramError::CounterReset { .. })
+        ));
     }
 
     #[test]

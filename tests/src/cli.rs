@@ -19,7 +19,14 @@ fn json_snapshot_parses_and_carries_losses() {
         let missing = c"/nonexistent/sonde-json-test";
         for _ in 0..FAILING {
             // SAFETY: a valid NUL-terminated path.
-            unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, missing.as_ptr(), libc::O_RDONLY) };
+            unsafe {
+                libc::syscall(
+                    libc::SYS_openat,
+                    libc::AT_FDCWD,
+                    missing.as_ptr(),
+                    libc::O_RDONLY,
+                )
+            };
         }
     });
     let mut sonde = Command::new(sonde_bin())
@@ -54,7 +61,10 @@ fn json_snapshot_parses_and_carries_losses() {
         .find(|c| c["cgroup_id"] == cgroup.id())
         .expect("the test cgroup is in the snapshot");
     let path = cg["cgroup_path"].as_str().expect("cgroup path resolved");
-    assert!(cgroup.path().ends_with(path.trim_start_matches('/')), "{path}");
+    assert!(
+        cgroup.path().ends_with(path.trim_start_matches('/')),
+        "{path}"
+    );
     let openat = cg["syscalls"]
         .as_array()
         .expect("series")
@@ -72,6 +82,41 @@ fn json_snapshot_parses_and_carries_losses() {
     assert_eq!(buckets, FAILING);
 }
 
+#[test]
+fn kernel_diagnostics_reach_the_debug_log() {
+    if !privileged() {
+        return;
+    }
+    let out = Command::new(sonde_bin())
+        .args([
+            "snapshot",
+            "--duration",
+            "1s",
+            "--json",
+            "--syscall-hist-entries",
+            "2",
+            "--log-level",
+            "debug",
+        ])
+        .output()
+        .expect("run sonde");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("syscalls: first loss of kind 0"),
+        "{stderr}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["complete"], false);
+    let full = json["losses"]
+        .as_array()
+        .expect("losses")
+        .iter()
+        .find(|l| l["reason"] == "hist_map_full")
+        .expect("hist_map_full record");
+    assert!(full["count"].as_u64().expect("count") > 0, "{full}");
+}
+
 /// Runs sonde and returns (exit code, stderr).
 fn sonde(args: &[&str], wrap: &[&str]) -> (i32, String) {
     let bin = sonde_bin();
@@ -86,7 +131,10 @@ fn sonde(args: &[&str], wrap: &[&str]) -> (i32, String) {
     let out = cmd.args(args).output().expect("run sonde");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert!(!stderr.contains("RUST_BACKTRACE"), "backtrace hint: {stderr}");
+    assert!(
+        !stderr.contains("RUST_BACKTRACE"),
+        "backtrace hint: {stderr}"
+    );
     (out.status.code().expect("exit code"), stderr)
 }
 
@@ -133,8 +181,26 @@ fn missing_hook_is_one_line_and_doctor_names_it() {
     // A mount namespace where tracefs is hidden under an empty tmpfs, and no
     // CAP_SYS_ADMIN to mount it again: the classic tracepoints are missing.
     let script = r#"mount -t tmpfs none /sys/kernel/tracing && exec setpriv --bounding-set=-all,+bpf,+perfmon --inh-caps=-all "$@""#;
-    let wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"];
-    let (code, err) = sonde(&["snapshot", "--duration", "1s", "--syscall-hook", "tracepoint"], &wrap);
+    let wrap = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ];
+    let (code, err) = sonde(
+        &[
+            "snapshot",
+            "--duration",
+            "1s",
+            "--syscall-hook",
+            "tracepoint",
+        ],
+        &wrap,
+    );
     assert_eq!(code, 1);
     assert_one_line(&err, "no probe could attach");
     assert!(err.contains("tracefs is not mounted"), "{err}");
@@ -160,6 +226,12 @@ fn missing_hook_is_one_line_and_doctor_names_it() {
         .expect("run doctor");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("syscalls    attached     raw_tracepoint"), "{stdout}");
-    assert!(stdout.contains("capabilities  CAP_PERFMON, CAP_BPF"), "{stdout}");
+    assert!(
+        stdout.contains("syscalls    attached     raw_tracepoint"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("capabilities  CAP_PERFMON, CAP_BPF"),
+        "{stdout}"
+    );
 }

@@ -56,7 +56,9 @@ impl TestCgroup {
 
     /// The cgroup id sonde reports: the inode of the directory.
     pub fn id(&self) -> u64 {
-        std::fs::metadata(&self.path).expect("stat test cgroup").ino()
+        std::fs::metadata(&self.path)
+            .expect("stat test cgroup")
+            .ino()
     }
 
     /// The cgroup directory.
@@ -84,8 +86,14 @@ impl Workload {
     /// only make system calls (no allocation, no locks): prepare every
     /// buffer and path before calling this.
     pub fn fork(cgroup: &TestCgroup, work: impl FnOnce()) -> Self {
-        let procs = CString::new(cgroup.path().join("cgroup.procs").as_os_str().as_encoded_bytes())
-            .expect("path without NUL");
+        let procs = CString::new(
+            cgroup
+                .path()
+                .join("cgroup.procs")
+                .as_os_str()
+                .as_encoded_bytes(),
+        )
+        .expect("path without NUL");
         let mut fds = [0; 2];
         // SAFETY: fds is a valid two-element array.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
@@ -123,7 +131,10 @@ impl Workload {
     /// Lets the child run its work.
     pub fn go(&self) {
         // SAFETY: writing one byte from a valid buffer to our pipe end.
-        assert_eq!(unsafe { libc::write(self.go_fd, b"g".as_ptr().cast(), 1) }, 1);
+        assert_eq!(
+            unsafe { libc::write(self.go_fd, b"g".as_ptr().cast(), 1) },
+            1
+        );
     }
 
     /// Waits for the child and returns its exit status.
@@ -134,7 +145,10 @@ impl Workload {
         assert_eq!(rc, self.pid, "waitpid");
         // SAFETY: closing our pipe end.
         unsafe { libc::close(self.go_fd) };
-        assert!(libc::WIFEXITED(status), "workload did not exit normally: {status:#x}");
+        assert!(
+            libc::WIFEXITED(status),
+            "workload did not exit normally: {status:#x}"
+        );
         libc::WEXITSTATUS(status)
     }
 }
@@ -153,7 +167,7 @@ pub fn wait_until(cond: impl Fn() -> bool) {
 /// The `sonde` binary under test: `$SONDE_BIN`, set by `cargo xtask test`,
 /// else the workspace's debug build.
 pub fn sonde_bin() -> PathBuf {
-    std::env::var_os("SONDE_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sonde")
-    })
+    std::env::var_os("SONDE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sonde"))
 }

@@ -13,9 +13,24 @@ use crate::{privileged, TestCgroup, Workload};
 /// Runs `work` in a fresh cgroup while sonde watches; returns the window and
 /// the cgroup id.
 fn observe(hook: SyscallHook, name: &str, work: impl FnOnce()) -> (Snapshot, u64) {
-    let probes = Probes::load(ProbeOptions { syscall_hook: hook }).expect("load probes");
+    observe_with(
+        ProbeOptions {
+            syscall_hook: hook,
+            ..Default::default()
+        },
+        name,
+        work,
+    )
+}
+
+fn observe_with(options: ProbeOptions, name: &str, work: impl FnOnce()) -> (Snapshot, u64) {
+    let probes = Probes::load(options).expect("load probes");
     let status = &probes.statuses()[0];
-    assert_eq!(status.state, ProbeState::Attached, "syscalls not attached: {status:?}");
+    assert_eq!(
+        status.state,
+        ProbeState::Attached,
+        "syscalls not attached: {status:?}"
+    );
     let cgroup = TestCgroup::new(name);
     let workload = Workload::fork(&cgroup, work);
     let mut sampler = Sampler::start(probes).expect("first reading");
@@ -33,7 +48,14 @@ fn openat_workload() {
     let present = c"/dev/null";
     for _ in 0..FAILING {
         // SAFETY: a valid NUL-terminated path.
-        let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, missing.as_ptr(), libc::O_RDONLY) };
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                missing.as_ptr(),
+                libc::O_RDONLY,
+            )
+        };
         if fd != -1 {
             // SAFETY: async-signal-safe exit from the forked child.
             unsafe { libc::_exit(3) };
@@ -41,7 +63,14 @@ fn openat_workload() {
     }
     for _ in 0..SUCCEEDING {
         // SAFETY: as above.
-        let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, present.as_ptr(), libc::O_RDONLY) };
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                present.as_ptr(),
+                libc::O_RDONLY,
+            )
+        };
         if fd < 0 {
             // SAFETY: as above.
             unsafe { libc::_exit(4) };
@@ -56,11 +85,22 @@ fn assert_openat_counts(hook: SyscallHook) {
         return;
     }
     let (snapshot, cgroup) = observe(hook, "openat", openat_workload);
-    let openat = snapshot.syscall(cgroup, "openat").expect("openat series for the test cgroup");
-    assert_eq!(openat.errnos.get("ENOENT").copied(), Some(FAILING), "ENOENT failures: {:?}", openat.errnos);
+    let openat = snapshot
+        .syscall(cgroup, "openat")
+        .expect("openat series for the test cgroup");
+    assert_eq!(
+        openat.errnos.get("ENOENT").copied(),
+        Some(FAILING),
+        "ENOENT failures: {:?}",
+        openat.errnos
+    );
     assert_eq!(openat.errnos.len(), 1, "only ENOENT: {:?}", openat.errnos);
     assert_eq!(openat.errors, FAILING);
-    assert!(openat.calls >= FAILING + SUCCEEDING, "openat calls {}", openat.calls);
+    assert!(
+        openat.calls >= FAILING + SUCCEEDING,
+        "openat calls {}",
+        openat.calls
+    );
     let close = snapshot.syscall(cgroup, "close").expect("close series");
     assert!(close.calls >= SUCCEEDING);
     assert_eq!(snapshot.lost(), 0, "losses: {:?}", snapshot.losses);
@@ -85,13 +125,24 @@ fn sleep_latency_histogram() {
         return;
     }
     let (snapshot, cgroup) = observe(SyscallHook::Auto, "sleep", || {
-        let ts = libc::timespec { tv_sec: 0, tv_nsec: SLEEP_NS };
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: SLEEP_NS,
+        };
         for _ in 0..SLEEPS {
             // SAFETY: a valid timespec; no remainder wanted.
-            unsafe { libc::syscall(libc::SYS_nanosleep, &ts, std::ptr::null_mut::<libc::timespec>()) };
+            unsafe {
+                libc::syscall(
+                    libc::SYS_nanosleep,
+                    &ts,
+                    std::ptr::null_mut::<libc::timespec>(),
+                )
+            };
         }
     });
-    let sleep = snapshot.syscall(cgroup, "nanosleep").expect("nanosleep series");
+    let sleep = snapshot
+        .syscall(cgroup, "nanosleep")
+        .expect("nanosleep series");
     assert_eq!(sleep.latency.count(), SLEEPS);
     assert_eq!(sleep.errors, 0);
     // 10 ms in binary nanoseconds: 10^7 * 2^30 / 10^9.
@@ -99,8 +150,44 @@ fn sleep_latency_histogram() {
     reference.record_binary_ns(SLEEP_NS as u64 * (1 << 30) / 1_000_000_000);
     let want = reference.quantile_index(0.5).unwrap();
     let got = sleep.latency.quantile_index(0.5).unwrap();
-    assert!((got - want).abs() <= 1, "p50 bucket {got}, 10 ms is bucket {want}: {:?}", sleep.latency);
+    assert!(
+        (got - want).abs() <= 1,
+        "p50 bucket {got}, 10 ms is bucket {want}: {:?}",
+        sleep.latency
+    );
     let p50 = sleep.p50_secs.unwrap();
     assert!((0.0095..0.0115).contains(&p50), "p50 {p50}");
     assert_eq!(snapshot.lost(), 0);
+}
+
+#[test]
+fn a_full_map_is_counted_not_silent() {
+    if !privileged() {
+        return;
+    }
+    // Four keys: the rest of the machine fills the latency map at once.
+    let options = ProbeOptions {
+        syscall_hist_max_entries: Some(4),
+        ..Default::default()
+    };
+    let (snapshot, cgroup) = observe_with(options, "full", openat_workload);
+    let lost = snapshot
+        .losses
+        .iter()
+        .find(|l| l.reason == "hist_map_full")
+        .expect("hist_map_full loss record")
+        .count;
+    let recorded = snapshot.syscall(cgroup, "openat").map_or(0, |s| s.calls);
+    assert!(
+        recorded + lost >= FAILING + SUCCEEDING,
+        "every openat is either recorded ({recorded}) or counted lost ({lost})"
+    );
+    assert!(!snapshot.complete, "a window with losses is incomplete");
+    // Failures live in their own map, which has room: still exact.
+    let failures: u64 = snapshot
+        .syscalls
+        .iter()
+        .find(|c| c.cgroup_id == cgroup)
+        .map_or(0, |c| c.errors);
+    assert!(failures <= FAILING);
 }

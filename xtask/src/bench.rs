@@ -12,13 +12,30 @@ pub enum Which {
 }
 
 pub fn run(which: Which, calls: u64, rounds: u32) -> Result<()> {
-    sh("cargo", &["build", "--release", "--package", "sonde", "--package", "sonde-tests", "--bins"])?;
+    sh(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "--package",
+            "sonde",
+            "--package",
+            "sonde-tests",
+            "--bins",
+        ],
+    )?;
     let target = root().join("target/release");
     let out = root().join("target/bench/syscalls.json");
     match which {
         Which::Syscalls => {
             let status = std::process::Command::new(target.join("sonde-bench"))
-                .args(["syscalls", "--calls", &calls.to_string(), "--rounds", &rounds.to_string()])
+                .args([
+                    "syscalls",
+                    "--calls",
+                    &calls.to_string(),
+                    "--rounds",
+                    &rounds.to_string(),
+                ])
                 .arg("--sonde")
                 .arg(target.join("sonde"))
                 .arg("--out")

@@ -14,7 +14,10 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "sonde's build, test and benchmark tasks")]
+#[command(
+    name = "cargo xtask",
+    about = "sonde's build, test and benchmark tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Task,
@@ -77,8 +80,14 @@ fn run(cli: Cli) -> Result<()> {
         Task::Run { args } => {
             setup::run(false)?;
             build(false)?;
-            let args = if args.is_empty() { vec!["agent".to_owned()] } else { args };
-            let status = Command::new(root().join("target/debug/sonde")).args(&args).status()?;
+            let args = if args.is_empty() {
+                vec!["agent".to_owned()]
+            } else {
+                args
+            };
+            let status = Command::new(root().join("target/debug/sonde"))
+                .args(&args)
+                .status()?;
             if !status.success() {
                 bail!("sonde exited with {status}");
             }
@@ -88,7 +97,11 @@ fn run(cli: Cli) -> Result<()> {
             setup::run(false)?;
             test(!no_lint)
         }
-        Task::Bench { which, calls, rounds } => {
+        Task::Bench {
+            which,
+            calls,
+            rounds,
+        } => {
             setup::run(true)?;
             bench::run(which, calls, rounds)
         }
@@ -129,24 +142,54 @@ fn test(lint: bool) -> Result<()> {
         step("cargo fmt --check");
         sh("cargo", &["fmt", "--all", "--", "--check"])?;
         step("clippy (host crates)");
-        sh("cargo", &["clippy", "--all-targets", "--", "-D", "warnings"])?;
+        sh(
+            "cargo",
+            &["clippy", "--all-targets", "--", "-D", "warnings"],
+        )?;
         step("clippy (kernel programs, bpfel-unknown-none)");
         sh(
             "cargo",
             &[
-                "+nightly", "clippy", "--package", "sonde-ebpf", "--target", "bpfel-unknown-none",
-                "-Z", "build-std=core", "--", "-D", "warnings",
+                "+nightly",
+                "clippy",
+                "--package",
+                "sonde-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
             ],
         )?;
     }
     step("unit tests");
-    sh("cargo", &["test", "--package", "sonde-common", "--package", "sonde-slo", "--package", "sonde", "--package", "xtask"])?;
+    sh(
+        "cargo",
+        &[
+            "test",
+            "--package",
+            "sonde-common",
+            "--package",
+            "sonde-slo",
+            "--package",
+            "sonde",
+            "--package",
+            "xtask",
+        ],
+    )?;
     step("integration tests (root, real kernel)");
     build(false)?;
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n"))?;
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))?;
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     if !is_root && ci {
-        bail!("CI=true and not root: the integration tests load eBPF programs and must run as root");
+        bail!(
+            "CI=true and not root: the integration tests load eBPF programs and must run as root"
+        );
     }
     if !is_root {
         eprintln!("xtask: not root: the integration tests will skip; run `sudo -E cargo xtask test` for them");

@@ -31,19 +31,29 @@ fn say(what: &str) {
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The kernel programs build with `-Z build-std=core`, which needs rust-src.
 fn rust_src() -> Result<()> {
-    let installed = output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"])
-        .context("no nightly toolchain: `rustup toolchain install nightly` (the kernel programs need it)")?;
+    let installed = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .context(
+        "no nightly toolchain: `rustup toolchain install nightly` (the kernel programs need it)",
+    )?;
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         say("nightly rust-src: present");
         return Ok(());
     }
     say("nightly rust-src: installing");
-    sh("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])
+    sh(
+        "rustup",
+        &["component", "add", "rust-src", "--toolchain", "nightly"],
+    )
 }
 
 /// bpf-linker, built from crates.io against the nightly toolchain's own
@@ -67,7 +77,11 @@ fn bpf_linker() -> Result<()> {
                 .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
         })
         .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib_dir.display()))?;
-    let file_name = llvm.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    let file_name = llvm
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
     // libLLVM.so.22.1-rust-1.97.0-nightly -> 22
     let major = file_name
         .trim_start_matches("libLLVM.so.")
@@ -87,15 +101,23 @@ fn bpf_linker() -> Result<()> {
     say(&format!("bpf-linker: building {BPF_LINKER_VERSION} against the nightly's LLVM {major} (about a minute)"));
     let status = Command::new("cargo")
         .args([
-            "install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force",
-            "--no-default-features", "--features", &format!("llvm-{major}"),
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--force",
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
         ])
         .env("LLVM_PREFIX", &prefix)
         .status()?;
     if !status.success() {
         bail!("building bpf-linker failed");
     }
-    output("bpf-linker", &["--version"]).context("bpf-linker was installed but does not run; is ~/.cargo/bin on PATH?")?;
+    output("bpf-linker", &["--version"])
+        .context("bpf-linker was installed but does not run; is ~/.cargo/bin on PATH?")?;
     say("bpf-linker: installed");
     Ok(())
 }
@@ -109,11 +131,18 @@ fn debian_packages(packages: &[(&str, &str)]) -> Result<()> {
     if missing.is_empty() {
         say(&format!(
             "Debian packages: present ({})",
-            packages.iter().map(|(p, _)| *p).collect::<Vec<_>>().join(", ")
+            packages
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         return Ok(());
     }
-    say(&format!("Debian packages: installing {}", missing.join(", ")));
+    say(&format!(
+        "Debian packages: installing {}",
+        missing.join(", ")
+    ));
     sh("apt-get", &["update", "-qq"])?;
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
     args.extend(&missing);

@@ -28,11 +28,18 @@ pub(super) struct Args {
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let probes = Probes::load(args.probes.options())?;
     if !probes.any_attached() {
-        bail!("no probe could attach ({}); run `sonde doctor` for the cause", render::reasons(probes.statuses()));
+        bail!(
+            "no probe could attach ({}); run `sonde doctor` for the cause",
+            render::reasons(probes.statuses())
+        );
     }
-    eprintln!("sonde: agent ready; {}", render::statuses_line(probes.statuses()));
+    eprintln!(
+        "sonde: agent ready; {}",
+        render::statuses_line(probes.statuses())
+    );
     let mut sampler = Sampler::start(probes).context("reading the probes' maps")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut ticks = tokio::time::interval(args.interval);
     ticks.tick().await; // the first tick is immediate
     loop {

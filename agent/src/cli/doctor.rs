@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::ProbeArgs;
 use crate::{
     host::{kernel::VMLINUX_BTF, mounts::Mounts, Capabilities, KernelInfo},
-    probes::{ProbeState, ProbeStatus, Probes, LoadError},
+    probes::{LoadError, ProbeState, ProbeStatus, Probes},
 };
 
 #[derive(Debug, clap::Args)]
@@ -33,7 +33,9 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let kernel = KernelInfo::current();
     let mounts = Mounts::current().unwrap_or_default();
     let caps = Capabilities::current().ok();
-    let missing = caps.map(Capabilities::missing_for_tracing).unwrap_or_default();
+    let missing = caps
+        .map(Capabilities::missing_for_tracing)
+        .unwrap_or_default();
     let probes = match Probes::load(args.probes.options()) {
         Ok(p) => p.statuses().to_vec(),
         Err(e) => vec![ProbeStatus {
@@ -48,7 +50,10 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let report = Report {
         kernel,
-        tracefs: mounts.tracefs_ready().then(|| mounts.tracefs.as_ref().map(|p| p.display().to_string())).flatten(),
+        tracefs: mounts
+            .tracefs_ready()
+            .then(|| mounts.tracefs.as_ref().map(|p| p.display().to_string()))
+            .flatten(),
         cgroup2: mounts.cgroup2.as_ref().map(|p| p.display().to_string()),
         capabilities: caps.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
         missing_capabilities: missing,
@@ -59,15 +64,26 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print_report(&report);
     }
-    let healthy = report.probes.iter().all(|p| p.state == ProbeState::Attached);
-    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let healthy = report
+        .probes
+        .iter()
+        .all(|p| p.state == ProbeState::Attached);
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_report(r: &Report) {
     println!("kernel        {} ({})", r.kernel.release, r.kernel.arch);
     println!(
         "btf           {}",
-        if r.kernel.btf { format!("yes ({VMLINUX_BTF})") } else { "no: struct offsets unavailable; BTF-based probes degrade".to_owned() }
+        if r.kernel.btf {
+            format!("yes ({VMLINUX_BTF})")
+        } else {
+            "no: struct offsets unavailable; BTF-based probes degrade".to_owned()
+        }
     );
     println!(
         "tracefs       {}",
@@ -78,11 +94,17 @@ fn print_report(r: &Report) {
     );
     println!(
         "cgroup v2     {}",
-        r.cgroup2.as_deref().map_or_else(|| "not mounted: cgroups cannot be named".to_owned(), |p| format!("mounted at {p}"))
+        r.cgroup2.as_deref().map_or_else(
+            || "not mounted: cgroups cannot be named".to_owned(),
+            |p| format!("mounted at {p}")
+        )
     );
     println!("capabilities  {}", r.capabilities);
     if !r.missing_capabilities.is_empty() {
-        println!("              missing {}: run as root or grant them", r.missing_capabilities.join(", "));
+        println!(
+            "              missing {}: run as root or grant them",
+            r.missing_capabilities.join(", ")
+        );
     }
     println!("probes");
     for p in &r.probes {

@@ -39,12 +39,23 @@ struct ProbeArgs {
     /// classic tracepoints.
     #[arg(long, value_enum, default_value = "auto")]
     syscall_hook: SyscallHook,
+    /// Bound of the kernel's syscall latency map, in (cgroup, syscall,
+    /// bucket) keys; what does not fit is counted as lost.
+    #[arg(long, value_name = "KEYS", default_value_t = sonde_common::syscalls::HIST_MAX_ENTRIES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    syscall_hist_entries: u32,
+    /// Bound of the kernel's syscall failure map, in (cgroup, syscall, errno) keys.
+    #[arg(long, value_name = "KEYS", default_value_t = sonde_common::syscalls::ERR_MAX_ENTRIES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    syscall_error_entries: u32,
 }
 
 impl ProbeArgs {
     fn options(&self) -> ProbeOptions {
         ProbeOptions {
             syscall_hook: self.syscall_hook,
+            syscall_hist_max_entries: Some(self.syscall_hist_entries),
+            syscall_errors_max_entries: Some(self.syscall_error_entries),
         }
     }
 }
@@ -61,7 +72,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Prints a command-line error as one line with the fix; help and version
 /// go to stdout as usual.
 pub fn usage_error(e: &clap::Error) -> ExitCode {
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
         let _ = e.print();
         return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
             ExitCode::from(2)
@@ -126,7 +142,9 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("five").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("five")
+            .unwrap_err()
+            .contains("not a duration"));
         assert!(parse_duration("0s").unwrap_err().contains("zero"));
     }
 

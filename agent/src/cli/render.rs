@@ -12,9 +12,19 @@ pub(super) fn statuses_line(statuses: &[ProbeStatus]) -> String {
     statuses
         .iter()
         .map(|s| match s.state {
-            ProbeState::Attached => format!("{}=attached({})", s.probe, s.hook.as_deref().unwrap_or("?")),
-            ProbeState::Degraded => format!("{}=degraded({})", s.probe, s.reason.as_deref().unwrap_or("?")),
-            ProbeState::Unavailable => format!("{}=unavailable({})", s.probe, s.reason.as_deref().unwrap_or("?")),
+            ProbeState::Attached => {
+                format!("{}=attached({})", s.probe, s.hook.as_deref().unwrap_or("?"))
+            }
+            ProbeState::Degraded => format!(
+                "{}=degraded({})",
+                s.probe,
+                s.reason.as_deref().unwrap_or("?")
+            ),
+            ProbeState::Unavailable => format!(
+                "{}=unavailable({})",
+                s.probe,
+                s.reason.as_deref().unwrap_or("?")
+            ),
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -56,7 +66,11 @@ pub(super) fn snapshot(s: &Snapshot, top: usize) -> String {
         }
     );
     for l in s.losses.iter().filter(|l| l.count > 0) {
-        let _ = writeln!(out, "  lost {} in {}/{}: {}", l.count, l.stage, l.probe, l.reason);
+        let _ = writeln!(
+            out,
+            "  lost {} in {}/{}: {}",
+            l.count, l.stage, l.probe, l.reason
+        );
     }
     let _ = writeln!(
         out,
@@ -64,7 +78,10 @@ pub(super) fn snapshot(s: &Snapshot, top: usize) -> String {
         "CGROUP", "SYSCALL", "RATE/s", "ERR%", "P50", "P99"
     );
     for cg in &s.syscalls {
-        let path = cg.cgroup_path.clone().unwrap_or_else(|| format!("<cgroup {}>", cg.cgroup_id));
+        let path = cg
+            .cgroup_path
+            .clone()
+            .unwrap_or_else(|| format!("<cgroup {}>", cg.cgroup_id));
         for (i, series) in cg.syscalls.iter().take(top).enumerate() {
             let mut errnos: Vec<(&String, &u64)> = series.errnos.iter().collect();
             errnos.sort_by(|a, b| b.1.cmp(a.1));
@@ -77,7 +94,11 @@ pub(super) fn snapshot(s: &Snapshot, top: usize) -> String {
             let _ = writeln!(
                 out,
                 "{:<44} {:<18} {:>10.1} {:>6.2}% {:>8} {:>8}  {}",
-                if i == 0 { truncate_left(&path, 44) } else { String::new() },
+                if i == 0 {
+                    truncate_left(&path, 44)
+                } else {
+                    String::new()
+                },
                 series.name,
                 series.rate_per_sec,
                 series.error_ratio * 100.0,

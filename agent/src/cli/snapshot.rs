@@ -26,10 +26,16 @@ pub(super) struct Args {
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let probes = Probes::load(args.probes.options())?;
     if !probes.any_attached() {
-        bail!("no probe could attach ({}); run `sonde doctor` for the cause", render::reasons(probes.statuses()));
+        bail!(
+            "no probe could attach ({}); run `sonde doctor` for the cause",
+            render::reasons(probes.statuses())
+        );
     }
     let mut sampler = Sampler::start(probes).context("reading the probes' maps")?;
-    eprintln!("sonde: watching for {}", humantime::format_duration(args.duration));
+    eprintln!(
+        "sonde: watching for {}",
+        humantime::format_duration(args.duration)
+    );
     tokio::select! {
         () = tokio::time::sleep(args.duration) => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -34,13 +34,19 @@ impl Capabilities {
     pub fn current() -> std::io::Result<Self> {
         let status = std::fs::read_to_string("/proc/self/status")?;
         Self::parse_status(&status).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "no CapEff line in /proc/self/status")
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no CapEff line in /proc/self/status",
+            )
         })
     }
 
     /// Parses the `CapEff:` line of a `/proc/<pid>/status` text.
     pub fn parse_status(status: &str) -> Option<Self> {
-        let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))?
+            .trim();
         u64::from_str_radix(hex, 16).ok().map(Self)
     }
 

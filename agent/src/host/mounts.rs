@@ -19,7 +19,9 @@ pub struct Mounts {
 impl Mounts {
     /// Reads the calling process's mount table.
     pub fn current() -> std::io::Result<Self> {
-        Ok(Self::parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo")?))
+        Ok(Self::parse_mountinfo(&std::fs::read_to_string(
+            "/proc/self/mountinfo",
+        )?))
     }
 
     /// Parses `/proc/<pid>/mountinfo`: field 5 is the mount point, and the
@@ -58,11 +60,20 @@ pub fn mount_tracefs() -> std::io::Result<()> {
     let c = |s: &str| std::ffi::CString::new(s).map_err(std::io::Error::other);
     let (source, target_c, fstype) = (c("tracefs")?, c(TRACEFS)?, c("tracefs")?);
     if !target.is_dir() {
-        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no /sys/kernel/tracing directory"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no /sys/kernel/tracing directory",
+        ));
     }
     // SAFETY: all pointers are valid NUL-terminated strings for the call.
     let rc = unsafe {
-        libc::mount(source.as_ptr(), target_c.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            source.as_ptr(),
+            target_c.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc == 0 {
         Ok(())
@@ -77,8 +88,12 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -106,7 +121,10 @@ mod tests {
     #[test]
     fn finds_cgroup2_and_tracefs_on_a_hybrid() {
         let m = Mounts::parse_mountinfo(HYBRID);
-        assert_eq!(m.cgroup2.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            m.cgroup2.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified"))
+        );
         assert_eq!(m.tracefs.as_deref(), Some(Path::new("/sys/kernel/tracing")));
     }
 

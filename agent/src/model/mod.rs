@@ -98,8 +98,16 @@ impl SyscallSeries {
             nr,
             calls,
             errors,
-            rate_per_sec: if window_secs > 0.0 { calls as f64 / window_secs } else { 0.0 },
-            error_ratio: if calls > 0 { errors as f64 / calls as f64 } else { 0.0 },
+            rate_per_sec: if window_secs > 0.0 {
+                calls as f64 / window_secs
+            } else {
+                0.0
+            },
+            error_ratio: if calls > 0 {
+                errors as f64 / calls as f64
+            } else {
+                0.0
+            },
             p50_secs: latency.quantile(0.5),
             p99_secs: latency.quantile(0.99),
             errnos,

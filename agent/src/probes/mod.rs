@@ -65,6 +65,11 @@ pub enum LoadError {
 pub struct ProbeOptions {
     /// Which hook the syscall family uses.
     pub syscall_hook: syscalls::SyscallHook,
+    /// Bound of the syscall latency map, in (cgroup, syscall, bucket) keys;
+    /// `None` keeps the built-in default.
+    pub syscall_hist_max_entries: Option<u32>,
+    /// Bound of the syscall failure map, in (cgroup, syscall, errno) keys.
+    pub syscall_errors_max_entries: Option<u32>,
 }
 
 /// Cumulative counts of every family, as the kernel holds them now.
@@ -93,7 +98,7 @@ impl Probes {
         raise_memlock_rlimit();
 
         let mut loader = EbpfLoader::new();
-        syscalls::configure(&mut loader);
+        syscalls::configure(&mut loader, &options);
         let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
@@ -118,7 +123,9 @@ impl Probes {
 
     /// Whether at least one family is counting.
     pub fn any_attached(&self) -> bool {
-        self.statuses.iter().any(|s| s.state != ProbeState::Unavailable)
+        self.statuses
+            .iter()
+            .any(|s| s.state != ProbeState::Unavailable)
     }
 
     /// Reads every attached family's maps.
