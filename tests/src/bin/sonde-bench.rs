@@ -111,15 +111,18 @@ fn measure(calls: u64) -> Result<f64> {
 struct Agent {
     child: Child,
     started: Instant,
-    cpu_start_ticks: u64,
+    cpu_start_ns: u64,
 }
 
-fn proc_cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_comm = stat.rsplit_once(") ").context("stat format")?.1;
-    let fields: Vec<&str> = after_comm.split(' ').collect();
-    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the comm.
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+/// CPU time of a process's threads in nanoseconds, from each thread's
+/// `schedstat` (first field: time on CPU), finer than stat's clock ticks.
+fn proc_cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let text = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        total += text.split_whitespace().next().context("schedstat")?.parse::<u64>()?;
+    }
+    Ok(total)
 }
 
 fn proc_status_kib(pid: u32, key: &str) -> Result<u64> {
@@ -148,11 +151,11 @@ fn start_agent(sonde: &PathBuf) -> Result<Agent> {
         let mut sink = Vec::new();
         let _ = stderr.read_to_end(&mut sink);
     });
-    let cpu_start_ticks = proc_cpu_ticks(child.id())?;
+    let cpu_start_ns = proc_cpu_ns(child.id())?;
     Ok(Agent {
         child,
         started: Instant::now(),
-        cpu_start_ticks,
+        cpu_start_ns,
     })
 }
 
@@ -201,10 +204,6 @@ fn syscalls(calls: u64, rounds: u32, sonde: &PathBuf, out: &PathBuf) -> Result<(
     }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); CONDITIONS.len()];
     let mut rss_peak_kib = 0u64;
-    let ticks_per_sec = {
-        // SAFETY: sysconf has no preconditions.
-        (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
-    };
     for round in 0..rounds {
         for (i, condition) in CONDITIONS.iter().enumerate() {
             let ns = match condition {
@@ -256,8 +255,8 @@ fn syscalls(calls: u64, rounds: u32, sonde: &PathBuf, out: &PathBuf) -> Result<(
     }
     let after = program_stats(&["syscall_enter", "syscall_exit"]);
     let pid = agent.child.id();
-    let ticks = proc_cpu_ticks(pid)? - agent.cpu_start_ticks;
-    let cpu = 100.0 * ticks as f64 / ticks_per_sec / agent.started.elapsed().as_secs_f64();
+    let cpu_ns = proc_cpu_ns(pid)? - agent.cpu_start_ns;
+    let cpu = 100.0 * cpu_ns as f64 / 1e9 / agent.started.elapsed().as_secs_f64();
     rss_peak_kib = rss_peak_kib.max(proc_status_kib(pid, "VmHWM:")?);
     stop(&mut agent.child, libc::SIGTERM)?;
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", previous.trim());
@@ -283,7 +282,7 @@ fn syscalls(calls: u64, rounds: u32, sonde: &PathBuf, out: &PathBuf) -> Result<(
         "agent peak RSS   {:.1} MiB (target <= 32)",
         rss_peak_kib as f64 / 1024.0
     );
-    println!("agent CPU        {cpu:.2} % of one core over {LOAD_SECS} s of load (1 s windows)");
+    println!("agent CPU        {cpu:.3} % of one core over {LOAD_SECS} s of load (1 s windows)");
     for (name, runs, ns) in &shares {
         println!(
             "bpf_stats        {name:<14} {runs} runs, {ns:.0} ns/run (stats overhead included)"
