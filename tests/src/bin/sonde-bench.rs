@@ -120,7 +120,11 @@ fn proc_cpu_ns(pid: u32) -> Result<u64> {
     let mut total = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let text = std::fs::read_to_string(task?.path().join("schedstat"))?;
-        total += text.split_whitespace().next().context("schedstat")?.parse::<u64>()?;
+        total += text
+            .split_whitespace()
+            .next()
+            .context("schedstat")?
+            .parse::<u64>()?;
     }
     Ok(total)
 }
