@@ -195,7 +195,14 @@ fn test(lint: bool) -> Result<()> {
         eprintln!("xtask: not root: the integration tests will skip; run `sudo -E cargo xtask test` for them");
     }
     let status = Command::new("cargo")
-        .args(["test", "--package", "sonde-tests", "--", "--test-threads=1"])
+        .args([
+            "test",
+            "--package",
+            "sonde-tests",
+            "--lib",
+            "--",
+            "--test-threads=1",
+        ])
         .env("SONDE_BIN", root().join("target/debug/sonde"))
         .current_dir(root())
         .status()?;
