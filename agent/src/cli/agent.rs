@@ -4,11 +4,10 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{parse_duration, render, ProbeArgs};
-use crate::{probes::Probes, sampler::Sampler};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -26,18 +25,11 @@ pub(super) struct Args {
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let probes = Probes::load(args.probes.options())?;
-    if !probes.any_attached() {
-        bail!(
-            "no probe could attach ({}); run `sonde doctor` for the cause",
-            render::reasons(probes.statuses())
-        );
-    }
+    let mut sampler = args.probes.start()?;
     eprintln!(
         "sonde: agent ready; {}",
-        render::statuses_line(probes.statuses())
+        render::statuses_line(sampler.probes().statuses())
     );
-    let mut sampler = Sampler::start(probes).context("reading the probes' maps")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut ticks = tokio::time::interval(args.interval);

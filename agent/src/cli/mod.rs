@@ -9,7 +9,12 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{error::ErrorKind, Parser, Subcommand};
 
-use crate::probes::{syscalls::SyscallHook, ProbeOptions};
+use anyhow::Context as _;
+
+use crate::{
+    probes::{syscalls::SyscallHook, ProbeOptions, Probes},
+    sampler::Sampler,
+};
 
 /// eBPF node agent for host-level reliability signals.
 #[derive(Debug, Parser)]
@@ -51,6 +56,19 @@ struct ProbeArgs {
 }
 
 impl ProbeArgs {
+    /// Loads the probes, refuses to go on when none attached, and opens the
+    /// first window.
+    fn start(&self) -> anyhow::Result<Sampler> {
+        let probes = Probes::load(self.options())?;
+        if !probes.any_attached() {
+            anyhow::bail!(
+                "no probe could attach ({}); run `sonde doctor` for the cause",
+                render::reasons(probes.statuses())
+            );
+        }
+        Sampler::start(probes).context("reading the probes' maps")
+    }
+
     fn options(&self) -> ProbeOptions {
         ProbeOptions {
             syscall_hook: self.syscall_hook,

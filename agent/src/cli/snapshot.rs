@@ -2,10 +2,9 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 
 use super::{parse_duration, render, ProbeArgs};
-use crate::{probes::Probes, sampler::Sampler};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -24,14 +23,7 @@ pub(super) struct Args {
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let probes = Probes::load(args.probes.options())?;
-    if !probes.any_attached() {
-        bail!(
-            "no probe could attach ({}); run `sonde doctor` for the cause",
-            render::reasons(probes.statuses())
-        );
-    }
-    let mut sampler = Sampler::start(probes).context("reading the probes' maps")?;
+    let mut sampler = args.probes.start()?;
     eprintln!(
         "sonde: watching for {}",
         humantime::format_duration(args.duration)
