@@ -6,7 +6,9 @@
 #![no_std]
 
 pub mod hist;
+pub mod sched;
 pub mod syscalls;
+pub mod task;
 
 /// Implements `aya::Pod` for plain shared types on the user side only.
 #[cfg(feature = "user")]
@@ -24,5 +26,8 @@ macro_rules! user_pod {
 user_pod!(
     syscalls::SyscallHistKey,
     syscalls::SyscallErrKey,
-    syscalls::SyscallStart
+    syscalls::SyscallStart,
+    task::TaskOffsets,
+    sched::RunqStart,
+    sched::RunqHistKey,
 );

@@ -1,4 +1,4 @@
-//! Empty programs on the syscall hooks: the floor that any syscall-wide
+//! Empty programs on sonde's hooks: the floor that any syscall-wide
 //! tracing pays (the tracing slow path on every syscall). Only `cargo xtask
 //! bench` attaches them, to measure sonde's cost against that floor.
 
@@ -11,5 +11,20 @@ pub fn floor_enter(_ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn floor_exit(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_wakeup")]
+pub fn floor_wake(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_wakeup_new")]
+pub fn floor_wake_new(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn floor_switch(_ctx: RawTracePointContext) -> i32 {
     0
 }

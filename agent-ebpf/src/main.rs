@@ -7,7 +7,11 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod common;
+#[cfg(target_arch = "bpf")]
 mod floor;
+#[cfg(target_arch = "bpf")]
+mod sched;
 #[cfg(target_arch = "bpf")]
 mod syscalls;
 

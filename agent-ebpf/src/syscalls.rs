@@ -13,7 +13,6 @@
 //! another thread that is still inside a syscall is a collision, counted.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, PerCpuArray, PerCpuHashMap},
@@ -28,6 +27,8 @@ use sonde_common::{
         MAX_ERRNO, START_SLOTS, START_SLOT_MASK,
     },
 };
+
+use crate::common::{bump, count_loss};
 
 /// Syscall numbers that never return (`exit`, `exit_group`), set by the agent
 /// from its per-architecture table. Their entries must not take a slot, or
@@ -112,7 +113,7 @@ fn on_enter<C: EbpfContext>(ctx: &C, id: i64) {
             return;
         }
         if owner != 0 && owner != tid {
-            count_loss(ctx, loss::START_COLLISION);
+            lost(ctx, loss::START_COLLISION);
         }
         *slot = SyscallStart {
             tid,
@@ -133,7 +134,7 @@ fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     // SAFETY: as in `on_enter`.
     let start = unsafe { *slot };
     if start.tid != tid {
-        count_loss(ctx, loss::EXIT_UNMATCHED);
+        lost(ctx, loss::EXIT_UNMATCHED);
         return;
     }
     // SAFETY: as in `on_enter`.
@@ -147,7 +148,9 @@ fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         nr: start.nr,
         bucket: bucket_key(latency),
     };
-    bump(ctx, &SYSCALL_HIST, &key, loss::HIST_MAP_FULL);
+    if !bump(&SYSCALL_HIST, &key, 1) {
+        lost(ctx, loss::HIST_MAP_FULL);
+    }
 
     if (-MAX_ERRNO..0).contains(&ret) {
         let key = SyscallErrKey {
@@ -155,43 +158,17 @@ fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
             nr: start.nr,
             errno: (-ret) as u32,
         };
-        bump(ctx, &SYSCALL_ERRORS, &key, loss::ERR_MAP_FULL);
-    }
-}
-
-/// Adds one to `key`'s per-CPU counter, inserting it if new; a full map is
-/// counted under `loss_index`.
-#[inline(always)]
-fn bump<C: EbpfContext, K>(ctx: &C, map: &PerCpuHashMap<K, u64>, key: &K, loss_index: u32) {
-    if let Some(count) = map.get_ptr_mut(key) {
-        // SAFETY: a per-CPU value: only this CPU writes it, with preemption off.
-        unsafe { *count += 1 };
-        return;
-    }
-    if map.insert(key, 1, BPF_NOEXIST as u64).is_ok() {
-        return;
-    }
-    // Another CPU may have inserted the key meanwhile (EEXIST): look again.
-    match map.get_ptr_mut(key) {
-        // SAFETY: as above.
-        Some(count) => unsafe { *count += 1 },
-        None => count_loss(ctx, loss_index),
+        if !bump(&SYSCALL_ERRORS, &key, 1) {
+            lost(ctx, loss::ERR_MAP_FULL);
+        }
     }
 }
 
 /// Counts one loss; the first one on each CPU is also logged (a rare path:
 /// never once per event).
 #[inline(always)]
-fn count_loss<C: EbpfContext>(ctx: &C, index: u32) {
-    let Some(counter) = SYSCALL_LOSS.get_ptr_mut(index) else {
-        return;
-    };
-    // SAFETY: a per-CPU value, written only by this CPU.
-    let total = unsafe {
-        *counter += 1;
-        *counter
-    };
-    if total == 1 && index != loss::EXIT_UNMATCHED {
+fn lost<C: EbpfContext>(ctx: &C, index: u32) {
+    if count_loss(&SYSCALL_LOSS, index) == 1 && index != loss::EXIT_UNMATCHED {
         debug!(
             ctx,
             "syscalls: first loss of kind {} on this CPU (see sonde_common::syscalls::loss)", index

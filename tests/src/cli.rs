@@ -198,6 +198,8 @@ fn missing_hook_is_one_line_and_doctor_names_it() {
             "1s",
             "--syscall-hook",
             "tracepoint",
+            "--probes",
+            "syscalls",
         ],
         &wrap,
     );
@@ -205,6 +207,24 @@ fn missing_hook_is_one_line_and_doctor_names_it() {
     assert_one_line(&err, "no probe could attach");
     assert!(err.contains("tracefs is not mounted"), "{err}");
     assert!(err.contains("sonde doctor"), "{err}");
+
+    // With every family, the missing hook degrades only its own family.
+    let (code, err) = sonde(
+        &[
+            "snapshot",
+            "--duration",
+            "1s",
+            "--syscall-hook",
+            "tracepoint",
+        ],
+        &wrap,
+    );
+    assert_eq!(code, 0, "{err}");
+    let warning = err
+        .lines()
+        .find(|l| l.starts_with("sonde: warning: syscalls unavailable"))
+        .unwrap_or_else(|| panic!("no warning line: {err}"));
+    assert!(warning.contains("tracefs is not mounted"), "{warning}");
 
     let out = Command::new("unshare")
         .args(&wrap[1..])

@@ -12,7 +12,7 @@ use clap::{error::ErrorKind, Parser, Subcommand};
 use anyhow::Context as _;
 
 use crate::{
-    probes::{syscalls::SyscallHook, ProbeOptions, Probes},
+    probes::{syscalls::SyscallHook, ProbeOptions, ProbeState, Probes},
     sampler::Sampler,
 };
 
@@ -53,6 +53,9 @@ struct ProbeArgs {
     #[arg(long, value_name = "KEYS", default_value_t = sonde_common::syscalls::ERR_MAX_ENTRIES,
           value_parser = clap::value_parser!(u32).range(1..))]
     syscall_error_entries: u32,
+    /// Probe families to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::probes::FAMILIES))]
+    probes: Vec<String>,
 }
 
 impl ProbeArgs {
@@ -66,6 +69,11 @@ impl ProbeArgs {
                 render::reasons(probes.statuses())
             );
         }
+        for status in probes.statuses() {
+            if let (ProbeState::Unavailable, Some(reason)) = (status.state, &status.reason) {
+                eprintln!("sonde: warning: {} unavailable: {reason}", status.probe);
+            }
+        }
         Sampler::start(probes).context("reading the probes' maps")
     }
 
@@ -74,6 +82,11 @@ impl ProbeArgs {
             syscall_hook: self.syscall_hook,
             syscall_hist_max_entries: Some(self.syscall_hist_entries),
             syscall_errors_max_entries: Some(self.syscall_error_entries),
+            disabled: crate::probes::FAMILIES
+                .iter()
+                .copied()
+                .filter(|f| !self.probes.is_empty() && !self.probes.iter().any(|p| p == f))
+                .collect(),
         }
     }
 }

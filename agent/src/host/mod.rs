@@ -1,5 +1,6 @@
 //! What the running kernel offers sonde, read from /proc and sysfs.
 
+pub mod btf;
 pub mod caps;
 pub mod kernel;
 pub mod mounts;

@@ -5,12 +5,18 @@
 //! its own: a hook that is missing degrades that family, is reported in its
 //! [`ProbeStatus`], and never stops the others.
 
+pub mod sched;
 pub mod syscalls;
+mod task;
 
-use aya::{Ebpf, EbpfLoader};
+use aya::{
+    maps::{MapData, MapError, PerCpuArray},
+    programs::{ProgramError, RawTracePoint},
+    Ebpf, EbpfLoader,
+};
 use serde::Serialize;
 
-use crate::host::{mounts::Mounts, Capabilities};
+use crate::host::{btf::Btf, mounts::Mounts, Capabilities};
 
 /// The kernel programs, built by `build.rs` from `agent-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde"));
@@ -61,7 +67,7 @@ pub enum LoadError {
 }
 
 /// Options for loading the probes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ProbeOptions {
     /// Which hook the syscall family uses.
     pub syscall_hook: syscalls::SyscallHook,
@@ -70,13 +76,20 @@ pub struct ProbeOptions {
     pub syscall_hist_max_entries: Option<u32>,
     /// Bound of the syscall failure map, in (cgroup, syscall, errno) keys.
     pub syscall_errors_max_entries: Option<u32>,
+    /// Families to leave out (not even attached); empty runs them all.
+    pub disabled: Vec<&'static str>,
 }
+
+/// Every family, in the order they are attached and reported.
+pub const FAMILIES: [&str; 2] = [syscalls::PROBE, sched::PROBE];
 
 /// Cumulative counts of every family, as the kernel holds them now.
 #[derive(Debug, Clone, Default)]
 pub struct Reading {
     /// Syscall family.
     pub syscalls: syscalls::SyscallReading,
+    /// Scheduler family.
+    pub sched: sched::SchedReading,
 }
 
 /// The loaded object and its attached families.
@@ -97,7 +110,21 @@ impl Probes {
         }
         raise_memlock_rlimit();
 
+        let btf = match Btf::from_sys_fs() {
+            Ok(Ok(btf)) => Some(btf),
+            Ok(Err(e)) => {
+                log::warn!("cannot parse the kernel's BTF: {e}");
+                None
+            }
+            Err(e) => {
+                log::debug!("no kernel BTF: {e}");
+                None
+            }
+        };
+        let offsets = task::offsets(btf.as_ref());
         let mut loader = EbpfLoader::new();
+        let given = offsets.clone().unwrap_or_default();
+        loader.override_global("TASK_OFFSETS", &given, true);
         syscalls::configure(&mut loader, &options);
         let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -108,7 +135,16 @@ impl Probes {
             }
         };
         let mounts = Mounts::current().unwrap_or_default();
-        let statuses = vec![syscalls::attach(&mut ebpf, options.syscall_hook, &mounts)];
+        // A disabled family is left out entirely: it neither counts nor
+        // makes a window incomplete.
+        let statuses = FAMILIES
+            .iter()
+            .filter(|family| !options.disabled.contains(family))
+            .map(|&family| match family {
+                sched::PROBE => sched::attach(&mut ebpf, &offsets),
+                _ => syscalls::attach(&mut ebpf, options.syscall_hook, &mounts),
+            })
+            .collect();
         Ok(Self {
             ebpf,
             logger,
@@ -132,8 +168,11 @@ impl Probes {
     pub fn read(&mut self) -> Result<Reading, aya::maps::MapError> {
         self.flush_logs();
         let mut reading = Reading::default();
-        if self.attached("syscalls") {
+        if self.attached(syscalls::PROBE) {
             reading.syscalls = syscalls::read(&self.ebpf)?;
+        }
+        if self.attached(sched::PROBE) {
+            reading.sched = sched::read(&self.ebpf)?;
         }
         Ok(reading)
     }
@@ -151,11 +190,15 @@ impl Probes {
             .any(|s| s.probe == probe && s.state != ProbeState::Unavailable)
     }
 
-    /// Attaches the empty floor programs on the syscall hooks instead of
-    /// sonde's own: what any syscall-wide tracing pays (benchmarks only).
-    pub fn load_syscall_floor() -> Result<Self, LoadError> {
+    /// Attaches empty programs on a family's hooks instead of sonde's own:
+    /// the floor that any tracing on those hooks pays (benchmarks only).
+    pub fn load_floor(family: &str) -> Result<Self, LoadError> {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(LoadError::Object)?;
-        let statuses = vec![syscalls::attach_floor(&mut ebpf)];
+        let hooks: &[(&str, &str)] = match family {
+            sched::PROBE => &sched::FLOOR_HOOKS,
+            _ => &syscalls::FLOOR_HOOKS,
+        };
+        let statuses = vec![attach_raw_tracepoints(&mut ebpf, "floor", hooks)];
         Ok(Self {
             ebpf,
             logger: None,
@@ -179,6 +222,102 @@ fn raise_memlock_rlimit() {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// Loads and attaches `hooks` (program, raw tracepoint) all or nothing.
+pub(crate) fn attach_raw_tracepoints(
+    ebpf: &mut Ebpf,
+    probe: &'static str,
+    hooks: &[(&str, &str)],
+) -> ProbeStatus {
+    let result = hooks.iter().try_for_each(|(name, tp)| {
+        let program: &mut RawTracePoint = program(ebpf, name)?.try_into()?;
+        program.load()?;
+        program.attach(tp).map(drop)
+    });
+    match result {
+        Ok(()) => ProbeStatus {
+            probe,
+            state: ProbeState::Attached,
+            hook: Some(format!(
+                "raw_tracepoint:{}",
+                hooks
+                    .iter()
+                    .map(|(_, tp)| *tp)
+                    .collect::<Vec<_>>()
+                    .join("+")
+            )),
+            reason: None,
+        },
+        Err(e) => {
+            unload(ebpf, hooks.iter().map(|(name, _)| *name));
+            unavailable(probe, format!("raw tracepoints: {}", explain(&e)))
+        }
+    }
+}
+
+/// A family that is not counting, and why.
+pub(crate) fn unavailable(probe: &'static str, reason: String) -> ProbeStatus {
+    ProbeStatus {
+        probe,
+        state: ProbeState::Unavailable,
+        hook: None,
+        reason: Some(reason),
+    }
+}
+
+pub(crate) fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut aya::programs::Program, ProgramError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| ProgramError::InvalidName {
+            name: name.to_owned(),
+        })
+}
+
+/// Detaches and unloads programs after a partial attach.
+pub(crate) fn unload<'a>(ebpf: &mut Ebpf, programs: impl IntoIterator<Item = &'a str>) {
+    for name in programs {
+        let result = match ebpf.program_mut(name) {
+            Some(aya::programs::Program::RawTracePoint(p)) => p.unload(),
+            Some(aya::programs::Program::TracePoint(p)) => p.unload(),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            log::debug!("unloading {name}: {e}");
+        }
+    }
+}
+
+/// A program error as one line with its likely cause and fix.
+pub(crate) fn explain(e: &ProgramError) -> String {
+    let text = error_chain(e);
+    let hint = if text.contains("Operation not permitted") || text.contains("EPERM") {
+        " (no privilege: run as root or grant CAP_BPF and CAP_PERFMON)"
+    } else if text.contains("No such file") || text.contains("ENOENT") {
+        " (hook missing on this kernel)"
+    } else {
+        ""
+    };
+    format!("{text}{hint}")
+}
+
+pub(crate) fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map, MapError> {
+    ebpf.map(name).ok_or_else(|| MapError::InvalidName {
+        name: name.to_owned(),
+    })
+}
+
+/// Sums a per-CPU loss array into `out`.
+pub(crate) fn read_losses(
+    losses: &PerCpuArray<&MapData, u64>,
+    out: &mut [u64],
+) -> Result<(), MapError> {
+    for (index, slot) in out.iter_mut().enumerate() {
+        *slot = losses.get(&(index as u32), 0)?.iter().sum();
+    }
+    Ok(())
 }
 
 /// One line that names why a program failed, from aya's error chain.

@@ -213,7 +213,7 @@ fn syscalls(calls: u64, rounds: u32, sonde: &PathBuf, out: &PathBuf) -> Result<(
             let ns = match condition {
                 Condition::Bare => measure(calls)?,
                 Condition::Floor => {
-                    let floor = Probes::load_syscall_floor().context("floor programs")?;
+                    let floor = Probes::load_floor("syscalls").context("floor programs")?;
                     let ns = measure(calls)?;
                     drop(floor);
                     ns

@@ -11,13 +11,15 @@ use std::{borrow::Cow, collections::HashMap};
 
 use aya::{
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
-    programs::{ProgramError, RawTracePoint, TracePoint},
+    programs::TracePoint,
     Ebpf, EbpfLoader,
 };
 use sonde_common::syscalls::{loss, SyscallErrKey, SyscallHistKey};
 use sonde_slo::Histogram;
 
-use super::{error_chain, ProbeState, ProbeStatus};
+use super::{
+    attach_raw_tracepoints, explain, map, program, read_losses, unload, ProbeState, ProbeStatus,
+};
 use crate::host::mounts::{mount_tracefs, Mounts};
 
 #[cfg(target_arch = "aarch64")]
@@ -27,6 +29,13 @@ use x86_64 as arch;
 
 /// Family name in statuses and loss records.
 pub const PROBE: &str = "syscalls";
+
+/// Hooks of the preferred path, as (program, raw tracepoint).
+const HOOKS: [(&str, &str); 2] = [("syscall_enter", "sys_enter"), ("syscall_exit", "sys_exit")];
+
+/// The same hooks with empty programs (benchmarks only).
+pub(super) const FLOOR_HOOKS: [(&str, &str); 2] =
+    [("floor_enter", "sys_enter"), ("floor_exit", "sys_exit")];
 
 /// Syscalls that never return, by architecture (their exits never fire).
 #[cfg(target_arch = "x86_64")]
@@ -116,9 +125,10 @@ pub(super) fn configure(loader: &mut EbpfLoader<'_>, options: &super::ProbeOptio
 pub(super) fn attach(ebpf: &mut Ebpf, hook: SyscallHook, mounts: &Mounts) -> ProbeStatus {
     let mut failures = Vec::new();
     if matches!(hook, SyscallHook::Auto | SyscallHook::RawTracepoint) {
-        match attach_raw(ebpf, ["syscall_enter", "syscall_exit"]) {
-            Ok(()) => return attached("raw_tracepoint:sys_enter+sys_exit"),
-            Err(e) => failures.push(format!("raw tracepoints: {}", explain(&e))),
+        let status = attach_raw_tracepoints(ebpf, PROBE, &HOOKS);
+        match status.reason {
+            None => return status,
+            Some(why) => failures.push(why),
         }
     }
     if matches!(hook, SyscallHook::Auto | SyscallHook::Tracepoint) {
@@ -135,19 +145,6 @@ pub(super) fn attach(ebpf: &mut Ebpf, hook: SyscallHook, mounts: &Mounts) -> Pro
     }
 }
 
-/// Attaches the empty floor programs (benchmarks only).
-pub(super) fn attach_floor(ebpf: &mut Ebpf) -> ProbeStatus {
-    match attach_raw(ebpf, ["floor_enter", "floor_exit"]) {
-        Ok(()) => attached("raw_tracepoint:sys_enter+sys_exit (empty floor programs)"),
-        Err(e) => ProbeStatus {
-            probe: PROBE,
-            state: ProbeState::Unavailable,
-            hook: None,
-            reason: Some(explain(&e)),
-        },
-    }
-}
-
 fn attached(hook: &str) -> ProbeStatus {
     ProbeStatus {
         probe: PROBE,
@@ -155,21 +152,6 @@ fn attached(hook: &str) -> ProbeStatus {
         hook: Some(hook.to_owned()),
         reason: None,
     }
-}
-
-fn attach_raw(ebpf: &mut Ebpf, programs: [&str; 2]) -> Result<(), ProgramError> {
-    let result = programs
-        .iter()
-        .zip(["sys_enter", "sys_exit"])
-        .try_for_each(|(name, tp)| {
-            let program: &mut RawTracePoint = program(ebpf, name)?.try_into()?;
-            program.load()?;
-            program.attach(tp).map(drop)
-        });
-    if result.is_err() {
-        unload(ebpf, &programs);
-    }
-    result
 }
 
 fn attach_classic(ebpf: &mut Ebpf, mounts: &Mounts) -> Result<(), String> {
@@ -188,45 +170,9 @@ fn attach_classic(ebpf: &mut Ebpf, mounts: &Mounts) -> Result<(), String> {
             program.attach("raw_syscalls", tp).map(drop)
         });
     if result.is_err() {
-        unload(ebpf, &programs);
+        unload(ebpf, programs);
     }
     result.map_err(|e| explain(&e))
-}
-
-fn program<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &str,
-) -> Result<&'a mut aya::programs::Program, ProgramError> {
-    ebpf.program_mut(name)
-        .ok_or_else(|| ProgramError::InvalidName {
-            name: name.to_owned(),
-        })
-}
-
-fn unload(ebpf: &mut Ebpf, programs: &[&str]) {
-    for name in programs {
-        let result = match ebpf.program_mut(name) {
-            Some(aya::programs::Program::RawTracePoint(p)) => p.unload(),
-            Some(aya::programs::Program::TracePoint(p)) => p.unload(),
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            log::debug!("unloading {name}: {e}");
-        }
-    }
-}
-
-/// A program error as one line with its likely cause and fix.
-fn explain(e: &ProgramError) -> String {
-    let text = error_chain(e);
-    let hint = if text.contains("Operation not permitted") || text.contains("EPERM") {
-        " (no privilege: run as root or grant CAP_BPF and CAP_PERFMON)"
-    } else if text.contains("No such file") || text.contains("ENOENT") {
-        " (hook missing on this kernel)"
-    } else {
-        ""
-    };
-    format!("{text}{hint}")
 }
 
 /// Reads the family's maps: sums the per-CPU values of every key.
@@ -256,16 +202,8 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<SyscallReading, MapError> {
     }
 
     let losses: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, "SYSCALL_LOSS")?)?;
-    for (index, slot) in reading.loss.iter_mut().enumerate() {
-        *slot = losses.get(&(index as u32), 0)?.iter().sum();
-    }
+    read_losses(&losses, &mut reading.loss)?;
     Ok(reading)
-}
-
-fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map, MapError> {
-    ebpf.map(name).ok_or_else(|| MapError::InvalidName {
-        name: name.to_owned(),
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,98 @@
+//! Pieces every family uses: per-CPU counters and kernel task reads.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_probe_read_kernel,
+    maps::{PerCpuArray, PerCpuHashMap},
+    Global,
+};
+use sonde_common::task::{TaskOffsets, COMM_LEN};
+
+/// Struct offsets from the running kernel's BTF, set by the agent.
+#[no_mangle]
+static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
+    task_pid: 0,
+    task_tgid: 0,
+    task_state: 0,
+    task_cgroups: 0,
+    task_comm: 0,
+    task_exit_code: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
+    valid: 0,
+});
+
+/// Adds `n` to `key`'s per-CPU counter, inserting it if new. Returns false
+/// when the map is full (the caller counts the loss).
+#[inline(always)]
+pub fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K, n: u64) -> bool {
+    if let Some(count) = map.get_ptr_mut(key) {
+        // SAFETY: a per-CPU value: only this CPU writes it, with preemption off.
+        unsafe { *count += n };
+        return true;
+    }
+    if map.insert(key, n, BPF_NOEXIST as u64).is_ok() {
+        return true;
+    }
+    // Another CPU may have inserted the key meanwhile (EEXIST): look again.
+    match map.get_ptr_mut(key) {
+        Some(count) => {
+            // SAFETY: as above.
+            unsafe { *count += n };
+            true
+        }
+        None => false,
+    }
+}
+
+/// Adds one to counter `index` of a per-CPU loss array; returns the CPU's
+/// new total (so that the first loss can be logged, and only the first).
+#[inline(always)]
+pub fn count_loss(losses: &PerCpuArray<u64>, index: u32) -> u64 {
+    match losses.get_ptr_mut(index) {
+        Some(counter) => {
+            // SAFETY: a per-CPU value, written only by this CPU.
+            unsafe {
+                *counter += 1;
+                *counter
+            }
+        }
+        None => 0,
+    }
+}
+
+/// The offsets, or `None` before the agent has filled them in.
+#[inline(always)]
+pub fn offsets() -> Option<TaskOffsets> {
+    let o = TASK_OFFSETS.load();
+    (o.valid != 0).then_some(o)
+}
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+pub fn read<T>(base: *const u8, offset: u32) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel validates the address; a bad one is an error.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T) }
+}
+
+/// The task's kernel pid (thread id).
+#[inline(always)]
+pub fn task_pid(o: &TaskOffsets, task: *const u8) -> Result<u32, i32> {
+    read::<u32>(task, o.task_pid)
+}
+
+/// The task's cgroup v2 id: `task->cgroups->dfl_cgrp->kn->id`.
+#[inline(always)]
+pub fn task_cgroup_id(o: &TaskOffsets, task: *const u8) -> Result<u64, i32> {
+    let css_set: *const u8 = read(task, o.task_cgroups)?;
+    let cgroup: *const u8 = read(css_set, o.css_set_dfl_cgrp)?;
+    let kn: *const u8 = read(cgroup, o.cgroup_kn)?;
+    read::<u64>(kn, o.kernfs_node_id)
+}
+
+/// The task's command name.
+#[inline(always)]
+pub fn task_comm(o: &TaskOffsets, task: *const u8) -> Result<[u8; COMM_LEN], i32> {
+    read::<[u8; COMM_LEN]>(task, o.task_comm)
+}

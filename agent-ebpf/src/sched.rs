@@ -1,0 +1,147 @@
+//! Run-queue latency: time from a task becoming runnable (woken, or
+//! preempted while runnable) to running, per cgroup of the task that waited.
+//!
+//! Hooks: raw tracepoints `sched_wakeup`, `sched_wakeup_new` and
+//! `sched_switch` (Linux 4.17+). Their arguments are task pointers; the
+//! fields read from them (pid, state, cgroup) come at offsets the agent takes
+//! from the running kernel's BTF (`TASK_OFFSETS`). There is no classic
+//! tracepoint fallback: `sched:sched_switch` records carry no cgroup.
+//! Without BTF the family is unavailable, and the agent says so.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{map, raw_tracepoint},
+    maps::{Array, PerCpuArray, PerCpuHashMap},
+    programs::RawTracePointContext,
+    EbpfContext,
+};
+use aya_log_ebpf::debug;
+use sonde_common::{
+    hist::{bucket_key, ns_to_binary_ns},
+    sched::{loss, RunqHistKey, RunqStart, RUNQ_HIST_MAX_ENTRIES, RUNQ_SLOTS, RUNQ_SLOT_MASK},
+};
+
+use crate::common::{bump, count_loss, offsets, read, task_cgroup_id, task_pid};
+
+/// `TASK_RUNNING`: a switched-out task in this state is still runnable.
+const TASK_RUNNING: u32 = 0;
+
+#[map]
+static RUNQ_START: Array<RunqStart> = Array::with_max_entries(RUNQ_SLOTS, 0);
+
+#[map]
+static RUNQ_HIST: PerCpuHashMap<RunqHistKey, u64> =
+    PerCpuHashMap::with_max_entries(RUNQ_HIST_MAX_ENTRIES, 0);
+
+#[map]
+static RUNQ_LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::COUNT, 0);
+
+#[raw_tracepoint(tracepoint = "sched_wakeup")]
+pub fn sched_wake(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *p)
+    on_wakeup(&ctx, ctx.arg::<*const u8>(0));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_wakeup_new")]
+pub fn sched_wake_new(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *p)
+    on_wakeup(&ctx, ctx.arg::<*const u8>(0));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, ...)
+    on_switch(&ctx, ctx.arg::<*const u8>(1), ctx.arg::<*const u8>(2));
+    0
+}
+
+#[inline(always)]
+fn on_wakeup<C: EbpfContext>(ctx: &C, task: *const u8) {
+    let Some(o) = offsets() else { return };
+    match task_pid(&o, task) {
+        Ok(pid) => enqueue(ctx, pid),
+        Err(_) => lost(ctx, loss::READ_FAILED),
+    }
+}
+
+#[inline(always)]
+fn on_switch<C: EbpfContext>(ctx: &C, prev: *const u8, next: *const u8) {
+    let Some(o) = offsets() else { return };
+    // SAFETY: a plain helper call with no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+
+    // A task switched out while still runnable (preempted) waits again.
+    if let (Ok(state), Ok(pid)) = (read::<u32>(prev, o.task_state), task_pid(&o, prev)) {
+        if state == TASK_RUNNING {
+            enqueue_at(ctx, pid, now);
+        }
+    }
+
+    let Ok(pid) = task_pid(&o, next) else {
+        lost(ctx, loss::READ_FAILED);
+        return;
+    };
+    if pid == 0 {
+        return; // the idle task
+    }
+    let Some(slot) = RUNQ_START.get_ptr_mut(pid & RUNQ_SLOT_MASK) else {
+        return;
+    };
+    // SAFETY: the array's preallocated value; a racing writer can only make
+    // the record stale, which the stored pid reveals.
+    let start = unsafe { *slot };
+    if start.pid != pid {
+        return; // not seen becoming runnable (before attach, or a collision counted then)
+    }
+    // SAFETY: as above.
+    unsafe { (*slot).pid = 0 };
+    let Ok(cgroup_id) = task_cgroup_id(&o, next) else {
+        lost(ctx, loss::READ_FAILED);
+        return;
+    };
+    let key = RunqHistKey {
+        cgroup_id,
+        bucket: bucket_key(ns_to_binary_ns(now.wrapping_sub(start.ts_ns))),
+        _pad: 0,
+    };
+    if !bump(&RUNQ_HIST, &key, 1) {
+        lost(ctx, loss::HIST_MAP_FULL);
+    }
+}
+
+#[inline(always)]
+fn enqueue<C: EbpfContext>(ctx: &C, pid: u32) {
+    // SAFETY: a plain helper call with no arguments.
+    enqueue_at(ctx, pid, unsafe { bpf_ktime_get_ns() });
+}
+
+#[inline(always)]
+fn enqueue_at<C: EbpfContext>(ctx: &C, pid: u32, now: u64) {
+    if pid == 0 {
+        return;
+    }
+    let Some(slot) = RUNQ_START.get_ptr_mut(pid & RUNQ_SLOT_MASK) else {
+        return;
+    };
+    // SAFETY: as in `on_switch`.
+    unsafe {
+        let owner = (*slot).pid;
+        if owner != 0 && owner != pid {
+            lost(ctx, loss::START_COLLISION);
+        }
+        *slot = RunqStart {
+            pid,
+            _pad: 0,
+            ts_ns: now,
+        };
+    }
+}
+
+#[inline(always)]
+fn lost<C: EbpfContext>(ctx: &C, index: u32) {
+    if count_loss(&RUNQ_LOSS, index) == 1 {
+        debug!(ctx, "sched: first loss of kind {} on this CPU", index);
+    }
+}
