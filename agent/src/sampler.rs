@@ -4,39 +4,65 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    hash::Hash,
+    path::PathBuf,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use sonde_slo::Histogram;
 
 use crate::{
-    attribution::CgroupPaths,
+    attribution::{Attributor, CgroupRef, Owner, KUBELET_PODS_DIR},
     host::mounts::Mounts,
-    model::{CgroupSyscalls, LossRecord, Snapshot, SyscallSeries},
+    model::{CgroupLatency, CgroupSyscalls, LossRecord, Snapshot, SyscallSeries},
     probes::{
+        sched,
         syscalls::{self, SyscallReading},
         ProbeState, Probes, Reading,
     },
 };
+
+/// Options of the sampler.
+#[derive(Debug, Clone)]
+pub struct SamplerOptions {
+    /// The kubelet's pod log directory (pod namespace and name).
+    pub kubelet_pods_dir: PathBuf,
+}
+
+impl Default for SamplerOptions {
+    fn default() -> Self {
+        Self {
+            kubelet_pods_dir: PathBuf::from(KUBELET_PODS_DIR),
+        }
+    }
+}
 
 /// Reads the probes once per window and hands back snapshots.
 pub struct Sampler {
     probes: Probes,
     previous: Reading,
     previous_at: (Instant, SystemTime),
-    cgroups: CgroupPaths,
+    attributor: Attributor,
 }
 
 impl Sampler {
     /// Takes the first reading: the start of the first window.
-    pub fn start(mut probes: Probes) -> Result<Self, aya::maps::MapError> {
+    pub fn start(probes: Probes) -> Result<Self, aya::maps::MapError> {
+        Self::start_with(probes, SamplerOptions::default())
+    }
+
+    /// [`Sampler::start`] with options.
+    pub fn start_with(
+        mut probes: Probes,
+        options: SamplerOptions,
+    ) -> Result<Self, aya::maps::MapError> {
         let previous = probes.read()?;
         let cgroup2 = Mounts::current().ok().and_then(|m| m.cgroup2);
         Ok(Self {
             probes,
             previous,
             previous_at: (Instant::now(), SystemTime::now()),
-            cgroups: CgroupPaths::new(cgroup2),
+            attributor: Attributor::new(cgroup2, options.kubelet_pods_dir),
         })
     }
 
@@ -50,13 +76,29 @@ impl Sampler {
         let reading = self.probes.read()?;
         let now = (Instant::now(), SystemTime::now());
         let window_secs = now.0.duration_since(self.previous_at.0).as_secs_f64();
-        let cgroups = &mut self.cgroups;
-        let (syscalls, losses) = syscall_window(
+        let attributor = &mut self.attributor;
+        let mut unattributed = 0;
+        let mut resolve = |id| {
+            let cgroup = attributor.resolve(id);
+            if cgroup.owner == Owner::Unknown {
+                unattributed += 1;
+            }
+            cgroup
+        };
+        let (syscalls, mut losses) = syscall_window(
             &self.previous.syscalls,
             &reading.syscalls,
             window_secs,
-            &mut |id| cgroups.resolve(id).map(str::to_owned),
+            &mut resolve,
         );
+        let runqueue = latency_window(&self.previous.sched.runq, &reading.sched.runq, &mut resolve);
+        losses.extend(loss_records(
+            sched::PROBE,
+            &sched::LOSSES,
+            &self.previous.sched.loss,
+            &reading.sched.loss,
+        ));
+
         let probes = self.probes.statuses().to_vec();
         let complete = losses.iter().all(|l| l.count == 0)
             && probes.iter().all(|p| p.state == ProbeState::Attached);
@@ -67,7 +109,9 @@ impl Sampler {
             probes,
             complete,
             losses,
+            unattributed_series: unattributed,
             syscalls,
+            runqueue,
         };
         self.previous = reading;
         self.previous_at = now;
@@ -81,13 +125,74 @@ fn unix_ns(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// The delta of every histogram between two readings; a histogram that went
+/// backwards (its map was recreated) counts from zero.
+pub fn histogram_deltas<K: Copy + Eq + Hash>(
+    before: &HashMap<K, Histogram>,
+    after: &HashMap<K, Histogram>,
+) -> Vec<(K, Histogram)> {
+    let empty = Histogram::new();
+    after
+        .iter()
+        .filter_map(|(key, hist)| {
+            let delta = hist
+                .delta(before.get(key).unwrap_or(&empty))
+                .unwrap_or_else(|_| hist.clone());
+            (delta.count() > 0).then_some((*key, delta))
+        })
+        .collect()
+}
+
+/// Loss records of one family between two readings of its counters.
+pub fn loss_records(
+    probe: &'static str,
+    reasons: &[(u32, &'static str)],
+    before: &[u64],
+    after: &[u64],
+) -> Vec<LossRecord> {
+    reasons
+        .iter()
+        .map(|&(i, reason)| {
+            let i = i as usize;
+            LossRecord {
+                stage: "kernel",
+                probe,
+                reason,
+                count: after
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(before.get(i).copied().unwrap_or(0)),
+            }
+        })
+        .collect()
+}
+
+/// Per-cgroup latency histograms of the window, most samples first.
+pub fn latency_window(
+    before: &HashMap<u64, Histogram>,
+    after: &HashMap<u64, Histogram>,
+    resolve: &mut dyn FnMut(u64) -> CgroupRef,
+) -> Vec<CgroupLatency> {
+    let mut out: Vec<CgroupLatency> = histogram_deltas(before, after)
+        .into_iter()
+        .map(|(id, hist)| CgroupLatency::new(resolve(id), hist))
+        .collect();
+    out.sort_by(|a, b| {
+        b.sum_secs
+            .total_cmp(&a.sum_secs)
+            .then(a.cgroup.cgroup_id.cmp(&b.cgroup.cgroup_id))
+    });
+    out
+}
+
 /// The syscall signals between two cumulative readings, per cgroup (busiest
 /// first), and the family's losses in that window.
 pub fn syscall_window(
     before: &SyscallReading,
     after: &SyscallReading,
     window_secs: f64,
-    resolve: &mut dyn FnMut(u64) -> Option<String>,
+    resolve: &mut dyn FnMut(u64) -> CgroupRef,
 ) -> (Vec<CgroupSyscalls>, Vec<LossRecord>) {
     let mut errnos: HashMap<(u64, u32), BTreeMap<String, u64>> = HashMap::new();
     for (&(cgroup, nr, errno), &count) in &after.errors {
@@ -106,14 +211,8 @@ pub fn syscall_window(
         }
     }
 
-    let empty = Histogram::new();
     let mut per_cgroup: BTreeMap<u64, Vec<SyscallSeries>> = BTreeMap::new();
-    for (&(cgroup, nr), hist) in &after.latency {
-        let earlier = before.latency.get(&(cgroup, nr)).unwrap_or(&empty);
-        let latency = hist.delta(earlier).unwrap_or_else(|_| hist.clone());
-        if latency.count() == 0 {
-            continue;
-        }
+    for ((cgroup, nr), latency) in histogram_deltas(&before.latency, &after.latency) {
         let errnos = errnos.remove(&(cgroup, nr)).unwrap_or_default();
         let name = syscalls::name(nr).into_owned();
         per_cgroup
@@ -127,25 +226,25 @@ pub fn syscall_window(
         .map(|(cgroup_id, mut series)| {
             series.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.name.cmp(&b.name)));
             CgroupSyscalls {
-                cgroup_id,
-                cgroup_path: resolve(cgroup_id),
+                cgroup: resolve(cgroup_id),
                 calls: series.iter().map(|s| s.calls).sum(),
                 errors: series.iter().map(|s| s.errors).sum(),
                 syscalls: series,
             }
         })
         .collect();
-    out.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.cgroup_id.cmp(&b.cgroup_id)));
+    out.sort_by(|a, b| {
+        b.calls
+            .cmp(&a.calls)
+            .then(a.cgroup.cgroup_id.cmp(&b.cgroup.cgroup_id))
+    });
 
-    let losses = syscalls::LOSS_INDICES
-        .iter()
-        .map(|&i| LossRecord {
-            stage: "kernel",
-            probe: syscalls::PROBE,
-            reason: syscalls::loss_reason(i),
-            count: after.loss[i as usize].saturating_sub(before.loss[i as usize]),
-        })
-        .collect();
+    let losses = loss_records(
+        syscalls::PROBE,
+        &syscalls::LOSSES,
+        &before.loss,
+        &after.loss,
+    );
     (out, losses)
 }
 
@@ -165,6 +264,14 @@ mod tests {
         r
     }
 
+    fn named(id: u64) -> CgroupRef {
+        CgroupRef {
+            cgroup_id: id,
+            cgroup_path: Some(format!("/cg{id}")),
+            owner: Owner::Other,
+        }
+    }
+
     #[test]
     fn window_is_the_difference_of_two_readings() {
         let openat = syscalls::number("openat").unwrap();
@@ -181,11 +288,10 @@ mod tests {
         );
         after.loss[loss::START_COLLISION as usize] = 5;
         after.loss[loss::EXIT_UNMATCHED as usize] = 50;
-        let (cgroups, losses) =
-            syscall_window(&before, &after, 2.0, &mut |id| Some(format!("/cg{id}")));
+        let (cgroups, losses) = syscall_window(&before, &after, 2.0, &mut named);
         assert_eq!(cgroups.len(), 2);
-        assert_eq!(cgroups[0].cgroup_id, 7);
-        assert_eq!(cgroups[0].cgroup_path.as_deref(), Some("/cg7"));
+        assert_eq!(cgroups[0].cgroup.cgroup_id, 7);
+        assert_eq!(cgroups[0].cgroup.cgroup_path.as_deref(), Some("/cg7"));
         let s = &cgroups[0].syscalls[0];
         assert_eq!((s.name.as_str(), s.calls, s.errors), ("openat", 2, 2));
         assert_eq!(s.errnos.get("ENOENT"), Some(&2));
@@ -197,5 +303,29 @@ mod tests {
             .unwrap();
         assert_eq!(collisions.count, 5);
         assert_eq!(losses.len(), 3, "exit_unmatched is not a loss");
+    }
+
+    #[test]
+    fn latency_windows_and_resets() {
+        let mut before = HashMap::new();
+        let mut after = HashMap::new();
+        let mut h = Histogram::new();
+        h.record_binary_ns(1 << 20);
+        before.insert(1u64, h.clone());
+        h.record_binary_ns(1 << 21);
+        after.insert(1u64, h);
+        // cgroup 2 went backwards: its map was recreated, count from zero
+        let mut big = Histogram::new();
+        big.record_binary_ns(5);
+        big.record_binary_ns(5);
+        before.insert(2, big);
+        let mut small = Histogram::new();
+        small.record_binary_ns(5);
+        after.insert(2, small);
+        let out = latency_window(&before, &after, &mut named);
+        let one = out.iter().find(|c| c.cgroup.cgroup_id == 1).unwrap();
+        assert_eq!(one.count, 1);
+        let two = out.iter().find(|c| c.cgroup.cgroup_id == 2).unwrap();
+        assert_eq!(two.count, 1);
     }
 }

@@ -159,6 +159,16 @@ impl Histogram {
         })
     }
 
+    /// Sum of the samples in seconds, estimated by each bucket's geometric
+    /// middle: within 4.4 % of the true sum (every sample is within that of
+    /// its estimate).
+    pub fn estimated_sum(&self) -> f64 {
+        self.buckets
+            .iter()
+            .map(|(&i, &n)| n as f64 * (Self::lower_bound(i) * Self::upper_bound(i)).sqrt())
+            .sum()
+    }
+
     /// Samples certainly at or below `threshold_secs`: every bucket whose
     /// upper edge is ≤ the threshold, plus zeros. Exact when the threshold is
     /// a bucket edge; otherwise it leaves out the one bucket that straddles
@@ -296,6 +306,14 @@ mod tests {
             let bound = 2f64.powf(1.0 / 16.0) - 1.0;
             prop_assert!(((estimate - truth) / truth).abs() <= bound + 1e-9,
                 "q={} truth={} estimate={}", q, truth, estimate);
+        }
+
+        #[test]
+        fn estimated_sum_within_bound(samples in prop::collection::vec(1u64..(1 << 40), 1..200)) {
+            let h = from_samples(&samples);
+            let truth: f64 = samples.iter().map(|&v| v as f64 / BINARY_NS_PER_SEC).sum();
+            let bound = 2f64.powf(1.0 / 16.0) - 1.0;
+            prop_assert!(((h.estimated_sum() - truth) / truth).abs() <= bound + 1e-9);
         }
 
         #[test]

@@ -7,6 +7,8 @@
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod sched;
+#[cfg(test)]
 mod syscalls;
 
 use std::{
@@ -137,6 +139,28 @@ impl Workload {
         );
     }
 
+    /// The child's pid.
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Waits until the child has exited but leaves it a zombie, so that its
+    /// `/proc/<pid>` files can still be read.
+    pub fn wait_exited(&self) {
+        // SAFETY: siginfo_t is plain data; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waiting for our own child without reaping it.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        assert_eq!(rc, 0, "waitid");
+    }
+
     /// Waits for the child and returns its exit status.
     pub fn wait(self) -> i32 {
         let mut status = 0;
@@ -170,4 +194,42 @@ pub fn sonde_bin() -> PathBuf {
     std::env::var_os("SONDE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sonde"))
+}
+
+/// `run_delay` of a task: nanoseconds it spent runnable but waiting for a
+/// CPU, the second field of `/proc/<pid>/schedstat`.
+pub fn run_delay_ns(pid: libc::pid_t) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).expect("read schedstat");
+    text.split_whitespace()
+        .nth(1)
+        .expect("run_delay field")
+        .parse()
+        .expect("number")
+}
+
+/// Pins the calling thread to one CPU (async-signal-safe: for forked children).
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; the macros only set bits in it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Burns `cpu_ns` of the calling thread's own CPU time.
+pub fn burn_cpu(cpu_ns: u64) {
+    let now = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    };
+    let start = now();
+    while now() - start < cpu_ns {
+        std::hint::spin_loop();
+    }
 }

@@ -187,7 +187,7 @@ fn a_full_map_is_counted_not_silent() {
     let failures: u64 = snapshot
         .syscalls
         .iter()
-        .find(|c| c.cgroup_id == cgroup)
+        .find(|c| c.cgroup.cgroup_id == cgroup)
         .map_or(0, |c| c.errors);
     assert!(failures <= FAILING);
 }

@@ -1,6 +1,114 @@
-//! Who a cgroup id belongs to. For now: the cgroup's path in the v2
-//! hierarchy ("/" is the host). Pod, container and unit attribution build on it.
+//! Who a cgroup id belongs to: its path in the v2 hierarchy, then the pod,
+//! container, systemd unit or host that path names. Pod namespace and name
+//! come from the kubelet's own log directories (`<namespace>_<name>_<uid>`),
+//! so no API access is needed.
 
 pub mod cgroup;
+pub mod owner;
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
 
 pub use cgroup::CgroupPaths;
+pub use owner::Owner;
+
+/// Where the kubelet keeps one log directory per pod.
+pub const KUBELET_PODS_DIR: &str = "/var/log/pods";
+/// Bound on the pods remembered.
+const MAX_PODS: usize = 16_384;
+/// A pod missing from the directory is looked for again at most this often.
+const MIN_REREAD: Duration = Duration::from_secs(2);
+
+/// A series' cgroup and what owns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CgroupRef {
+    /// cgroup v2 id (the inode of its directory).
+    pub cgroup_id: u64,
+    /// Path in the v2 hierarchy ("/" is the host); `None` when the cgroup
+    /// vanished before it could be resolved.
+    pub cgroup_path: Option<String>,
+    /// Pod, container, unit, host, other, or unknown.
+    pub owner: Owner,
+}
+
+/// Resolves cgroup ids to [`CgroupRef`]s, with bounded caches.
+#[derive(Debug)]
+pub struct Attributor {
+    paths: CgroupPaths,
+    pods_dir: PathBuf,
+    pods: HashMap<String, (String, String)>,
+    pods_read_at: Option<Instant>,
+}
+
+impl Attributor {
+    /// An attributor over the v2 hierarchy at `cgroup2` and the kubelet pod
+    /// log directory `pods_dir`.
+    pub fn new(cgroup2: Option<PathBuf>, pods_dir: PathBuf) -> Self {
+        Self {
+            paths: CgroupPaths::new(cgroup2),
+            pods_dir,
+            pods: HashMap::new(),
+            pods_read_at: None,
+        }
+    }
+
+    /// What owns cgroup `id`.
+    pub fn resolve(&mut self, id: u64) -> CgroupRef {
+        let Some(path) = self.paths.resolve(id).map(str::to_owned) else {
+            return CgroupRef {
+                cgroup_id: id,
+                cgroup_path: None,
+                owner: Owner::Unknown,
+            };
+        };
+        let mut owner = owner::classify(&path);
+        if let Owner::Pod {
+            pod_uid,
+            namespace,
+            name,
+            ..
+        } = &mut owner
+        {
+            if let Some((ns, n)) = self.pod(pod_uid) {
+                *namespace = Some(ns);
+                *name = Some(n);
+            }
+        }
+        CgroupRef {
+            cgroup_id: id,
+            cgroup_path: Some(path),
+            owner,
+        }
+    }
+
+    fn pod(&mut self, uid: &str) -> Option<(String, String)> {
+        if !self.pods.contains_key(uid)
+            && self.pods_read_at.is_none_or(|t| t.elapsed() >= MIN_REREAD)
+        {
+            self.reread_pods();
+        }
+        self.pods.get(uid).cloned()
+    }
+
+    fn reread_pods(&mut self) {
+        self.pods_read_at = Some(Instant::now());
+        self.pods.clear();
+        let Ok(entries) = std::fs::read_dir(&self.pods_dir) else {
+            return;
+        };
+        for entry in entries.flatten().take(MAX_PODS) {
+            if let Some((ns, name, uid)) = entry
+                .file_name()
+                .to_str()
+                .and_then(owner::parse_pod_log_dir)
+            {
+                self.pods.insert(uid, (ns, name));
+            }
+        }
+    }
+}

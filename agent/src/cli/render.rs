@@ -79,9 +79,10 @@ pub(super) fn snapshot(s: &Snapshot, top: usize) -> String {
     );
     for cg in &s.syscalls {
         let path = cg
+            .cgroup
             .cgroup_path
             .clone()
-            .unwrap_or_else(|| format!("<cgroup {}>", cg.cgroup_id));
+            .unwrap_or_else(|| format!("<cgroup {}>", cg.cgroup.cgroup_id));
         for (i, series) in cg.syscalls.iter().take(top).enumerate() {
             let mut errnos: Vec<(&String, &u64)> = series.errnos.iter().collect();
             errnos.sort_by(|a, b| b.1.cmp(a.1));
@@ -108,7 +109,42 @@ pub(super) fn snapshot(s: &Snapshot, top: usize) -> String {
             );
         }
     }
+    latencies(&mut out, "RUN QUEUE WAIT (cgroup)", &s.runqueue, top);
     out
+}
+
+/// Per-cgroup latency histograms as a table, largest total first.
+pub(super) fn latencies(
+    out: &mut String,
+    title: &str,
+    rows: &[crate::model::CgroupLatency],
+    top: usize,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{:<44} {:>10} {:>10} {:>8} {:>8}",
+        title, "COUNT", "TOTAL", "P50", "P99"
+    );
+    for row in rows.iter().take(top) {
+        let _ = writeln!(
+            out,
+            "{:<44} {:>10} {:>10} {:>8} {:>8}",
+            truncate_left(&cgroup_label(&row.cgroup), 44),
+            row.count,
+            secs(Some(row.sum_secs)),
+            secs(row.p50_secs),
+            secs(row.p99_secs)
+        );
+    }
+}
+
+fn cgroup_label(c: &crate::attribution::CgroupRef) -> String {
+    c.cgroup_path
+        .clone()
+        .unwrap_or_else(|| format!("<cgroup {}>", c.cgroup_id))
 }
 
 fn truncate_left(s: &str, width: usize) -> String {

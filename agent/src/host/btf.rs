@@ -269,7 +269,7 @@ impl Btf {
             let bits = base_bits + bit_offset;
             let name = self.name(name_off);
             if name == member {
-                if bitfield_size != 0 || bits % 8 != 0 {
+                if bitfield_size != 0 || !bits.is_multiple_of(8) {
                     return None;
                 }
                 return Some(Member {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sonde_slo::Histogram;
 
+pub use crate::attribution::CgroupRef;
 use crate::probes::ProbeStatus;
 
 /// One window of signals: deltas between two readings of the kernel maps.
@@ -24,8 +25,45 @@ pub struct Snapshot {
     pub complete: bool,
     /// Every counted loss in the window, zero counts included.
     pub losses: Vec<LossRecord>,
+    /// Series whose cgroup could not be resolved to a path (it vanished
+    /// first): they are kept, under owner `unknown`, and counted here.
+    pub unattributed_series: u64,
     /// Syscall signals per cgroup, busiest cgroup first.
     pub syscalls: Vec<CgroupSyscalls>,
+    /// Run-queue latency (runnable → running) per cgroup, most waited first.
+    pub runqueue: Vec<CgroupLatency>,
+}
+
+/// A latency histogram of one cgroup over the window.
+#[derive(Debug, Clone, Serialize)]
+pub struct CgroupLatency {
+    /// The cgroup and its owner.
+    #[serde(flatten)]
+    pub cgroup: CgroupRef,
+    /// Samples.
+    pub count: u64,
+    /// Sum of the samples in seconds, estimated from the buckets (±4.4 %).
+    pub sum_secs: f64,
+    /// Median, seconds.
+    pub p50_secs: Option<f64>,
+    /// 99th percentile, seconds.
+    pub p99_secs: Option<f64>,
+    /// The histogram, OTLP exponential layout at scale 3.
+    pub latency: Histogram,
+}
+
+impl CgroupLatency {
+    /// Derives the summary of `latency`.
+    pub fn new(cgroup: CgroupRef, latency: Histogram) -> Self {
+        Self {
+            cgroup,
+            count: latency.count(),
+            sum_secs: latency.estimated_sum(),
+            p50_secs: latency.quantile(0.5),
+            p99_secs: latency.quantile(0.99),
+            latency,
+        }
+    }
 }
 
 /// A count of events lost at one stage, for one reason, in one probe.
@@ -44,11 +82,9 @@ pub struct LossRecord {
 /// Syscall signals of one cgroup.
 #[derive(Debug, Clone, Serialize)]
 pub struct CgroupSyscalls {
-    /// cgroup v2 id (the inode of its directory).
-    pub cgroup_id: u64,
-    /// Path in the v2 hierarchy ("/" is the host); `None` when the cgroup
-    /// vanished before it could be resolved.
-    pub cgroup_path: Option<String>,
+    /// The cgroup and its owner.
+    #[serde(flatten)]
+    pub cgroup: CgroupRef,
     /// Calls completed in the window, all syscalls.
     pub calls: u64,
     /// Failed calls in the window, all syscalls.
@@ -121,10 +157,17 @@ impl Snapshot {
     pub fn syscall(&self, cgroup_id: u64, name: &str) -> Option<&SyscallSeries> {
         self.syscalls
             .iter()
-            .find(|c| c.cgroup_id == cgroup_id)?
+            .find(|c| c.cgroup.cgroup_id == cgroup_id)?
             .syscalls
             .iter()
             .find(|s| s.name == name)
+    }
+
+    /// The run-queue latency of cgroup `cgroup_id`.
+    pub fn runqueue(&self, cgroup_id: u64) -> Option<&CgroupLatency> {
+        self.runqueue
+            .iter()
+            .find(|c| c.cgroup.cgroup_id == cgroup_id)
     }
 
     /// Total events lost in the window.

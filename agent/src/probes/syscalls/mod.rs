@@ -79,21 +79,12 @@ pub fn errno_name(errno: u32) -> Cow<'static, str> {
     }
 }
 
-/// Stable names of the kernel loss counters, by index.
-pub fn loss_reason(index: u32) -> &'static str {
-    match index {
-        loss::HIST_MAP_FULL => "hist_map_full",
-        loss::ERR_MAP_FULL => "errors_map_full",
-        loss::START_COLLISION => "start_slot_collision",
-        _ => "exit_unmatched",
-    }
-}
-
-/// Counter indices that are real losses (`EXIT_UNMATCHED` is not one).
-pub const LOSS_INDICES: [u32; 3] = [
-    loss::HIST_MAP_FULL,
-    loss::ERR_MAP_FULL,
-    loss::START_COLLISION,
+/// Loss counters that are real losses, as (index, stable name);
+/// `EXIT_UNMATCHED` is informational and left out.
+pub const LOSSES: [(u32, &str); 3] = [
+    (loss::HIST_MAP_FULL, "hist_map_full"),
+    (loss::ERR_MAP_FULL, "errors_map_full"),
+    (loss::START_COLLISION, "start_slot_collision"),
 ];
 
 /// Cumulative syscall counts as the kernel holds them.
