@@ -5,7 +5,10 @@
 //! read the same bytes out of BPF maps.
 #![no_std]
 
+pub mod events;
 pub mod hist;
+pub mod memory;
+pub mod process;
 pub mod sched;
 pub mod syscalls;
 pub mod task;
@@ -28,6 +31,8 @@ user_pod!(
     syscalls::SyscallErrKey,
     syscalls::SyscallStart,
     task::TaskOffsets,
-    sched::RunqStart,
-    sched::RunqHistKey,
+    task::StartSlot,
+    task::CgroupBucketKey,
+    events::Event,
+    process::ExitKey,
 );

@@ -18,30 +18,3 @@ pub mod loss {
     /// Number of counters.
     pub const COUNT: u32 = 3;
 }
-
-/// When a task became runnable, one per slot of `RUNQ_START`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RunqStart {
-    /// The task (kernel pid, i.e. thread id); 0 when free.
-    pub pid: u32,
-    /// Explicit padding.
-    pub _pad: u32,
-    /// `bpf_ktime_get_ns()` at enqueue.
-    pub ts_ns: u64,
-}
-
-/// Key of `RUNQ_HIST`: one latency bucket in one cgroup.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct RunqHistKey {
-    /// cgroup v2 id of the task that waited.
-    pub cgroup_id: u64,
-    /// Biased bucket key of the wait in binary nanoseconds.
-    pub bucket: u32,
-    /// Explicit padding.
-    pub _pad: u32,
-}
-
-const _: () = assert!(core::mem::size_of::<RunqStart>() == 16);
-const _: () = assert!(core::mem::size_of::<RunqHistKey>() == 16);

@@ -33,3 +33,31 @@ const _: () = assert!(core::mem::size_of::<TaskOffsets>() == 40);
 
 /// Length of `task_struct.comm`.
 pub const COMM_LEN: usize = 16;
+
+/// Start of something a task waits for (run queue, reclaim), one per slot of
+/// an array indexed by the task id and a mask; the id says who owns the slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartSlot {
+    /// Owner (pid or tid); 0 when free.
+    pub id: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` at the start.
+    pub ts_ns: u64,
+}
+
+/// Key of a per-cgroup latency histogram map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CgroupBucketKey {
+    /// cgroup v2 id.
+    pub cgroup_id: u64,
+    /// Biased bucket key of the latency in binary nanoseconds.
+    pub bucket: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<StartSlot>() == 16);
+const _: () = assert!(core::mem::size_of::<CgroupBucketKey>() == 16);

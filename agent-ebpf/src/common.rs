@@ -2,11 +2,39 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::bpf_probe_read_kernel,
-    maps::{PerCpuArray, PerCpuHashMap},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::map,
+    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
     Global,
 };
-use sonde_common::task::{TaskOffsets, COMM_LEN};
+use sonde_common::{
+    events::{kind, Event, RING_BYTES},
+    task::{TaskOffsets, COMM_LEN},
+};
+
+/// Rare events for the agent (OOM kills, crashes); one record each.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Events that found the ring buffer full, per kind.
+#[map]
+static EVENT_LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
+
+/// Sends an event; a full ring buffer is counted under the event's kind.
+#[inline(always)]
+pub fn emit(mut event: Event) {
+    // SAFETY: a plain helper call with no arguments.
+    event.ts_ns = unsafe { bpf_ktime_get_ns() };
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            entry.write(event);
+            entry.submit(0);
+        }
+        None => {
+            count_loss(&EVENT_LOSS, event.kind);
+        }
+    }
+}
 
 /// Struct offsets from the running kernel's BTF, set by the agent.
 #[no_mangle]

@@ -18,7 +18,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use sonde_common::{
     hist::{bucket_key, ns_to_binary_ns},
-    sched::{loss, RunqHistKey, RunqStart, RUNQ_HIST_MAX_ENTRIES, RUNQ_SLOTS, RUNQ_SLOT_MASK},
+    sched::{loss, RUNQ_HIST_MAX_ENTRIES, RUNQ_SLOTS, RUNQ_SLOT_MASK},
+    task::{CgroupBucketKey, StartSlot},
 };
 
 use crate::common::{bump, count_loss, offsets, read, task_cgroup_id, task_pid};
@@ -27,10 +28,10 @@ use crate::common::{bump, count_loss, offsets, read, task_cgroup_id, task_pid};
 const TASK_RUNNING: u32 = 0;
 
 #[map]
-static RUNQ_START: Array<RunqStart> = Array::with_max_entries(RUNQ_SLOTS, 0);
+static RUNQ_START: Array<StartSlot> = Array::with_max_entries(RUNQ_SLOTS, 0);
 
 #[map]
-static RUNQ_HIST: PerCpuHashMap<RunqHistKey, u64> =
+static RUNQ_HIST: PerCpuHashMap<CgroupBucketKey, u64> =
     PerCpuHashMap::with_max_entries(RUNQ_HIST_MAX_ENTRIES, 0);
 
 #[map]
@@ -92,16 +93,16 @@ fn on_switch<C: EbpfContext>(ctx: &C, prev: *const u8, next: *const u8) {
     // SAFETY: the array's preallocated value; a racing writer can only make
     // the record stale, which the stored pid reveals.
     let start = unsafe { *slot };
-    if start.pid != pid {
+    if start.id != pid {
         return; // not seen becoming runnable (before attach, or a collision counted then)
     }
     // SAFETY: as above.
-    unsafe { (*slot).pid = 0 };
+    unsafe { (*slot).id = 0 };
     let Ok(cgroup_id) = task_cgroup_id(&o, next) else {
         lost(ctx, loss::READ_FAILED);
         return;
     };
-    let key = RunqHistKey {
+    let key = CgroupBucketKey {
         cgroup_id,
         bucket: bucket_key(ns_to_binary_ns(now.wrapping_sub(start.ts_ns))),
         _pad: 0,
@@ -127,12 +128,12 @@ fn enqueue_at<C: EbpfContext>(ctx: &C, pid: u32, now: u64) {
     };
     // SAFETY: as in `on_switch`.
     unsafe {
-        let owner = (*slot).pid;
+        let owner = (*slot).id;
         if owner != 0 && owner != pid {
             lost(ctx, loss::START_COLLISION);
         }
-        *slot = RunqStart {
-            pid,
+        *slot = StartSlot {
+            id: pid,
             _pad: 0,
             ts_ns: now,
         };

@@ -14,13 +14,21 @@ use sonde_slo::Histogram;
 use crate::{
     attribution::{Attributor, CgroupRef, Owner, KUBELET_PODS_DIR},
     host::mounts::Mounts,
-    model::{CgroupLatency, CgroupSyscalls, LossRecord, Snapshot, SyscallSeries},
+    model::{
+        CgroupCount, CgroupExits, CgroupLatency, CgroupSyscalls, EventRecord, LossRecord, Snapshot,
+        SyscallSeries,
+    },
     probes::{
+        events, memory,
+        process::{self, signal_name},
         sched,
         syscalls::{self, SyscallReading},
         ProbeState, Probes, Reading,
     },
 };
+
+/// Bound on the events kept per window; the rest are counted as lost.
+pub const MAX_EVENTS_PER_WINDOW: usize = 1024;
 
 /// Options of the sampler.
 #[derive(Debug, Clone)]
@@ -73,9 +81,12 @@ impl Sampler {
 
     /// Closes the current window and opens the next.
     pub fn tick(&mut self) -> Result<Snapshot, aya::maps::MapError> {
+        let raw_events = self.probes.drain_events();
         let reading = self.probes.read()?;
         let now = (Instant::now(), SystemTime::now());
+        let monotonic_now_ns = monotonic_ns();
         let window_secs = now.0.duration_since(self.previous_at.0).as_secs_f64();
+        let before = &self.previous;
         let attributor = &mut self.attributor;
         let mut unattributed = 0;
         let mut resolve = |id| {
@@ -86,25 +97,80 @@ impl Sampler {
             cgroup
         };
         let (syscalls, mut losses) = syscall_window(
-            &self.previous.syscalls,
+            &before.syscalls,
             &reading.syscalls,
             window_secs,
             &mut resolve,
         );
-        let runqueue = latency_window(&self.previous.sched.runq, &reading.sched.runq, &mut resolve);
-        losses.extend(loss_records(
-            sched::PROBE,
-            &sched::LOSSES,
-            &self.previous.sched.loss,
-            &reading.sched.loss,
-        ));
+        let runqueue = latency_window(&before.sched.runq, &reading.sched.runq, &mut resolve);
+        let reclaim = latency_window(
+            &before.memory.reclaim,
+            &reading.memory.reclaim,
+            &mut resolve,
+        );
+        let oom_kills = count_window(
+            &before.memory.oom_kills,
+            &reading.memory.oom_kills,
+            &mut resolve,
+        );
+        let exits = exit_window(&before.process.exits, &reading.process.exits, &mut resolve);
+        for (probe, reasons, b, a) in [
+            (
+                sched::PROBE,
+                &sched::LOSSES[..],
+                &before.sched.loss[..],
+                &reading.sched.loss[..],
+            ),
+            (
+                memory::PROBE,
+                &memory::LOSSES[..],
+                &before.memory.loss[..],
+                &reading.memory.loss[..],
+            ),
+            (
+                process::PROBE,
+                &process::LOSSES[..],
+                &before.process.loss[..],
+                &reading.process.loss[..],
+            ),
+            (
+                "events",
+                &events::LOSSES[..],
+                &before.event_loss[..],
+                &reading.event_loss[..],
+            ),
+        ] {
+            losses.extend(loss_records(probe, reasons, b, a));
+        }
+        let kept = raw_events.len().min(MAX_EVENTS_PER_WINDOW);
+        losses.push(LossRecord {
+            stage: "userspace",
+            probe: "events",
+            reason: "window_full",
+            count: (raw_events.len() - kept) as u64,
+        });
+        losses.push(LossRecord {
+            stage: "userspace",
+            probe: "events",
+            reason: "malformed",
+            count: reading.malformed_events - before.malformed_events,
+        });
+        let unix_now_ns = unix_ns(now.1);
+        let events = raw_events
+            .iter()
+            .take(kept)
+            .map(|e| {
+                let age_ns = monotonic_now_ns.saturating_sub(e.ts_ns);
+                event_record(e, resolve(e.cgroup_id), unix_now_ns.saturating_sub(age_ns))
+            })
+            .collect();
 
         let probes = self.probes.statuses().to_vec();
         let complete = losses.iter().all(|l| l.count == 0)
             && probes.iter().all(|p| p.state == ProbeState::Attached);
         let snapshot = Snapshot {
             window_start_unix_ns: unix_ns(self.previous_at.1),
-            window_end_unix_ns: unix_ns(now.1),
+            window_end_unix_ns: unix_now_ns,
             window_secs,
             probes,
             complete,
@@ -112,11 +178,107 @@ impl Sampler {
             unattributed_series: unattributed,
             syscalls,
             runqueue,
+            reclaim,
+            oom_kills,
+            exits,
+            events,
         };
         self.previous = reading;
         self.previous_at = now;
         Ok(snapshot)
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn event_record(
+    e: &sonde_common::events::Event,
+    cgroup: CgroupRef,
+    time_unix_ns: u64,
+) -> EventRecord {
+    use sonde_common::events::{flag, kind};
+    let comm_len = e.comm.iter().position(|&b| b == 0).unwrap_or(e.comm.len());
+    EventRecord {
+        kind: if e.kind == kind::OOM_KILL {
+            "oom_kill"
+        } else {
+            "crash"
+        },
+        time_unix_ns,
+        pid: e.tgid,
+        tid: e.pid,
+        comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
+        signal: (e.kind == kind::CRASH).then(|| signal_name(e.code)),
+        core_dumped: e.flags & flag::CORE_DUMPED != 0,
+        cgroup_of_trigger: e.flags & flag::CGROUP_OF_CURRENT != 0,
+        cgroup,
+    }
+}
+
+/// Per-cgroup counts of the window, largest first.
+pub fn count_window(
+    before: &HashMap<u64, u64>,
+    after: &HashMap<u64, u64>,
+    resolve: &mut dyn FnMut(u64) -> CgroupRef,
+) -> Vec<CgroupCount> {
+    let mut out: Vec<CgroupCount> = after
+        .iter()
+        .filter_map(|(&id, &n)| {
+            let count = n
+                .checked_sub(before.get(&id).copied().unwrap_or(0))
+                .unwrap_or(n);
+            (count > 0).then(|| CgroupCount {
+                cgroup: resolve(id),
+                count,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.cgroup.cgroup_id.cmp(&b.cgroup.cgroup_id))
+    });
+    out
+}
+
+/// Per-cgroup process terminations of the window.
+pub fn exit_window(
+    before: &HashMap<(u64, u32, u32), u64>,
+    after: &HashMap<(u64, u32, u32), u64>,
+    resolve: &mut dyn FnMut(u64) -> CgroupRef,
+) -> Vec<CgroupExits> {
+    use sonde_common::process::{how, CRASH_SIGNALS};
+    let mut per_cgroup: BTreeMap<u64, CgroupExits> = BTreeMap::new();
+    for (&(cgroup, kind, code), &n) in after {
+        let delta = n
+            .checked_sub(before.get(&(cgroup, kind, code)).copied().unwrap_or(0))
+            .unwrap_or(n);
+        if delta == 0 {
+            continue;
+        }
+        let entry = per_cgroup
+            .entry(cgroup)
+            .or_insert_with(|| CgroupExits::new(resolve(cgroup)));
+        if kind == how::SIGNAL {
+            *entry.signals.entry(signal_name(code)).or_default() += delta;
+            if code < 64 && CRASH_SIGNALS & (1 << code) != 0 {
+                entry.crashes += delta;
+            }
+        } else {
+            *entry.exit_statuses.entry(code).or_default() += delta;
+            entry.nonzero_exits += delta;
+        }
+    }
+    per_cgroup.into_values().collect()
 }
 
 fn unix_ns(t: SystemTime) -> u64 {

@@ -7,6 +7,10 @@
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod memory;
+#[cfg(test)]
+mod process;
+#[cfg(test)]
 mod sched;
 #[cfg(test)]
 mod syscalls;
@@ -88,14 +92,16 @@ impl Workload {
     /// only make system calls (no allocation, no locks): prepare every
     /// buffer and path before calling this.
     pub fn fork(cgroup: &TestCgroup, work: impl FnOnce()) -> Self {
-        let procs = CString::new(
-            cgroup
-                .path()
-                .join("cgroup.procs")
-                .as_os_str()
-                .as_encoded_bytes(),
-        )
-        .expect("path without NUL");
+        Self::fork_joining(cgroup, None, work)
+    }
+
+    /// [`Workload::fork`], also joining a second cgroup (a cgroup v1
+    /// controller's, say) through its `cgroup.procs` file `also`.
+    pub fn fork_joining(cgroup: &TestCgroup, also: Option<&Path>, work: impl FnOnce()) -> Self {
+        let c =
+            |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).expect("path without NUL");
+        let procs = c(&cgroup.path().join("cgroup.procs"));
+        let also = also.map(c);
         let mut fds = [0; 2];
         // SAFETY: fds is a valid two-element array.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
@@ -112,6 +118,13 @@ impl Workload {
                     libc::_exit(101);
                 }
                 libc::close(fd);
+                if let Some(also) = &also {
+                    let fd = libc::open(also.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        libc::_exit(103);
+                    }
+                    libc::close(fd);
+                }
                 let mut byte = 0u8;
                 if libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) != 1 {
                     libc::_exit(102);
@@ -163,17 +176,23 @@ impl Workload {
 
     /// Waits for the child and returns its exit status.
     pub fn wait(self) -> i32 {
+        let status = self.wait_status();
+        assert!(
+            libc::WIFEXITED(status),
+            "workload did not exit normally: {status:#x}"
+        );
+        libc::WEXITSTATUS(status)
+    }
+
+    /// Waits for the child and returns the raw wait status.
+    pub fn wait_status(self) -> i32 {
         let mut status = 0;
         // SAFETY: waiting for our own child with a valid status pointer.
         let rc = unsafe { libc::waitpid(self.pid, &mut status, 0) };
         assert_eq!(rc, self.pid, "waitpid");
         // SAFETY: closing our pipe end.
         unsafe { libc::close(self.go_fd) };
-        assert!(
-            libc::WIFEXITED(status),
-            "workload did not exit normally: {status:#x}"
-        );
-        libc::WEXITSTATUS(status)
+        status
     }
 }
 
@@ -232,4 +251,100 @@ pub fn burn_cpu(cpu_ns: u64) {
     while now() - start < cpu_ns {
         std::hint::spin_loop();
     }
+}
+
+/// A memory-limited cgroup for OOM tests: on cgroup v2 the test cgroup's own
+/// `memory.max` when its memory controller is available, else (v1/v2
+/// hybrids) a child of this process's own v1 memory cgroup.
+pub struct MemoryLimit {
+    /// The v1 cgroup directory, when the limit lives there.
+    v1: Option<PathBuf>,
+    v2: PathBuf,
+}
+
+impl MemoryLimit {
+    /// Limits `cgroup` (v2) or a new v1 memory cgroup to `bytes`.
+    pub fn new(cgroup: &TestCgroup, name: &str, bytes: u64) -> Self {
+        let controllers =
+            std::fs::read_to_string(cgroup.path().join("cgroup.controllers")).unwrap_or_default();
+        if controllers.split_whitespace().any(|c| c == "memory") {
+            std::fs::write(cgroup.path().join("memory.max"), bytes.to_string())
+                .expect("memory.max");
+            std::fs::write(cgroup.path().join("memory.swap.max"), "0").ok();
+            return Self {
+                v1: None,
+                v2: cgroup.path().to_owned(),
+            };
+        }
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
+        let own = own
+            .lines()
+            .find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == "memory")
+                    .then(|| path.to_owned())
+            })
+            .expect("neither a v2 memory controller nor a v1 memory cgroup");
+        let dir = Path::new("/sys/fs/cgroup/memory")
+            .join(own.trim_start_matches('/'))
+            .join(format!("sonde-test-{name}-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        std::fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string())
+            .expect("memory.limit_in_bytes");
+        Self {
+            v1: Some(dir),
+            v2: cgroup.path().to_owned(),
+        }
+    }
+
+    /// The `cgroup.procs` file a workload must also join (v1 only).
+    pub fn extra_procs(&self) -> Option<PathBuf> {
+        self.v1.as_ref().map(|d| d.join("cgroup.procs"))
+    }
+
+    /// The kernel's own count of OOM kills in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let (file, text) = match &self.v1 {
+            Some(dir) => (
+                "memory.oom_control",
+                std::fs::read_to_string(dir.join("memory.oom_control")),
+            ),
+            None => (
+                "memory.events",
+                std::fs::read_to_string(self.v2.join("memory.events")),
+            ),
+        };
+        let text = text.unwrap_or_else(|e| panic!("read {file}: {e}"));
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no oom_kill line in {file}: {text}"))
+    }
+}
+
+impl Drop for MemoryLimit {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.v1 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Sets the calling process's name (`comm`); async-signal-safe.
+pub fn set_comm(name: &std::ffi::CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+/// No core files from a crashing test child; async-signal-safe.
+pub fn no_core_dumps() {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit pointer.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
 }

@@ -183,7 +183,16 @@ impl Btf {
                         at += 12;
                     }
                 }
-                kind::FUNC_PROTO => at += 8 * vlen,
+                kind::FUNC_PROTO => {
+                    for _ in 0..vlen {
+                        ty.members.push((
+                            u32_at(types_bytes, at)?,
+                            u32_at(types_bytes, at + 4)?,
+                            0,
+                        ));
+                        at += 8;
+                    }
+                }
                 kind::DATASEC => at += 12 * vlen,
                 _ => return Err(BtfError::UnknownKind { kind, id }),
             }
@@ -199,7 +208,7 @@ impl Btf {
             let ty = &btf.types[id as usize];
             if matches!(
                 ty.kind,
-                kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64
+                kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::TYPEDEF
             ) {
                 let name = btf.name(ty.name_off).to_owned();
                 if !name.is_empty() {
@@ -302,6 +311,28 @@ impl Btf {
         None
     }
 
+    /// Whether argument `index` of raw tracepoint `tp` is a pointer, from the
+    /// kernel's `btf_trace_<tp>` typedef (`void *data` comes first, unseen by
+    /// programs); `None` when the kernel does not describe the tracepoint.
+    pub fn tracepoint_arg_is_pointer(&self, tp: &str, index: usize) -> Option<bool> {
+        let typedef = self
+            .by_name
+            .get(&format!("btf_trace_{tp}"))?
+            .iter()
+            .copied()
+            .find(|&id| self.types[id as usize].kind == kind::TYPEDEF)?;
+        let ptr = self.resolve(self.types[typedef as usize].size_or_type)?;
+        if ptr.kind != kind::PTR {
+            return None;
+        }
+        let proto = self.resolve(ptr.size_or_type)?;
+        if proto.kind != kind::FUNC_PROTO {
+            return None;
+        }
+        let &(_, arg_type, _) = proto.members.get(index + 1)?;
+        Some(self.resolve(arg_type)?.kind == kind::PTR)
+    }
+
     /// The values of enum `name` as (value, enumerator name).
     pub fn enum_values(&self, name: &str) -> Option<Vec<(u32, String)>> {
         let id = self
@@ -394,7 +425,17 @@ mod tests {
         let (one, two) = (b.s("ONE"), b.s("TWO"));
         b.ty("numbers", kind::ENUM, 2, false, 4, &[one, 1, two, 2]); // 7
         b.ty("arr", kind::ARRAY, 0, false, 0, &[2, 1, 4]); // 8
-        b.ty("proto", kind::FUNC_PROTO, 1, false, 0, &[0, 1]); // 9
+        b.ty(
+            "proto",
+            kind::FUNC_PROTO,
+            3,
+            false,
+            0,
+            &[0, 10, 0, 10, 0, 1],
+        ); // 9: (void *, task *, int)
+        b.ty("", kind::PTR, 0, false, 5, &[]); // 10: task *
+        b.ty("", kind::PTR, 0, false, 9, &[]); // 11: pointer to the proto
+        b.ty("btf_trace_tp", kind::TYPEDEF, 0, false, 11, &[]); // 12
 
         let btf = Btf::parse(&b.blob()).unwrap();
         assert_eq!(
@@ -409,6 +450,9 @@ mod tests {
         assert_eq!(btf.member("task", "flags"), None, "bitfields are refused");
         assert_eq!(btf.member("task", "nope"), None);
         assert_eq!(btf.member("nostruct", "pid"), None);
+        assert_eq!(btf.tracepoint_arg_is_pointer("tp", 0), Some(true));
+        assert_eq!(btf.tracepoint_arg_is_pointer("tp", 1), Some(false));
+        assert_eq!(btf.tracepoint_arg_is_pointer("tp", 2), None);
         assert_eq!(
             btf.enum_values("numbers").unwrap(),
             vec![(1, "ONE".to_owned()), (2, "TWO".to_owned())]
@@ -448,5 +492,11 @@ mod tests {
         }
         assert_eq!(btf.member("task_struct", "comm").unwrap().size, 16);
         assert_eq!(btf.member("kernfs_node", "id").unwrap().size, 8);
+        assert_eq!(btf.tracepoint_arg_is_pointer("sched_switch", 1), Some(true));
+        assert_eq!(
+            btf.tracepoint_arg_is_pointer("sched_switch", 0),
+            Some(false)
+        );
+        assert_eq!(btf.tracepoint_arg_is_pointer("no_such_tracepoint", 0), None);
     }
 }

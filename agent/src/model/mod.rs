@@ -32,6 +32,79 @@ pub struct Snapshot {
     pub syscalls: Vec<CgroupSyscalls>,
     /// Run-queue latency (runnable → running) per cgroup, most waited first.
     pub runqueue: Vec<CgroupLatency>,
+    /// Reclaim stalls (allocations that had to reclaim memory first) per cgroup.
+    pub reclaim: Vec<CgroupLatency>,
+    /// OOM kills per cgroup of the victim.
+    pub oom_kills: Vec<CgroupCount>,
+    /// Process terminations by signal and non-zero exits per cgroup.
+    pub exits: Vec<CgroupExits>,
+    /// Rare events of the window (OOM kills, crashes), oldest first.
+    pub events: Vec<EventRecord>,
+}
+
+/// A count of one cgroup over the window.
+#[derive(Debug, Clone, Serialize)]
+pub struct CgroupCount {
+    /// The cgroup and its owner.
+    #[serde(flatten)]
+    pub cgroup: CgroupRef,
+    /// Events in the window.
+    pub count: u64,
+}
+
+/// How the processes of one cgroup ended over the window (clean exits aside).
+#[derive(Debug, Clone, Serialize)]
+pub struct CgroupExits {
+    /// The cgroup and its owner.
+    #[serde(flatten)]
+    pub cgroup: CgroupRef,
+    /// Processes ended by a crash signal (SIGSEGV, SIGBUS, SIGABRT, SIGILL,
+    /// SIGFPE, SIGKILL).
+    pub crashes: u64,
+    /// Processes ended by any signal, by signal name.
+    pub signals: BTreeMap<String, u64>,
+    /// Processes that exited with a non-zero status.
+    pub nonzero_exits: u64,
+    /// Non-zero exits by status.
+    pub exit_statuses: BTreeMap<u32, u64>,
+}
+
+impl CgroupExits {
+    /// No terminations yet, for `cgroup`.
+    pub fn new(cgroup: CgroupRef) -> Self {
+        Self {
+            cgroup,
+            crashes: 0,
+            signals: BTreeMap::new(),
+            nonzero_exits: 0,
+            exit_statuses: BTreeMap::new(),
+        }
+    }
+}
+
+/// One rare event.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    /// `oom_kill` or `crash`.
+    pub kind: &'static str,
+    /// When, Unix time in nanoseconds.
+    pub time_unix_ns: u64,
+    /// Process id of the subject.
+    pub pid: u32,
+    /// Thread id of the subject.
+    pub tid: u32,
+    /// Command name of the subject.
+    pub comm: String,
+    /// The signal that ended a crashed process.
+    pub signal: Option<String>,
+    /// The process dumped core.
+    pub core_dumped: bool,
+    /// The cgroup is that of the task that triggered the event (the kernel's
+    /// hook did not name the subject's).
+    pub cgroup_of_trigger: bool,
+    /// The subject's cgroup and its owner.
+    #[serde(flatten)]
+    pub cgroup: CgroupRef,
 }
 
 /// A latency histogram of one cgroup over the window.
@@ -168,6 +241,19 @@ impl Snapshot {
         self.runqueue
             .iter()
             .find(|c| c.cgroup.cgroup_id == cgroup_id)
+    }
+
+    /// The exits of cgroup `cgroup_id`.
+    pub fn exits(&self, cgroup_id: u64) -> Option<&CgroupExits> {
+        self.exits.iter().find(|c| c.cgroup.cgroup_id == cgroup_id)
+    }
+
+    /// The OOM kills of cgroup `cgroup_id` (0 when none).
+    pub fn oom_kills(&self, cgroup_id: u64) -> u64 {
+        self.oom_kills
+            .iter()
+            .find(|c| c.cgroup.cgroup_id == cgroup_id)
+            .map_or(0, |c| c.count)
     }
 
     /// Total events lost in the window.

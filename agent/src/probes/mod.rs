@@ -5,12 +5,15 @@
 //! its own: a hook that is missing degrades that family, is reported in its
 //! [`ProbeStatus`], and never stops the others.
 
+pub mod events;
+pub mod memory;
+pub mod process;
 pub mod sched;
 pub mod syscalls;
 mod task;
 
 use aya::{
-    maps::{MapData, MapError, PerCpuArray},
+    maps::{MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint},
     Ebpf, EbpfLoader,
 };
@@ -81,7 +84,7 @@ pub struct ProbeOptions {
 }
 
 /// Every family, in the order they are attached and reported.
-pub const FAMILIES: [&str; 2] = [syscalls::PROBE, sched::PROBE];
+pub const FAMILIES: [&str; 4] = [syscalls::PROBE, sched::PROBE, memory::PROBE, process::PROBE];
 
 /// Cumulative counts of every family, as the kernel holds them now.
 #[derive(Debug, Clone, Default)]
@@ -90,6 +93,14 @@ pub struct Reading {
     pub syscalls: syscalls::SyscallReading,
     /// Scheduler family.
     pub sched: sched::SchedReading,
+    /// Memory family.
+    pub memory: memory::MemoryReading,
+    /// Process family.
+    pub process: process::ProcessReading,
+    /// Events that found the ring buffer full, per kind.
+    pub event_loss: [u64; sonde_common::events::kind::COUNT as usize],
+    /// Ring-buffer records that could not be decoded (cumulative).
+    pub malformed_events: u64,
 }
 
 /// The loaded object and its attached families.
@@ -98,6 +109,8 @@ pub struct Probes {
     // Owns the log ring buffer: dropping it breaks later program loads.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     statuses: Vec<ProbeStatus>,
+    events: Option<RingBuf<MapData>>,
+    malformed_events: u64,
 }
 
 impl Probes {
@@ -126,6 +139,7 @@ impl Probes {
         let given = offsets.clone().unwrap_or_default();
         loader.override_global("TASK_OFFSETS", &given, true);
         syscalls::configure(&mut loader, &options);
+        memory::configure(&mut loader, btf.as_ref());
         let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
@@ -142,13 +156,28 @@ impl Probes {
             .filter(|family| !options.disabled.contains(family))
             .map(|&family| match family {
                 sched::PROBE => sched::attach(&mut ebpf, &offsets),
+                process::PROBE => process::attach(&mut ebpf, &offsets),
+                memory::PROBE => match &offsets {
+                    Ok(_) => memory::attach(&mut ebpf),
+                    Err(why) => unavailable(memory::PROBE, why.clone()),
+                },
                 _ => syscalls::attach(&mut ebpf, options.syscall_hook, &mounts),
             })
             .collect();
+        let events = match ebpf.take_map("EVENTS").map(RingBuf::try_from) {
+            Some(Ok(ring)) => Some(ring),
+            Some(Err(e)) => {
+                log::warn!("event ring buffer unusable: {e}");
+                None
+            }
+            None => None,
+        };
         Ok(Self {
             ebpf,
             logger,
             statuses,
+            events,
+            malformed_events: 0,
         })
     }
 
@@ -174,7 +203,26 @@ impl Probes {
         if self.attached(sched::PROBE) {
             reading.sched = sched::read(&self.ebpf)?;
         }
+        if self.attached(memory::PROBE) {
+            reading.memory = memory::read(&self.ebpf)?;
+        }
+        if self.attached(process::PROBE) {
+            reading.process = process::read(&self.ebpf)?;
+        }
+        let event_loss: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map(&self.ebpf, "EVENT_LOSS")?)?;
+        reading.event_loss = events::read_loss(&event_loss)?;
+        reading.malformed_events = self.malformed_events;
         Ok(reading)
+    }
+
+    /// Takes the events the kernel sent since the last call.
+    pub fn drain_events(&mut self) -> Vec<sonde_common::events::Event> {
+        let mut out = Vec::new();
+        if let Some(ring) = self.events.as_mut() {
+            self.malformed_events += events::drain(ring, &mut out);
+        }
+        out
     }
 
     /// Moves the kernel programs' diagnostics into the agent's log.
@@ -203,6 +251,8 @@ impl Probes {
             ebpf,
             logger: None,
             statuses,
+            events: None,
+            malformed_events: 0,
         })
     }
 }

@@ -7,7 +7,7 @@ use aya::{
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
     Ebpf,
 };
-use sonde_common::sched::{loss, RunqHistKey};
+use sonde_common::{sched::loss, task::CgroupBucketKey};
 use sonde_slo::Histogram;
 
 use super::{attach_raw_tracepoints, map, read_losses, unavailable, ProbeStatus};
@@ -57,7 +57,7 @@ pub(super) fn attach(
 
 pub(super) fn read(ebpf: &Ebpf) -> Result<SchedReading, MapError> {
     let mut reading = SchedReading::default();
-    let hist: PerCpuHashMap<&MapData, RunqHistKey, u64> =
+    let hist: PerCpuHashMap<&MapData, CgroupBucketKey, u64> =
         PerCpuHashMap::try_from(map(ebpf, "RUNQ_HIST")?)?;
     for item in hist.iter() {
         let (key, values) = item?;

@@ -1,0 +1,107 @@
+//! Memory family: loads and attaches `agent-ebpf/src/memory.rs`, reads the
+//! reclaim stalls and OOM kills per cgroup.
+
+use std::collections::HashMap;
+
+use aya::{
+    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
+    Ebpf, EbpfLoader,
+};
+use sonde_common::{memory::loss, task::CgroupBucketKey};
+use sonde_slo::Histogram;
+
+use super::{attach_raw_tracepoints, map, read_losses, ProbeState, ProbeStatus};
+use crate::host::btf::Btf;
+
+/// Family name in statuses and loss records.
+pub const PROBE: &str = "memory";
+
+/// Global reclaim and the OOM killer: the family needs these.
+const HOOKS: [(&str, &str); 3] = [
+    ("mem_reclaim_beg", "mm_vmscan_direct_reclaim_begin"),
+    ("mem_reclaim_end", "mm_vmscan_direct_reclaim_end"),
+    ("mem_oom_victim", "mark_victim"),
+];
+
+/// Reclaim against a cgroup's limit (CONFIG_MEMCG): without it the family
+/// is degraded.
+const MEMCG_HOOKS: [(&str, &str); 2] = [
+    ("mem_memcg_beg", "mm_vmscan_memcg_reclaim_begin"),
+    ("mem_memcg_end", "mm_vmscan_memcg_reclaim_end"),
+];
+
+/// Loss counters: (index, stable name).
+pub const LOSSES: [(u32, &str); 3] = [
+    (loss::HIST_MAP_FULL, "hist_map_full"),
+    (loss::OOM_MAP_FULL, "oom_map_full"),
+    (loss::READ_FAILED, "kernel_read_failed"),
+];
+
+/// Cumulative memory counts.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryReading {
+    /// Reclaim stall latency per cgroup id.
+    pub reclaim: HashMap<u64, Histogram>,
+    /// OOM kills per cgroup id (of the victim).
+    pub oom_kills: HashMap<u64, u64>,
+    /// Loss counters, indexed by `sonde_common::memory::loss`.
+    pub loss: [u64; loss::COUNT as usize],
+}
+
+/// Tells the OOM program what `mark_victim`'s first argument is on this kernel.
+pub(super) fn configure(loader: &mut EbpfLoader<'_>, btf: Option<&Btf>) {
+    let task_arg = btf
+        .and_then(|b| b.tracepoint_arg_is_pointer("mark_victim", 0))
+        .unwrap_or(false);
+    // The loader borrows the value until load: give it a 'static one.
+    static TRUE: u32 = 1;
+    static FALSE: u32 = 0;
+    loader.override_global(
+        "MARK_VICTIM_TASK_ARG",
+        if task_arg { &TRUE } else { &FALSE },
+        true,
+    );
+}
+
+pub(super) fn attach(ebpf: &mut Ebpf) -> ProbeStatus {
+    let mut status = attach_raw_tracepoints(ebpf, PROBE, &HOOKS);
+    if status.state != ProbeState::Attached {
+        return status;
+    }
+    let memcg = attach_raw_tracepoints(ebpf, PROBE, &MEMCG_HOOKS);
+    if let Some(hook) = memcg.hook {
+        status.hook = status
+            .hook
+            .map(|h| format!("{h}+{}", hook.trim_start_matches("raw_tracepoint:")));
+    } else {
+        status.state = ProbeState::Degraded;
+        status.reason = Some(format!(
+            "cgroup-limit reclaim not traced: {}",
+            memcg.reason.unwrap_or_default()
+        ));
+    }
+    status
+}
+
+pub(super) fn read(ebpf: &Ebpf) -> Result<MemoryReading, MapError> {
+    let mut reading = MemoryReading::default();
+    let hist: PerCpuHashMap<&MapData, CgroupBucketKey, u64> =
+        PerCpuHashMap::try_from(map(ebpf, "RECLAIM_HIST")?)?;
+    for item in hist.iter() {
+        let (key, values) = item?;
+        reading
+            .reclaim
+            .entry(key.cgroup_id)
+            .or_default()
+            .record_kernel_bucket(key.bucket, values.iter().sum());
+    }
+    let kills: PerCpuHashMap<&MapData, u64, u64> =
+        PerCpuHashMap::try_from(map(ebpf, "OOM_KILLS")?)?;
+    for item in kills.iter() {
+        let (cgroup, values) = item?;
+        reading.oom_kills.insert(cgroup, values.iter().sum());
+    }
+    let losses: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, "MEM_LOSS")?)?;
+    read_losses(&losses, &mut reading.loss)?;
+    Ok(reading)
+}

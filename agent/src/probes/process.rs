@@ -1,0 +1,114 @@
+//! Process family: loads and attaches `agent-ebpf/src/process.rs`, reads the
+//! terminations per cgroup.
+
+use std::collections::HashMap;
+
+use aya::{
+    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
+    Ebpf,
+};
+use sonde_common::{
+    process::{loss, ExitKey},
+    task::TaskOffsets,
+};
+
+use super::{attach_raw_tracepoints, map, read_losses, unavailable, ProbeStatus};
+
+/// Family name in statuses and loss records.
+pub const PROBE: &str = "process";
+
+const HOOKS: [(&str, &str); 1] = [("proc_exit", "sched_process_exit")];
+
+/// Loss counters: (index, stable name).
+pub const LOSSES: [(u32, &str); 2] = [
+    (loss::MAP_FULL, "map_full"),
+    (loss::READ_FAILED, "kernel_read_failed"),
+];
+
+/// Cumulative process terminations.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessReading {
+    /// Count per (cgroup id, how, code): how is `sonde_common::process::how`.
+    pub exits: HashMap<(u64, u32, u32), u64>,
+    /// Loss counters, indexed by `sonde_common::process::loss`.
+    pub loss: [u64; loss::COUNT as usize],
+}
+
+pub(super) fn attach(ebpf: &mut Ebpf, offsets: &Result<TaskOffsets, String>) -> ProbeStatus {
+    if let Err(why) = offsets {
+        return unavailable(PROBE, why.clone());
+    }
+    attach_raw_tracepoints(ebpf, PROBE, &HOOKS)
+}
+
+pub(super) fn read(ebpf: &Ebpf) -> Result<ProcessReading, MapError> {
+    let mut reading = ProcessReading::default();
+    let exits: PerCpuHashMap<&MapData, ExitKey, u64> =
+        PerCpuHashMap::try_from(map(ebpf, "PROC_EXITS")?)?;
+    for item in exits.iter() {
+        let (key, values) = item?;
+        reading
+            .exits
+            .insert((key.cgroup_id, key.how, key.code), values.iter().sum());
+    }
+    let losses: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, "PROC_LOSS")?)?;
+    read_losses(&losses, &mut reading.loss)?;
+    Ok(reading)
+}
+
+/// The signal's name (`SIGSEGV`), or `SIG<n>`; numbers are those of x86_64
+/// and aarch64, which agree on 1–31.
+pub fn signal_name(signal: u32) -> String {
+    const NAMES: [&str; 32] = [
+        "",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    match NAMES.get(signal as usize) {
+        Some(name) if !name.is_empty() => (*name).to_owned(),
+        _ => format!("SIG{signal}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_name(11), "SIGSEGV");
+        assert_eq!(signal_name(6), "SIGABRT");
+        assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(signal_name(40), "SIG40");
+        assert_eq!(signal_name(0), "SIG0");
+    }
+}

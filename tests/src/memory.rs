@@ -1,0 +1,90 @@
+//! Memory family: an OOM kill counted once, against the kernel's own count.
+
+use sonde::{
+    probes::{ProbeOptions, ProbeState, Probes},
+    sampler::Sampler,
+};
+
+use crate::{privileged, set_comm, MemoryLimit, TestCgroup, Workload};
+
+const LIMIT_BYTES: u64 = 32 << 20;
+const ALLOC_BYTES: usize = 64 << 20;
+
+#[test]
+fn oom_kill_counted_once_with_the_victim() {
+    if !privileged() {
+        return;
+    }
+    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
+    let status = probes
+        .statuses()
+        .iter()
+        .find(|s| s.probe == "memory")
+        .expect("memory status");
+    assert_eq!(status.state, ProbeState::Attached, "{status:?}");
+    let cgroup = TestCgroup::new("oom");
+    let limit = MemoryLimit::new(&cgroup, "oom", LIMIT_BYTES);
+    let before = limit.oom_kills();
+    let extra = limit.extra_procs();
+    let child = Workload::fork_joining(&cgroup, extra.as_deref(), || {
+        set_comm(c"sonde-oom");
+        // SAFETY: an anonymous private mapping, touched page by page.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                ALLOC_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                libc::_exit(5);
+            }
+            for offset in (0..ALLOC_BYTES).step_by(4096) {
+                (p as *mut u8).add(offset).write_volatile(1);
+            }
+        }
+    });
+    let pid = child.pid();
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    child.go();
+    let status = child.wait_status();
+    let snapshot = sampler.tick().expect("second reading");
+
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "status {status:#x}"
+    );
+    let kernel = limit.oom_kills() - before;
+    assert_eq!(kernel, 1, "the kernel's own oom_kill count");
+    assert_eq!(snapshot.oom_kills(cgroup.id()), kernel);
+    let events: Vec<_> = snapshot
+        .events
+        .iter()
+        .filter(|e| e.kind == "oom_kill")
+        .collect();
+    let victim = events
+        .iter()
+        .find(|e| e.pid == pid as u32)
+        .unwrap_or_else(|| panic!("no oom_kill event for {pid}: {events:?}"));
+    assert_eq!(victim.cgroup.cgroup_id, cgroup.id());
+    assert_eq!(victim.comm, "sonde-oom");
+    assert!(
+        !victim.cgroup_of_trigger,
+        "this kernel names the victim task"
+    );
+    // The victim died by SIGKILL: a crash in its cgroup too.
+    let exits = snapshot.exits(cgroup.id()).expect("exits");
+    assert_eq!(exits.signals.get("SIGKILL"), Some(&1));
+    // Reclaim against the 32 MiB limit stalled the child before the kill.
+    let reclaim = snapshot
+        .reclaim
+        .iter()
+        .find(|c| c.cgroup.cgroup_id == cgroup.id());
+    assert!(
+        reclaim.is_some_and(|r| r.count > 0),
+        "no reclaim stall recorded"
+    );
+    assert_eq!(snapshot.lost(), 0, "{:?}", snapshot.losses);
+}
