@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     hash::Hash,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -13,17 +13,17 @@ use sonde_slo::Histogram;
 
 use crate::{
     attribution::{Attributor, CgroupRef, Owner, KUBELET_PODS_DIR},
-    host::mounts::Mounts,
+    host::{mounts::Mounts, pressure, throttle},
     model::{
-        CgroupCount, CgroupExits, CgroupLatency, CgroupSyscalls, EventRecord, LossRecord, Snapshot,
-        SyscallSeries,
+        CgroupCount, CgroupExits, CgroupHost, CgroupLatency, CgroupSyscalls, EventRecord,
+        LossRecord, Snapshot, SyscallSeries,
     },
     probes::{
         events, memory,
         process::{self, signal_name},
         sched,
         syscalls::{self, SyscallReading},
-        ProbeState, Probes, Reading,
+        ProbeState, ProbeStatus, Probes, Reading,
     },
 };
 
@@ -51,7 +51,12 @@ pub struct Sampler {
     previous: Reading,
     previous_at: (Instant, SystemTime),
     attributor: Attributor,
+    mounts: Mounts,
+    host_status: ProbeStatus,
 }
+
+/// Bound on the cgroups whose PSI and throttling are read per window.
+pub const MAX_HOST_CGROUPS: usize = 256;
 
 impl Sampler {
     /// Takes the first reading: the start of the first window.
@@ -65,12 +70,14 @@ impl Sampler {
         options: SamplerOptions,
     ) -> Result<Self, aya::maps::MapError> {
         let previous = probes.read()?;
-        let cgroup2 = Mounts::current().ok().and_then(|m| m.cgroup2);
+        let mounts = Mounts::current().unwrap_or_default();
         Ok(Self {
             probes,
             previous,
             previous_at: (Instant::now(), SystemTime::now()),
-            attributor: Attributor::new(cgroup2, options.kubelet_pods_dir),
+            attributor: Attributor::new(mounts.cgroup2.clone(), options.kubelet_pods_dir),
+            host_status: host_status(&mounts),
+            mounts,
         })
     }
 
@@ -165,7 +172,40 @@ impl Sampler {
             })
             .collect();
 
-        let probes = self.probes.statuses().to_vec();
+        // PSI and throttling: the node, and every cgroup seen in the window.
+        let node_pressure = pressure::node(Path::new("/proc"));
+        let mut seen: Vec<&CgroupRef> = Vec::new();
+        let refs = syscalls
+            .iter()
+            .map(|c| &c.cgroup)
+            .chain(runqueue.iter().map(|c| &c.cgroup))
+            .chain(reclaim.iter().map(|c| &c.cgroup))
+            .chain(exits.iter().map(|c| &c.cgroup));
+        for r in refs {
+            if seen.len() < MAX_HOST_CGROUPS
+                && r.cgroup_path.is_some()
+                && !seen.iter().any(|s| s.cgroup_id == r.cgroup_id)
+            {
+                seen.push(r);
+            }
+        }
+        let cgroups = match &self.mounts.cgroup2 {
+            Some(root) => seen
+                .into_iter()
+                .filter_map(|r| {
+                    let dir = root.join(r.cgroup_path.as_deref()?.trim_start_matches('/'));
+                    Some(CgroupHost {
+                        cgroup: r.clone(),
+                        pressure: pressure::cgroup(&dir),
+                        throttling: throttle::read(&dir, self.mounts.cgroup1_cpu.as_deref()),
+                    })
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+
+        let mut probes = self.probes.statuses().to_vec();
+        probes.push(self.host_status.clone());
         let complete = losses.iter().all(|l| l.count == 0)
             && probes.iter().all(|p| p.state == ProbeState::Attached);
         let snapshot = Snapshot {
@@ -182,10 +222,32 @@ impl Sampler {
             oom_kills,
             exits,
             events,
+            node_pressure,
+            cgroups,
         };
         self.previous = reading;
         self.previous_at = now;
         Ok(snapshot)
+    }
+}
+
+/// The host family reads /proc and cgroupfs; it is degraded without PSI.
+pub fn host_status(mounts: &Mounts) -> ProbeStatus {
+    let psi = Path::new("/proc/pressure/cpu").exists();
+    let mut hook = "procfs:/proc/pressure".to_owned();
+    if mounts.cgroup2.is_some() {
+        hook.push_str("+cgroup2");
+    }
+    if mounts.cgroup1_cpu.is_some() {
+        hook.push_str("+cgroup1:cpu");
+    }
+    ProbeStatus {
+        probe: "host",
+        state: if psi { ProbeState::Attached } else { ProbeState::Degraded },
+        hook: Some(hook),
+        reason: (!psi).then(|| {
+            "no /proc/pressure: the kernel lacks CONFIG_PSI or was booted with psi=0; boot with psi=1".to_owned()
+        }),
     }
 }
 

@@ -7,6 +7,8 @@
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod host;
+#[cfg(test)]
 mod memory;
 #[cfg(test)]
 mod process;
@@ -347,4 +349,75 @@ pub fn no_core_dumps() {
     };
     // SAFETY: a valid rlimit pointer.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
+}
+
+/// A CPU-limited cgroup: the test cgroup's own `cpu.max` on cgroup v2 with
+/// the cpu controller, else a child of this process's v1 `cpu` cgroup.
+pub struct CpuLimit {
+    v1: Option<PathBuf>,
+    v2: PathBuf,
+}
+
+impl CpuLimit {
+    /// Allows `quota_us` of CPU time per `period_us`.
+    pub fn new(cgroup: &TestCgroup, name: &str, quota_us: u64, period_us: u64) -> Self {
+        let controllers =
+            std::fs::read_to_string(cgroup.path().join("cgroup.controllers")).unwrap_or_default();
+        if controllers.split_whitespace().any(|c| c == "cpu") {
+            std::fs::write(
+                cgroup.path().join("cpu.max"),
+                format!("{quota_us} {period_us}"),
+            )
+            .expect("cpu.max");
+            return Self {
+                v1: None,
+                v2: cgroup.path().to_owned(),
+            };
+        }
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
+        let own = sonde::host::throttle::v1_cpu_path(&own)
+            .expect("no v1 cpu cgroup and no v2 cpu controller")
+            .to_owned();
+        let root = Mounts::current()
+            .expect("mountinfo")
+            .cgroup1_cpu
+            .expect("v1 cpu controller mounted");
+        let dir = root
+            .join(own.trim_start_matches('/'))
+            .join(format!("sonde-test-{name}-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        std::fs::write(dir.join("cpu.cfs_period_us"), period_us.to_string())
+            .expect("cfs_period_us");
+        std::fs::write(dir.join("cpu.cfs_quota_us"), quota_us.to_string()).expect("cfs_quota_us");
+        Self {
+            v1: Some(dir),
+            v2: cgroup.path().to_owned(),
+        }
+    }
+
+    /// The `cgroup.procs` file a workload must also join (v1 only).
+    pub fn extra_procs(&self) -> Option<PathBuf> {
+        self.v1.as_ref().map(|d| d.join("cgroup.procs"))
+    }
+
+    /// The kernel's own throttling counters for this cgroup.
+    pub fn read(&self) -> sonde::host::throttle::Throttling {
+        match &self.v1 {
+            Some(dir) => sonde::host::throttle::parse_v1(
+                &std::fs::read_to_string(dir.join("cpu.stat")).expect("cpu.stat"),
+            ),
+            None => sonde::host::throttle::parse_v2(
+                &std::fs::read_to_string(self.v2.join("cpu.stat")).expect("cpu.stat"),
+            ),
+        }
+        .expect("throttling fields in cpu.stat")
+    }
+}
+
+impl Drop for CpuLimit {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.v1 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }

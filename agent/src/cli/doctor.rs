@@ -48,6 +48,8 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }),
         }],
     };
+    let mut probes = probes;
+    probes.push(crate::sampler::host_status(&mounts));
     let report = Report {
         kernel,
         tracefs: mounts

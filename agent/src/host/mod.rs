@@ -4,6 +4,8 @@ pub mod btf;
 pub mod caps;
 pub mod kernel;
 pub mod mounts;
+pub mod pressure;
+pub mod throttle;
 
 pub use caps::Capabilities;
 pub use kernel::KernelInfo;

@@ -14,6 +14,8 @@ pub struct Mounts {
     /// First mount of type `cgroup2` (pure v2: `/sys/fs/cgroup`; hybrids:
     /// often `/sys/fs/cgroup/unified`).
     pub cgroup2: Option<PathBuf>,
+    /// Mount of the cgroup v1 hierarchy that holds the `cpu` controller.
+    pub cgroup1_cpu: Option<PathBuf>,
 }
 
 impl Mounts {
@@ -39,6 +41,15 @@ impl Mounts {
             match right.split(' ').next() {
                 Some("tracefs") if mounts.tracefs.is_none() => mounts.tracefs = Some(mount_point),
                 Some("cgroup2") if mounts.cgroup2.is_none() => mounts.cgroup2 = Some(mount_point),
+                Some("cgroup")
+                    if mounts.cgroup1_cpu.is_none()
+                        && right
+                            .split(' ')
+                            .nth(2)
+                            .is_some_and(|opts| opts.split(',').any(|o| o == "cpu")) =>
+                {
+                    mounts.cgroup1_cpu = Some(mount_point)
+                }
                 _ => {}
             }
         }
@@ -126,6 +137,10 @@ mod tests {
             Some(Path::new("/sys/fs/cgroup/unified"))
         );
         assert_eq!(m.tracefs.as_deref(), Some(Path::new("/sys/kernel/tracing")));
+        assert_eq!(
+            m.cgroup1_cpu.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/cpu"))
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::Serialize;
 use sonde_slo::Histogram;
 
 pub use crate::attribution::CgroupRef;
+pub use crate::host::{pressure::Pressure, throttle::Throttling};
 use crate::probes::ProbeStatus;
 
 /// One window of signals: deltas between two readings of the kernel maps.
@@ -40,6 +41,22 @@ pub struct Snapshot {
     pub exits: Vec<CgroupExits>,
     /// Rare events of the window (OOM kills, crashes), oldest first.
     pub events: Vec<EventRecord>,
+    /// The node's pressure stall information at the end of the window.
+    pub node_pressure: Pressure,
+    /// PSI and CPU throttling of the cgroups seen in the window.
+    pub cgroups: Vec<CgroupHost>,
+}
+
+/// What the kernel publishes about one cgroup in cgroupfs.
+#[derive(Debug, Clone, Serialize)]
+pub struct CgroupHost {
+    /// The cgroup and its owner.
+    #[serde(flatten)]
+    pub cgroup: CgroupRef,
+    /// Its pressure stall information (cgroup v2 `*.pressure`).
+    pub pressure: Pressure,
+    /// Its CPU throttling, when a CPU limit applies to it.
+    pub throttling: Option<Throttling>,
 }
 
 /// A count of one cgroup over the window.
@@ -254,6 +271,13 @@ impl Snapshot {
             .iter()
             .find(|c| c.cgroup.cgroup_id == cgroup_id)
             .map_or(0, |c| c.count)
+    }
+
+    /// PSI and throttling of cgroup `cgroup_id`.
+    pub fn cgroup_host(&self, cgroup_id: u64) -> Option<&CgroupHost> {
+        self.cgroups
+            .iter()
+            .find(|c| c.cgroup.cgroup_id == cgroup_id)
     }
 
     /// Total events lost in the window.
