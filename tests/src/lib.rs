@@ -5,6 +5,8 @@
 //! Helpers here: test cgroups, workloads forked into them, the sonde binary.
 
 #[cfg(test)]
+mod attribution;
+#[cfg(test)]
 mod cli;
 #[cfg(test)]
 mod host;
@@ -43,11 +45,19 @@ pub fn privileged() -> bool {
 /// on drop.
 pub struct TestCgroup {
     path: PathBuf,
+    /// Directories created for it, outermost first (removed in reverse).
+    created: Vec<PathBuf>,
 }
 
 impl TestCgroup {
     /// Creates `<own v2 cgroup>/sonde-test-<name>-<pid>`.
     pub fn new(name: &str) -> Self {
+        Self::nested(name, "")
+    }
+
+    /// Creates `<own v2 cgroup>/sonde-test-<name>-<pid>/<rel>`, every level
+    /// of `rel` included (for layouts such as the kubelet's).
+    pub fn nested(name: &str, rel: &str) -> Self {
         let mounts = Mounts::current().expect("read mountinfo");
         let root = mounts.cgroup2.expect("a cgroup v2 hierarchy is mounted");
         let own = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
@@ -58,8 +68,14 @@ impl TestCgroup {
         let path = root
             .join(own.trim_start_matches('/'))
             .join(format!("sonde-test-{name}-{}", std::process::id()));
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        Self { path }
+        let mut created = Vec::new();
+        let mut path = path;
+        for part in std::iter::once("").chain(rel.split('/').filter(|p| !p.is_empty())) {
+            path = path.join(part);
+            std::fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+            created.push(path.clone());
+        }
+        Self { path, created }
     }
 
     /// The cgroup id sonde reports: the inode of the directory.
@@ -78,7 +94,9 @@ impl TestCgroup {
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         // Processes must have left; a child that was waited for has.
-        let _ = std::fs::remove_dir(&self.path);
+        for dir in self.created.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 

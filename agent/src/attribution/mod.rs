@@ -112,3 +112,42 @@ impl Attributor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_ids_and_pod_names() {
+        use std::os::unix::fs::MetadataExt;
+        let base = std::env::temp_dir().join(format!("sonde-attr-{}", std::process::id()));
+        let uid = "5e1f0c3a-7b2d-4e8f-9a01-23456789abcd";
+        let pod_dir = base.join(format!("cg/kubepods/besteffort/pod{uid}"));
+        std::fs::create_dir_all(&pod_dir).unwrap();
+        std::fs::create_dir_all(base.join(format!("logs/ns1_web-0_{uid}"))).unwrap();
+        let mut a = Attributor::new(Some(base.join("cg")), base.join("logs"));
+        let id = std::fs::metadata(&pod_dir).unwrap().ino();
+        let r = a.resolve(id);
+        assert_eq!(
+            r.cgroup_path.as_deref(),
+            Some(format!("/kubepods/besteffort/pod{uid}").as_str())
+        );
+        match r.owner {
+            Owner::Pod {
+                namespace,
+                name,
+                qos,
+                ..
+            } => {
+                assert_eq!(
+                    (namespace.as_deref(), name.as_deref(), qos.as_str()),
+                    (Some("ns1"), Some("web-0"), "besteffort")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let unknown = a.resolve(u64::MAX);
+        assert_eq!((unknown.cgroup_path, unknown.owner), (None, Owner::Unknown));
+        std::fs::remove_dir_all(base).unwrap();
+    }
+}

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 
 use crate::{
     probes::{syscalls::SyscallHook, ProbeOptions, ProbeState, Probes},
-    sampler::Sampler,
+    sampler::{Sampler, SamplerOptions},
 };
 
 /// eBPF node agent for host-level reliability signals.
@@ -53,6 +53,10 @@ struct ProbeArgs {
     #[arg(long, value_name = "KEYS", default_value_t = sonde_common::syscalls::ERR_MAX_ENTRIES,
           value_parser = clap::value_parser!(u32).range(1..))]
     syscall_error_entries: u32,
+    /// The kubelet's pod log directory, `<namespace>_<name>_<uid>` per pod:
+    /// where pod namespaces and names come from.
+    #[arg(long, value_name = "DIR", default_value = crate::attribution::KUBELET_PODS_DIR)]
+    kubelet_pods_dir: std::path::PathBuf,
     /// Probe families to run, comma-separated (default: all).
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::probes::FAMILIES))]
     probes: Vec<String>,
@@ -74,7 +78,10 @@ impl ProbeArgs {
                 eprintln!("sonde: warning: {} unavailable: {reason}", status.probe);
             }
         }
-        Sampler::start(probes).context("reading the probes' maps")
+        let options = SamplerOptions {
+            kubelet_pods_dir: self.kubelet_pods_dir.clone(),
+        };
+        Sampler::start_with(probes, options).context("reading the probes' maps")
     }
 
     fn options(&self) -> ProbeOptions {
