@@ -110,7 +110,80 @@ pub(super) fn snapshot(s: &Snapshot, top: usize) -> String {
         }
     }
     latencies(&mut out, "RUN QUEUE WAIT (cgroup)", &s.runqueue, top);
+    latencies(&mut out, "RECLAIM STALLS (cgroup)", &s.reclaim, top);
+    if let Some(cpu) = s.node_pressure.cpu {
+        let line = |name: &str, p: Option<crate::host::pressure::Psi>| {
+            p.map_or(String::new(), |p| {
+                format!("  {name} some {:.2}%", p.some.avg10)
+            })
+        };
+        let _ = writeln!(
+            out,
+            "PRESSURE (node, avg10){}{}{}",
+            line("cpu", Some(cpu)),
+            line("memory", s.node_pressure.memory),
+            line("io", s.node_pressure.io)
+        );
+    }
+    for c in s
+        .cgroups
+        .iter()
+        .filter(|c| c.throttling.is_some_and(|t| t.throttled_periods > 0))
+        .take(top)
+    {
+        if let Some(t) = c.throttling {
+            let _ = writeln!(
+                out,
+                "THROTTLED {:<34} {} of {} periods, {} in all",
+                truncate_left(&cgroup_label(&c.cgroup), 34),
+                t.throttled_periods,
+                t.periods,
+                secs(Some(t.throttled_ns as f64 / 1e9))
+            );
+        }
+    }
+    for c in &s.oom_kills {
+        let _ = writeln!(
+            out,
+            "OOM KILLS {:<34} {}",
+            truncate_left(&cgroup_label(&c.cgroup), 34),
+            c.count
+        );
+    }
+    for c in &s.exits {
+        let signals = c
+            .signals
+            .iter()
+            .map(|(n, k)| format!("{n}×{k}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(
+            out,
+            "EXITS     {:<34} crashes {}  non-zero exits {}  {}",
+            truncate_left(&cgroup_label(&c.cgroup), 34),
+            c.crashes,
+            c.nonzero_exits,
+            signals
+        );
+    }
+    for e in s.events.iter().rev().take(top).rev() {
+        let _ = writeln!(out, "EVENT     {}", event_line(e));
+    }
     out
+}
+
+/// One event as a human line.
+pub(super) fn event_line(e: &crate::model::EventRecord) -> String {
+    format!(
+        "{} pid {} ({}){} in {}",
+        e.kind,
+        e.pid,
+        e.comm,
+        e.signal
+            .as_deref()
+            .map_or(String::new(), |s| format!(" by {s}")),
+        cgroup_label(&e.cgroup)
+    )
 }
 
 /// Per-cgroup latency histograms as a table, largest total first.
