@@ -5,6 +5,7 @@
 //! read the same bytes out of BPF maps.
 #![no_std]
 
+pub mod block;
 pub mod events;
 pub mod hist;
 pub mod memory;
@@ -35,4 +36,9 @@ user_pod!(
     task::CgroupBucketKey,
     events::Event,
     process::ExitKey,
+    block::BlockOffsets,
+    block::RequestKey,
+    block::DevBucketKey,
+    block::IoKey,
+    block::RequestStart,
 );

@@ -7,6 +7,8 @@
 #[cfg(test)]
 mod attribution;
 #[cfg(test)]
+mod block;
+#[cfg(test)]
 mod cli;
 #[cfg(test)]
 mod host;
@@ -437,5 +439,66 @@ impl Drop for CpuLimit {
         if let Some(dir) = &self.v1 {
             let _ = std::fs::remove_dir(dir);
         }
+    }
+}
+
+/// A loop block device over a file, detached on drop.
+pub struct LoopDevice {
+    /// `/dev/loopN`.
+    pub path: PathBuf,
+    /// `loopN`.
+    pub name: String,
+    file: PathBuf,
+}
+
+impl LoopDevice {
+    /// Creates a `bytes`-long backing file and attaches a loop device to it.
+    pub fn new(name: &str, bytes: u64) -> Self {
+        let file =
+            std::env::temp_dir().join(format!("sonde-test-{name}-{}.img", std::process::id()));
+        let f = std::fs::File::create(&file).expect("create backing file");
+        f.set_len(bytes).expect("size backing file");
+        drop(f);
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&file)
+            .output()
+            .expect("run losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("device name")
+            .to_owned();
+        Self { path, name, file }
+    }
+
+    /// (reads completed, writes completed) from `/proc/diskstats`.
+    pub fn diskstats(&self) -> (u64, u64) {
+        let text = std::fs::read_to_string("/proc/diskstats").expect("read /proc/diskstats");
+        let fields: Vec<u64> = text
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&self.name.as_str()))
+                    .then(|| f[3..].iter().filter_map(|v| v.parse().ok()).collect())
+            })
+            .expect("the loop device in /proc/diskstats");
+        (fields[0], fields[4])
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_file(&self.file);
     }
 }

@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub syscalls: Vec<CgroupSyscalls>,
     /// Run-queue latency (runnable → running) per cgroup, most waited first.
     pub runqueue: Vec<CgroupLatency>,
+    /// Block I/O per (device, operation).
+    pub block: Vec<DeviceIo>,
     /// Reclaim stalls (allocations that had to reclaim memory first) per cgroup.
     pub reclaim: Vec<CgroupLatency>,
     /// OOM kills per cgroup of the victim.
@@ -57,6 +59,34 @@ pub struct CgroupHost {
     pub pressure: Pressure,
     /// Its CPU throttling, when a CPU limit applies to it.
     pub throttling: Option<Throttling>,
+}
+
+/// Block requests of one device and operation over the window.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceIo {
+    /// Device name (`loop0`, `nvme0n1`), or `major:minor`.
+    pub device: String,
+    /// Device major number.
+    pub major: u32,
+    /// Device minor number.
+    pub minor: u32,
+    /// `read`, `write`, `flush`, `discard` or `other`.
+    pub op: &'static str,
+    /// Requests issued to the driver in the window.
+    pub issued: u64,
+    /// Requests completed in the window (failed ones included).
+    pub completed: u64,
+    /// Failed requests by errno name.
+    pub errors: BTreeMap<String, u64>,
+    /// Requests issued but not completed at the end of the window (since the
+    /// probes attached).
+    pub in_flight: u64,
+    /// Median latency, seconds.
+    pub p50_secs: Option<f64>,
+    /// 99th percentile latency, seconds.
+    pub p99_secs: Option<f64>,
+    /// Latency from issue to completion, OTLP exponential layout at scale 3.
+    pub latency: Histogram,
 }
 
 /// A count of one cgroup over the window.
@@ -271,6 +301,11 @@ impl Snapshot {
             .iter()
             .find(|c| c.cgroup.cgroup_id == cgroup_id)
             .map_or(0, |c| c.count)
+    }
+
+    /// Block I/O of device `name` for operation `op`.
+    pub fn device_io(&self, name: &str, op: &str) -> Option<&DeviceIo> {
+        self.block.iter().find(|d| d.device == name && d.op == op)
     }
 
     /// PSI and throttling of cgroup `cgroup_id`.

@@ -5,6 +5,7 @@
 //! its own: a hook that is missing degrades that family, is reported in its
 //! [`ProbeStatus`], and never stops the others.
 
+pub mod block;
 pub mod events;
 pub mod memory;
 pub mod process;
@@ -84,7 +85,13 @@ pub struct ProbeOptions {
 }
 
 /// Every family, in the order they are attached and reported.
-pub const FAMILIES: [&str; 4] = [syscalls::PROBE, sched::PROBE, memory::PROBE, process::PROBE];
+pub const FAMILIES: [&str; 5] = [
+    syscalls::PROBE,
+    sched::PROBE,
+    block::PROBE,
+    memory::PROBE,
+    process::PROBE,
+];
 
 /// Cumulative counts of every family, as the kernel holds them now.
 #[derive(Debug, Clone, Default)]
@@ -93,6 +100,8 @@ pub struct Reading {
     pub syscalls: syscalls::SyscallReading,
     /// Scheduler family.
     pub sched: sched::SchedReading,
+    /// Block I/O family.
+    pub block: block::BlockReading,
     /// Memory family.
     pub memory: memory::MemoryReading,
     /// Process family.
@@ -135,11 +144,20 @@ impl Probes {
             }
         };
         let offsets = task::offsets(btf.as_ref());
+        let mounts = Mounts::current().unwrap_or_default();
+        let block_offsets = if options.disabled.contains(&block::PROBE) {
+            Err("disabled".to_owned())
+        } else {
+            block::offsets(&mounts)
+        };
+        // Mounting tracefs for the block family changes what syscalls sees.
+        let mounts = Mounts::current().unwrap_or(mounts);
         let mut loader = EbpfLoader::new();
         let given = offsets.clone().unwrap_or_default();
         loader.override_global("TASK_OFFSETS", &given, true);
         syscalls::configure(&mut loader, &options);
         memory::configure(&mut loader, btf.as_ref());
+        block::configure(&mut loader, &block_offsets);
         let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
@@ -148,7 +166,6 @@ impl Probes {
                 None
             }
         };
-        let mounts = Mounts::current().unwrap_or_default();
         // A disabled family is left out entirely: it neither counts nor
         // makes a window incomplete.
         let statuses = FAMILIES
@@ -157,6 +174,7 @@ impl Probes {
             .map(|&family| match family {
                 sched::PROBE => sched::attach(&mut ebpf, &offsets),
                 process::PROBE => process::attach(&mut ebpf, &offsets),
+                block::PROBE => block::attach(&mut ebpf, &block_offsets),
                 memory::PROBE => match &offsets {
                     Ok(_) => memory::attach(&mut ebpf),
                     Err(why) => unavailable(memory::PROBE, why.clone()),
@@ -202,6 +220,9 @@ impl Probes {
         }
         if self.attached(sched::PROBE) {
             reading.sched = sched::read(&self.ebpf)?;
+        }
+        if self.attached(block::PROBE) {
+            reading.block = block::read(&self.ebpf)?;
         }
         if self.attached(memory::PROBE) {
             reading.memory = memory::read(&self.ebpf)?;

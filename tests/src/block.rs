@@ -1,0 +1,100 @@
+//! Block family: request counts equal /proc/diskstats exactly.
+
+use std::ffi::CString;
+
+use sonde::{
+    probes::{ProbeOptions, ProbeState, Probes},
+    sampler::Sampler,
+};
+
+use crate::{privileged, LoopDevice, TestCgroup, Workload};
+
+const BLOCKS: usize = 64;
+const BLOCK_BYTES: usize = 4096;
+
+#[test]
+fn direct_io_counted_exactly_like_diskstats() {
+    if !privileged() {
+        return;
+    }
+    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
+    let status = probes
+        .statuses()
+        .iter()
+        .find(|s| s.probe == "block")
+        .expect("block status");
+    assert_eq!(status.state, ProbeState::Attached, "{status:?}");
+    let device = LoopDevice::new("blk", 16 << 20);
+    let cgroup = TestCgroup::new("blk");
+    let path = CString::new(device.path.as_os_str().as_encoded_bytes()).expect("path");
+    // O_DIRECT needs an aligned buffer: a page from mmap, made before the fork.
+    // SAFETY: an anonymous private mapping of one block.
+    let buffer = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            BLOCK_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(buffer, libc::MAP_FAILED);
+    let workload = Workload::fork(&cgroup, || {
+        // SAFETY: raw I/O on a valid path and an aligned, mapped buffer.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_DIRECT);
+            if fd < 0 {
+                libc::_exit(6);
+            }
+            // Every other block, so that no two requests can merge.
+            for i in 0..BLOCKS {
+                let offset = (2 * i * BLOCK_BYTES) as libc::off_t;
+                if libc::pwrite(fd, buffer, BLOCK_BYTES, offset) != BLOCK_BYTES as isize {
+                    libc::_exit(7);
+                }
+            }
+            for i in 0..BLOCKS {
+                let offset = (2 * i * BLOCK_BYTES) as libc::off_t;
+                if libc::pread(fd, buffer, BLOCK_BYTES, offset) != BLOCK_BYTES as isize {
+                    libc::_exit(8);
+                }
+            }
+            libc::close(fd);
+        }
+    });
+    // Let whatever the new device attracted (partition scans) finish first.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (reads_before, writes_before) = device.diskstats();
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    workload.go();
+    assert_eq!(workload.wait(), 0);
+    let snapshot = sampler.tick().expect("second reading");
+    let (reads_after, writes_after) = device.diskstats();
+
+    let reads = snapshot
+        .device_io(&device.name, "read")
+        .expect("reads of the loop device");
+    let writes = snapshot
+        .device_io(&device.name, "write")
+        .expect("writes of the loop device");
+    assert_eq!(
+        reads.completed,
+        reads_after - reads_before,
+        "reads vs /proc/diskstats"
+    );
+    assert_eq!(
+        writes.completed,
+        writes_after - writes_before,
+        "writes vs /proc/diskstats"
+    );
+    assert!(reads.completed >= BLOCKS as u64 && writes.completed >= BLOCKS as u64);
+    assert_eq!(reads.latency.count(), reads.completed);
+    assert_eq!(writes.latency.count(), writes.completed);
+    assert!(reads.p50_secs.is_some_and(|s| s > 0.0) && writes.p50_secs.is_some_and(|s| s > 0.0));
+    assert!(reads.errors.is_empty() && writes.errors.is_empty());
+    assert_eq!((reads.in_flight, writes.in_flight), (0, 0));
+    assert_eq!(snapshot.lost(), 0, "{:?}", snapshot.losses);
+    // SAFETY: unmapping our own mapping.
+    unsafe { libc::munmap(buffer, BLOCK_BYTES) };
+}
