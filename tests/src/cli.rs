@@ -243,7 +243,8 @@ fn missing_hook_is_one_line_and_doctor_names_it() {
     assert!(stdout.contains("syscalls    unavailable"), "{stdout}");
     assert!(stdout.contains("tracefs       not mounted"), "{stdout}");
 
-    // The same restricted process attaches the raw tracepoints: least privilege.
+    // The same restricted process attaches every raw-tracepoint family (least
+    // privilege); only the block family, which needs tracefs, is missing.
     let out = Command::new("unshare")
         .args(&wrap[1..])
         .arg(sonde_bin())
@@ -251,7 +252,17 @@ fn missing_hook_is_one_line_and_doctor_names_it() {
         .output()
         .expect("run doctor");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for family in ["sched", "memory", "process"] {
+        assert!(
+            stdout.contains(&format!("{family:<12}attached     raw_tracepoint")),
+            "{family}: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("block       unavailable  tracefs is not mounted"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("syscalls    attached     raw_tracepoint"),
         "{stdout}"
