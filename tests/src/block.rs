@@ -7,7 +7,7 @@ use sonde::{
     sampler::Sampler,
 };
 
-use crate::{privileged, LoopDevice, TestCgroup, Workload};
+use crate::{privileged, EioFs, LoopDevice, TestCgroup, Workload};
 
 const BLOCKS: usize = 64;
 const BLOCK_BYTES: usize = 4096;
@@ -95,6 +95,74 @@ fn direct_io_counted_exactly_like_diskstats() {
     assert!(reads.errors.is_empty() && writes.errors.is_empty());
     assert_eq!((reads.in_flight, writes.in_flight), (0, 0));
     assert_eq!(snapshot.lost(), 0, "{:?}", snapshot.losses);
+    // SAFETY: unmapping our own mapping.
+    unsafe { libc::munmap(buffer, BLOCK_BYTES) };
+}
+
+const BAD_OFFSET: u64 = 8 << 20;
+
+#[test]
+fn io_errors_counted_with_their_device() {
+    if !privileged() {
+        return;
+    }
+    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
+    let fs = EioFs::mount(16 << 20, BAD_OFFSET, 64 << 10);
+    let device = LoopDevice::over(&fs.image());
+    let cgroup = TestCgroup::new("blkerr");
+    let path = CString::new(device.path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: an anonymous private mapping of one block.
+    let buffer = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            BLOCK_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(buffer, libc::MAP_FAILED);
+    // Three reads inside the bad range, five outside; the exit status says
+    // how many failed with EIO.
+    let workload = Workload::fork(&cgroup, || {
+        // SAFETY: raw I/O on a valid path and an aligned, mapped buffer.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_DIRECT);
+            if fd < 0 {
+                libc::_exit(100);
+            }
+            let mut failed = 0;
+            for i in 0..3u64 {
+                let offset = (BAD_OFFSET + i * 2 * BLOCK_BYTES as u64) as libc::off_t;
+                if libc::pread(fd, buffer, BLOCK_BYTES, offset) < 0
+                    && *libc::__errno_location() == libc::EIO
+                {
+                    failed += 1;
+                }
+            }
+            for i in 0..5u64 {
+                let offset = (i * 2 * BLOCK_BYTES as u64) as libc::off_t;
+                if libc::pread(fd, buffer, BLOCK_BYTES, offset) != BLOCK_BYTES as isize {
+                    libc::_exit(101);
+                }
+            }
+            libc::close(fd);
+            libc::_exit(failed);
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    workload.go();
+    let failed = workload.wait();
+    let snapshot = sampler.tick().expect("second reading");
+    assert_eq!(failed, 3, "the fixture made three reads fail");
+    let reads = snapshot
+        .device_io(&device.name, "read")
+        .expect("reads of the loop device");
+    assert_eq!(reads.errors.get("EIO"), Some(&3), "{reads:?}");
+    assert_eq!(reads.errors.len(), 1);
+    assert!(reads.completed >= 8, "{reads:?}");
     // SAFETY: unmapping our own mapping.
     unsafe { libc::munmap(buffer, BLOCK_BYTES) };
 }

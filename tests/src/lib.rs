@@ -459,6 +459,13 @@ impl LoopDevice {
         let f = std::fs::File::create(&file).expect("create backing file");
         f.set_len(bytes).expect("size backing file");
         drop(f);
+        let mut device = Self::over(&file);
+        device.file = file;
+        device
+    }
+
+    /// Attaches a loop device to an existing file (left in place on drop).
+    pub fn over(file: &Path) -> Self {
         let out = std::process::Command::new("losetup")
             .args(["--find", "--show"])
             .arg(&file)
@@ -475,7 +482,11 @@ impl LoopDevice {
             .and_then(|n| n.to_str())
             .expect("device name")
             .to_owned();
-        Self { path, name, file }
+        Self {
+            path,
+            name,
+            file: PathBuf::new(),
+        }
     }
 
     /// (reads completed, writes completed) from `/proc/diskstats`.
@@ -499,6 +510,55 @@ impl Drop for LoopDevice {
             .arg("-d")
             .arg(&self.path)
             .status();
-        let _ = std::fs::remove_file(&self.file);
+        if !self.file.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.file);
+        }
+    }
+}
+
+/// A FUSE filesystem (tests/fixtures/eiofs.py) holding `disk.img`, whose
+/// reads and writes fail with EIO in one byte range. Unmounted on drop.
+pub struct EioFs {
+    mountpoint: PathBuf,
+    server: std::process::Child,
+}
+
+impl EioFs {
+    /// Mounts it with a `size`-byte file failing in `[bad_offset, bad_offset + bad_len)`.
+    pub fn mount(size: u64, bad_offset: u64, bad_len: u64) -> Self {
+        let mountpoint =
+            std::env::temp_dir().join(format!("sonde-test-eiofs-{}", std::process::id()));
+        std::fs::create_dir_all(&mountpoint).expect("mountpoint");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/eiofs.py");
+        // Debian's python3-fusepy is installed for the system interpreter.
+        let server = std::process::Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(&mountpoint)
+            .args([
+                size.to_string(),
+                bad_offset.to_string(),
+                bad_len.to_string(),
+            ])
+            .spawn()
+            .expect("start the FUSE fixture (cargo xtask setup installs python3-fusepy)");
+        let image = mountpoint.join("disk.img");
+        wait_until(|| image.exists());
+        Self { mountpoint, server }
+    }
+
+    /// The file with the bad range.
+    pub fn image(&self) -> PathBuf {
+        self.mountpoint.join("disk.img")
+    }
+}
+
+impl Drop for EioFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.mountpoint)
+            .status();
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::fs::remove_dir(&self.mountpoint);
     }
 }

@@ -10,10 +10,16 @@ use crate::sh;
 
 /// bpf-linker release built against the nightly's own LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// Debian packages the integration tests use (`unshare`, `setpriv`, `mount`).
-const TEST_PACKAGES: &[(&str, &str)] = &[("util-linux", "setpriv"), ("mount", "mount")];
+/// Debian packages the integration tests use, each with a shell test that
+/// says whether it is there: `unshare`, `setpriv`, `losetup`, `mount`, and
+/// fusepy for the FUSE fixture that injects block I/O errors.
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("util-linux", "command -v setpriv && command -v unshare"),
+    ("mount", "command -v mount && command -v losetup"),
+    ("python3-fusepy", "test -e /usr/lib/python3/dist-packages/fusepy.py"),
+];
 /// Debian packages the benchmarks use.
-const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "bpftrace")];
+const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "command -v bpftrace")];
 
 pub fn run(bench: bool) -> Result<()> {
     rust_src()?;
@@ -125,7 +131,7 @@ fn bpf_linker() -> Result<()> {
 fn debian_packages(packages: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
-        .filter(|(_, command)| output("sh", &["-c", &format!("command -v {command}")]).is_none())
+        .filter(|(_, check)| output("sh", &["-c", check]).is_none())
         .map(|(package, _)| *package)
         .collect();
     if missing.is_empty() {
