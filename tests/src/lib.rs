@@ -468,7 +468,7 @@ impl LoopDevice {
     pub fn over(file: &Path) -> Self {
         let out = std::process::Command::new("losetup")
             .args(["--find", "--show"])
-            .arg(&file)
+            .arg(file)
             .output()
             .expect("run losetup");
         assert!(
