@@ -113,14 +113,52 @@ pub fn task_pid(o: &TaskOffsets, task: *const u8) -> Result<u32, i32> {
 /// The task's cgroup v2 id: `task->cgroups->dfl_cgrp->kn->id`.
 #[inline(always)]
 pub fn task_cgroup_id(o: &TaskOffsets, task: *const u8) -> Result<u64, i32> {
-    let css_set: *const u8 = read(task, o.task_cgroups)?;
-    let cgroup: *const u8 = read(css_set, o.css_set_dfl_cgrp)?;
-    let kn: *const u8 = read(cgroup, o.cgroup_kn)?;
-    read::<u64>(kn, o.kernfs_node_id)
+    cgroup_id_with::<Probed>(o, task)
 }
 
 /// The task's command name.
 #[inline(always)]
 pub fn task_comm(o: &TaskOffsets, task: *const u8) -> Result<[u8; COMM_LEN], i32> {
     read::<[u8; COMM_LEN]>(task, o.task_comm)
+}
+
+/// How a program reads kernel memory at a task pointer.
+pub trait KernelRead {
+    /// Reads a `T` at `base + offset`.
+    fn at<T: Copy>(base: *const u8, offset: u32) -> Result<T, i32>;
+}
+
+/// Through `bpf_probe_read_kernel`: any program type, one helper call a read.
+pub struct Probed;
+
+impl KernelRead for Probed {
+    #[inline(always)]
+    fn at<T: Copy>(base: *const u8, offset: u32) -> Result<T, i32> {
+        read(base, offset)
+    }
+}
+
+/// Direct loads from BTF-typed pointers (tp_btf programs): the verifier
+/// checks each offset against the kernel's BTF (the offsets are read-only
+/// globals, so it sees them as constants) and turns the loads into
+/// fault-tolerant memory reads, with no helper call.
+pub struct Direct;
+
+impl KernelRead for Direct {
+    #[inline(always)]
+    fn at<T: Copy>(base: *const u8, offset: u32) -> Result<T, i32> {
+        // SAFETY: `base` is a BTF-typed kernel pointer handed to a tp_btf
+        // program; the verifier accepts the load only at a real member of the
+        // pointed-to type, and a fault reads as zero instead of crashing.
+        Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize) as *const T) })
+    }
+}
+
+/// The task's cgroup v2 id, `task->cgroups->dfl_cgrp->kn->id`, read with `R`.
+#[inline(always)]
+pub fn cgroup_id_with<R: KernelRead>(o: &TaskOffsets, task: *const u8) -> Result<u64, i32> {
+    let css_set: *const u8 = R::at(task, o.task_cgroups)?;
+    let cgroup: *const u8 = R::at(css_set, o.css_set_dfl_cgrp)?;
+    let kn: *const u8 = R::at(cgroup, o.cgroup_kn)?;
+    R::at(kn, o.kernfs_node_id)
 }

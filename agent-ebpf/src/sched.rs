@@ -1,18 +1,20 @@
 //! Run-queue latency: time from a task becoming runnable (woken, or
 //! preempted while runnable) to running, per cgroup of the task that waited.
 //!
-//! Hooks: raw tracepoints `sched_wakeup`, `sched_wakeup_new` and
-//! `sched_switch` (Linux 4.17+). Their arguments are task pointers; the
-//! fields read from them (pid, state, cgroup) come at offsets the agent takes
-//! from the running kernel's BTF (`TASK_OFFSETS`). There is no classic
-//! tracepoint fallback: `sched:sched_switch` records carry no cgroup.
+//! Hooks: `sched_wakeup`, `sched_wakeup_new` and `sched_switch`, whose
+//! arguments are task pointers; the fields read from them (pid, state,
+//! cgroup) come at offsets the agent takes from the running kernel's BTF
+//! (`TASK_OFFSETS`). Preferred: BTF tracepoints (tp_btf, Linux 5.5+), where
+//! those reads are plain loads the verifier checks against BTF. Fallback:
+//! raw tracepoints (4.17+) reading through `bpf_probe_read_kernel`. There is
+//! no classic tracepoint path: `sched:sched_switch` records carry no cgroup.
 //! Without BTF the family is unavailable, and the agent says so.
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
-    macros::{map, raw_tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint},
     maps::{Array, PerCpuArray, PerCpuHashMap},
-    programs::RawTracePointContext,
+    programs::{BtfTracePointContext, RawTracePointContext},
     EbpfContext,
 };
 use aya_log_ebpf::debug;
@@ -22,7 +24,7 @@ use sonde_common::{
     task::{CgroupBucketKey, StartSlot},
 };
 
-use crate::common::{bump, count_loss, offsets, read, task_cgroup_id, task_pid};
+use crate::common::{bump, cgroup_id_with, count_loss, offsets, Direct, KernelRead, Probed};
 
 /// `TASK_RUNNING`: a switched-out task in this state is still runnable.
 const TASK_RUNNING: u32 = 0;
@@ -37,50 +39,71 @@ static RUNQ_HIST: PerCpuHashMap<CgroupBucketKey, u64> =
 #[map]
 static RUNQ_LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::COUNT, 0);
 
-#[raw_tracepoint(tracepoint = "sched_wakeup")]
-pub fn sched_wake(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn sched_wake(ctx: BtfTracePointContext) -> i32 {
     // TP_PROTO(struct task_struct *p)
-    on_wakeup(&ctx, ctx.arg::<*const u8>(0));
+    on_wakeup::<Direct, _>(&ctx, ctx.arg::<*const u8>(0));
+    0
+}
+
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn sched_wake_new(ctx: BtfTracePointContext) -> i32 {
+    on_wakeup::<Direct, _>(&ctx, ctx.arg::<*const u8>(0));
+    0
+}
+
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, ...)
+    on_switch::<Direct, _>(&ctx, ctx.arg::<*const u8>(1), ctx.arg::<*const u8>(2));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_wakeup")]
+pub fn sched_rwake(ctx: RawTracePointContext) -> i32 {
+    on_wakeup::<Probed, _>(&ctx, ctx.arg::<*const u8>(0));
     0
 }
 
 #[raw_tracepoint(tracepoint = "sched_wakeup_new")]
-pub fn sched_wake_new(ctx: RawTracePointContext) -> i32 {
-    // TP_PROTO(struct task_struct *p)
-    on_wakeup(&ctx, ctx.arg::<*const u8>(0));
+pub fn sched_rwake_new(ctx: RawTracePointContext) -> i32 {
+    on_wakeup::<Probed, _>(&ctx, ctx.arg::<*const u8>(0));
     0
 }
 
 #[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
-    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, ...)
-    on_switch(&ctx, ctx.arg::<*const u8>(1), ctx.arg::<*const u8>(2));
+pub fn sched_rswitch(ctx: RawTracePointContext) -> i32 {
+    on_switch::<Probed, _>(&ctx, ctx.arg::<*const u8>(1), ctx.arg::<*const u8>(2));
     0
 }
 
 #[inline(always)]
-fn on_wakeup<C: EbpfContext>(ctx: &C, task: *const u8) {
+fn on_wakeup<R: KernelRead, C: EbpfContext>(ctx: &C, task: *const u8) {
     let Some(o) = offsets() else { return };
-    match task_pid(&o, task) {
-        Ok(pid) => enqueue(ctx, pid),
+    match R::at::<u32>(task, o.task_pid) {
+        // SAFETY: a plain helper call with no arguments.
+        Ok(pid) => enqueue(ctx, pid, unsafe { bpf_ktime_get_ns() }),
         Err(_) => lost(ctx, loss::READ_FAILED),
     }
 }
 
 #[inline(always)]
-fn on_switch<C: EbpfContext>(ctx: &C, prev: *const u8, next: *const u8) {
+fn on_switch<R: KernelRead, C: EbpfContext>(ctx: &C, prev: *const u8, next: *const u8) {
     let Some(o) = offsets() else { return };
     // SAFETY: a plain helper call with no arguments.
     let now = unsafe { bpf_ktime_get_ns() };
 
     // A task switched out while still runnable (preempted) waits again.
-    if let (Ok(state), Ok(pid)) = (read::<u32>(prev, o.task_state), task_pid(&o, prev)) {
+    if let (Ok(state), Ok(pid)) = (
+        R::at::<u32>(prev, o.task_state),
+        R::at::<u32>(prev, o.task_pid),
+    ) {
         if state == TASK_RUNNING {
-            enqueue_at(ctx, pid, now);
+            enqueue(ctx, pid, now);
         }
     }
 
-    let Ok(pid) = task_pid(&o, next) else {
+    let Ok(pid) = R::at::<u32>(next, o.task_pid) else {
         lost(ctx, loss::READ_FAILED);
         return;
     };
@@ -98,7 +121,7 @@ fn on_switch<C: EbpfContext>(ctx: &C, prev: *const u8, next: *const u8) {
     }
     // SAFETY: as above.
     unsafe { (*slot).id = 0 };
-    let Ok(cgroup_id) = task_cgroup_id(&o, next) else {
+    let Ok(cgroup_id) = cgroup_id_with::<R>(&o, next) else {
         lost(ctx, loss::READ_FAILED);
         return;
     };
@@ -113,13 +136,7 @@ fn on_switch<C: EbpfContext>(ctx: &C, prev: *const u8, next: *const u8) {
 }
 
 #[inline(always)]
-fn enqueue<C: EbpfContext>(ctx: &C, pid: u32) {
-    // SAFETY: a plain helper call with no arguments.
-    enqueue_at(ctx, pid, unsafe { bpf_ktime_get_ns() });
-}
-
-#[inline(always)]
-fn enqueue_at<C: EbpfContext>(ctx: &C, pid: u32, now: u64) {
+fn enqueue<C: EbpfContext>(ctx: &C, pid: u32, now: u64) {
     if pid == 0 {
         return;
     }

@@ -1,7 +1,7 @@
 //! Scheduler family: run-queue latency against the kernel's own `run_delay`.
 
 use sonde::{
-    probes::{ProbeOptions, ProbeState, Probes},
+    probes::{sched::SchedHook, ProbeOptions, ProbeState, Probes},
     sampler::Sampler,
 };
 
@@ -11,17 +11,37 @@ const SPINNERS: usize = 3;
 const SPIN_CPU_NS: u64 = 150_000_000;
 
 #[test]
-fn runqueue_waits_match_run_delay() {
+fn runqueue_waits_match_run_delay_with_btf_tracepoints() {
+    runqueue_waits_match_run_delay(SchedHook::BtfTracepoint, "tp_btf:");
+}
+
+#[test]
+fn runqueue_waits_match_run_delay_with_raw_tracepoints() {
+    runqueue_waits_match_run_delay(SchedHook::RawTracepoint, "raw_tracepoint:");
+}
+
+fn runqueue_waits_match_run_delay(hook: SchedHook, hook_prefix: &str) {
     if !privileged() {
         return;
     }
-    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
+    let probes = Probes::load(ProbeOptions {
+        sched_hook: hook,
+        ..Default::default()
+    })
+    .expect("load probes");
     let sched = probes
         .statuses()
         .iter()
         .find(|s| s.probe == "sched")
         .expect("sched status");
     assert_eq!(sched.state, ProbeState::Attached, "{sched:?}");
+    assert!(
+        sched
+            .hook
+            .as_deref()
+            .is_some_and(|h| h.starts_with(hook_prefix)),
+        "{sched:?}"
+    );
 
     // Three CPU-bound tasks on one CPU wait for it; an idle control does not.
     let contended = TestCgroup::new("runq");

@@ -5,13 +5,17 @@ use anyhow::{bail, Result};
 
 use crate::{root, sh};
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
     /// getppid loop: no probes, floor, sonde, bpftrace.
     Syscalls,
+    /// pipe ping-pong on one CPU: no probes, floor, sonde's scheduler probes.
+    Sched,
+    /// Every benchmark above.
+    All,
 }
 
-pub fn run(which: Which, calls: u64, rounds: u32) -> Result<()> {
+pub fn run(which: Which, ops: Option<u64>, rounds: u32) -> Result<()> {
     sh(
         "cargo",
         &[
@@ -25,25 +29,28 @@ pub fn run(which: Which, calls: u64, rounds: u32) -> Result<()> {
         ],
     )?;
     let target = root().join("target/release");
-    let out = root().join("target/bench/syscalls.json");
-    match which {
-        Which::Syscalls => {
-            let status = std::process::Command::new(target.join("sonde-bench"))
-                .args([
-                    "syscalls",
-                    "--calls",
-                    &calls.to_string(),
-                    "--rounds",
-                    &rounds.to_string(),
-                ])
-                .arg("--sonde")
-                .arg(target.join("sonde"))
-                .arg("--out")
-                .arg(&out)
-                .status()?;
-            if !status.success() {
-                bail!("benchmark failed (it needs root)");
-            }
+    let benches: &[(&str, u64)] = match which {
+        Which::Syscalls => &[("syscalls", 2_000_000)],
+        Which::Sched => &[("sched", 200_000)],
+        Which::All => &[("syscalls", 2_000_000), ("sched", 200_000)],
+    };
+    for &(name, default_ops) in benches {
+        let out = root().join(format!("target/bench/{name}.json"));
+        let status = std::process::Command::new(target.join("sonde-bench"))
+            .args([
+                name,
+                "--ops",
+                &ops.unwrap_or(default_ops).to_string(),
+                "--rounds",
+                &rounds.to_string(),
+            ])
+            .arg("--sonde")
+            .arg(target.join("sonde"))
+            .arg("--out")
+            .arg(&out)
+            .status()?;
+        if !status.success() {
+            bail!("benchmark {name} failed (it needs root)");
         }
     }
     Ok(())

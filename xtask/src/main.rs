@@ -52,11 +52,11 @@ enum Task {
     /// Benchmarks: sonde on versus off in the same run.
     Bench {
         /// Which benchmark.
-        #[arg(default_value = "syscalls")]
+        #[arg(default_value = "all")]
         which: bench::Which,
-        /// Syscalls per measurement.
-        #[arg(long, default_value_t = 2_000_000)]
-        calls: u64,
+        /// Operations per measurement (default: each benchmark's own).
+        #[arg(long)]
+        ops: Option<u64>,
         /// Rounds; conditions alternate within each round.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
@@ -97,13 +97,9 @@ fn run(cli: Cli) -> Result<()> {
             setup::run(false)?;
             test(!no_lint)
         }
-        Task::Bench {
-            which,
-            calls,
-            rounds,
-        } => {
+        Task::Bench { which, ops, rounds } => {
             setup::run(true)?;
-            bench::run(which, calls, rounds)
+            bench::run(which, ops, rounds)
         }
     }
 }

@@ -16,7 +16,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "command -v setpriv && command -v unshare"),
     ("mount", "command -v mount && command -v losetup"),
-    ("python3-fusepy", "test -e /usr/lib/python3/dist-packages/fusepy.py"),
+    (
+        "python3-fusepy",
+        "test -e /usr/lib/python3/dist-packages/fusepy.py",
+    ),
 ];
 /// Debian packages the benchmarks use.
 const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "command -v bpftrace")];

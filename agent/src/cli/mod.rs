@@ -44,6 +44,10 @@ struct ProbeArgs {
     /// classic tracepoints.
     #[arg(long, value_enum, default_value = "auto")]
     syscall_hook: SyscallHook,
+    /// Kernel hook of the scheduler probes: auto tries BTF tracepoints, then
+    /// raw tracepoints.
+    #[arg(long, value_enum, default_value = "auto")]
+    sched_hook: crate::probes::sched::SchedHook,
     /// Bound of the kernel's syscall latency map, in (cgroup, syscall,
     /// bucket) keys; what does not fit is counted as lost.
     #[arg(long, value_name = "KEYS", default_value_t = sonde_common::syscalls::HIST_MAX_ENTRIES,
@@ -87,6 +91,7 @@ impl ProbeArgs {
     fn options(&self) -> ProbeOptions {
         ProbeOptions {
             syscall_hook: self.syscall_hook,
+            sched_hook: self.sched_hook,
             syscall_hist_max_entries: Some(self.syscall_hist_entries),
             syscall_errors_max_entries: Some(self.syscall_error_entries),
             disabled: crate::probes::FAMILIES
@@ -151,8 +156,17 @@ pub fn one_line(e: &anyhow::Error) -> String {
 
 /// Sets up the agent's own log on stderr.
 pub fn init_logging(level: log::LevelFilter) {
+    // aya's own loader chatter (relocations, BTF) stays out of `debug`;
+    // `trace` shows it.
+    let aya = if level >= log::LevelFilter::Trace {
+        level
+    } else {
+        level.min(log::LevelFilter::Info)
+    };
     env_logger::Builder::new()
         .filter_level(level)
+        .filter_module("aya_obj", aya)
+        .filter_module("aya::", aya)
         .format_target(true)
         .parse_env("SONDE_LOG")
         .init();

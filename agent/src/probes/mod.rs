@@ -75,6 +75,8 @@ pub enum LoadError {
 pub struct ProbeOptions {
     /// Which hook the syscall family uses.
     pub syscall_hook: syscalls::SyscallHook,
+    /// Which hook the scheduler family uses.
+    pub sched_hook: sched::SchedHook,
     /// Bound of the syscall latency map, in (cgroup, syscall, bucket) keys;
     /// `None` keeps the built-in default.
     pub syscall_hist_max_entries: Option<u32>,
@@ -152,7 +154,10 @@ impl Probes {
         };
         // Mounting tracefs for the block family changes what syscalls sees.
         let mounts = Mounts::current().unwrap_or(mounts);
+        // aya's own view of the kernel's BTF: for relocations and tp_btf.
+        let aya_btf = aya::Btf::from_sys_fs().ok();
         let mut loader = EbpfLoader::new();
+        loader.btf(aya_btf.as_ref());
         let given = offsets.clone().unwrap_or_default();
         loader.override_global("TASK_OFFSETS", &given, true);
         syscalls::configure(&mut loader, &options);
@@ -172,7 +177,9 @@ impl Probes {
             .iter()
             .filter(|family| !options.disabled.contains(family))
             .map(|&family| match family {
-                sched::PROBE => sched::attach(&mut ebpf, &offsets),
+                sched::PROBE => {
+                    sched::attach(&mut ebpf, &offsets, aya_btf.as_ref(), options.sched_hook)
+                }
                 process::PROBE => process::attach(&mut ebpf, &offsets),
                 block::PROBE => block::attach(&mut ebpf, &block_offsets),
                 memory::PROBE => match &offsets {
@@ -353,6 +360,7 @@ pub(crate) fn unload<'a>(ebpf: &mut Ebpf, programs: impl IntoIterator<Item = &'a
         let result = match ebpf.program_mut(name) {
             Some(aya::programs::Program::RawTracePoint(p)) => p.unload(),
             Some(aya::programs::Program::TracePoint(p)) => p.unload(),
+            Some(aya::programs::Program::BtfTracePoint(p)) => p.unload(),
             _ => Ok(()),
         };
         if let Err(e) = result {

@@ -5,21 +5,42 @@ use std::collections::HashMap;
 
 use aya::{
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
+    programs::{BtfTracePoint, ProgramError},
     Ebpf,
 };
 use sonde_common::{sched::loss, task::CgroupBucketKey};
 use sonde_slo::Histogram;
 
-use super::{attach_raw_tracepoints, map, read_losses, unavailable, ProbeStatus};
+use super::{
+    attach_raw_tracepoints, explain, map, program, read_losses, unavailable, unload, ProbeState,
+    ProbeStatus,
+};
 
 /// Family name in statuses and loss records.
 pub const PROBE: &str = "sched";
 
-/// Hooks, as (program, raw tracepoint).
-const HOOKS: [(&str, &str); 3] = [
+/// Preferred hooks: BTF tracepoints, as (program, tracepoint).
+const BTF_HOOKS: [(&str, &str); 3] = [
     ("sched_wake", "sched_wakeup"),
     ("sched_wake_new", "sched_wakeup_new"),
     ("sched_switch", "sched_switch"),
+];
+
+/// Fallback: the same on raw tracepoints.
+const RAW_HOOKS: [(&str, &str); 3] = [
+    ("sched_rwake", "sched_wakeup"),
+    ("sched_rwake_new", "sched_wakeup_new"),
+    ("sched_rswitch", "sched_switch"),
+];
+
+/// Every sched program, for per-program statistics.
+pub const PROGRAMS: [&str; 6] = [
+    "sched_wake",
+    "sched_wake_new",
+    "sched_switch",
+    "sched_rwake",
+    "sched_rwake_new",
+    "sched_rswitch",
 ];
 
 /// The same hooks with empty programs (benchmarks only).
@@ -36,6 +57,18 @@ pub const LOSSES: [(u32, &str); 3] = [
     (loss::READ_FAILED, "kernel_read_failed"),
 ];
 
+/// Which kernel hook feeds the scheduler family.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchedHook {
+    /// BTF tracepoints, else raw tracepoints.
+    #[default]
+    Auto,
+    /// BTF tracepoints (tp_btf) only.
+    BtfTracepoint,
+    /// Raw tracepoints only.
+    RawTracepoint,
+}
+
 /// Cumulative scheduler counts.
 #[derive(Debug, Clone, Default)]
 pub struct SchedReading {
@@ -48,11 +81,47 @@ pub struct SchedReading {
 pub(super) fn attach(
     ebpf: &mut Ebpf,
     offsets: &Result<sonde_common::task::TaskOffsets, String>,
+    btf: Option<&aya::Btf>,
+    hook: SchedHook,
 ) -> ProbeStatus {
     if let Err(why) = offsets {
         return unavailable(PROBE, why.clone());
     }
-    attach_raw_tracepoints(ebpf, PROBE, &HOOKS)
+    let btf = if hook == SchedHook::RawTracepoint {
+        None
+    } else {
+        btf
+    };
+    let why_not_btf = match btf {
+        Some(btf) => match attach_btf(ebpf, btf) {
+            Ok(()) => {
+                return ProbeStatus {
+                    probe: PROBE,
+                    state: ProbeState::Attached,
+                    hook: Some("tp_btf:sched_wakeup+sched_wakeup_new+sched_switch".to_owned()),
+                    reason: None,
+                }
+            }
+            Err(e) => {
+                unload(ebpf, BTF_HOOKS.iter().map(|(name, _)| *name));
+                explain(&e)
+            }
+        },
+        None => "no kernel BTF".to_owned(),
+    };
+    if hook == SchedHook::BtfTracepoint {
+        return unavailable(PROBE, format!("BTF tracepoints: {why_not_btf}"));
+    }
+    log::debug!("sched: BTF tracepoints not used ({why_not_btf}); using raw tracepoints");
+    attach_raw_tracepoints(ebpf, PROBE, &RAW_HOOKS)
+}
+
+fn attach_btf(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), ProgramError> {
+    BTF_HOOKS.iter().try_for_each(|(name, tp)| {
+        let program: &mut BtfTracePoint = program(ebpf, name)?.try_into()?;
+        program.load(tp, btf)?;
+        program.attach().map(drop)
+    })
 }
 
 pub(super) fn read(ebpf: &Ebpf) -> Result<SchedReading, MapError> {

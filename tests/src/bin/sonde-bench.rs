@@ -1,12 +1,20 @@
-//! Benchmark driver, run as root by `cargo xtask bench`. Measures what a
-//! tight getppid loop loses under four conditions in the same run, rounds
-//! alternating conditions so that drift hits them all alike:
-//! no probes; empty programs on the same hooks (the floor); the real `sonde
-//! agent`; bpftrace building the same per-syscall latency histogram.
+//! Benchmark driver, run as root by `cargo xtask bench`. Each benchmark times
+//! a workload under several conditions in the same run, rounds alternating
+//! the conditions so that drift hits them all alike, and reports medians:
+//!
+//! - `syscalls`: a tight getppid loop (ns per call) with no probes, empty
+//!   programs on the same hooks (the floor), sonde's syscall probes (the real
+//!   agent), and bpftrace building the same histograms;
+//! - `sched`: a pipe ping-pong pinned to one CPU (ns per context switch)
+//!   with no probes, the floor, and sonde's scheduler probes.
+//!
+//! A last pass with `kernel.bpf_stats_enabled=1` gives each program's share
+//! (the stats' own cost stays out of the timings) and the agent's CPU and
+//! peak RSS under the load.
 
 use std::{
     io::{BufRead as _, BufReader, Read as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -27,31 +35,65 @@ tracepoint:raw_syscalls:sys_exit /@start[tid]/ {
 }
 "#;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, Debug)]
 enum Condition {
+    /// Nothing attached.
     Bare,
-    Floor,
-    Sonde,
+    /// Empty programs on a family's hooks.
+    Floor(&'static str),
+    /// The real agent, with only these families.
+    Agent(&'static str),
+    /// bpftrace with the equivalent script.
     Bpftrace,
 }
 
-const CONDITIONS: [Condition; 4] = [
-    Condition::Bare,
-    Condition::Floor,
-    Condition::Sonde,
-    Condition::Bpftrace,
-];
-
 impl Condition {
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
         match self {
-            Condition::Bare => "no probes",
-            Condition::Floor => "empty programs (floor)",
-            Condition::Sonde => "sonde agent",
-            Condition::Bpftrace => "bpftrace",
+            Condition::Bare => "no probes".to_owned(),
+            Condition::Floor(_) => "empty programs (floor)".to_owned(),
+            Condition::Agent(families) => format!("sonde agent ({families})"),
+            Condition::Bpftrace => "bpftrace".to_owned(),
         }
     }
 }
+
+struct Bench {
+    name: &'static str,
+    /// Unit of one operation, for the report.
+    unit: &'static str,
+    /// Workload subcommand of this binary.
+    workload: &'static str,
+    conditions: &'static [Condition],
+    /// sonde's programs on these hooks.
+    programs: &'static [&'static str],
+}
+
+const BENCHES: [Bench; 2] = [
+    Bench {
+        name: "syscalls",
+        unit: "syscall",
+        workload: "getppid",
+        conditions: &[
+            Condition::Bare,
+            Condition::Floor("syscalls"),
+            Condition::Agent("syscalls"),
+            Condition::Bpftrace,
+        ],
+        programs: &["syscall_enter", "syscall_exit"],
+    },
+    Bench {
+        name: "sched",
+        unit: "context switch",
+        workload: "pingpong",
+        conditions: &[
+            Condition::Bare,
+            Condition::Floor("sched"),
+            Condition::Agent("sched"),
+        ],
+        programs: &sonde::probes::sched::PROGRAMS,
+    },
+];
 
 fn main() {
     if let Err(e) = run() {
@@ -62,28 +104,35 @@ fn main() {
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .with_context(|| format!("missing {flag}"))
+    };
     match args.get(1).map(String::as_str) {
-        Some("loop") => {
-            let calls: u64 = args.get(2).context("loop CALLS")?.parse()?;
-            println!("{}", getppid_loop(calls));
+        Some("getppid") => {
+            println!("{}", getppid_loop(value("--ops")?.parse()?));
             Ok(())
         }
-        Some("syscalls") => {
-            let value = |flag: &str| {
-                args.iter()
-                    .position(|a| a == flag)
-                    .and_then(|i| args.get(i + 1))
-                    .with_context(|| format!("missing {flag}"))
-            };
-            let calls: u64 = value("--calls")?.parse()?;
+        Some("pingpong") => {
+            println!("{}", pingpong(value("--ops")?.parse()?)?);
+            Ok(())
+        }
+        Some(name) => {
+            let bench = BENCHES
+                .iter()
+                .find(|b| b.name == name)
+                .with_context(|| format!("no benchmark {name}"))?;
+            let ops: u64 = value("--ops")?.parse()?;
             let rounds: u32 = value("--rounds")?.parse()?;
             let sonde = PathBuf::from(value("--sonde")?);
             let out = PathBuf::from(value("--out")?);
-            syscalls(calls, rounds, &sonde, &out)
+            run_bench(bench, ops, rounds, &sonde, &out)
         }
-        _ => bail!(
-            "usage: sonde-bench syscalls --calls N --rounds R --sonde PATH --out FILE | loop N"
-        ),
+        None => {
+            bail!("usage: sonde-bench syscalls|sched --ops N --rounds R --sonde PATH --out FILE")
+        }
     }
 }
 
@@ -98,12 +147,67 @@ fn getppid_loop(calls: u64) -> f64 {
     start.elapsed().as_nanos() as f64 / calls as f64
 }
 
-fn measure(calls: u64) -> Result<f64> {
+/// ns per context switch: two processes on one CPU hand a byte back and
+/// forth `round_trips` times (two switches per round trip).
+fn pingpong(round_trips: u64) -> Result<f64> {
+    let mut to_child = [0; 2];
+    let mut to_parent = [0; 2];
+    // SAFETY: valid two-element arrays.
+    unsafe {
+        if libc::pipe(to_child.as_mut_ptr()) != 0 || libc::pipe(to_parent.as_mut_ptr()) != 0 {
+            bail!("pipe failed");
+        }
+    }
+    pin_to_cpu0();
+    // SAFETY: the child only makes system calls, then _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let mut byte = 0u8;
+        // SAFETY: raw reads and writes of one byte on our pipes.
+        unsafe {
+            for _ in 0..round_trips {
+                libc::read(to_child[0], (&mut byte as *mut u8).cast(), 1);
+                libc::write(to_parent[1], (&byte as *const u8).cast(), 1);
+            }
+            libc::_exit(0);
+        }
+    }
+    let mut byte = 0u8;
+    let start = Instant::now();
+    // SAFETY: as in the child.
+    unsafe {
+        for _ in 0..round_trips {
+            libc::write(to_child[1], (&byte as *const u8).cast(), 1);
+            libc::read(to_parent[0], (&mut byte as *mut u8).cast(), 1);
+        }
+    }
+    let elapsed = start.elapsed();
+    let mut status = 0;
+    // SAFETY: reaping our own child; closing our pipes.
+    unsafe {
+        libc::waitpid(pid, &mut status, 0);
+        for fd in to_child.into_iter().chain(to_parent) {
+            libc::close(fd);
+        }
+    }
+    Ok(elapsed.as_nanos() as f64 / (2 * round_trips) as f64)
+}
+
+fn pin_to_cpu0() {
+    // SAFETY: cpu_set_t is plain data; the macros only set bits in it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn measure(workload: &str, ops: u64) -> Result<f64> {
     let out = Command::new(std::env::current_exe()?)
-        .args(["loop", &calls.to_string()])
+        .args([workload, "--ops", &ops.to_string()])
         .output()?;
     if !out.status.success() {
-        bail!("loop child failed");
+        bail!("{workload} workload failed");
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
@@ -138,18 +242,24 @@ fn proc_status_kib(pid: u32, key: &str) -> Result<u64> {
     Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
-fn start_agent(sonde: &PathBuf) -> Result<Agent> {
-    let mut child = Command::new(sonde)
-        .args(["agent", "--interval", "1s", "--json"])
+fn start_agent(sonde: &Path, families: Option<&str>) -> Result<Agent> {
+    let mut cmd = Command::new(sonde);
+    cmd.args(["agent", "--interval", "1s", "--json"]);
+    if let Some(families) = families {
+        cmd.args(["--probes", families]);
+    }
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .context("spawn sonde agent")?;
     let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);
     let mut line = String::new();
-    stderr.read_line(&mut line)?;
-    if !line.contains("agent ready") {
-        bail!("sonde agent did not start: {line}");
+    while !line.contains("agent ready") {
+        line.clear();
+        if stderr.read_line(&mut line)? == 0 {
+            bail!("sonde agent did not start");
+        }
     }
     std::thread::spawn(move || {
         let mut sink = Vec::new();
@@ -202,108 +312,118 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-fn syscalls(calls: u64, rounds: u32, sonde: &PathBuf, out: &PathBuf) -> Result<()> {
+fn timed(condition: Condition, bench: &Bench, ops: u64, sonde: &Path) -> Result<f64> {
+    Ok(match condition {
+        Condition::Bare => measure(bench.workload, ops)?,
+        Condition::Floor(family) => {
+            let floor = Probes::load_floor(family).context("floor programs")?;
+            let ns = measure(bench.workload, ops)?;
+            drop(floor);
+            ns
+        }
+        Condition::Agent(families) => {
+            let mut agent = start_agent(sonde, Some(families))?;
+            let ns = measure(bench.workload, ops)?;
+            stop(&mut agent.child, libc::SIGTERM)?;
+            ns
+        }
+        Condition::Bpftrace => {
+            let mut bpftrace = start_bpftrace()?;
+            let ns = measure(bench.workload, ops)?;
+            stop(&mut bpftrace, libc::SIGINT)?;
+            ns
+        }
+    })
+}
+
+fn run_bench(bench: &Bench, ops: u64, rounds: u32, sonde: &Path, out: &Path) -> Result<()> {
     if !sonde::host::mounts::Mounts::current()?.tracefs_ready() {
         sonde::host::mounts::mount_tracefs().context("bpftrace needs tracefs")?;
     }
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); CONDITIONS.len()];
-    let mut rss_peak_kib = 0u64;
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); bench.conditions.len()];
     for round in 0..rounds {
-        for (i, condition) in CONDITIONS.iter().enumerate() {
-            let ns = match condition {
-                Condition::Bare => measure(calls)?,
-                Condition::Floor => {
-                    let floor = Probes::load_floor("syscalls").context("floor programs")?;
-                    let ns = measure(calls)?;
-                    drop(floor);
-                    ns
-                }
-                Condition::Sonde => {
-                    let mut agent = start_agent(sonde)?;
-                    let ns = measure(calls)?;
-                    rss_peak_kib = rss_peak_kib.max(proc_status_kib(agent.child.id(), "VmHWM:")?);
-                    stop(&mut agent.child, libc::SIGTERM)?;
-                    ns
-                }
-                Condition::Bpftrace => {
-                    let mut bpftrace = start_bpftrace()?;
-                    let ns = measure(calls)?;
-                    stop(&mut bpftrace, libc::SIGINT)?;
-                    ns
-                }
-            };
+        for (i, &condition) in bench.conditions.iter().enumerate() {
+            let ns = timed(condition, bench, ops, sonde)?;
             eprintln!(
-                "round {}/{rounds}  {:<24} {ns:>8.1} ns/call",
+                "round {}/{rounds}  {:<28} {ns:>8.1} ns/{}",
                 round + 1,
-                condition.name()
+                condition.name(),
+                bench.unit
             );
             samples[i].push(ns);
         }
     }
     let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
-    let bare = medians[0];
-    let added: Vec<f64> = medians.iter().map(|m| m - bare).collect();
+    let added: Vec<f64> = medians.iter().map(|m| m - medians[0]).collect();
 
-    // Each program's share, from bpf_stats, in a separate pass (the stats
-    // themselves cost ~100 ns per run, so they stay out of the timings).
+    // bpf_stats pass, with the whole agent (every family) under the load.
     let previous =
         std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("enable bpf_stats")?;
-    // The same pass gives the agent's CPU under load: the loop runs for
-    // LOAD_SECS while the agent closes a window every second.
-    let mut agent = start_agent(sonde)?;
-    let before = program_stats(&["syscall_enter", "syscall_exit"]);
+    let mut agent = start_agent(sonde, None)?;
+    let before = program_stats(bench.programs);
     let load_start = Instant::now();
     while load_start.elapsed() < Duration::from_secs(LOAD_SECS) {
-        measure(calls)?;
+        measure(bench.workload, ops)?;
     }
-    let after = program_stats(&["syscall_enter", "syscall_exit"]);
+    let after = program_stats(bench.programs);
     let pid = agent.child.id();
     let cpu_ns = proc_cpu_ns(pid)? - agent.cpu_start_ns;
     let cpu = 100.0 * cpu_ns as f64 / 1e9 / agent.started.elapsed().as_secs_f64();
-    rss_peak_kib = rss_peak_kib.max(proc_status_kib(pid, "VmHWM:")?);
+    let rss_peak_kib = proc_status_kib(pid, "VmHWM:")?;
     stop(&mut agent.child, libc::SIGTERM)?;
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", previous.trim());
-    let shares: Vec<_> = after
+    let shares: Vec<(String, u64, f64)> = after
         .iter()
         .filter_map(|a| {
             let b = before.iter().find(|b| b.id == a.id)?;
             let runs = a.run_count - b.run_count;
-            let ns = a.run_time_ns - b.run_time_ns;
-            Some((a.name.clone(), runs, ns as f64 / runs.max(1) as f64))
+            Some((
+                a.name.clone(),
+                runs,
+                (a.run_time_ns - b.run_time_ns) as f64 / runs.max(1) as f64,
+            ))
         })
         .collect();
+    let total_ns: f64 = shares.iter().map(|(_, runs, ns)| *runs as f64 * ns).sum();
 
-    println!("\nsyscalls benchmark: getppid loop, {calls} calls x {rounds} rounds (medians)");
-    println!("{:<26} {:>10} {:>12}", "condition", "ns/call", "added ns");
-    for (i, c) in CONDITIONS.iter().enumerate() {
-        println!("{:<26} {:>10.1} {:>12.1}", c.name(), medians[i], added[i]);
-    }
-    let (floor, ours, bpftrace) = (added[1], added[2], added[3]);
-    println!("sonde / floor    {:.2}x   (target <= 2)", ours / floor);
-    println!("sonde / bpftrace {:.2}x   (target <= 0.3)", ours / bpftrace);
     println!(
-        "agent peak RSS   {:.1} MiB (target <= 32)",
-        rss_peak_kib as f64 / 1024.0
+        "\n{} benchmark: ns per {}, {ops} per measurement x {rounds} rounds (medians)",
+        bench.name, bench.unit
     );
-    println!("agent CPU        {cpu:.3} % of one core over {LOAD_SECS} s of load (1 s windows)");
+    println!("{:<30} {:>10} {:>10}", "condition", "ns", "added ns");
+    for (i, c) in bench.conditions.iter().enumerate() {
+        println!("{:<30} {:>10.1} {:>10.1}", c.name(), medians[i], added[i]);
+    }
+    let find =
+        |pred: fn(&Condition) -> bool| bench.conditions.iter().position(pred).map(|i| added[i]);
+    let floor = find(|c| matches!(c, Condition::Floor(_)));
+    let ours = find(|c| matches!(c, Condition::Agent(_)));
+    let bpftrace = find(|c| matches!(c, Condition::Bpftrace));
+    if let (Some(floor), Some(ours)) = (floor, ours) {
+        println!("sonde / floor     {:.2}x", ours / floor);
+    }
+    if let (Some(bpftrace), Some(ours)) = (bpftrace, ours) {
+        println!("sonde / bpftrace  {:.2}x", ours / bpftrace);
+    }
+    println!("agent (all families) peak RSS {:.1} MiB, CPU {cpu:.3} % of one core over {LOAD_SECS} s of load", rss_peak_kib as f64 / 1024.0);
     for (name, runs, ns) in &shares {
-        println!(
-            "bpf_stats        {name:<14} {runs} runs, {ns:.0} ns/run (stats overhead included)"
-        );
+        let share = 100.0 * *runs as f64 * ns / total_ns.max(1.0);
+        println!("bpf_stats  {name:<16} {runs:>10} runs  {ns:>6.0} ns/run  {share:>5.1} % of sonde's in-kernel time");
     }
     let report = json!({
-        "benchmark": "syscalls",
-        "calls": calls,
+        "benchmark": bench.name,
+        "unit": bench.unit,
+        "ops_per_measurement": ops,
         "rounds": rounds,
-        "ns_per_call": CONDITIONS.iter().zip(&medians).map(|(c, m)| (c.name(), *m)).collect::<std::collections::BTreeMap<_, _>>(),
-        "added_ns_per_call": CONDITIONS.iter().zip(&added).map(|(c, m)| (c.name(), *m)).collect::<std::collections::BTreeMap<_, _>>(),
-        "sonde_over_floor": ours / floor,
-        "sonde_over_bpftrace": ours / bpftrace,
+        "ns": bench.conditions.iter().zip(&medians).map(|(c, m)| (c.name(), *m)).collect::<std::collections::BTreeMap<_, _>>(),
+        "added_ns": bench.conditions.iter().zip(&added).map(|(c, m)| (c.name(), *m)).collect::<std::collections::BTreeMap<_, _>>(),
+        "sonde_over_floor": floor.zip(ours).map(|(f, o)| o / f),
+        "sonde_over_bpftrace": bpftrace.zip(ours).map(|(b, o)| o / b),
         "agent_peak_rss_mib": rss_peak_kib as f64 / 1024.0,
         "agent_cpu_percent": cpu,
         "bpf_stats": shares.iter().map(|(n, r, ns)| json!({"program": n, "runs": r, "ns_per_run": ns})).collect::<Vec<_>>(),
-        "samples": CONDITIONS.iter().zip(&samples).map(|(c, s)| (c.name(), s.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        "samples": bench.conditions.iter().zip(&samples).map(|(c, s)| (c.name(), s.clone())).collect::<std::collections::BTreeMap<_, _>>(),
     });
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
