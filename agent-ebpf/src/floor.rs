@@ -2,7 +2,10 @@
 //! tracing pays (the tracing slow path on every syscall). Only `cargo xtask
 //! bench` attaches them, to measure sonde's cost against that floor.
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn floor_enter(_ctx: RawTracePointContext) -> i32 {
@@ -26,5 +29,20 @@ pub fn floor_wake_new(_ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn floor_switch(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn floor_bwake(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn floor_bwake_new(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "sched_switch")]
+pub fn floor_bswitch(_ctx: BtfTracePointContext) -> i32 {
     0
 }

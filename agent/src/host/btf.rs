@@ -1,14 +1,14 @@
 //! A small reader of the kernel's BTF (`/sys/kernel/btf/vmlinux`): struct
-//! member offsets and enum values, so that no kernel struct offset is ever
-//! hard-coded (Rust eBPF has no CO-RE relocations of its own).
+//! member offsets, tracepoint prototypes and enum values, so that no kernel
+//! struct offset is ever hard-coded (Rust eBPF has no CO-RE relocations of
+//! its own).
 //!
-//! Only what sonde needs: the type section is walked once, structs and
-//! unions are indexed by name, and member lookup descends into anonymous
-//! members. Format: `include/uapi/linux/btf.h`.
+//! Lean by design: the blob is kept as it is, one pass records where each
+//! type starts, and every lookup decodes only what it reads (the kernel's BTF
+//! has some 150,000 types; sonde asks about a dozen). Format:
+//! `include/uapi/linux/btf.h`.
 
-use std::collections::HashMap;
-
-/// Why a BTF blob or a lookup failed.
+/// Why a BTF blob failed to parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BtfError {
     /// The blob is not BTF or is cut short.
@@ -25,6 +25,8 @@ pub enum BtfError {
 }
 
 const MAGIC: u16 = 0xeb9f;
+/// Size of a type record's fixed part (`struct btf_type`).
+const TYPE_HEADER: usize = 12;
 
 mod kind {
     pub const INT: u32 = 1;
@@ -48,19 +50,6 @@ mod kind {
     pub const ENUM64: u32 = 19;
 }
 
-#[derive(Debug, Clone)]
-struct Type {
-    name_off: u32,
-    kind: u32,
-    kind_flag: bool,
-    /// Size for INT/STRUCT/UNION/ENUM, referenced type for PTR/TYPEDEF/...
-    size_or_type: u32,
-    /// STRUCT/UNION members (name_off, type, bit offset), ENUM values (name_off, value).
-    members: Vec<(u32, u32, u32)>,
-    /// ARRAY: (element type, number of elements).
-    array: Option<(u32, u32)>,
-}
-
 /// A member's place in its struct.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member {
@@ -70,12 +59,25 @@ pub struct Member {
     pub size: u32,
 }
 
-/// Parsed BTF: types and strings.
+/// One type record, decoded from the blob on demand.
+#[derive(Debug, Clone, Copy)]
+struct Type {
+    name_off: u32,
+    kind: u32,
+    kind_flag: bool,
+    vlen: usize,
+    /// Size for INT/STRUCT/UNION/ENUM, referenced type for PTR/TYPEDEF/...
+    size_or_type: u32,
+    /// Where the kind-specific data starts in the type section.
+    data: usize,
+}
+
+/// Parsed BTF: the type and string sections, and where each type starts.
 #[derive(Debug)]
 pub struct Btf {
-    types: Vec<Type>, // index = type id; 0 is void
-    strings: Vec<u8>,
-    by_name: HashMap<String, Vec<u32>>,
+    types: Vec<u8>,
+    strings: std::ops::Range<usize>, // within `types`, which holds the whole blob
+    starts: Vec<u32>,                // index = type id - 1, offsets within `types`
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, BtfError> {
@@ -84,192 +86,164 @@ fn u32_at(b: &[u8], at: usize) -> Result<u32, BtfError> {
         .ok_or(BtfError::Invalid("truncated"))
 }
 
+/// Bytes of kind-specific data after a type header.
+fn data_len(kind: u32, vlen: usize) -> Option<usize> {
+    Some(match kind {
+        kind::INT | kind::VAR | kind::DECL_TAG => 4,
+        kind::PTR
+        | kind::FWD
+        | kind::TYPEDEF
+        | kind::VOLATILE
+        | kind::CONST
+        | kind::RESTRICT
+        | kind::FUNC
+        | kind::FLOAT
+        | kind::TYPE_TAG => 0,
+        kind::ARRAY => 12,
+        kind::STRUCT | kind::UNION | kind::DATASEC | kind::ENUM64 => 12 * vlen,
+        kind::ENUM | kind::FUNC_PROTO => 8 * vlen,
+        _ => return None,
+    })
+}
+
 impl Btf {
     /// Reads the running kernel's BTF.
     pub fn from_sys_fs() -> std::io::Result<Result<Self, BtfError>> {
-        Ok(Self::parse(&std::fs::read(
+        Ok(Self::from_vec(std::fs::read(
             crate::host::kernel::VMLINUX_BTF,
         )?))
     }
 
     /// Parses a little-endian BTF blob.
     pub fn parse(blob: &[u8]) -> Result<Self, BtfError> {
+        Self::from_vec(blob.to_vec())
+    }
+
+    /// Parses a little-endian BTF blob, keeping it (no copy).
+    pub fn from_vec(blob: Vec<u8>) -> Result<Self, BtfError> {
         let magic = blob.get(0..2).map(|m| u16::from_le_bytes([m[0], m[1]]));
         if magic != Some(MAGIC) {
             return Err(BtfError::Invalid("bad magic (not little-endian BTF)"));
         }
-        let hdr_len = u32_at(blob, 4)? as usize;
-        let type_off = u32_at(blob, 8)? as usize;
-        let type_len = u32_at(blob, 12)? as usize;
-        let str_off = u32_at(blob, 16)? as usize;
-        let str_len = u32_at(blob, 20)? as usize;
-        let types_bytes = blob
-            .get(hdr_len + type_off..hdr_len + type_off + type_len)
-            .ok_or(BtfError::Invalid("type section out of bounds"))?;
-        let strings = blob
-            .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or(BtfError::Invalid("string section out of bounds"))?
-            .to_vec();
-
-        let mut types = vec![Type {
-            name_off: 0,
-            kind: 0,
-            kind_flag: false,
-            size_or_type: 0,
-            members: Vec::new(),
-            array: None,
-        }];
-        let mut at = 0;
-        while at < types_bytes.len() {
-            let id = types.len() as u32;
-            let name_off = u32_at(types_bytes, at)?;
-            let info = u32_at(types_bytes, at + 4)?;
-            let size_or_type = u32_at(types_bytes, at + 8)?;
-            at += 12;
-            let vlen = (info & 0xffff) as usize;
-            let kind = (info >> 24) & 0x1f;
-            let kind_flag = info >> 31 == 1;
-            let mut ty = Type {
-                name_off,
-                kind,
-                kind_flag,
-                size_or_type,
-                members: Vec::new(),
-                array: None,
-            };
-            match kind {
-                kind::INT | kind::VAR | kind::DECL_TAG => at += 4,
-                kind::PTR
-                | kind::FWD
-                | kind::TYPEDEF
-                | kind::VOLATILE
-                | kind::CONST
-                | kind::RESTRICT
-                | kind::FUNC
-                | kind::FLOAT
-                | kind::TYPE_TAG => {}
-                kind::ARRAY => {
-                    ty.array = Some((u32_at(types_bytes, at)?, u32_at(types_bytes, at + 8)?));
-                    at += 12;
-                }
-                kind::STRUCT | kind::UNION => {
-                    for _ in 0..vlen {
-                        ty.members.push((
-                            u32_at(types_bytes, at)?,
-                            u32_at(types_bytes, at + 4)?,
-                            u32_at(types_bytes, at + 8)?,
-                        ));
-                        at += 12;
-                    }
-                }
-                kind::ENUM => {
-                    for _ in 0..vlen {
-                        ty.members.push((
-                            u32_at(types_bytes, at)?,
-                            0,
-                            u32_at(types_bytes, at + 4)?,
-                        ));
-                        at += 8;
-                    }
-                }
-                kind::ENUM64 => {
-                    for _ in 0..vlen {
-                        // Values past 32 bits are not needed by sonde; keep the low half.
-                        ty.members.push((
-                            u32_at(types_bytes, at)?,
-                            0,
-                            u32_at(types_bytes, at + 4)?,
-                        ));
-                        at += 12;
-                    }
-                }
-                kind::FUNC_PROTO => {
-                    for _ in 0..vlen {
-                        ty.members.push((
-                            u32_at(types_bytes, at)?,
-                            u32_at(types_bytes, at + 4)?,
-                            0,
-                        ));
-                        at += 8;
-                    }
-                }
-                kind::DATASEC => at += 12 * vlen,
-                _ => return Err(BtfError::UnknownKind { kind, id }),
+        let section = |off: usize, len: usize| -> Result<std::ops::Range<usize>, BtfError> {
+            let hdr_len = u32_at(&blob, 4)? as usize;
+            let (start, end) = (
+                hdr_len.saturating_add(off),
+                hdr_len.saturating_add(off).saturating_add(len),
+            );
+            if end > blob.len() {
+                return Err(BtfError::Invalid("section out of bounds"));
             }
-            types.push(ty);
-        }
-
-        let mut btf = Self {
-            types,
-            strings,
-            by_name: HashMap::new(),
+            Ok(start..end)
         };
-        for id in 1..btf.types.len() as u32 {
-            let ty = &btf.types[id as usize];
-            if matches!(
-                ty.kind,
-                kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::TYPEDEF
-            ) {
-                let name = btf.name(ty.name_off).to_owned();
-                if !name.is_empty() {
-                    btf.by_name.entry(name).or_default().push(id);
-                }
+        let types = section(u32_at(&blob, 8)? as usize, u32_at(&blob, 12)? as usize)?;
+        let strings = section(u32_at(&blob, 16)? as usize, u32_at(&blob, 20)? as usize)?;
+        let mut starts = Vec::new();
+        let mut at = types.start;
+        while at < types.end {
+            let id = starts.len() as u32 + 1;
+            let info = u32_at(&blob, at + 4)?;
+            let (vlen, kind) = ((info & 0xffff) as usize, (info >> 24) & 0x1f);
+            let len = data_len(kind, vlen).ok_or(BtfError::UnknownKind { kind, id })?;
+            if at + TYPE_HEADER + len > types.end {
+                return Err(BtfError::Invalid("type record past the section's end"));
             }
+            starts.push(u32::try_from(at).map_err(|_| BtfError::Invalid("blob over 4 GiB"))?);
+            at += TYPE_HEADER + len;
         }
-        Ok(btf)
+        Ok(Self {
+            types: blob,
+            strings,
+            starts,
+        })
+    }
+
+    fn ty(&self, id: u32) -> Option<Type> {
+        let at = *self.starts.get((id as usize).checked_sub(1)?)? as usize;
+        let info = u32_at(&self.types, at + 4).ok()?;
+        Some(Type {
+            name_off: u32_at(&self.types, at).ok()?,
+            kind: (info >> 24) & 0x1f,
+            kind_flag: info >> 31 == 1,
+            vlen: (info & 0xffff) as usize,
+            size_or_type: u32_at(&self.types, at + 8).ok()?,
+            data: at + TYPE_HEADER,
+        })
+    }
+
+    /// Word `word` of record `index` (of `size` bytes) in a type's data.
+    fn word(&self, ty: &Type, index: usize, size: usize, word: usize) -> Option<u32> {
+        u32_at(&self.types, ty.data + index * size + word * 4).ok()
     }
 
     fn name(&self, off: u32) -> &str {
-        let rest = self.strings.get(off as usize..).unwrap_or(&[]);
+        let strings = self.types.get(self.strings.clone()).unwrap_or(&[]);
+        let rest = strings.get(off as usize..).unwrap_or(&[]);
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         std::str::from_utf8(&rest[..end]).unwrap_or("")
     }
 
+    /// The first type called `name` whose kind passes `want`.
+    fn find(&self, name: &str, want: impl Fn(&Type) -> bool) -> Option<Type> {
+        (1..=self.starts.len() as u32)
+            .filter_map(|id| self.ty(id))
+            .find(|t| want(t) && self.name(t.name_off) == name)
+    }
+
     /// The struct or union called `name` that has members (not a forward
     /// declaration).
-    fn composite(&self, name: &str) -> Option<&Type> {
-        self.by_name.get(name)?.iter().find_map(|&id| {
-            let ty = &self.types[id as usize];
-            (matches!(ty.kind, kind::STRUCT | kind::UNION) && !ty.members.is_empty()).then_some(ty)
+    fn composite(&self, name: &str) -> Option<Type> {
+        self.find(name, |t| {
+            matches!(t.kind, kind::STRUCT | kind::UNION) && t.vlen > 0
         })
     }
 
-    /// Size in bytes of type `id`, following typedefs and qualifiers.
-    fn size_of(&self, mut id: u32) -> Option<u32> {
+    /// Follows typedefs and qualifiers.
+    fn resolve(&self, mut id: u32) -> Option<Type> {
         for _ in 0..32 {
-            let ty = self.types.get(id as usize)?;
+            let ty = self.ty(id)?;
             match ty.kind {
-                kind::INT
-                | kind::STRUCT
-                | kind::UNION
-                | kind::ENUM
-                | kind::ENUM64
-                | kind::FLOAT => return Some(ty.size_or_type),
-                kind::PTR => return Some(8),
-                kind::ARRAY => {
-                    let (elem, n) = ty.array?;
-                    return self.size_of(elem).map(|s| s * n);
-                }
                 kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT | kind::TYPE_TAG => {
                     id = ty.size_or_type
                 }
-                _ => return None,
+                _ => return Some(ty),
             }
         }
         None
     }
 
+    /// Size in bytes of type `id`.
+    fn size_of(&self, id: u32) -> Option<u32> {
+        let ty = self.resolve(id)?;
+        match ty.kind {
+            kind::INT | kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::FLOAT => {
+                Some(ty.size_or_type)
+            }
+            kind::PTR => Some(8),
+            kind::ARRAY => {
+                let (elem, n) = (self.word(&ty, 0, 12, 0)?, self.word(&ty, 0, 12, 2)?);
+                self.size_of(elem).map(|s| s * n)
+            }
+            _ => None,
+        }
+    }
+
     /// The member `member` of struct `strukt`, searching anonymous members
     /// too; `None` when the kernel has no such member (or it is a bitfield).
     pub fn member(&self, strukt: &str, member: &str) -> Option<Member> {
-        self.find_member(self.composite(strukt)?, member, 0, 0)
+        self.find_member(&self.composite(strukt)?, member, 0, 0)
     }
 
     fn find_member(&self, ty: &Type, member: &str, base_bits: u32, depth: u32) -> Option<Member> {
         if depth > 8 {
             return None;
         }
-        for &(name_off, type_id, offset) in &ty.members {
+        for i in 0..ty.vlen {
+            let (name_off, type_id, offset) = (
+                self.word(ty, i, 12, 0)?,
+                self.word(ty, i, 12, 1)?,
+                self.word(ty, i, 12, 2)?,
+            );
             let (bitfield_size, bit_offset) = if ty.kind_flag {
                 (offset >> 24, offset & 0x00ff_ffff)
             } else {
@@ -289,23 +263,10 @@ impl Btf {
             if name.is_empty() {
                 let inner = self.resolve(type_id)?;
                 if matches!(inner.kind, kind::STRUCT | kind::UNION) {
-                    if let Some(found) = self.find_member(inner, member, bits, depth + 1) {
+                    if let Some(found) = self.find_member(&inner, member, bits, depth + 1) {
                         return Some(found);
                     }
                 }
-            }
-        }
-        None
-    }
-
-    fn resolve(&self, mut id: u32) -> Option<&Type> {
-        for _ in 0..32 {
-            let ty = self.types.get(id as usize)?;
-            match ty.kind {
-                kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT | kind::TYPE_TAG => {
-                    id = ty.size_or_type
-                }
-                _ => return Some(ty),
             }
         }
         None
@@ -315,39 +276,32 @@ impl Btf {
     /// kernel's `btf_trace_<tp>` typedef (`void *data` comes first, unseen by
     /// programs); `None` when the kernel does not describe the tracepoint.
     pub fn tracepoint_arg_is_pointer(&self, tp: &str, index: usize) -> Option<bool> {
-        let typedef = self
-            .by_name
-            .get(&format!("btf_trace_{tp}"))?
-            .iter()
-            .copied()
-            .find(|&id| self.types[id as usize].kind == kind::TYPEDEF)?;
-        let ptr = self.resolve(self.types[typedef as usize].size_or_type)?;
+        let typedef = self.find(&format!("btf_trace_{tp}"), |t| t.kind == kind::TYPEDEF)?;
+        let ptr = self.resolve(typedef.size_or_type)?;
         if ptr.kind != kind::PTR {
             return None;
         }
         let proto = self.resolve(ptr.size_or_type)?;
-        if proto.kind != kind::FUNC_PROTO {
+        if proto.kind != kind::FUNC_PROTO || index + 1 >= proto.vlen {
             return None;
         }
-        let &(_, arg_type, _) = proto.members.get(index + 1)?;
+        let arg_type = self.word(&proto, index + 1, 8, 1)?;
         Some(self.resolve(arg_type)?.kind == kind::PTR)
     }
 
-    /// The values of enum `name` as (value, enumerator name).
+    /// The values of enum `name` as (value, enumerator name); ENUM64 values
+    /// keep their low 32 bits.
     pub fn enum_values(&self, name: &str) -> Option<Vec<(u32, String)>> {
-        let id = self
-            .by_name
-            .get(name)?
-            .iter()
-            .copied()
-            .find(|&id| matches!(self.types[id as usize].kind, kind::ENUM | kind::ENUM64))?;
-        Some(
-            self.types[id as usize]
-                .members
-                .iter()
-                .map(|&(name_off, _, value)| (value, self.name(name_off).to_owned()))
-                .collect(),
-        )
+        let ty = self.find(name, |t| matches!(t.kind, kind::ENUM | kind::ENUM64))?;
+        let size = if ty.kind == kind::ENUM { 8 } else { 12 };
+        (0..ty.vlen)
+            .map(|i| {
+                Some((
+                    self.word(&ty, i, size, 1)?,
+                    self.name(self.word(&ty, i, size, 0)?).to_owned(),
+                ))
+            })
+            .collect()
     }
 }
 

@@ -48,11 +48,15 @@ pub struct MemoryReading {
     pub loss: [u64; loss::COUNT as usize],
 }
 
-/// Tells the OOM program what `mark_victim`'s first argument is on this kernel.
-pub(super) fn configure(loader: &mut EbpfLoader<'_>, btf: Option<&Btf>) {
-    let task_arg = btf
-        .and_then(|b| b.tracepoint_arg_is_pointer("mark_victim", 0))
-        .unwrap_or(false);
+/// Whether `mark_victim`'s first argument is the victim task on this kernel
+/// (6.x), rather than its pid.
+pub(super) fn victim_arg_is_task(btf: Option<&Btf>) -> bool {
+    btf.and_then(|b| b.tracepoint_arg_is_pointer("mark_victim", 0))
+        .unwrap_or(false)
+}
+
+/// Tells the OOM program what `mark_victim`'s first argument is.
+pub(super) fn configure(loader: &mut EbpfLoader<'_>, task_arg: bool) {
     // The loader borrows the value until load: give it a 'static one.
     static TRUE: u32 = 1;
     static FALSE: u32 = 0;

@@ -146,6 +146,10 @@ impl Probes {
             }
         };
         let offsets = task::offsets(btf.as_ref());
+        let victim_is_task = memory::victim_arg_is_task(btf.as_ref());
+        // Done with our reading of BTF before aya parses it too: one at a time
+        // keeps the agent's peak memory down.
+        drop(btf);
         let mounts = Mounts::current().unwrap_or_default();
         let block_offsets = if options.disabled.contains(&block::PROBE) {
             Err("disabled".to_owned())
@@ -161,7 +165,7 @@ impl Probes {
         let given = offsets.clone().unwrap_or_default();
         loader.override_global("TASK_OFFSETS", &given, true);
         syscalls::configure(&mut loader, &options);
-        memory::configure(&mut loader, btf.as_ref());
+        memory::configure(&mut loader, victim_is_task);
         block::configure(&mut loader, &block_offsets);
         let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -189,6 +193,14 @@ impl Probes {
                 _ => syscalls::attach(&mut ebpf, options.syscall_hook, &mounts),
             })
             .collect();
+        drop(aya_btf);
+        // Parsing the kernel's BTF (twice: aya's and ours) is the agent's
+        // largest allocation; give the freed heap back to the system.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         let events = match ebpf.take_map("EVENTS").map(RingBuf::try_from) {
             Some(Ok(ring)) => Some(ring),
             Some(Err(e)) => {
@@ -270,11 +282,10 @@ impl Probes {
     /// the floor that any tracing on those hooks pays (benchmarks only).
     pub fn load_floor(family: &str) -> Result<Self, LoadError> {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(LoadError::Object)?;
-        let hooks: &[(&str, &str)] = match family {
-            sched::PROBE => &sched::FLOOR_HOOKS,
-            _ => &syscalls::FLOOR_HOOKS,
-        };
-        let statuses = vec![attach_raw_tracepoints(&mut ebpf, "floor", hooks)];
+        let statuses = vec![match family {
+            sched::PROBE => sched::attach_floor(&mut ebpf),
+            _ => attach_raw_tracepoints(&mut ebpf, "floor", &syscalls::FLOOR_HOOKS),
+        }];
         Ok(Self {
             ebpf,
             logger: None,

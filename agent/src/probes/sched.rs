@@ -43,12 +43,34 @@ pub const PROGRAMS: [&str; 6] = [
     "sched_rswitch",
 ];
 
-/// The same hooks with empty programs (benchmarks only).
-pub(super) const FLOOR_HOOKS: [(&str, &str); 3] = [
+/// The same hooks with empty programs (benchmarks only): BTF tracepoints,
+/// and raw ones for a kernel without them.
+const FLOOR_BTF_HOOKS: [(&str, &str); 3] = [
+    ("floor_bwake", "sched_wakeup"),
+    ("floor_bwake_new", "sched_wakeup_new"),
+    ("floor_bswitch", "sched_switch"),
+];
+const FLOOR_RAW_HOOKS: [(&str, &str); 3] = [
     ("floor_wake", "sched_wakeup"),
     ("floor_wake_new", "sched_wakeup_new"),
     ("floor_switch", "sched_switch"),
 ];
+
+/// Attaches the empty programs on the hooks `attach` would pick.
+pub(super) fn attach_floor(ebpf: &mut Ebpf) -> ProbeStatus {
+    if let Ok(btf) = aya::Btf::from_sys_fs() {
+        if attach_btf(ebpf, &btf, &FLOOR_BTF_HOOKS).is_ok() {
+            return ProbeStatus {
+                probe: "floor",
+                state: ProbeState::Attached,
+                hook: Some("tp_btf (empty programs)".to_owned()),
+                reason: None,
+            };
+        }
+        unload(ebpf, FLOOR_BTF_HOOKS.iter().map(|(name, _)| *name));
+    }
+    attach_raw_tracepoints(ebpf, "floor", &FLOOR_RAW_HOOKS)
+}
 
 /// Loss counters: (index, stable name). All are real losses.
 pub const LOSSES: [(u32, &str); 3] = [
@@ -93,7 +115,7 @@ pub(super) fn attach(
         btf
     };
     let why_not_btf = match btf {
-        Some(btf) => match attach_btf(ebpf, btf) {
+        Some(btf) => match attach_btf(ebpf, btf, &BTF_HOOKS) {
             Ok(()) => {
                 return ProbeStatus {
                     probe: PROBE,
@@ -116,8 +138,8 @@ pub(super) fn attach(
     attach_raw_tracepoints(ebpf, PROBE, &RAW_HOOKS)
 }
 
-fn attach_btf(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), ProgramError> {
-    BTF_HOOKS.iter().try_for_each(|(name, tp)| {
+fn attach_btf(ebpf: &mut Ebpf, btf: &aya::Btf, hooks: &[(&str, &str)]) -> Result<(), ProgramError> {
+    hooks.iter().try_for_each(|(name, tp)| {
         let program: &mut BtfTracePoint = program(ebpf, name)?.try_into()?;
         program.load(tp, btf)?;
         program.attach().map(drop)
