@@ -360,13 +360,18 @@ fn run_bench(bench: &Bench, ops: u64, rounds: u32, sonde: &Path, out: &Path) -> 
     let previous =
         std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("enable bpf_stats")?;
+    // Only this agent's programs: those that appeared while it started.
+    let existing: Vec<u32> = program_stats(bench.programs).iter().map(|p| p.id).collect();
     let mut agent = start_agent(sonde, None)?;
-    let before = program_stats(bench.programs);
+    let ours = |stats: Vec<sonde::probes::ProgramStats>| -> Vec<sonde::probes::ProgramStats> {
+        stats.into_iter().filter(|p| !existing.contains(&p.id)).collect()
+    };
+    let before = ours(program_stats(bench.programs));
     let load_start = Instant::now();
     while load_start.elapsed() < Duration::from_secs(LOAD_SECS) {
         measure(bench.workload, ops)?;
     }
-    let after = program_stats(bench.programs);
+    let after = ours(program_stats(bench.programs));
     let pid = agent.child.id();
     let cpu_ns = proc_cpu_ns(pid)? - agent.cpu_start_ns;
     let cpu = 100.0 * cpu_ns as f64 / 1e9 / agent.started.elapsed().as_secs_f64();
