@@ -364,7 +364,10 @@ fn run_bench(bench: &Bench, ops: u64, rounds: u32, sonde: &Path, out: &Path) -> 
     let existing: Vec<u32> = program_stats(bench.programs).iter().map(|p| p.id).collect();
     let mut agent = start_agent(sonde, None)?;
     let ours = |stats: Vec<sonde::probes::ProgramStats>| -> Vec<sonde::probes::ProgramStats> {
-        stats.into_iter().filter(|p| !existing.contains(&p.id)).collect()
+        stats
+            .into_iter()
+            .filter(|p| !existing.contains(&p.id))
+            .collect()
     };
     let before = ours(program_stats(bench.programs));
     let load_start = Instant::now();
