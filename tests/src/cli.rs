@@ -276,3 +276,60 @@ fn missing_hook_is_one_line_and_doctor_names_it() {
         "{stdout}"
     );
 }
+
+#[test]
+fn events_stream_filters_by_kind_and_cgroup() {
+    if !privileged() {
+        return;
+    }
+    let cgroup = TestCgroup::new("events");
+    let name = cgroup
+        .path()
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_owned();
+    let crasher = Workload::fork(&cgroup, || {
+        crate::no_core_dumps();
+        // SAFETY: in our own forked child: default action, then the signal.
+        unsafe {
+            libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+            libc::raise(libc::SIGSEGV);
+        }
+    });
+    let mut sonde = Command::new(sonde_bin())
+        .args([
+            "events",
+            "--json",
+            "--kind",
+            "crash",
+            "--cgroup",
+            &name,
+            "--duration",
+            "3s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sonde events");
+    let mut stderr = BufReader::new(sonde.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("stderr");
+    assert!(line.starts_with("sonde: streaming events"), "{line}");
+    let pid = crasher.pid();
+    crasher.go();
+    crasher.wait_status();
+    // A crash elsewhere must not show up.
+    let _ = Command::new("sh").args(["-c", "kill -SEGV $$"]).status();
+    let out = sonde.wait_with_output().expect("events output");
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["kind"], "crash");
+    assert_eq!(lines[0]["pid"], pid);
+    assert_eq!(lines[0]["signal"], "SIGSEGV");
+    assert_eq!(lines[0]["cgroup_id"], cgroup.id());
+}

@@ -2,6 +2,7 @@
 
 mod agent;
 mod doctor;
+mod events;
 mod render;
 mod snapshot;
 
@@ -35,6 +36,8 @@ enum Command {
     Snapshot(snapshot::Args),
     /// Report what this machine offers sonde and the state of each probe.
     Doctor(doctor::Args),
+    /// Stream the rare events (OOM kills, crashes) as they happen.
+    Events(events::Args),
 }
 
 /// Probe options shared by the subcommands that load probes.
@@ -109,6 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run(args).await,
         Command::Snapshot(args) => snapshot::run(args).await,
         Command::Doctor(args) => doctor::run(args),
+        Command::Events(args) => events::run(args).await,
     }
 }
 

@@ -174,8 +174,10 @@ pub(super) fn snapshot(s: &Snapshot, top: usize) -> String {
 
 /// One event as a human line.
 pub(super) fn event_line(e: &crate::model::EventRecord) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(e.time_unix_ns);
     format!(
-        "{} pid {} ({}){} in {}",
+        "{} {} pid {} ({}){} in {}",
+        humantime::format_rfc3339_millis(time),
         e.kind,
         e.pid,
         e.comm,
