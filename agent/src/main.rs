@@ -6,6 +6,10 @@ use clap::Parser as _;
 use sonde::cli::{self, Cli};
 
 fn main() -> ExitCode {
+    // Like any Unix filter: a closed pipe (`sonde manpage | head`) ends the
+    // process quietly instead of surfacing as an error.
+    // SAFETY: restoring a default signal disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return cli::usage_error(&e),

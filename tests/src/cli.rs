@@ -333,3 +333,34 @@ fn events_stream_filters_by_kind_and_cgroup() {
     assert_eq!(lines[0]["signal"], "SIGSEGV");
     assert_eq!(lines[0]["cgroup_id"], cgroup.id());
 }
+
+#[test]
+fn completions_and_manpage_come_from_the_cli_definition() {
+    let run = |args: &[&str]| {
+        let out = Command::new(sonde_bin())
+            .args(args)
+            .output()
+            .expect("run sonde");
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let bash = run(&["completions", "bash"]);
+    for sub in [
+        "agent",
+        "snapshot",
+        "doctor",
+        "events",
+        "--syscall-hook",
+        "--kubelet-pods-dir",
+    ] {
+        assert!(bash.contains(sub), "bash completion lacks {sub}");
+    }
+    assert!(run(&["completions", "zsh"]).contains("#compdef sonde"));
+    let man = run(&["manpage"]);
+    assert!(
+        man.contains(".TH sonde 1"),
+        "{}",
+        &man[..200.min(man.len())]
+    );
+    assert!(man.contains("snapshot"));
+}

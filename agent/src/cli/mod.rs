@@ -1,6 +1,7 @@
 //! Command line: one file per subcommand; each only calls the library.
 
 mod agent;
+mod completions;
 mod doctor;
 mod events;
 mod render;
@@ -38,6 +39,10 @@ enum Command {
     Doctor(doctor::Args),
     /// Stream the rare events (OOM kills, crashes) as they happen.
     Events(events::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionArgs),
+    /// Print the manual page (roff).
+    Manpage,
 }
 
 /// Probe options shared by the subcommands that load probes.
@@ -113,6 +118,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot(args) => snapshot::run(args).await,
         Command::Doctor(args) => doctor::run(args),
         Command::Events(args) => events::run(args).await,
+        Command::Completions(args) => completions::completions(args),
+        Command::Manpage => completions::manpage(),
     }
 }
 
@@ -216,5 +223,7 @@ mod tests {
         assert!(parse(&["snapshot", "--duration", "2s", "--json"]).is_ok());
         assert!(parse(&["doctor", "--syscall-hook", "tracepoint"]).is_ok());
         assert!(parse(&["doctor", "--syscall-hook", "kprobe"]).is_err());
+        assert!(parse(&["completions", "bash"]).is_ok());
+        assert!(parse(&["completions", "tcsh"]).is_err());
     }
 }
