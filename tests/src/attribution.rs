@@ -1,12 +1,7 @@
 //! Attribution: a real cgroup laid out as the kubelet lays out a pod's
 //! container, with a kubelet-style log directory, is named by the agent.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-};
-
-use crate::{privileged, sonde_bin, TestCgroup, Workload};
+use crate::{privileged, TestCgroup, Workload};
 
 const UID: &str = "5e1f0c3a-7b2d-4e8f-9a01-23456789abcd";
 const CONTAINER: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -31,28 +26,16 @@ fn kubelet_layout_resolves_to_namespace_and_pod() {
             unsafe { libc::syscall(libc::SYS_getppid) };
         }
     });
-    let mut sonde = Command::new(sonde_bin())
-        .args([
-            "snapshot",
-            "--duration",
-            "1s",
-            "--json",
-            "--kubelet-pods-dir",
-        ])
-        .arg(&pods)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sonde");
-    let mut stderr = BufReader::new(sonde.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    while !line.starts_with("sonde: watching") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).expect("stderr") > 0,
-            "sonde ended early"
-        );
-    }
+    let pods_arg = pods.to_str().expect("UTF-8 path").to_owned();
+    let args = [
+        "snapshot",
+        "--duration",
+        "1s",
+        "--json",
+        "--kubelet-pods-dir",
+        &pods_arg,
+    ];
+    let sonde = crate::spawn_sonde(&args, "sonde: watching");
     workload.go();
     assert_eq!(workload.wait(), 0);
     let out = sonde.wait_with_output().expect("sonde output");

@@ -2,10 +2,7 @@
 
 use std::ffi::CString;
 
-use sonde::{
-    probes::{ProbeOptions, ProbeState, Probes},
-    sampler::Sampler,
-};
+use sonde::{probes::ProbeOptions, sampler::Sampler};
 
 use crate::{privileged, EioFs, LoopDevice, TestCgroup, Workload};
 
@@ -17,29 +14,13 @@ fn direct_io_counted_exactly_like_diskstats() {
     if !privileged() {
         return;
     }
-    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
-    let status = probes
-        .statuses()
-        .iter()
-        .find(|s| s.probe == "block")
-        .expect("block status");
-    assert_eq!(status.state, ProbeState::Attached, "{status:?}");
+    let probes = crate::load_probes("block", ProbeOptions::default());
     let device = LoopDevice::new("blk", 16 << 20);
     let cgroup = TestCgroup::new("blk");
     let path = CString::new(device.path.as_os_str().as_encoded_bytes()).expect("path");
-    // O_DIRECT needs an aligned buffer: a page from mmap, made before the fork.
-    // SAFETY: an anonymous private mapping of one block.
-    let buffer = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            BLOCK_BYTES,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(buffer, libc::MAP_FAILED);
+    // O_DIRECT needs an aligned buffer, mapped before the fork.
+    let aligned = crate::AlignedBuffer::new(BLOCK_BYTES);
+    let buffer = aligned.ptr();
     let workload = Workload::fork(&cgroup, || {
         // SAFETY: raw I/O on a valid path and an aligned, mapped buffer.
         unsafe {
@@ -95,8 +76,6 @@ fn direct_io_counted_exactly_like_diskstats() {
     assert!(reads.errors.is_empty() && writes.errors.is_empty());
     assert_eq!((reads.in_flight, writes.in_flight), (0, 0));
     assert_eq!(snapshot.lost(), 0, "{:?}", snapshot.losses);
-    // SAFETY: unmapping our own mapping.
-    unsafe { libc::munmap(buffer, BLOCK_BYTES) };
 }
 
 const BAD_OFFSET: u64 = 8 << 20;
@@ -106,23 +85,14 @@ fn io_errors_counted_with_their_device() {
     if !privileged() {
         return;
     }
-    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
+    let probes = crate::load_probes("block", ProbeOptions::default());
     let fs = EioFs::mount(16 << 20, BAD_OFFSET, 64 << 10);
     let device = LoopDevice::over(&fs.image());
     let cgroup = TestCgroup::new("blkerr");
     let path = CString::new(device.path.as_os_str().as_encoded_bytes()).expect("path");
-    // SAFETY: an anonymous private mapping of one block.
-    let buffer = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            BLOCK_BYTES,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(buffer, libc::MAP_FAILED);
+    // O_DIRECT needs an aligned buffer, mapped before the fork.
+    let aligned = crate::AlignedBuffer::new(BLOCK_BYTES);
+    let buffer = aligned.ptr();
     // Three reads inside the bad range, five outside; the exit status says
     // how many failed with EIO.
     let workload = Workload::fork(&cgroup, || {
@@ -163,6 +133,4 @@ fn io_errors_counted_with_their_device() {
     assert_eq!(reads.errors.get("EIO"), Some(&3), "{reads:?}");
     assert_eq!(reads.errors.len(), 1);
     assert!(reads.completed >= 8, "{reads:?}");
-    // SAFETY: unmapping our own mapping.
-    unsafe { libc::munmap(buffer, BLOCK_BYTES) };
 }

@@ -1,9 +1,6 @@
 //! The `sonde` binary end to end: JSON snapshot, one-line errors.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-};
+use std::process::Command;
 
 use crate::{privileged, sonde_bin, TestCgroup, Workload};
 
@@ -29,17 +26,10 @@ fn json_snapshot_parses_and_carries_losses() {
             };
         }
     });
-    let mut sonde = Command::new(sonde_bin())
-        .args(["snapshot", "--duration", "2s", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sonde");
-    // The window opens when sonde says it is watching.
-    let mut stderr = BufReader::new(sonde.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("read sonde's stderr");
-    assert!(line.starts_with("sonde: watching"), "unexpected: {line}");
+    let sonde = crate::spawn_sonde(
+        &["snapshot", "--duration", "2s", "--json"],
+        "sonde: watching",
+    );
     workload.go();
     assert_eq!(workload.wait(), 0);
     let out = sonde.wait_with_output().expect("sonde output");
@@ -297,8 +287,8 @@ fn events_stream_filters_by_kind_and_cgroup() {
             libc::raise(libc::SIGSEGV);
         }
     });
-    let mut sonde = Command::new(sonde_bin())
-        .args([
+    let sonde = crate::spawn_sonde(
+        &[
             "events",
             "--json",
             "--kind",
@@ -307,15 +297,9 @@ fn events_stream_filters_by_kind_and_cgroup() {
             &name,
             "--duration",
             "3s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sonde events");
-    let mut stderr = BufReader::new(sonde.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("stderr");
-    assert!(line.starts_with("sonde: streaming events"), "{line}");
+        ],
+        "sonde: streaming events",
+    );
     let pid = crasher.pid();
     crasher.go();
     crasher.wait_status();

@@ -562,3 +562,83 @@ impl Drop for EioFs {
         let _ = std::fs::remove_dir(&self.mountpoint);
     }
 }
+
+/// Loads every family with `options` and checks that `family` attached.
+pub fn load_probes(family: &str, options: sonde::probes::ProbeOptions) -> sonde::probes::Probes {
+    let probes = sonde::probes::Probes::load(options).expect("load probes");
+    let status = probes
+        .statuses()
+        .iter()
+        .find(|s| s.probe == family)
+        .unwrap_or_else(|| panic!("no {family} status"));
+    assert_eq!(
+        status.state,
+        sonde::probes::ProbeState::Attached,
+        "{status:?}"
+    );
+    probes
+}
+
+/// Page-aligned anonymous memory (O_DIRECT buffers), mapped before a fork so
+/// that the child can use it without allocating; unmapped on drop.
+pub struct AlignedBuffer {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl AlignedBuffer {
+    /// Maps `len` bytes.
+    pub fn new(len: usize) -> Self {
+        // SAFETY: an anonymous private mapping; checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        Self { ptr, len }
+    }
+
+    /// The mapping's address.
+    pub fn ptr(&self) -> *mut libc::c_void {
+        self.ptr
+    }
+}
+
+impl Drop for AlignedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// Starts `sonde` with `args` and returns once it has printed a stderr line
+/// starting with `ready` (the rest of stderr is drained in the background).
+pub fn spawn_sonde(args: &[&str], ready: &str) -> std::process::Child {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let mut child = std::process::Command::new(sonde_bin())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sonde");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.starts_with(ready) {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).expect("read sonde's stderr") > 0,
+            "sonde ended before '{ready}'"
+        );
+    }
+    std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let _ = stderr.read_to_end(&mut rest);
+    });
+    child
+}

@@ -1,9 +1,6 @@
 //! Memory family: an OOM kill counted once, against the kernel's own count.
 
-use sonde::{
-    probes::{ProbeOptions, ProbeState, Probes},
-    sampler::Sampler,
-};
+use sonde::{probes::ProbeOptions, sampler::Sampler};
 
 use crate::{privileged, set_comm, MemoryLimit, TestCgroup, Workload};
 
@@ -15,13 +12,7 @@ fn oom_kill_counted_once_with_the_victim() {
     if !privileged() {
         return;
     }
-    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
-    let status = probes
-        .statuses()
-        .iter()
-        .find(|s| s.probe == "memory")
-        .expect("memory status");
-    assert_eq!(status.state, ProbeState::Attached, "{status:?}");
+    let probes = crate::load_probes("memory", ProbeOptions::default());
     let cgroup = TestCgroup::new("oom");
     let limit = MemoryLimit::new(&cgroup, "oom", LIMIT_BYTES);
     let before = limit.oom_kills();

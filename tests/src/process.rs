@@ -1,9 +1,6 @@
 //! Process family: crashes by signal and non-zero exits, exact counts.
 
-use sonde::{
-    probes::{ProbeOptions, ProbeState, Probes},
-    sampler::Sampler,
-};
+use sonde::{probes::ProbeOptions, sampler::Sampler};
 
 use crate::{no_core_dumps, privileged, set_comm, TestCgroup, Workload};
 
@@ -12,13 +9,7 @@ fn crashes_and_exit_statuses_counted_exactly() {
     if !privileged() {
         return;
     }
-    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
-    let status = probes
-        .statuses()
-        .iter()
-        .find(|s| s.probe == "process")
-        .expect("process status");
-    assert_eq!(status.state, ProbeState::Attached, "{status:?}");
+    let probes = crate::load_probes("process", ProbeOptions::default());
     let cgroup = TestCgroup::new("crash");
     let mut children = Vec::new();
     for _ in 0..3 {
