@@ -11,6 +11,8 @@ mod block;
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod deploy;
+#[cfg(test)]
 mod host;
 #[cfg(test)]
 mod memory;

@@ -12,7 +12,8 @@ use crate::sh;
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the integration tests use, each with a shell test that
 /// says whether it is there: `unshare`, `setpriv`, `losetup`, `mount`, and
-/// fusepy for the FUSE fixture that injects block I/O errors.
+/// fusepy for the FUSE fixture that injects block I/O errors, capsh and
+/// systemd-analyze for the systemd unit's tests.
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "command -v setpriv && command -v unshare"),
     ("mount", "command -v mount && command -v losetup"),
@@ -20,6 +21,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "python3-fusepy",
         "test -e /usr/lib/python3/dist-packages/fusepy.py",
     ),
+    ("libcap2-bin", "command -v capsh"),
+    ("systemd", "command -v systemd-analyze"),
 ];
 /// Debian packages the benchmarks use.
 const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "command -v bpftrace")];

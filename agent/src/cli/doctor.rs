@@ -26,6 +26,8 @@ struct Report {
     cgroup2: Option<String>,
     capabilities: String,
     missing_capabilities: Vec<&'static str>,
+    /// Capabilities some signals need, missing, with what for.
+    missing_recommended: Vec<(&'static str, &'static str)>,
     probes: Vec<ProbeStatus>,
 }
 
@@ -36,17 +38,26 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let missing = caps
         .map(Capabilities::missing_for_tracing)
         .unwrap_or_default();
+    let missing_recommended = caps
+        .map(|c| c.missing_recommended(memlock_charged(&kernel.release)))
+        .unwrap_or_default();
     let probes = match Probes::load(args.probes.options()) {
         Ok(p) => p.statuses().to_vec(),
-        Err(e) => vec![ProbeStatus {
-            probe: crate::probes::syscalls::PROBE,
-            state: ProbeState::Unavailable,
-            hook: None,
-            reason: Some(match e {
+        Err(e) => {
+            let reason = match e {
                 LoadError::NoPrivilege { .. } => format!("no privilege: {e}"),
                 other => super::one_line(&other.into()),
-            }),
-        }],
+            };
+            crate::probes::FAMILIES
+                .iter()
+                .map(|&probe| ProbeStatus {
+                    probe,
+                    state: ProbeState::Unavailable,
+                    hook: None,
+                    reason: Some(reason.clone()),
+                })
+                .collect()
+        }
     };
     let mut probes = probes;
     probes.push(crate::sampler::host_status(&mounts));
@@ -59,6 +70,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         cgroup2: mounts.cgroup2.as_ref().map(|p| p.display().to_string()),
         capabilities: caps.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
         missing_capabilities: missing,
+        missing_recommended,
         probes,
     };
     if args.json {
@@ -108,6 +120,9 @@ fn print_report(r: &Report) {
             r.missing_capabilities.join(", ")
         );
     }
+    for (name, why) in &r.missing_recommended {
+        println!("              missing {name}: needed for {why}");
+    }
     println!("probes");
     for p in &r.probes {
         let state = match p.state {
@@ -120,5 +135,31 @@ fn print_report(r: &Report) {
         if let (Some(_), Some(reason)) = (&p.hook, &p.reason) {
             println!("  {:<12}{:<13}{}", "", "", reason);
         }
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; it matters only
+/// while the limit is finite.
+fn memlock_charged(release: &str) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit pointer.
+    let unlimited = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0
+        && limit.rlim_cur == libc::RLIM_INFINITY;
+    (major, minor) < (5, 11) && !unlimited
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memlock_matters_before_5_11_only() {
+        assert!(!super::memlock_charged("6.18.44-fc"));
+        assert!(!super::memlock_charged("5.11.0"));
     }
 }

@@ -6,6 +6,8 @@ use std::fmt;
 pub mod cap {
     /// Bypass file read permission checks and directory search.
     pub const DAC_READ_SEARCH: u32 = 2;
+    /// Read other processes' namespaces and memory maps.
+    pub const SYS_PTRACE: u32 = 19;
     /// The catch-all administrative capability (BPF on kernels before 5.8).
     pub const SYS_ADMIN: u32 = 21;
     /// Raise resource limits (RLIMIT_MEMLOCK on kernels before 5.11).
@@ -16,9 +18,29 @@ pub mod cap {
     pub const BPF: u32 = 39;
 }
 
+/// Capabilities some signals need beyond loading programs, and why.
+const RECOMMENDED: [(u32, &str, &str); 3] = [
+    (
+        cap::DAC_READ_SEARCH,
+        "CAP_DAC_READ_SEARCH",
+        "tracefs (block I/O, classic tracepoints) and other users' cgroups and /proc entries",
+    ),
+    (
+        cap::SYS_PTRACE,
+        "CAP_SYS_PTRACE",
+        "other users' network namespaces (TCP counter self-check)",
+    ),
+    (
+        cap::SYS_RESOURCE,
+        "CAP_SYS_RESOURCE",
+        "raising RLIMIT_MEMLOCK on kernels before 5.11",
+    ),
+];
+
 /// Names of the capabilities sonde reports.
-const NAMED: [(u32, &str); 5] = [
+const NAMED: [(u32, &str); 6] = [
     (cap::DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"),
+    (cap::SYS_PTRACE, "CAP_SYS_PTRACE"),
     (cap::SYS_ADMIN, "CAP_SYS_ADMIN"),
     (cap::SYS_RESOURCE, "CAP_SYS_RESOURCE"),
     (cap::PERFMON, "CAP_PERFMON"),
@@ -53,6 +75,18 @@ impl Capabilities {
     /// Whether capability `n` is in the set.
     pub fn has(self, n: u32) -> bool {
         n < 64 && self.0 & (1 << n) != 0
+    }
+
+    /// Capabilities that are not strictly needed to load the probes but that
+    /// some signals need, missing from this set, with what they are for.
+    /// `memlock_charged`: the kernel charges BPF memory to RLIMIT_MEMLOCK
+    /// (before 5.11) and the limit is not already unlimited.
+    pub fn missing_recommended(self, memlock_charged: bool) -> Vec<(&'static str, &'static str)> {
+        RECOMMENDED
+            .iter()
+            .filter(|(n, _, _)| !self.has(*n) && (*n != cap::SYS_RESOURCE || memlock_charged))
+            .map(|&(_, name, why)| (name, why))
+            .collect()
     }
 
     /// Capabilities missing to load and attach tracing programs: CAP_BPF and
@@ -101,5 +135,21 @@ mod tests {
         assert_eq!(bpf_only.missing_for_tracing(), vec!["CAP_PERFMON"]);
         assert_eq!(bpf_only.to_string(), "CAP_BPF");
         assert!(Capabilities::parse_status("Name:\tx\n").is_none());
+        assert!(root.missing_recommended(true).is_empty());
+        let probes_only = Capabilities((1 << cap::BPF) | (1 << cap::PERFMON));
+        let names: Vec<&str> = probes_only
+            .missing_recommended(true)
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(
+            names,
+            vec!["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE", "CAP_SYS_RESOURCE"]
+        );
+        assert_eq!(
+            probes_only.missing_recommended(false).len(),
+            2,
+            "no memlock charge: no CAP_SYS_RESOURCE"
+        );
     }
 }

@@ -1,0 +1,132 @@
+//! systemd units: they verify, and the agent's exact capability set (run as
+//! an unprivileged user, as the unit does) attaches every family; with any one
+//! capability fewer, `sonde doctor` names the missing one.
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use crate::{privileged, sonde_bin};
+
+fn unit(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/systemd")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The unit's `AmbientCapabilities=` list, lower-cased for capsh.
+fn ambient_capabilities(unit: &str) -> Vec<String> {
+    unit.lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("AmbientCapabilities in the unit")
+        .split_whitespace()
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// A world-readable copy of the sonde binary (the build directory may not be
+/// reachable by an unprivileged user).
+fn public_sonde(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("temp dir");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let bin = dir.join("sonde");
+    std::fs::copy(sonde_bin(), &bin).expect("copy sonde");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod sonde");
+    bin
+}
+
+/// `sonde doctor` as user nobody holding exactly `caps` (ambient).
+fn doctor_as_nobody(bin: &Path, caps: &[String]) -> (i32, String) {
+    let set = caps.join(",");
+    let out = Command::new("capsh")
+        .arg(format!(
+            "--caps={set}+eip cap_setpcap,cap_setuid,cap_setgid+ep"
+        ))
+        .args(["--keep=1", "--user=nobody"])
+        .arg(format!("--addamb={set}"))
+        .args(["--", "-c"])
+        .arg(format!("exec {} doctor", bin.display()))
+        .output()
+        .expect("run capsh (cargo xtask setup installs libcap2-bin)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn units_verify() {
+    if !privileged() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sonde-units-{}", std::process::id()));
+    let bin = public_sonde(&dir);
+    // systemd-analyze checks that ExecStart's binaries exist: point them at real ones.
+    let agent =
+        unit("sonde-agent.service").replace("/usr/bin/sonde ", &format!("{} ", bin.display()));
+    let collector =
+        unit("sonde-collector.service").replace("/usr/bin/sonde-collector", "/bin/true");
+    std::fs::write(dir.join("sonde-agent.service"), agent).expect("write unit");
+    std::fs::write(dir.join("sonde-collector.service"), collector).expect("write unit");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("sonde-agent.service"))
+        .arg(dir.join("sonde-collector.service"))
+        .output()
+        .expect("run systemd-analyze");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_units_capabilities_are_enough_and_each_is_needed() {
+    if !privileged() {
+        return;
+    }
+    if !sonde::host::mounts::Mounts::current()
+        .expect("mountinfo")
+        .tracefs_ready()
+    {
+        // systemd mounts tracefs before the unit starts (After=sys-kernel-tracing.mount).
+        sonde::host::mounts::mount_tracefs().expect("mount tracefs");
+    }
+    let caps = ambient_capabilities(&unit("sonde-agent.service"));
+    assert_eq!(
+        caps,
+        [
+            "cap_bpf",
+            "cap_perfmon",
+            "cap_dac_read_search",
+            "cap_sys_ptrace"
+        ]
+    );
+    let dir = std::env::temp_dir().join(format!("sonde-caps-{}", std::process::id()));
+    let bin = public_sonde(&dir);
+
+    let (code, out) = doctor_as_nobody(&bin, &caps);
+    assert_eq!(code, 0, "every family attaches with the unit's set:\n{out}");
+    assert!(
+        !out.contains("unavailable") && !out.contains("degraded"),
+        "{out}"
+    );
+    assert!(!out.contains("missing CAP_"), "{out}");
+
+    for dropped in &caps {
+        let fewer: Vec<String> = caps.iter().filter(|c| *c != dropped).cloned().collect();
+        let (_, out) = doctor_as_nobody(&bin, &fewer);
+        let name = dropped.to_uppercase();
+        assert!(
+            out.contains(&format!("missing {name}")),
+            "without {name}, doctor says:\n{out}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
