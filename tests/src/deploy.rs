@@ -130,3 +130,66 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn kubernetes_manifests_validate_against_the_schemas() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("deploy/kubernetes")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    let validate = |paths: &[PathBuf]| {
+        Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict"])
+            .args(paths)
+            .output()
+            .expect("run kubernetes-validate (cargo xtask setup installs it)")
+    };
+    let out = validate(&files);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    for kind in [
+        "daemonset/sonde-agent",
+        "deployment/sonde-collector",
+        "service/sonde-collector",
+    ] {
+        assert!(
+            text.contains(&format!("passed for resource {kind}")),
+            "{kind}: {text}"
+        );
+    }
+    // The validator does reject a broken manifest (a DaemonSet without a selector).
+    let broken = std::env::temp_dir().join(format!("sonde-broken-{}.yaml", std::process::id()));
+    std::fs::write(&broken, "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: x\nspec:\n  template: {}\n  bogus: 1\n")
+        .expect("write");
+    let out = validate(std::slice::from_ref(&broken));
+    let _ = std::fs::remove_file(&broken);
+    assert!(!out.status.success(), "a broken manifest passed");
+}
+
+#[test]
+fn daemonset_is_not_privileged_and_grants_the_units_capabilities() {
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/agent.yaml"),
+    )
+    .expect("agent.yaml");
+    assert!(manifest.contains("privileged: false") && !manifest.contains("privileged: true"));
+    assert!(manifest.contains("readOnlyRootFilesystem: true"));
+    let add = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("add: "))
+        .expect("capabilities add list");
+    let from_unit: Vec<String> = ambient_capabilities(&unit("sonde-agent.service"))
+        .iter()
+        .map(|c| format!("\"{}\"", c.trim_start_matches("cap_").to_uppercase()))
+        .collect();
+    assert_eq!(
+        add,
+        format!("[{}]", from_unit.join(", ")),
+        "the DaemonSet and the systemd unit grant the same set"
+    );
+}

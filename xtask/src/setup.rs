@@ -24,6 +24,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("libcap2-bin", "command -v capsh"),
     ("systemd", "command -v systemd-analyze"),
 ];
+/// Python packages the tests use (PyPI), each with the module to import.
+const PYTHON_PACKAGES: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes_validate")];
 /// Debian packages the benchmarks use.
 const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "command -v bpftrace")];
 
@@ -34,7 +36,41 @@ pub fn run(bench: bool) -> Result<()> {
     if bench {
         packages.extend_from_slice(BENCH_PACKAGES);
     }
-    debian_packages(&packages)
+    debian_packages(&packages)?;
+    python_packages(PYTHON_PACKAGES)
+}
+
+/// Installs PyPI packages for the `python3` on PATH (the one the tests run).
+fn python_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(_, module)| output("python3", &["-c", &format!("import {module}")]).is_none())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        say(&format!(
+            "Python packages: present ({})",
+            packages
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        return Ok(());
+    }
+    say(&format!(
+        "Python packages: installing {}",
+        missing.join(", ")
+    ));
+    let mut args = vec![
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ];
+    args.extend(&missing);
+    sh("python3", &args)
 }
 
 fn say(what: &str) {
