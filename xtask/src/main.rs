@@ -36,6 +36,10 @@ enum Task {
         /// Optimised build.
         #[arg(long)]
         release: bool,
+        /// Static release binaries for the container image (musl), as
+        /// deploy/Dockerfile builds them.
+        #[arg(long, conflicts_with = "release")]
+        r#static: bool,
     },
     /// Build and run sonde as root; arguments default to `agent`.
     Run {
@@ -73,9 +77,13 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Task::Setup { bench } => setup::run(bench),
-        Task::Build { release } => {
+        Task::Build { release, r#static } => {
             setup::run(false)?;
-            build(release)
+            if r#static {
+                build_static()
+            } else {
+                build(release)
+            }
         }
         Task::Run { args } => {
             setup::run(false)?;
@@ -131,6 +139,24 @@ fn build(release: bool) -> Result<()> {
         args.push("--release");
     }
     sh("cargo", &args)
+}
+
+/// The static (musl) release binaries the container image ships.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
+fn build_static() -> Result<()> {
+    sh("rustup", &["target", "add", STATIC_TARGET])?;
+    sh(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "--target",
+            STATIC_TARGET,
+            "--package",
+            "sonde",
+        ],
+    )
 }
 
 fn test(lint: bool) -> Result<()> {
@@ -205,7 +231,9 @@ fn test(lint: bool) -> Result<()> {
     if !status.success() {
         bail!("integration tests failed");
     }
-    Ok(())
+    // The container image's build steps, without the engine (none runs here).
+    step("static build, as deploy/Dockerfile runs it");
+    build_static()
 }
 
 fn step(what: &str) {
