@@ -55,10 +55,22 @@ impl Ingest for IngestService {
         let state = self.state.clone();
         state.streams_open.fetch_add(1, Ordering::Relaxed);
         let open = OpenStream(state.clone());
+        let mut shutdown = state.shutdown.clone();
         tokio::spawn(async move {
             let _open = open;
             loop {
-                let report = match inbound.message().await {
+                // Every report applied before this point has its ack queued:
+                // a shutdown ends the stream after them, so the agent knows
+                // exactly what this collector took.
+                let message = tokio::select! {
+                    biased;
+                    _ = async { shutdown.wait_for(|&stop| stop).await.is_ok() } => {
+                        let _ = tx.send(Err(Status::unavailable("collector shutting down"))).await;
+                        break;
+                    }
+                    message = inbound.message() => message,
+                };
+                let report = match message {
                     Ok(Some(report)) => report,
                     Ok(None) => break,
                     Err(status) => {

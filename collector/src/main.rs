@@ -90,7 +90,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let state = Arc::new(State::new(args.recent_windows));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let state = Arc::new(State::new(args.recent_windows, stopped));
     let tls = match (&args.tls_cert, &args.tls_key, &args.tls_client_ca) {
         (Some(cert), Some(key), Some(ca)) => Some(Tls::load(cert, key, ca)?),
         (None, None, None) => None,
@@ -132,6 +133,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
+        // Streams end after acking what they applied; then the server stops.
+        let _ = stop.send(true);
     };
     match tls {
         Some(tls) => {
@@ -162,6 +165,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .context("serving gRPC")?;
         }
+    }
+    // What this instance took, per node: its memory goes with it.
+    for n in state.fleet().list(sonde_collector::now_unix_ns()) {
+        let id = n.node.unwrap_or_default();
+        let ranges: Vec<String> = n
+            .sequences
+            .iter()
+            .map(|r| format!("{}-{}", r.first, r.last))
+            .collect();
+        let totals: Vec<String> = n
+            .totals
+            .iter()
+            .map(|t| format!("{}:{}", t.name, t.count))
+            .collect();
+        eprintln!(
+            "sonde-collector: at exit: node={} boot={} sequences={} reports={} duplicates={} totals={}",
+            id.node_name,
+            id.boot_id,
+            ranges.join(","),
+            n.reports,
+            n.duplicates,
+            totals.join(",")
+        );
     }
     eprintln!("sonde-collector: stopped");
     Ok(())

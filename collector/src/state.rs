@@ -18,12 +18,15 @@ pub struct State {
     pub accepted: AtomicU64,
     /// Copies dropped.
     pub duplicates: AtomicU64,
+    /// Turns true when the collector shuts down: streams end after their acks.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl State {
     /// A fresh state.
-    pub fn new(recent_windows: usize) -> Self {
+    pub fn new(recent_windows: usize, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
         Self {
+            shutdown,
             fleet: Mutex::new(Fleet::new(recent_windows)),
             rejections: Rejections::default(),
             streams_open: AtomicU64::new(0),

@@ -158,9 +158,12 @@ pub fn render(targets: &[Target<'_>]) -> String {
     }
     let mut out = String::new();
     for (name, (kind, description, members)) in &groups {
-        let (help_name, type_name) = match kind {
-            MetricKind::Histogram => (name.as_str(), "histogram"),
-            _ => (name.trim_end_matches("_total"), "counter"),
+        // Text format 0.0.4 names the family as its samples are named
+        // (`..._total` included); promtool checks that.
+        let help_name = name.as_str();
+        let type_name = match kind {
+            MetricKind::Histogram => "histogram",
+            _ => "counter",
         };
         let description = if description.is_empty() {
             name.as_str()

@@ -5,7 +5,7 @@ use std::{fmt::Write as _, process::ExitCode, time::Duration};
 use anyhow::Context as _;
 use sonde_proto::{
     histogram, names,
-    v1::{GetNodeRequest, ListNodesRequest, MetricKind, NodeDetail, NodeSummary},
+    v1::{GetNodeRequest, HealthRequest, ListNodesRequest, MetricKind, NodeDetail, NodeSummary},
 };
 
 use super::{render, TlsArgs};
@@ -19,8 +19,11 @@ pub(super) struct Args {
     #[command(flatten)]
     tls: TlsArgs,
     /// One node in detail: its series since the collector first saw it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "health")]
     node: Option<String>,
+    /// The collector's own health: streams, reports, refusals by reason.
+    #[arg(long)]
+    health: bool,
     /// Print the Query API's answer as JSON.
     #[arg(long)]
     json: bool,
@@ -32,6 +35,26 @@ pub(super) struct Args {
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.tls.collector(&args.collector, Duration::from_secs(1));
     let mut client = query_client(&config).await?;
+    if args.health {
+        let health = client
+            .health(HealthRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))
+            .context("asking the collector")?
+            .into_inner();
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&health)?);
+        } else {
+            println!(
+                "streams open {}  reports accepted {}  duplicates dropped {}  nodes {}",
+                health.streams_open, health.reports_accepted, health.duplicates, health.nodes
+            );
+            for r in &health.rejections {
+                println!("refused {:<18} {}", r.reason, r.count);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     match &args.node {
         Some(name) => {
             let detail = client

@@ -23,6 +23,8 @@ use sonde_proto::{series::Series, v1::AgentReport};
 pub struct Cumulative {
     /// Unix ns of the first window's start: every series counts from there.
     pub start_unix_ns: u64,
+    /// Unix ns of the latest window's end: the time of the cumulative values.
+    latest_end_unix_ns: std::sync::atomic::AtomicU64,
     series: Mutex<Series>,
     /// Resource attributes (host, kernel, ...).
     pub resource: Vec<(&'static str, String)>,
@@ -33,6 +35,7 @@ impl Cumulative {
     pub fn new(start_unix_ns: u64, resource: Vec<(&'static str, String)>) -> Self {
         Self {
             start_unix_ns,
+            latest_end_unix_ns: std::sync::atomic::AtomicU64::new(start_unix_ns),
             series: Mutex::new(Series::new()),
             resource,
         }
@@ -43,6 +46,16 @@ impl Cumulative {
         let mut s = self.series();
         s.add(&report.metrics);
         s.add_losses(&report.losses);
+        self.latest_end_unix_ns.store(
+            report.window_end_unix_ns,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// End of the latest window added: the values hold as of then.
+    pub fn as_of_unix_ns(&self) -> u64 {
+        self.latest_end_unix_ns
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The series, locked (poisoning is ignored: the worst a panic can leave
@@ -152,7 +165,7 @@ impl Sinks {
             let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
                 .map_err(|_| SinkError::OtlpUrl { url: url.clone() })?;
             let tick = Arc::new(Notify::new());
-            tokio::spawn(otlp::run(endpoint, c.clone(), tick.clone(), now_unix_ns));
+            tokio::spawn(otlp::run(endpoint, c.clone(), tick.clone()));
             otlp_tick = Some(tick);
         }
         let mut prometheus_addr = None;

@@ -17,12 +17,7 @@ use super::Cumulative;
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Exports whenever `tick` is signalled, forever.
-pub async fn run(
-    endpoint: Endpoint,
-    cumulative: Arc<Cumulative>,
-    tick: Arc<Notify>,
-    now: fn() -> u64,
-) {
+pub async fn run(endpoint: Endpoint, cumulative: Arc<Cumulative>, tick: Arc<Notify>) {
     let uri = endpoint.uri().clone();
     let mut client = MetricsServiceClient::new(endpoint.timeout(EXPORT_TIMEOUT).connect_lazy());
     loop {
@@ -38,7 +33,8 @@ pub async fn run(
                 otlp::resource(&resource),
                 &series,
                 cumulative.start_unix_ns,
-                now(),
+                // The values hold as of the end of the latest window.
+                cumulative.as_of_unix_ns(),
             )])
         };
         match client.export(request).await {
