@@ -10,10 +10,21 @@ use crate::sh;
 
 /// bpf-linker release built against the nightly's own LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// Debian packages the integration tests use (`unshare`, `setpriv`, `mount`).
-const TEST_PACKAGES: &[(&str, &str)] = &[("util-linux", "setpriv"), ("mount", "mount")];
+/// Debian packages the integration tests use (`unshare`, `setpriv`, `mount`;
+/// Prometheus and `promtool` for the exporter test; Python's venv for the
+/// OTLP receiver).
+/// Each with the shell check that says it is there.
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("util-linux", "command -v setpriv"),
+    ("mount", "command -v mount"),
+    ("prometheus", "command -v promtool && command -v prometheus"),
+    ("python3-venv", "python3 -c 'import ensurepip, venv'"),
+];
+/// PyPI packages of the OTLP receiver the tests run: the official
+/// OpenTelemetry protos and gRPC.
+const PYTHON_PACKAGES: &[&str] = &["grpcio", "opentelemetry-proto"];
 /// Debian packages the benchmarks use.
-const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "bpftrace")];
+const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "command -v bpftrace")];
 
 pub fn run(bench: bool) -> Result<()> {
     rust_src()?;
@@ -22,7 +33,49 @@ pub fn run(bench: bool) -> Result<()> {
     if bench {
         packages.extend_from_slice(BENCH_PACKAGES);
     }
-    debian_packages(&packages)
+    debian_packages(&packages)?;
+    python_venv()
+}
+
+/// Where the tests' Python lives: a venv of its own, so the system's
+/// Python is left as it is.
+pub fn venv() -> Result<PathBuf> {
+    let home = std::env::var("HOME").context("HOME not set")?;
+    Ok(PathBuf::from(home).join(".local/share/sonde/venv"))
+}
+
+/// A venv with `grpcio` and `opentelemetry-proto`, for the OTLP receiver.
+fn python_venv() -> Result<()> {
+    let venv = venv()?;
+    let python = venv.join("bin/python");
+    let check = "import grpc, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc";
+    if output(&python.to_string_lossy(), &["-c", check]).is_some() {
+        say(&format!(
+            "Python packages: present ({})",
+            PYTHON_PACKAGES.join(", ")
+        ));
+        return Ok(());
+    }
+    say(&format!(
+        "Python packages: installing {} in {}",
+        PYTHON_PACKAGES.join(", "),
+        venv.display()
+    ));
+    if !python.exists() {
+        sh("python3", &["-m", "venv", &venv.to_string_lossy()])?;
+    }
+    let mut args = vec![
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ];
+    args.extend(PYTHON_PACKAGES);
+    sh(&python.to_string_lossy(), &args)?;
+    output(&python.to_string_lossy(), &["-c", check])
+        .context("the Python packages were installed but do not import")?;
+    Ok(())
 }
 
 fn say(what: &str) {
@@ -125,7 +178,7 @@ fn bpf_linker() -> Result<()> {
 fn debian_packages(packages: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
-        .filter(|(_, command)| output("sh", &["-c", &format!("command -v {command}")]).is_none())
+        .filter(|(_, check)| output("sh", &["-c", check]).is_none())
         .map(|(package, _)| *package)
         .collect();
     if missing.is_empty() {
