@@ -144,8 +144,8 @@ fn labels_text(pairs: &[(String, String)], le: Option<&str>) -> String {
 /// Every target's series, grouped by metric, as Prometheus text.
 pub fn render(targets: &[Target<'_>]) -> String {
     // Prometheus name → (kind, description, [(target, metric)])
-    let mut groups: BTreeMap<String, (MetricKind, String, Vec<(usize, &MetricAcc)>)> =
-        BTreeMap::new();
+    type Members<'m> = Vec<(usize, &'m MetricAcc)>;
+    let mut groups: BTreeMap<String, (MetricKind, String, Members<'_>)> = BTreeMap::new();
     for (t, target) in targets.iter().enumerate() {
         for m in target.series.metrics() {
             let name = metric_name(&m.name, &m.unit, m.kind);

@@ -62,16 +62,11 @@ async fn refusal(channel: Channel, reports: Vec<AgentReport>) -> Status {
     let mut client = IngestClient::new(channel);
     match client.report(tokio_stream::iter(reports)).await {
         Err(status) => status,
-        Ok(response) => {
-            let mut acks = response.into_inner();
-            loop {
-                match acks.message().await {
-                    Ok(Some(ack)) => panic!("unexpected ack {ack:?}"),
-                    Ok(None) => panic!("stream ended without a status"),
-                    Err(status) => return status,
-                }
-            }
-        }
+        Ok(response) => match response.into_inner().message().await {
+            Ok(Some(ack)) => panic!("unexpected ack {ack:?}"),
+            Ok(None) => panic!("stream ended without a status"),
+            Err(status) => status,
+        },
     }
 }
 

@@ -200,7 +200,7 @@ fn node_table(d: &NodeDetail, top: usize) -> String {
             rows.push((h.count(), key, errs, h.quantile(0.5), h.quantile(0.99)));
         }
     }
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     for (calls, (cgroup, syscall), errs, p50, p99) in rows.into_iter().take(top) {
         let _ = writeln!(
             out,
