@@ -63,12 +63,28 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// One descriptor per agent connection: lift the soft limit to the hard one
+/// (the default 1,024 is less than a fleet).
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit with a valid, owned struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                log::warn!("cannot raise the open-file limit");
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::new()
         .filter_level(args.log_level)
         .parse_env("SONDE_LOG")
         .init();
+    raise_nofile();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.worker_threads {
         builder.worker_threads(n.max(1));
