@@ -9,8 +9,8 @@ use sonde_proto::{
     prometheus::{self, Target},
     series::{window_totals, Series},
     v1::{
-        AgentReport, LossRecord, Metric, MetricKind, NodeDetail, NodeIdentity, NodeSummary,
-        ProbeStatus, SequenceRange, WindowSummary,
+        AgentReport, LossRecord, MetricKind, NodeDetail, NodeIdentity, NodeSummary, ProbeStatus,
+        SequenceRange, WindowSummary,
     },
 };
 
@@ -33,7 +33,7 @@ struct Node {
     duplicates: u64,
     series: Series,
     totals_start_unix_ns: u64,
-    latest: Option<(WindowSummary, Vec<Metric>)>,
+    latest: Option<WindowSummary>,
     probes: Vec<ProbeStatus>,
     recent: VecDeque<WindowSummary>,
     last_received_unix_ns: u64,
@@ -97,8 +97,8 @@ impl Fleet {
         }
         node.reports += 1;
         node.last_received_unix_ns = now_unix_ns;
-        node.series.add(&report.metrics);
-        node.series.add_losses(&report.losses);
+        node.series.add(&report.metrics, report.sequence);
+        node.series.add_losses(&report.losses, report.sequence);
         let summary = WindowSummary {
             sequence: report.sequence,
             window_start_unix_ns: report.window_start_unix_ns,
@@ -112,9 +112,9 @@ impl Fleet {
         let newer = node
             .latest
             .as_ref()
-            .is_none_or(|(l, _)| l.window_end_unix_ns <= report.window_end_unix_ns);
+            .is_none_or(|l| l.window_end_unix_ns <= report.window_end_unix_ns);
         if newer {
-            node.latest = Some((summary, std::mem::take(&mut report.metrics)));
+            node.latest = Some(summary);
             node.probes = std::mem::take(&mut report.probes);
         }
         Outcome::Accepted
@@ -141,7 +141,7 @@ impl Fleet {
             latest: n
                 .latest
                 .as_ref()
-                .map(|(_, m)| m.clone())
+                .map(|l| n.series.window_to_wire(l.sequence))
                 .unwrap_or_default(),
             recent: n.recent.iter().cloned().collect(),
         })
@@ -199,7 +199,7 @@ fn node_name(s: &NodeSummary) -> &str {
 }
 
 fn summary(n: &Node, now_unix_ns: u64) -> NodeSummary {
-    let latest = n.latest.as_ref().map(|(s, _)| s.clone());
+    let latest = n.latest.clone();
     let window_ns = latest
         .as_ref()
         .map(|l| l.window_end_unix_ns.saturating_sub(l.window_start_unix_ns))
@@ -225,8 +225,8 @@ fn summary(n: &Node, now_unix_ns: u64) -> NodeSummary {
             let get = |k: &str| {
                 p.labels
                     .iter()
-                    .find(|l| l.key == k)
-                    .map(|l| l.value.clone())
+                    .find(|(key, _)| **key == *k)
+                    .map(|(_, v)| v.to_string())
                     .unwrap_or_default()
             };
             LossRecord {

@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::{
 use crate::{
     histogram,
     series::{PointAcc, Series},
-    v1::{Label, MetricKind},
+    v1::MetricKind,
 };
 
 /// A string attribute.
@@ -38,8 +38,8 @@ pub fn resource(attributes: &[(&str, &str)]) -> Resource {
     }
 }
 
-fn attributes(labels: &[Label]) -> Vec<KeyValue> {
-    labels.iter().map(|l| kv(&l.key, &l.value)).collect()
+fn attributes(labels: &[(std::sync::Arc<str>, std::sync::Arc<str>)]) -> Vec<KeyValue> {
+    labels.iter().map(|(k, v)| kv(k, v)).collect()
 }
 
 /// One resource's cumulative series, counted since `start_unix_ns`, as of
@@ -157,8 +157,8 @@ mod tests {
             }],
         };
         let mut s = Series::new();
-        s.add(std::slice::from_ref(&window));
-        s.add(std::slice::from_ref(&window));
+        s.add(std::slice::from_ref(&window), 1);
+        s.add(std::slice::from_ref(&window), 2);
         let rm = resource_metrics(resource(&[("host.name", "n1")]), &s, 10, 20);
         let m = &rm.scope_metrics[0].metrics[0];
         let Some(Data::ExponentialHistogram(eh)) = &m.data else {

@@ -175,11 +175,7 @@ pub fn render(targets: &[Target<'_>]) -> String {
         for &(t, m) in members {
             for p in m.points() {
                 let mut pairs: Vec<(String, String)> = targets[t].labels.clone();
-                pairs.extend(
-                    p.labels
-                        .iter()
-                        .map(|l| (label_name(&l.key), l.value.clone())),
-                );
+                pairs.extend(p.labels.iter().map(|(k, v)| (label_name(k), v.to_string())));
                 if m.kind == MetricKind::Histogram {
                     let h = &p.histogram;
                     let mut cumulative = h.zero_count;

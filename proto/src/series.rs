@@ -3,20 +3,26 @@
 //! collector one per node. Lookups hash the labels once and compare them on a
 //! hit, so a report's points are merged without allocating for known series.
 
-use std::hash::{BuildHasher as _, Hasher as _};
+use std::{
+    hash::{BuildHasher as _, Hasher as _},
+    sync::Arc,
+};
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::{DefaultHashBuilder, HashSet, HashTable};
 
 use crate::{
     histogram, names,
     v1::{ExponentialHistogram, Label, LossRecord, Metric, MetricKind, MetricTotal, Point},
 };
 
-/// Cumulative values of every series seen.
+/// Cumulative values of every series seen, and each series' value in the
+/// latest window it appeared in.
 #[derive(Default)]
 pub struct Series {
     metrics: Vec<MetricAcc>,
     hasher: DefaultHashBuilder,
+    /// Label keys and values, stored once (a cgroup path labels many series).
+    strings: HashSet<Arc<str>>,
 }
 
 /// One metric's cumulative series.
@@ -34,13 +40,19 @@ pub struct MetricAcc {
 
 /// One series' cumulative value.
 pub struct PointAcc {
-    /// Attribution labels, in the order the agent sent them.
-    pub labels: Vec<Label>,
+    /// Attribution labels (key, value), in the order the agent sent them.
+    pub labels: Vec<(Arc<str>, Arc<str>)>,
     hash: u64,
     /// Counters: the sum of increases.
     pub count: u64,
     /// Histograms: every sample so far.
     pub histogram: ExponentialHistogram,
+    /// The window this series last appeared in.
+    pub latest_window: u64,
+    /// Counters: the increase in that window.
+    pub latest_count: u64,
+    /// Histograms: the samples of that window.
+    pub latest_histogram: ExponentialHistogram,
 }
 
 impl PointAcc {
@@ -57,11 +69,7 @@ impl MetricAcc {
     /// The series, sorted by labels (for stable output).
     pub fn points(&self) -> Vec<&PointAcc> {
         let mut out: Vec<&PointAcc> = self.points.iter().collect();
-        out.sort_by(|a, b| {
-            let ka = a.labels.iter().map(|l| (&l.key, &l.value));
-            let kb = b.labels.iter().map(|l| (&l.key, &l.value));
-            ka.cmp(kb)
-        });
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
         out
     }
 
@@ -89,8 +97,9 @@ impl Series {
         Self::default()
     }
 
-    /// Adds a window's metrics (validated, see [`crate::validate`]).
-    pub fn add(&mut self, metrics: &[Metric]) {
+    /// Adds the metrics (validated, see [`crate::validate`]) of window
+    /// number `window`.
+    pub fn add(&mut self, metrics: &[Metric], window: u64) {
         for m in metrics {
             let kind = MetricKind::try_from(m.kind).unwrap_or(MetricKind::Unspecified);
             if kind == MetricKind::Unspecified {
@@ -98,13 +107,13 @@ impl Series {
             }
             let at = self.metric_index(&m.name, &m.unit, &m.description, kind);
             for p in &m.points {
-                self.add_point(at, &p.labels, p.count, p.histogram.as_ref());
+                self.add_point(at, &p.labels, p.count, p.histogram.as_ref(), window);
             }
         }
     }
 
-    /// Adds a window's loss records to the `sonde.agent.dropped` counter.
-    pub fn add_losses(&mut self, losses: &[LossRecord]) {
+    /// Adds window `window`'s loss records to the `sonde.agent.dropped` counter.
+    pub fn add_losses(&mut self, losses: &[LossRecord], window: u64) {
         if losses.is_empty() {
             return;
         }
@@ -120,7 +129,7 @@ impl Series {
                 label(names::ATTR_REASON, &l.reason),
                 label(names::ATTR_PROBE, &l.probe),
             ];
-            self.add_point(at, &labels, l.count, None);
+            self.add_point(at, &labels, l.count, None, window);
         }
     }
 
@@ -148,12 +157,22 @@ impl Series {
         self.metrics.len() - 1
     }
 
+    fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(s) = self.strings.get(text) {
+            return s.clone();
+        }
+        let s: Arc<str> = Arc::from(text);
+        self.strings.insert(s.clone());
+        s
+    }
+
     fn add_point(
         &mut self,
         at: usize,
         labels: &[Label],
         count: u64,
         hist: Option<&ExponentialHistogram>,
+        window: u64,
     ) {
         let mut hasher = self.hasher.build_hasher();
         for l in labels {
@@ -163,31 +182,60 @@ impl Series {
             hasher.write_u8(0xfe);
         }
         let hash = hasher.finish();
-        let Some(metric) = self.metrics.get_mut(at) else {
-            return;
+        let same = |p: &PointAcc| {
+            p.labels.len() == labels.len()
+                && p.labels
+                    .iter()
+                    .zip(labels)
+                    .all(|((k, v), l)| **k == *l.key && **v == *l.value)
         };
-        let point = match metric.points.find_mut(hash, |p| p.labels == labels) {
-            Some(p) => p,
-            None => metric
-                .points
-                .insert_unique(
+        let known = self
+            .metrics
+            .get(at)
+            .is_some_and(|m| m.points.find(hash, same).is_some());
+        if !known {
+            let interned = labels
+                .iter()
+                .map(|l| (self.intern(&l.key), self.intern(&l.value)))
+                .collect();
+            let empty = ExponentialHistogram {
+                scale: sonde_slo::Histogram::SCALE,
+                ..Default::default()
+            };
+            if let Some(m) = self.metrics.get_mut(at) {
+                m.points.insert_unique(
                     hash,
                     PointAcc {
-                        labels: labels.to_vec(),
+                        labels: interned,
                         hash,
                         count: 0,
-                        histogram: ExponentialHistogram {
-                            scale: sonde_slo::Histogram::SCALE,
-                            ..Default::default()
-                        },
+                        histogram: empty.clone(),
+                        latest_window: window,
+                        latest_count: 0,
+                        latest_histogram: empty,
                     },
                     |p| p.hash,
-                )
-                .into_mut(),
+                );
+            }
+        }
+        let Some(point) = self
+            .metrics
+            .get_mut(at)
+            .and_then(|m| m.points.find_mut(hash, same))
+        else {
+            return;
         };
         point.count = point.count.saturating_add(count);
+        if point.latest_window != window {
+            point.latest_window = window;
+            point.latest_count = 0;
+            point.latest_histogram.zero_count = 0;
+            point.latest_histogram.bucket_counts.clear();
+        }
+        point.latest_count = point.latest_count.saturating_add(count);
         if let Some(h) = hist {
             histogram::merge_into(&mut point.histogram, h);
+            histogram::merge_into(&mut point.latest_histogram, h);
         }
     }
 
@@ -208,6 +256,16 @@ impl Series {
 
     /// The cumulative values as wire metrics (series sorted by labels).
     pub fn to_wire(&self) -> Vec<Metric> {
+        self.wire(None)
+    }
+
+    /// The values of window `window` as wire metrics: the series that
+    /// appeared in it, with what it added.
+    pub fn window_to_wire(&self, window: u64) -> Vec<Metric> {
+        self.wire(Some(window))
+    }
+
+    fn wire(&self, window: Option<u64>) -> Vec<Metric> {
         self.metrics
             .iter()
             .map(|m| Metric {
@@ -218,14 +276,21 @@ impl Series {
                 points: m
                     .points()
                     .into_iter()
-                    .map(|p| Point {
-                        labels: p.labels.clone(),
-                        count: if m.kind == MetricKind::Counter {
-                            p.count
-                        } else {
-                            0
-                        },
-                        histogram: (m.kind == MetricKind::Histogram).then(|| p.histogram.clone()),
+                    .filter(|p| window.is_none_or(|w| p.latest_window == w))
+                    .map(|p| {
+                        let (count, hist) = match window {
+                            None => (p.count, &p.histogram),
+                            Some(_) => (p.latest_count, &p.latest_histogram),
+                        };
+                        Point {
+                            labels: p.labels.iter().map(|(k, v)| label(k, v)).collect(),
+                            count: if m.kind == MetricKind::Counter {
+                                count
+                            } else {
+                                0
+                            },
+                            histogram: (m.kind == MetricKind::Histogram).then(|| hist.clone()),
+                        }
                     })
                     .collect(),
             })
@@ -294,14 +359,17 @@ mod tests {
     #[test]
     fn windows_add_up_per_series() {
         let mut s = Series::new();
-        s.add(&[counter("c", &[("a", 1), ("b", 2)])]);
-        s.add(&[counter("c", &[("a", 10)])]);
-        s.add_losses(&[LossRecord {
-            stage: "outbox".into(),
-            probe: "all".into(),
-            reason: "outbox_full".into(),
-            count: 3,
-        }]);
+        s.add(&[counter("c", &[("a", 1), ("b", 2)])], 1);
+        s.add(&[counter("c", &[("a", 10)])], 2);
+        s.add_losses(
+            &[LossRecord {
+                stage: "outbox".into(),
+                probe: "all".into(),
+                reason: "outbox_full".into(),
+                count: 3,
+            }],
+            2,
+        );
         assert_eq!(s.len(), 3);
         let wire = s.to_wire();
         assert_eq!(wire[0].points.len(), 2);
@@ -310,5 +378,8 @@ mod tests {
         let totals = s.totals();
         assert_eq!((totals[0].count, totals[1].count), (13, 3));
         assert_eq!(totals[1].name, names::AGENT_DROPPED);
+        let latest = s.window_to_wire(2);
+        assert_eq!(latest[0].points.len(), 1, "b was not in window 2");
+        assert_eq!(latest[0].points[0].count, 10);
     }
 }

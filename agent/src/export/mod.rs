@@ -44,8 +44,8 @@ impl Cumulative {
     /// Adds a window.
     pub fn add(&self, report: &AgentReport) {
         let mut s = self.series();
-        s.add(&report.metrics);
-        s.add_losses(&report.losses);
+        s.add(&report.metrics, report.sequence);
+        s.add_losses(&report.losses, report.sequence);
         self.latest_end_unix_ns.store(
             report.window_end_unix_ns,
             std::sync::atomic::Ordering::Relaxed,

@@ -148,11 +148,14 @@ fn template(node: usize) -> AgentReport {
     let mut durations = Vec::new();
     let mut errors = Vec::new();
     for c in 0..50 {
-        let path = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{c:08x}-6f1c-4a8e-9d2b-3c1f5e7a9b0d.slice/cri-containerd-{c:064x}.scope");
+        // A Kubernetes pod's cgroup, as long as real ones.
+        let path = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{c:08x}_6f1c_4a8e_9d2b_3c1f5e7a.slice/cri-containerd-{c:016x}.scope");
         for (i, s) in syscalls.iter().enumerate() {
             let mut h = sonde_slo::Histogram::new();
-            for k in 0..12u64 {
-                h.record_binary_ns((1000 + 250 * i as u64) << k);
+            // Sixteen neighbouring buckets, as a syscall's latency spreads
+            // over two octaves.
+            for k in 0..16u64 {
+                h.record_binary_ns(((1000 + 250 * i as u64) * (100 + 9 * k)) / 100);
             }
             durations.push(Point {
                 labels: vec![label("linux.cgroup.path", &path), label("syscall.name", s)],
@@ -299,10 +302,13 @@ async fn bench(port: u16, pid: u32) -> Result<serde_json::Value> {
         "throughput: {THROUGHPUT_NODES} nodes, {THROUGHPUT_IN_FLIGHT} in flight each, {PHASE:?}"
     );
     let acked = Arc::new(AtomicU64::new(0));
+    let mut opened = Vec::new();
+    for node in 0..THROUGHPUT_NODES {
+        opened.push(Agent::open(port, 10_000 + node).await?);
+    }
     let deadline = Instant::now() + PHASE;
     let mut tasks = Vec::new();
-    for node in 0..THROUGHPUT_NODES {
-        let mut a = Agent::open(port, 10_000 + node).await?;
+    for mut a in opened {
         let acked = acked.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..THROUGHPUT_IN_FLIGHT {
@@ -332,10 +338,13 @@ async fn bench(port: u16, pid: u32) -> Result<serde_json::Value> {
     eprintln!("latency: {LATENCY_NODES} nodes, {LATENCY_RATE} reports/s in all, {PHASE:?}");
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let per_node_interval = Duration::from_secs_f64(LATENCY_NODES as f64 / LATENCY_RATE as f64);
+    let mut opened = Vec::new();
+    for node in 0..LATENCY_NODES {
+        opened.push(Agent::open(port, 20_000 + node).await?);
+    }
     let deadline = Instant::now() + PHASE;
     let mut tasks = Vec::new();
-    for node in 0..LATENCY_NODES {
-        let mut a = Agent::open(port, 20_000 + node).await?;
+    for (node, mut a) in opened.into_iter().enumerate() {
         let latencies = latencies.clone();
         // Spread the nodes' send times evenly over one interval.
         let phase = per_node_interval.mul_f64(node as f64 / LATENCY_NODES as f64);
