@@ -97,7 +97,8 @@ impl Fleet {
         }
         node.reports += 1;
         node.last_received_unix_ns = now_unix_ns;
-        node.series.add(&report.metrics, report.sequence);
+        node.series
+            .add(&report.metrics, &report.strings, report.sequence);
         node.series.add_losses(&report.losses, report.sequence);
         let summary = WindowSummary {
             sequence: report.sequence,
@@ -137,11 +138,11 @@ impl Fleet {
         Some(NodeDetail {
             summary: Some(summary(n, now_unix_ns)),
             totals_start_unix_ns: n.totals_start_unix_ns,
-            totals: n.series.to_wire(),
+            totals: n.series.to_labeled(),
             latest: n
                 .latest
                 .as_ref()
-                .map(|l| n.series.window_to_wire(l.sequence))
+                .map(|l| n.series.window_to_labeled(l.sequence))
                 .unwrap_or_default(),
             recent: n.recent.iter().cloned().collect(),
         })
@@ -261,7 +262,7 @@ mod tests {
     use super::*;
     use sonde_proto::{
         histogram::to_wire,
-        series::label,
+        series::StringTable,
         v1::{Metric, Point},
         PROTOCOL_VERSION,
     };
@@ -271,6 +272,8 @@ mod tests {
         for _ in 0..calls {
             h.record_binary_ns(1000);
         }
+        let mut strings = StringTable::new();
+        let label_refs = strings.labels(&[(names::ATTR_SYSCALL_NAME, "openat")]);
         AgentReport {
             protocol_version: PROTOCOL_VERSION,
             node: Some(NodeIdentity {
@@ -288,7 +291,7 @@ mod tests {
                 description: String::new(),
                 kind: MetricKind::Histogram as i32,
                 points: vec![Point {
-                    labels: vec![label(names::ATTR_SYSCALL_NAME, "openat")],
+                    label_refs,
                     count: 0,
                     histogram: Some(to_wire(&h)),
                 }],
@@ -301,6 +304,7 @@ mod tests {
             }],
             events: vec![],
             probes: vec![],
+            strings: strings.into_strings(),
         }
     }
 

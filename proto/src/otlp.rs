@@ -138,7 +138,7 @@ pub fn request(resource_metrics: Vec<ResourceMetrics>) -> ExportMetricsServiceRe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{histogram::to_wire, series::label, v1};
+    use crate::{histogram::to_wire, series::StringTable, v1};
 
     #[test]
     fn histograms_are_cumulative_exponential_at_scale_3() {
@@ -151,14 +151,17 @@ mod tests {
             description: String::new(),
             kind: MetricKind::Histogram as i32,
             points: vec![v1::Point {
-                labels: vec![label("syscall.name", "openat")],
+                label_refs: vec![0, 1],
                 count: 0,
                 histogram: Some(to_wire(&h)),
             }],
         };
         let mut s = Series::new();
-        s.add(std::slice::from_ref(&window), 1);
-        s.add(std::slice::from_ref(&window), 2);
+        let mut t = StringTable::new();
+        t.labels(&[("syscall.name", "openat")]);
+        let strings = t.into_strings();
+        s.add(std::slice::from_ref(&window), &strings, 1);
+        s.add(std::slice::from_ref(&window), &strings, 2);
         let rm = resource_metrics(resource(&[("host.name", "n1")]), &s, 10, 20);
         let m = &rm.scope_metrics[0].metrics[0];
         let Some(Data::ExponentialHistogram(eh)) = &m.data else {

@@ -1,7 +1,11 @@
 //! Cumulative series: the sum of every window report's deltas, per metric and
-//! label set. The agent keeps one for its OTLP and Prometheus exporters, the
-//! collector one per node. Lookups hash the labels once and compare them on a
-//! hit, so a report's points are merged without allocating for known series.
+//! label set, and each series' value in the latest window it appeared in.
+//! The agent keeps one for its OTLP and Prometheus exporters, the collector
+//! one per node.
+//!
+//! Labels are interned: a report's string table is mapped once per report
+//! to shared strings, and a series is then found by hashing the addresses of
+//! its label strings, so merging a report allocates nothing for known series.
 
 use std::{
     hash::{BuildHasher as _, Hasher as _},
@@ -12,17 +16,25 @@ use hashbrown::{DefaultHashBuilder, HashSet, HashTable};
 
 use crate::{
     histogram, names,
-    v1::{ExponentialHistogram, Label, LossRecord, Metric, MetricKind, MetricTotal, Point},
+    v1::{
+        ExponentialHistogram, Label, LabeledMetric, LabeledPoint, LossRecord, Metric, MetricKind,
+        MetricTotal,
+    },
 };
 
-/// Cumulative values of every series seen, and each series' value in the
-/// latest window it appeared in.
+/// An interned string.
+pub type Sym = Arc<str>;
+
+/// Cumulative values of every series seen.
 #[derive(Default)]
 pub struct Series {
     metrics: Vec<MetricAcc>,
     hasher: DefaultHashBuilder,
-    /// Label keys and values, stored once (a cgroup path labels many series).
-    strings: HashSet<Arc<str>>,
+    strings: HashSet<Sym>,
+    /// Scratch: the current report's string table, interned.
+    table: Vec<Sym>,
+    /// Scratch: the current point's labels.
+    scratch: Vec<(Sym, Sym)>,
 }
 
 /// One metric's cumulative series.
@@ -38,10 +50,10 @@ pub struct MetricAcc {
     points: HashTable<PointAcc>,
 }
 
-/// One series' cumulative value.
+/// One series.
 pub struct PointAcc {
     /// Attribution labels (key, value), in the order the agent sent them.
-    pub labels: Vec<(Arc<str>, Arc<str>)>,
+    pub labels: Vec<(Sym, Sym)>,
     hash: u64,
     /// Counters: the sum of increases.
     pub count: u64,
@@ -91,15 +103,34 @@ impl MetricAcc {
     }
 }
 
+fn same_labels(a: &[(Sym, Sym)], b: &[(Sym, Sym)]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ak, av), (bk, bv))| Arc::ptr_eq(ak, bk) && Arc::ptr_eq(av, bv))
+}
+
 impl Series {
     /// No series yet.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Adds the metrics (validated, see [`crate::validate`]) of window
-    /// number `window`.
-    pub fn add(&mut self, metrics: &[Metric], window: u64) {
+    fn intern(&mut self, text: &str) -> Sym {
+        if let Some(s) = self.strings.get(text) {
+            return s.clone();
+        }
+        let s: Sym = Arc::from(text);
+        self.strings.insert(s.clone());
+        s
+    }
+
+    /// Adds the metrics of window number `window`, whose points' labels
+    /// refer to `strings` (a report validated by [`crate::validate`]).
+    pub fn add(&mut self, metrics: &[Metric], strings: &[String], window: u64) {
+        let mut table = std::mem::take(&mut self.table);
+        table.clear();
+        table.extend(strings.iter().map(|s| self.intern(s)));
         for m in metrics {
             let kind = MetricKind::try_from(m.kind).unwrap_or(MetricKind::Unspecified);
             if kind == MetricKind::Unspecified {
@@ -107,9 +138,19 @@ impl Series {
             }
             let at = self.metric_index(&m.name, &m.unit, &m.description, kind);
             for p in &m.points {
-                self.add_point(at, &p.labels, p.count, p.histogram.as_ref(), window);
+                let mut labels = std::mem::take(&mut self.scratch);
+                labels.clear();
+                labels.extend(p.label_refs.chunks_exact(2).filter_map(|kv| {
+                    Some((
+                        table.get(kv[0] as usize)?.clone(),
+                        table.get(kv[1] as usize)?.clone(),
+                    ))
+                }));
+                self.add_point(at, &labels, p.count, p.histogram.as_ref(), window);
+                self.scratch = labels;
             }
         }
+        self.table = table;
     }
 
     /// Adds window `window`'s loss records to the `sonde.agent.dropped` counter.
@@ -125,9 +166,9 @@ impl Series {
         );
         for l in losses {
             let labels = [
-                label(names::ATTR_STAGE, &l.stage),
-                label(names::ATTR_REASON, &l.reason),
-                label(names::ATTR_PROBE, &l.probe),
+                (self.intern(names::ATTR_STAGE), self.intern(&l.stage)),
+                (self.intern(names::ATTR_REASON), self.intern(&l.reason)),
+                (self.intern(names::ATTR_PROBE), self.intern(&l.probe)),
             ];
             self.add_point(at, &labels, l.count, None, window);
         }
@@ -157,73 +198,50 @@ impl Series {
         self.metrics.len() - 1
     }
 
-    fn intern(&mut self, text: &str) -> Arc<str> {
-        if let Some(s) = self.strings.get(text) {
-            return s.clone();
-        }
-        let s: Arc<str> = Arc::from(text);
-        self.strings.insert(s.clone());
-        s
-    }
-
     fn add_point(
         &mut self,
         at: usize,
-        labels: &[Label],
+        labels: &[(Sym, Sym)],
         count: u64,
         hist: Option<&ExponentialHistogram>,
         window: u64,
     ) {
         let mut hasher = self.hasher.build_hasher();
-        for l in labels {
-            hasher.write(l.key.as_bytes());
-            hasher.write_u8(0xff);
-            hasher.write(l.value.as_bytes());
-            hasher.write_u8(0xfe);
+        for (k, v) in labels {
+            hasher.write_usize(Arc::as_ptr(k).cast::<u8>() as usize);
+            hasher.write_usize(Arc::as_ptr(v).cast::<u8>() as usize);
         }
         let hash = hasher.finish();
-        let same = |p: &PointAcc| {
-            p.labels.len() == labels.len()
-                && p.labels
-                    .iter()
-                    .zip(labels)
-                    .all(|((k, v), l)| **k == *l.key && **v == *l.value)
-        };
-        let known = self
-            .metrics
-            .get(at)
-            .is_some_and(|m| m.points.find(hash, same).is_some());
-        if !known {
-            let interned = labels
-                .iter()
-                .map(|l| (self.intern(&l.key), self.intern(&l.value)))
-                .collect();
-            let empty = ExponentialHistogram {
-                scale: sonde_slo::Histogram::SCALE,
-                ..Default::default()
-            };
-            if let Some(m) = self.metrics.get_mut(at) {
-                m.points.insert_unique(
-                    hash,
-                    PointAcc {
-                        labels: interned,
-                        hash,
-                        count: 0,
-                        histogram: empty.clone(),
-                        latest_window: window,
-                        latest_count: 0,
-                        latest_histogram: empty,
-                    },
-                    |p| p.hash,
-                );
-            }
-        }
-        let Some(point) = self
-            .metrics
-            .get_mut(at)
-            .and_then(|m| m.points.find_mut(hash, same))
-        else {
+        let Some(metric) = self.metrics.get_mut(at) else {
             return;
+        };
+        let point = match metric
+            .points
+            .find_mut(hash, |p| same_labels(&p.labels, labels))
+        {
+            Some(p) => p,
+            None => {
+                let empty = ExponentialHistogram {
+                    scale: sonde_slo::Histogram::SCALE,
+                    ..Default::default()
+                };
+                metric
+                    .points
+                    .insert_unique(
+                        hash,
+                        PointAcc {
+                            labels: labels.to_vec(),
+                            hash,
+                            count: 0,
+                            histogram: empty.clone(),
+                            latest_window: window,
+                            latest_count: 0,
+                            latest_histogram: empty,
+                        },
+                        |p| p.hash,
+                    )
+                    .into_mut()
+            }
         };
         point.count = point.count.saturating_add(count);
         if point.latest_window != window {
@@ -254,21 +272,21 @@ impl Series {
         self.len() == 0
     }
 
-    /// The cumulative values as wire metrics (series sorted by labels).
-    pub fn to_wire(&self) -> Vec<Metric> {
-        self.wire(None)
+    /// The cumulative values, labels spelled out (series sorted by labels).
+    pub fn to_labeled(&self) -> Vec<LabeledMetric> {
+        self.labeled(None)
     }
 
-    /// The values of window `window` as wire metrics: the series that
-    /// appeared in it, with what it added.
-    pub fn window_to_wire(&self, window: u64) -> Vec<Metric> {
-        self.wire(Some(window))
+    /// The values of window `window`: the series that appeared in it, with
+    /// what it added.
+    pub fn window_to_labeled(&self, window: u64) -> Vec<LabeledMetric> {
+        self.labeled(Some(window))
     }
 
-    fn wire(&self, window: Option<u64>) -> Vec<Metric> {
+    fn labeled(&self, window: Option<u64>) -> Vec<LabeledMetric> {
         self.metrics
             .iter()
-            .map(|m| Metric {
+            .map(|m| LabeledMetric {
                 name: m.name.clone(),
                 unit: m.unit.clone(),
                 description: m.description.clone(),
@@ -282,7 +300,7 @@ impl Series {
                             None => (p.count, &p.histogram),
                             Some(_) => (p.latest_count, &p.latest_histogram),
                         };
-                        Point {
+                        LabeledPoint {
                             labels: p.labels.iter().map(|(k, v)| label(k, v)).collect(),
                             count: if m.kind == MetricKind::Counter {
                                 count
@@ -335,11 +353,50 @@ pub fn label(key: &str, value: &str) -> Label {
     }
 }
 
+/// Builds a report's string table: each distinct string once.
+#[derive(Debug, Default)]
+pub struct StringTable {
+    index: std::collections::HashMap<String, u32>,
+    strings: Vec<String>,
+}
+
+impl StringTable {
+    /// Empty.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The index of `s`, added when new.
+    pub fn get(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
+        self.index.insert(s.to_owned(), i);
+        self.strings.push(s.to_owned());
+        i
+    }
+
+    /// `[key, value, ...]` label references.
+    pub fn labels(&mut self, pairs: &[(&str, &str)]) -> Vec<u32> {
+        pairs
+            .iter()
+            .flat_map(|(k, v)| [self.get(k), self.get(v)])
+            .collect()
+    }
+
+    /// The table, for `AgentReport::strings`.
+    pub fn into_strings(self) -> Vec<String> {
+        self.strings
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::v1::Point;
 
-    fn counter(name: &str, points: &[(&str, u64)]) -> Metric {
+    fn counter(name: &str, table: &mut StringTable, points: &[(&str, u64)]) -> Metric {
         Metric {
             name: name.into(),
             unit: "{error}".into(),
@@ -348,7 +405,7 @@ mod tests {
             points: points
                 .iter()
                 .map(|(v, n)| Point {
-                    labels: vec![label("k", v)],
+                    label_refs: table.labels(&[("k", v)]),
                     count: *n,
                     histogram: None,
                 })
@@ -359,8 +416,14 @@ mod tests {
     #[test]
     fn windows_add_up_per_series() {
         let mut s = Series::new();
-        s.add(&[counter("c", &[("a", 1), ("b", 2)])], 1);
-        s.add(&[counter("c", &[("a", 10)])], 2);
+        let mut t = StringTable::new();
+        let m = counter("c", &mut t, &[("a", 1), ("b", 2)]);
+        s.add(&[m], &t.into_strings(), 1);
+        // Another report numbers its strings differently.
+        let mut t = StringTable::new();
+        t.get("unrelated");
+        let m = counter("c", &mut t, &[("a", 10)]);
+        s.add(&[m], &t.into_strings(), 2);
         s.add_losses(
             &[LossRecord {
                 stage: "outbox".into(),
@@ -371,14 +434,15 @@ mod tests {
             2,
         );
         assert_eq!(s.len(), 3);
-        let wire = s.to_wire();
-        assert_eq!(wire[0].points.len(), 2);
-        assert_eq!(wire[0].points[0].count, 11);
-        assert_eq!(wire[0].points[1].count, 2);
+        let all = s.to_labeled();
+        assert_eq!(all[0].points.len(), 2);
+        assert_eq!(all[0].points[0].labels[0].value, "a");
+        assert_eq!(all[0].points[0].count, 11);
+        assert_eq!(all[0].points[1].count, 2);
         let totals = s.totals();
         assert_eq!((totals[0].count, totals[1].count), (13, 3));
         assert_eq!(totals[1].name, names::AGENT_DROPPED);
-        let latest = s.window_to_wire(2);
+        let latest = s.window_to_labeled(2);
         assert_eq!(latest[0].points.len(), 1, "b was not in window 2");
         assert_eq!(latest[0].points[0].count, 10);
     }

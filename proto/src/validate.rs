@@ -41,6 +41,16 @@ pub enum ReportError {
         /// The metric.
         name: String,
     },
+    /// A point whose labels are not pairs of indices into the report's strings.
+    #[error("metric '{name}': labels refer to strings the report does not have ({refs} refs, {strings} strings)")]
+    Labels {
+        /// The metric.
+        name: String,
+        /// Label references of the point.
+        refs: usize,
+        /// Strings in the report.
+        strings: usize,
+    },
     /// A histogram out of sonde's layout.
     #[error("metric '{name}': {source}")]
     Histogram {
@@ -76,6 +86,16 @@ pub fn report(r: &AgentReport) -> Result<(), ReportError> {
             return Err(ReportError::Metric {
                 name: m.name.clone(),
             });
+        }
+        let strings = r.strings.len();
+        for p in &m.points {
+            if p.label_refs.len() % 2 != 0 || p.label_refs.iter().any(|&i| i as usize >= strings) {
+                return Err(ReportError::Labels {
+                    name: m.name.clone(),
+                    refs: p.label_refs.len(),
+                    strings,
+                });
+            }
         }
         if kind == MetricKind::Histogram {
             for p in &m.points {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sonde_proto::{
     histogram::to_wire,
-    series::label,
+    series::StringTable,
     v1::{
         ingest_client::IngestClient, query_client::QueryClient, Ack, AgentReport, HealthRequest,
         Metric, MetricKind, NodeIdentity, Point,
@@ -20,6 +20,14 @@ use crate::procs::{free_port, Proc};
 fn report(seq: u64, points: usize) -> AgentReport {
     let mut h = sonde_slo::Histogram::new();
     h.record_binary_ns(1000);
+    let mut strings = StringTable::new();
+    let points = (0..points)
+        .map(|i| Point {
+            label_refs: strings.labels(&[("syscall.name", &format!("s{i}"))]),
+            count: 0,
+            histogram: Some(to_wire(&h)),
+        })
+        .collect();
     AgentReport {
         protocol_version: PROTOCOL_VERSION,
         node: Some(NodeIdentity {
@@ -36,17 +44,12 @@ fn report(seq: u64, points: usize) -> AgentReport {
             unit: "s".into(),
             description: String::new(),
             kind: MetricKind::Histogram as i32,
-            points: (0..points)
-                .map(|i| Point {
-                    labels: vec![label("syscall.name", &format!("s{i}"))],
-                    count: 0,
-                    histogram: Some(to_wire(&h)),
-                })
-                .collect(),
+            points,
         }],
         losses: vec![],
         events: vec![],
         probes: vec![],
+        strings: strings.into_strings(),
     }
 }
 
@@ -131,6 +134,15 @@ async fn bad_input_is_refused_with_a_reason_counted_and_others_keep_going() {
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert!(s.message().contains("node identity"), "{s:?}");
 
+    let mut dangling = report(5, 1);
+    dangling.strings.clear();
+    let s = refusal(channel.clone(), vec![dangling]).await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(
+        s.message().contains("strings the report does not have"),
+        "{s:?}"
+    );
+
     // The good stream was never disturbed; a copy is acked as a duplicate.
     tx.send(report(2, 1)).await.expect("send");
     tx.send(report(1, 1)).await.expect("send");
@@ -154,7 +166,7 @@ async fn bad_input_is_refused_with_a_reason_counted_and_others_keep_going() {
     assert_eq!(count("protocol_version"), Some(1));
     assert_eq!(count("oversized"), Some(1));
     assert_eq!(count("malformed"), Some(1));
-    assert_eq!(count("invalid"), Some(1));
+    assert_eq!(count("invalid"), Some(2));
     assert_eq!((health.reports_accepted, health.duplicates), (2, 1));
     assert_eq!(health.streams_open, 1);
     drop(tx);

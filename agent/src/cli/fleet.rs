@@ -161,7 +161,7 @@ fn node_table(d: &NodeDetail, top: usize) -> String {
         "CGROUP", "SYSCALL", "CALLS", "ERRORS", "P50", "P99"
     );
     let mut errors: std::collections::HashMap<(String, String), u64> = Default::default();
-    let label = |p: &sonde_proto::v1::Point, k: &str| {
+    let label = |p: &sonde_proto::v1::LabeledPoint, k: &str| {
         p.labels
             .iter()
             .find(|l| l.key == k)

@@ -44,7 +44,7 @@ impl Cumulative {
     /// Adds a window.
     pub fn add(&self, report: &AgentReport) {
         let mut s = self.series();
-        s.add(&report.metrics, report.sequence);
+        s.add(&report.metrics, &report.strings, report.sequence);
         s.add_losses(&report.losses, report.sequence);
         self.latest_end_unix_ns.store(
             report.window_end_unix_ns,

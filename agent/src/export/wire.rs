@@ -3,7 +3,7 @@
 
 use sonde_proto::{
     histogram, names,
-    series::label,
+    series::StringTable,
     v1::{self, AgentReport, Metric, MetricKind, NodeIdentity, Point},
     PROTOCOL_VERSION,
 };
@@ -29,26 +29,27 @@ pub fn report(
     sequence: u64,
     extra_losses: &[LossRecord],
 ) -> AgentReport {
+    let mut strings = StringTable::new();
     let mut durations = Vec::new();
     let mut errors = Vec::new();
     for cg in &snapshot.syscalls {
         let path = cgroup_label(cg);
         for s in &cg.syscalls {
             durations.push(Point {
-                labels: vec![
-                    label(names::ATTR_CGROUP_PATH, &path),
-                    label(names::ATTR_SYSCALL_NAME, &s.name),
-                ],
+                label_refs: strings.labels(&[
+                    (names::ATTR_CGROUP_PATH, &path),
+                    (names::ATTR_SYSCALL_NAME, &s.name),
+                ]),
                 count: 0,
                 histogram: Some(histogram::to_wire(&s.latency)),
             });
             for (errno, &count) in &s.errnos {
                 errors.push(Point {
-                    labels: vec![
-                        label(names::ATTR_CGROUP_PATH, &path),
-                        label(names::ATTR_SYSCALL_NAME, &s.name),
-                        label(names::ATTR_ERROR_TYPE, errno),
-                    ],
+                    label_refs: strings.labels(&[
+                        (names::ATTR_CGROUP_PATH, &path),
+                        (names::ATTR_SYSCALL_NAME, &s.name),
+                        (names::ATTR_ERROR_TYPE, errno),
+                    ]),
                     count,
                     histogram: None,
                 });
@@ -87,6 +88,7 @@ pub fn report(
             .collect(),
         events: Vec::new(),
         probes: snapshot.probes.iter().map(probe).collect(),
+        strings: strings.into_strings(),
     }
 }
 
@@ -164,15 +166,22 @@ mod tests {
         assert_eq!((r.sequence, r.protocol_version), (7, PROTOCOL_VERSION));
         let d = &r.metrics[0];
         assert_eq!(d.name, "system.linux.syscall.duration");
-        assert_eq!(d.points[0].labels[0].value, "id:9");
+        let text = |i: u32| r.strings[i as usize].as_str();
+        let refs = &d.points[0].label_refs;
+        assert_eq!(
+            (text(refs[0]), text(refs[1])),
+            ("linux.cgroup.path", "id:9")
+        );
+        assert_eq!(text(refs[3]), "openat");
         assert_eq!(
             histogram::from_wire(d.points[0].histogram.as_ref().unwrap()).unwrap(),
             latency
         );
         let e = &r.metrics[1].points[0];
         assert_eq!(e.count, 2);
-        assert_eq!(e.labels[2].key, "error.type");
-        assert_eq!(e.labels[2].value, "ENOENT");
+        assert_eq!(text(e.label_refs[4]), "error.type");
+        assert_eq!(text(e.label_refs[5]), "ENOENT");
+        assert_eq!(r.strings.len(), 6, "each string once");
         assert_eq!(r.losses.len(), 2);
         assert_eq!(
             (r.losses[1].stage.as_str(), r.losses[1].count),
