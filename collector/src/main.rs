@@ -23,9 +23,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "sonde-collector", version, about)]
 struct Args {
-    /// gRPC address for agents and `sonde fleet`.
-    #[arg(long, default_value = "0.0.0.0:7411")]
+    /// gRPC address for agents and `sonde fleet`. Beyond loopback, TLS
+    /// (or an explicit --insecure) is required.
+    #[arg(long, default_value = "127.0.0.1:7411")]
     listen: SocketAddr,
+    /// Serve plaintext on an address that is not loopback.
+    #[arg(long)]
+    insecure: bool,
     /// Serve the fleet's series as Prometheus text on this address (`/metrics`).
     #[arg(long, value_name = "ADDR")]
     prometheus_listen: Option<SocketAddr>,
@@ -118,6 +122,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (None, None, None) => None,
         _ => bail!("TLS needs --tls-cert, --tls-key and --tls-client-ca together"),
     };
+    if tls.is_none() && !args.listen.ip().is_loopback() && !args.insecure {
+        bail!(
+            "refusing plaintext on {}, which is not a loopback address: give --tls-cert, --tls-key and --tls-client-ca, or pass --insecure",
+            args.listen
+        );
+    }
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

@@ -211,3 +211,90 @@ fn a_real_otlp_receiver_gets_sondes_histograms() {
         .is_some_and(|p| p.len() == 3));
     drop(receiver);
 }
+
+#[test]
+fn the_collector_forwards_the_fleet_over_otlp() {
+    if !privileged() {
+        return;
+    }
+    let otlp_port = free_port();
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("exports.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/otlp_receiver.py");
+    let receiver = Proc::spawn(
+        "otlp-receiver",
+        &python(),
+        &[
+            script.to_str().expect("utf-8").to_owned(),
+            otlp_port.to_string(),
+            out.to_str().expect("utf-8").to_owned(),
+        ],
+    );
+    receiver.wait_stderr("otlp receiver listening", Duration::from_secs(20));
+    let port = free_port();
+    let collector = Proc::collector(
+        port,
+        &[
+            "--otlp-endpoint",
+            &format!("http://127.0.0.1:{otlp_port}"),
+            "--otlp-interval",
+            "1s",
+        ],
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let node = "e2e-forward";
+    let cgroup = TestCgroup::new("forward");
+    let path = cgroup.v2_path();
+    let workload = Workload::fork(&cgroup, failing_opens(FAILING));
+    let mut agent = Proc::agent(&["--collector", &url, "--node-name", node]);
+    agent.wait_windows(1, Duration::from_secs(20));
+    workload.go();
+    assert_eq!(workload.wait(), 0);
+    let n = agent.windows().len();
+    agent.wait_windows(n + 2, Duration::from_secs(20));
+    assert_eq!(agent.terminate(), 0);
+    let detail = crate::procs::fleet_json(&["--collector", &url, "--node", node]);
+    let start = detail["totals_start_unix_ns"].as_u64().expect("start");
+
+    // The collector's cumulative series reach the receiver, per node.
+    let found = || -> Option<(u64, u64, u64)> {
+        let text = std::fs::read_to_string(&out).ok()?;
+        let export: Value = serde_json::from_str(text.lines().last()?).ok()?;
+        let rm = export["resource_metrics"].as_array()?.iter().find(|rm| {
+            rm["resource"]["attributes"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|kv| kv["key"] == "host.name" && kv["value"]["string_value"] == node)
+            })
+        })?;
+        let metrics = rm["scope_metrics"][0]["metrics"].as_array()?;
+        let duration = metrics
+            .iter()
+            .find(|m| m["name"] == "system.linux.syscall.duration")?;
+        let point = duration["exponential_histogram"]["data_points"]
+            .as_array()?
+            .iter()
+            .find(|p| {
+                attr(p, "linux.cgroup.path") == Some(&path)
+                    && attr(p, "syscall.name") == Some("openat")
+            })?;
+        let errors = metrics
+            .iter()
+            .find(|m| m["name"] == "system.linux.syscall.errors")?;
+        let err_point = errors["sum"]["data_points"].as_array()?.iter().find(|p| {
+            attr(p, "linux.cgroup.path") == Some(&path) && attr(p, "error.type") == Some("ENOENT")
+        })?;
+        Some((
+            u64_of(&point["count"]),
+            u64_of(&err_point["as_int"]),
+            u64_of(&point["start_time_unix_nano"]),
+        ))
+    };
+    wait_for(
+        "the collector's OTLP export",
+        Duration::from_secs(20),
+        || found().is_some_and(|(calls, _, _)| calls == FAILING),
+    );
+    assert_eq!(found(), Some((FAILING, FAILING, start)));
+    drop(collector);
+    drop(receiver);
+}
