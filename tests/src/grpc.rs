@@ -362,6 +362,14 @@ fn mtls_refuses_other_cas_and_no_cert_and_accepts_the_right_one() {
     let (code, err) = fleet_stderr(&client(None));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no client certificate"), "{err}");
+    // The report stream itself refuses the other CA's agent, with the reason.
+    let refusal = rogue_report_stream(port, &pki);
+    assert_eq!(refusal.code(), tonic::Code::Unauthenticated, "{refusal:?}");
+    assert!(
+        refusal.message().contains("client certificate refused")
+            && refusal.message().contains("UnknownIssuer"),
+        "{refusal:?}"
+    );
     // Plaintext to a TLS collector does not get through either.
     let (code, _) = fleet_stderr(&["--collector".to_owned(), format!("http://127.0.0.1:{port}")]);
     assert_eq!(code, 1);
@@ -390,7 +398,40 @@ fn mtls_refuses_other_cas_and_no_cert_and_accepts_the_right_one() {
             .find(|r| r["reason"] == reason)
             .map(|r| r["count"].as_u64().expect("count"))
     };
-    assert_eq!(refused("bad_client_cert"), Some(1));
+    assert_eq!(refused("bad_client_cert"), Some(2));
     assert_eq!(refused("no_client_cert"), Some(1));
     assert_eq!(refused("tls_handshake"), Some(1), "the plaintext attempt");
+}
+
+/// Opens a report stream with the rogue CA's certificate; returns the status
+/// the collector answers with.
+fn rogue_report_stream(port: u16, pki: &Pki) -> tonic::Status {
+    use sonde_proto::v1::{ingest_client::IngestClient, AgentReport};
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let read = |name: &str| std::fs::read(pki.path(name)).expect("read pem");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.pem")))
+            .identity(Identity::from_pem(read("rogue.pem"), read("rogue.key")))
+            .domain_name("127.0.0.1");
+        let channel = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("tls")
+            .connect()
+            .await
+            .expect("the handshake itself succeeds");
+        let reports = tokio_stream::iter(vec![AgentReport::default()]);
+        match IngestClient::new(channel).report(reports).await {
+            Err(status) => status,
+            Ok(response) => match response.into_inner().message().await {
+                Err(status) => status,
+                other => panic!("the rogue agent was served: {other:?}"),
+            },
+        }
+    })
 }
