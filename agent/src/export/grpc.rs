@@ -206,12 +206,35 @@ enum StreamError {
     Decode(#[from] prost::DecodeError),
 }
 
+/// A refusal that resending the same report cannot change: malformed or too
+/// large. (A protocol version the collector does not speak is not one: the
+/// reports wait for a collector that does.)
+fn refused_for_good(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted
+    )
+}
+
 /// Streams the outbox to the collector forever.
 pub async fn run(endpoint: Endpoint, shared: Arc<Shared>, backoff_max: Duration) {
     let mut backoff = Backoff::new(Duration::from_millis(200), backoff_max);
     loop {
         match stream(&endpoint, &shared, &mut backoff).await {
             Ok(()) => {}
+            Err(StreamError::Status(status)) if refused_for_good(&status) => {
+                // Reports are applied in order: the refused one is the oldest
+                // not acked. Resending it would block every later one.
+                match shared.outbox().drop_refused() {
+                    Ok(seq) => log::error!(
+                        "collector {} refused report {seq:?} for good, dropped and counted: {}",
+                        endpoint.uri(),
+                        status.message()
+                    ),
+                    Err(e) => log::error!("outbox: {e}"),
+                }
+                continue;
+            }
             Err(e) => log::warn!("collector {}: {e}", endpoint.uri()),
         }
         let wait = backoff.next_delay();

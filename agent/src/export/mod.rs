@@ -200,14 +200,23 @@ impl Sinks {
                 let mut outbox = shared.outbox();
                 let sequence = outbox.next_sequence()?;
                 let dropped = outbox.take_dropped();
+                let refused = outbox.take_refused();
                 (
                     sequence,
-                    vec![LossRecord {
-                        stage: "outbox",
-                        probe: "all",
-                        reason: "outbox_full",
-                        count: dropped,
-                    }],
+                    vec![
+                        LossRecord {
+                            stage: "outbox",
+                            probe: "all",
+                            reason: "outbox_full",
+                            count: dropped,
+                        },
+                        LossRecord {
+                            stage: "outbox",
+                            probe: "all",
+                            reason: "refused_by_collector",
+                            count: refused,
+                        },
+                    ],
                 )
             }
             None => {

@@ -65,6 +65,7 @@ pub struct Outbox {
     next_sequence: u64,
     dropped_unreported: u64,
     dropped_total: u64,
+    refused_unreported: u64,
 }
 
 impl Outbox {
@@ -78,6 +79,7 @@ impl Outbox {
             next_sequence: first_sequence,
             dropped_unreported: 0,
             dropped_total: 0,
+            refused_unreported: 0,
         }
     }
 
@@ -220,6 +222,25 @@ impl Outbox {
         std::mem::take(&mut self.dropped_unreported)
     }
 
+    /// The collector refused the oldest report for good (malformed or too
+    /// large): resending it would block every later one, so it goes, and is
+    /// counted. Returns its sequence.
+    pub fn drop_refused(&mut self) -> Result<Option<u64>, OutboxError> {
+        let Some(e) = self.entries.pop_front() else {
+            return Ok(None);
+        };
+        self.bytes -= e.bytes.len() as u64;
+        self.refused_unreported += 1;
+        self.dropped_total += 1;
+        self.remove_file(e.sequence)?;
+        Ok(Some(e.sequence))
+    }
+
+    /// Reports refused by the collector since the last call.
+    pub fn take_refused(&mut self) -> u64 {
+        std::mem::take(&mut self.refused_unreported)
+    }
+
     /// Reports dropped since the outbox was opened.
     pub fn dropped_total(&self) -> u64 {
         self.dropped_total
@@ -277,6 +298,22 @@ mod tests {
         // A report larger than the bound is dropped itself.
         o.push(4, report(101)).unwrap();
         assert_eq!((o.len(), o.take_dropped(), o.dropped_total()), (2, 1, 2));
+    }
+
+    #[test]
+    fn a_refused_report_goes_and_is_counted_apart() {
+        let mut o = Outbox::in_memory(1000, 1);
+        for _ in 0..2 {
+            let seq = o.next_sequence().unwrap();
+            o.push(seq, report(10)).unwrap();
+        }
+        assert_eq!(o.drop_refused().unwrap(), Some(1));
+        assert_eq!((o.len(), o.bytes()), (1, 10));
+        assert_eq!(
+            (o.take_refused(), o.take_dropped(), o.dropped_total()),
+            (1, 0, 1)
+        );
+        assert_eq!(o.take_refused(), 0);
     }
 
     #[test]
