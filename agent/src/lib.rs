@@ -3,11 +3,14 @@
 //! The rooms (see `docs/ARCHITECTURE.md`): `probes` loads the kernel programs
 //! and turns their maps into plain model types (nothing else touches aya
 //! maps); `host` reads what the kernel publishes in /proc and sysfs;
-//! `attribution` names cgroups; `model` holds the snapshot types; `cli` is
-//! one file per subcommand and only calls the library.
+//! `attribution` names cgroups; `model` holds the snapshot types; `export` holds
+//! the sinks (gRPC to a collector, OTLP, Prometheus) and the one conversion
+//! from model to wire; `cli` is one file per subcommand and only calls the
+//! library.
 
 pub mod attribution;
 pub mod cli;
+pub mod export;
 pub mod host;
 pub mod model;
 pub mod probes;

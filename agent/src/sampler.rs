@@ -82,6 +82,11 @@ impl Sampler {
         })
     }
 
+    /// Start of the current window, Unix time in nanoseconds.
+    pub fn window_start_unix_ns(&self) -> u64 {
+        unix_ns(self.previous_at.1)
+    }
+
     /// The loaded probes.
     pub fn probes(&self) -> &Probes {
         &self.probes

@@ -142,7 +142,7 @@ fn kubernetes_manifests_validate_against_the_schemas() {
     files.sort();
     assert!(files.len() >= 4, "{files:?}");
     let validate = |paths: &[PathBuf]| {
-        Command::new("python3")
+        Command::new(crate::python())
             .args(["-m", "kubernetes_validate", "--strict"])
             .args(paths)
             .output()

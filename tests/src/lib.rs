@@ -11,17 +11,27 @@ mod block;
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod collector;
+#[cfg(test)]
 mod deploy;
+#[cfg(test)]
+mod grpc;
 #[cfg(test)]
 mod host;
 #[cfg(test)]
 mod memory;
 #[cfg(test)]
+mod otlp;
+#[cfg(test)]
 mod process;
+#[cfg(test)]
+mod prometheus;
 #[cfg(test)]
 mod sched;
 #[cfg(test)]
 mod syscalls;
+
+pub mod procs;
 
 use std::{
     ffi::CString,
@@ -92,6 +102,18 @@ impl TestCgroup {
     /// The cgroup directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The path sonde reports (`linux.cgroup.path`): relative to the v2
+    /// hierarchy's root, with a leading `/`.
+    pub fn v2_path(&self) -> String {
+        let mounts = Mounts::current().expect("read mountinfo");
+        let root = mounts.cgroup2.expect("a cgroup v2 hierarchy is mounted");
+        let rel = self
+            .path
+            .strip_prefix(&root)
+            .expect("test cgroup under the v2 root");
+        format!("/{}", rel.display())
     }
 }
 
@@ -198,6 +220,17 @@ impl Workload {
         assert_eq!(rc, 0, "waitid");
     }
 
+    /// Kills the child (for endless workloads) and reaps it.
+    pub fn kill(self) {
+        // SAFETY: signalling and reaping our own child; closing our pipe end.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            let mut status = 0;
+            libc::waitpid(self.pid, &mut status, 0);
+            libc::close(self.go_fd);
+        }
+    }
+
     /// Waits for the child and returns its exit status.
     pub fn wait(self) -> i32 {
         let status = self.wait_status();
@@ -229,6 +262,27 @@ pub fn wait_until(cond: impl Fn() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     panic!("condition not met within 5 s");
+}
+
+/// The `sonde-collector` binary under test: `$SONDE_COLLECTOR_BIN`, else the
+/// workspace's debug build.
+pub fn collector_bin() -> PathBuf {
+    std::env::var_os("SONDE_COLLECTOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sonde-collector")
+        })
+}
+
+/// The Python with `grpcio` and `opentelemetry-proto` that `cargo xtask
+/// setup` prepares: `$SONDE_PYTHON`, else its default venv.
+pub fn python() -> PathBuf {
+    std::env::var_os("SONDE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            Path::new(&home).join(".local/share/sonde/venv/bin/python")
+        })
 }
 
 /// The `sonde` binary under test: `$SONDE_BIN`, set by `cargo xtask test`,

@@ -134,7 +134,13 @@ pub fn sh(program: &str, args: &[&str]) -> Result<()> {
 }
 
 fn build(release: bool) -> Result<()> {
-    let mut args = vec!["build", "--package", "sonde"];
+    let mut args = vec![
+        "build",
+        "--package",
+        "sonde",
+        "--package",
+        "sonde-collector",
+    ];
     if release {
         args.push("--release");
     }
@@ -198,6 +204,10 @@ fn test(lint: bool) -> Result<()> {
             "--package",
             "sonde",
             "--package",
+            "sonde-proto",
+            "--package",
+            "sonde-collector",
+            "--package",
             "xtask",
         ],
     )?;
@@ -226,6 +236,11 @@ fn test(lint: bool) -> Result<()> {
             "--test-threads=1",
         ])
         .env("SONDE_BIN", root().join("target/debug/sonde"))
+        .env(
+            "SONDE_COLLECTOR_BIN",
+            root().join("target/debug/sonde-collector"),
+        )
+        .env("SONDE_PYTHON", setup::venv()?.join("bin/python"))
         .current_dir(root())
         .status()?;
     if !status.success() {

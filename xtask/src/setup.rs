@@ -10,10 +10,11 @@ use crate::sh;
 
 /// bpf-linker release built against the nightly's own LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// Debian packages the integration tests use, each with a shell test that
-/// says whether it is there: `unshare`, `setpriv`, `losetup`, `mount`, and
-/// fusepy for the FUSE fixture that injects block I/O errors, capsh and
-/// systemd-analyze for the systemd unit's tests.
+/// Debian packages the integration tests use, each with the shell check
+/// that says it is there: `unshare`, `setpriv`, `losetup`, `mount`; fusepy
+/// for the FUSE fixture that injects block I/O errors; capsh and
+/// systemd-analyze for the systemd units' tests; Prometheus and `promtool`
+/// for the exporter test; Python's venv for the OTLP receiver.
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "command -v setpriv && command -v unshare"),
     ("mount", "command -v mount && command -v losetup"),
@@ -23,9 +24,12 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ),
     ("libcap2-bin", "command -v capsh"),
     ("systemd", "command -v systemd-analyze"),
+    ("prometheus", "command -v promtool && command -v prometheus"),
+    ("python3-venv", "python3 -c 'import ensurepip, venv'"),
 ];
-/// Python packages the tests use (PyPI), each with the module to import.
-const PYTHON_PACKAGES: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes_validate")];
+/// PyPI packages the tests run in their own venv: the official OpenTelemetry
+/// protos and gRPC (the OTLP receiver), and the Kubernetes schema validator.
+const PYTHON_PACKAGES: &[&str] = &["grpcio", "opentelemetry-proto", "kubernetes-validate"];
 /// Debian packages the benchmarks use.
 const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "command -v bpftrace")];
 
@@ -37,31 +41,36 @@ pub fn run(bench: bool) -> Result<()> {
         packages.extend_from_slice(BENCH_PACKAGES);
     }
     debian_packages(&packages)?;
-    python_packages(PYTHON_PACKAGES)
+    python_venv()
 }
 
-/// Installs PyPI packages for the `python3` on PATH (the one the tests run).
-fn python_packages(packages: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .filter(|(_, module)| output("python3", &["-c", &format!("import {module}")]).is_none())
-        .map(|(package, _)| *package)
-        .collect();
-    if missing.is_empty() {
+/// Where the tests' Python lives: a venv of its own, so the system's
+/// Python is left as it is.
+pub fn venv() -> Result<PathBuf> {
+    let home = std::env::var("HOME").context("HOME not set")?;
+    Ok(PathBuf::from(home).join(".local/share/sonde/venv"))
+}
+
+/// A venv with `grpcio` and `opentelemetry-proto`, for the OTLP receiver.
+fn python_venv() -> Result<()> {
+    let venv = venv()?;
+    let python = venv.join("bin/python");
+    let check = "import grpc, kubernetes_validate, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc";
+    if output(&python.to_string_lossy(), &["-c", check]).is_some() {
         say(&format!(
             "Python packages: present ({})",
-            packages
-                .iter()
-                .map(|(p, _)| *p)
-                .collect::<Vec<_>>()
-                .join(", ")
+            PYTHON_PACKAGES.join(", ")
         ));
         return Ok(());
     }
     say(&format!(
-        "Python packages: installing {}",
-        missing.join(", ")
+        "Python packages: installing {} in {}",
+        PYTHON_PACKAGES.join(", "),
+        venv.display()
     ));
+    if !python.exists() {
+        sh("python3", &["-m", "venv", &venv.to_string_lossy()])?;
+    }
     let mut args = vec![
         "-m",
         "pip",
@@ -69,8 +78,11 @@ fn python_packages(packages: &[(&str, &str)]) -> Result<()> {
         "--quiet",
         "--disable-pip-version-check",
     ];
-    args.extend(&missing);
-    sh("python3", &args)
+    args.extend(PYTHON_PACKAGES);
+    sh(&python.to_string_lossy(), &args)?;
+    output(&python.to_string_lossy(), &["-c", check])
+        .context("the Python packages were installed but do not import")?;
+    Ok(())
 }
 
 fn say(what: &str) {

@@ -1,13 +1,19 @@
 //! `sonde agent`: the long-running job. Loads the probes and closes one
 //! window per interval; each window goes to stdout (a table, or one JSON
-//! object per line with `--json`).
+//! object per line with `--json`) and to the configured sinks: a collector
+//! (`--collector`), OTLP (`--otlp-endpoint`), Prometheus (`--prometheus-listen`).
 
-use std::{process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
+use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{parse_duration, render, ProbeArgs};
+use super::{parse_duration, render, ProbeArgs, TlsArgs};
+use crate::{
+    export::{outbox::DEFAULT_MAX_BYTES, SinkConfig, Sinks},
+    model::Snapshot,
+};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -20,12 +26,65 @@ pub(super) struct Args {
     /// Rows per cgroup in the table.
     #[arg(long, default_value_t = 3)]
     top: usize,
+    /// Stream every window to this collector (http://host:port or https://host:port).
+    #[arg(long, value_name = "URL")]
+    collector: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Keep unacked reports in this directory, so that they survive a restart.
+    #[arg(long, value_name = "DIR", requires = "collector")]
+    outbox_dir: Option<PathBuf>,
+    /// Bound of the outbox; when full, the oldest reports are dropped and counted.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BYTES)]
+    outbox_max_bytes: u64,
+    /// Longest wait between reconnects to the collector (backoff with jitter).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    reconnect_max: Duration,
+    /// On SIGTERM, how long to wait for the collector to ack what is left.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// Push OTLP/gRPC metrics after every window to this receiver.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// Serve Prometheus text at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    prometheus_listen: Option<SocketAddr>,
+    /// Node name in reports and resources (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
     #[command(flatten)]
     probes: ProbeArgs,
 }
 
+/// A window as printed with `--json`: its sequence number, then the snapshot.
+#[derive(Serialize)]
+struct Line<'a> {
+    sequence: u64,
+    #[serde(flatten)]
+    snapshot: &'a Snapshot,
+}
+
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = SinkConfig {
+        collector: args
+            .collector
+            .as_ref()
+            .map(|url| args.tls.collector(url, args.reconnect_max)),
+        outbox_dir: args.outbox_dir.clone(),
+        outbox_max_bytes: args.outbox_max_bytes,
+        otlp_endpoint: args.otlp_endpoint.clone(),
+        prometheus_listen: args.prometheus_listen,
+        node_name: args.node_name.clone(),
+    };
+    // Check the sink settings before loading anything into the kernel.
+    if let Some(c) = &config.collector {
+        c.endpoint()?;
+    }
     let mut sampler = args.probes.start()?;
+    let mut sinks = Sinks::start(&config, sampler.window_start_unix_ns()).await?;
+    if let Some(addr) = sinks.prometheus_addr {
+        eprintln!("sonde: Prometheus endpoint on http://{addr}/metrics");
+    }
     eprintln!(
         "sonde: agent ready; {}",
         render::statuses_line(sampler.probes().statuses())
@@ -41,12 +100,26 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = terminate.recv() => break,
         }
         let snapshot = sampler.tick().context("reading the probes' maps")?;
+        let sequence = sinks
+            .window(&snapshot)
+            .context("handing the window to the sinks")?;
         if args.json {
-            println!("{}", serde_json::to_string(&snapshot)?);
+            println!(
+                "{}",
+                serde_json::to_string(&Line {
+                    sequence,
+                    snapshot: &snapshot
+                })?
+            );
         } else {
             print!("{}", render::snapshot(&snapshot, args.top));
         }
     }
-    eprintln!("sonde: agent stopped");
+    let waiting = sinks.drain(args.drain_timeout).await;
+    if waiting > 0 {
+        eprintln!("sonde: agent stopped with {waiting} reports not acked by the collector");
+    } else {
+        eprintln!("sonde: agent stopped");
+    }
     Ok(ExitCode::SUCCESS)
 }

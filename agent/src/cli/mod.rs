@@ -4,6 +4,7 @@ mod agent;
 mod completions;
 mod doctor;
 mod events;
+mod fleet;
 mod render;
 mod snapshot;
 
@@ -43,6 +44,38 @@ enum Command {
     Completions(completions::CompletionArgs),
     /// Print the manual page (roff).
     Manpage,
+    /// Print the fleet as a collector sees it (its Query API).
+    Fleet(fleet::Args),
+}
+
+/// How to reach a collector securely, shared by `agent` and `fleet`.
+#[derive(Debug, Clone, clap::Args)]
+struct TlsArgs {
+    /// CA that signed the collector's certificate (PEM); needed for https://.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for collectors that require mTLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Allow plaintext (http://) to a collector that is not on loopback.
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl TlsArgs {
+    fn collector(&self, url: &str, backoff_max: Duration) -> crate::export::grpc::CollectorConfig {
+        crate::export::grpc::CollectorConfig {
+            url: url.to_owned(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            insecure: self.insecure,
+            backoff_max,
+        }
+    }
 }
 
 /// Probe options shared by the subcommands that load probes.
@@ -120,6 +153,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => events::run(args).await,
         Command::Completions(args) => completions::completions(args),
         Command::Manpage => completions::manpage(),
+        Command::Fleet(args) => fleet::run(args).await,
     }
 }
 

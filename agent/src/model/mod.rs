@@ -11,7 +11,7 @@ pub use crate::host::{pressure::Pressure, throttle::Throttling};
 use crate::probes::ProbeStatus;
 
 /// One window of signals: deltas between two readings of the kernel maps.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
     /// Start of the window, Unix time in nanoseconds.
     pub window_start_unix_ns: u64,

@@ -1,0 +1,217 @@
+//! `sonde fleet`: the fleet as a collector sees it, from its Query API.
+
+use std::{fmt::Write as _, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use sonde_proto::{
+    histogram, names,
+    v1::{GetNodeRequest, HealthRequest, ListNodesRequest, MetricKind, NodeDetail, NodeSummary},
+};
+
+use super::{render, TlsArgs};
+use crate::export::{grpc::query_client, now_unix_ns};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    /// The collector (http://host:port or https://host:port).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7411")]
+    collector: String,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// One node in detail: its series since the collector first saw it.
+    #[arg(long, conflicts_with = "health")]
+    node: Option<String>,
+    /// The collector's own health: streams, reports, refusals by reason.
+    #[arg(long)]
+    health: bool,
+    /// Print the Query API's answer as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Rows in the node detail table.
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+}
+
+pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.tls.collector(&args.collector, Duration::from_secs(1));
+    let mut client = query_client(&config).await?;
+    if args.health {
+        let health = client
+            .health(HealthRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))
+            .context("asking the collector")?
+            .into_inner();
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&health)?);
+        } else {
+            println!(
+                "streams open {}  reports accepted {}  duplicates dropped {}  nodes {}",
+                health.streams_open, health.reports_accepted, health.duplicates, health.nodes
+            );
+            for r in &health.rejections {
+                println!("refused {:<18} {}", r.reason, r.count);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &args.node {
+        Some(name) => {
+            let detail = client
+                .get_node(GetNodeRequest {
+                    node_name: name.clone(),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))
+                .context("asking the collector")?
+                .into_inner();
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&detail)?);
+            } else {
+                print!("{}", node_table(&detail, args.top));
+            }
+        }
+        None => {
+            let nodes = client
+                .list_nodes(ListNodesRequest {})
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))
+                .context("asking the collector")?
+                .into_inner();
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&nodes)?);
+            } else {
+                print!("{}", fleet_table(&nodes.nodes));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn total(totals: &[sonde_proto::v1::MetricTotal], name: &str) -> u64 {
+    totals
+        .iter()
+        .filter(|t| t.name == name)
+        .map(|t| t.count)
+        .sum()
+}
+
+fn fleet_table(nodes: &[NodeSummary]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:<10} {:>10} {:>8} {:>6} {:>10} {:>7} {:>8} {:>7}  KERNEL",
+        "NODE", "HEALTH", "LAST SEQ", "REPORTS", "DUPS", "CALLS/s", "ERR%", "LOST", "AGE"
+    );
+    let now = now_unix_ns();
+    for n in nodes {
+        let id = n.node.clone().unwrap_or_default();
+        let (rate, err) = match &n.latest {
+            Some(l) => {
+                let secs = l.window_end_unix_ns.saturating_sub(l.window_start_unix_ns) as f64 / 1e9;
+                let calls = total(&l.totals, names::SYSCALL_DURATION);
+                let errors = total(&l.totals, names::SYSCALL_ERRORS);
+                (
+                    if secs > 0.0 { calls as f64 / secs } else { 0.0 },
+                    if calls > 0 {
+                        errors as f64 * 100.0 / calls as f64
+                    } else {
+                        0.0
+                    },
+                )
+            }
+            None => (0.0, 0.0),
+        };
+        let lost: u64 = n.losses.iter().map(|l| l.count).sum();
+        let age = now.saturating_sub(n.last_received_unix_ns) as f64 / 1e9;
+        let _ = writeln!(
+            out,
+            "{:<24} {:<10} {:>10} {:>8} {:>6} {:>10.1} {:>6.2}% {:>8} {:>6.0}s  {}",
+            id.node_name,
+            n.health,
+            n.latest.as_ref().map(|l| l.sequence).unwrap_or(0),
+            n.reports,
+            n.duplicates,
+            rate,
+            err,
+            lost,
+            age,
+            id.kernel
+        );
+    }
+    out
+}
+
+fn node_table(d: &NodeDetail, top: usize) -> String {
+    let mut out = String::new();
+    if let Some(s) = &d.summary {
+        out.push_str(&fleet_table(std::slice::from_ref(s)));
+        for p in &s.probes {
+            let _ = writeln!(
+                out,
+                "  probe {} {} {}{}",
+                p.probe, p.state, p.hook, p.reason
+            );
+        }
+    }
+    let _ = writeln!(out, "\nsince the collector first saw this node:");
+    let _ = writeln!(
+        out,
+        "{:<44} {:<18} {:>12} {:>10} {:>8} {:>8}",
+        "CGROUP", "SYSCALL", "CALLS", "ERRORS", "P50", "P99"
+    );
+    let mut errors: std::collections::HashMap<(String, String), u64> = Default::default();
+    let label = |p: &sonde_proto::v1::LabeledPoint, k: &str| {
+        p.labels
+            .iter()
+            .find(|l| l.key == k)
+            .map(|l| l.value.clone())
+            .unwrap_or_default()
+    };
+    for m in d.totals.iter().filter(|m| m.name == names::SYSCALL_ERRORS) {
+        for p in &m.points {
+            *errors
+                .entry((
+                    label(p, names::ATTR_CGROUP_PATH),
+                    label(p, names::ATTR_SYSCALL_NAME),
+                ))
+                .or_default() += p.count;
+        }
+    }
+    let mut rows = Vec::new();
+    for m in d
+        .totals
+        .iter()
+        .filter(|m| m.name == names::SYSCALL_DURATION && m.kind == MetricKind::Histogram as i32)
+    {
+        for p in &m.points {
+            let Some(h) = p
+                .histogram
+                .as_ref()
+                .and_then(|h| histogram::from_wire(h).ok())
+            else {
+                continue;
+            };
+            let key = (
+                label(p, names::ATTR_CGROUP_PATH),
+                label(p, names::ATTR_SYSCALL_NAME),
+            );
+            let errs = errors.get(&key).copied().unwrap_or(0);
+            rows.push((h.count(), key, errs, h.quantile(0.5), h.quantile(0.99)));
+        }
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    for (calls, (cgroup, syscall), errs, p50, p99) in rows.into_iter().take(top) {
+        let _ = writeln!(
+            out,
+            "{:<44} {:<18} {:>12} {:>10} {:>8} {:>8}",
+            cgroup,
+            syscall,
+            calls,
+            errs,
+            render::secs(p50),
+            render::secs(p99)
+        );
+    }
+    out
+}

@@ -1,0 +1,257 @@
+//! Sinks: where windows go besides stdout. Exporters see only the model
+//! (through [`wire`], the one place where model types become wire types)
+//! and the wire types after that.
+//!
+//! - [`grpc`]: the `sonde.v1` stream to a collector, fed from the
+//!   [`outbox`] (at-least-once, bounded in bytes, optionally on disk);
+//! - [`otlp`]: OTLP/gRPC metrics, cumulative, pushed after every window;
+//! - [`prometheus`]: a `/metrics` endpoint.
+
+pub mod grpc;
+pub mod identity;
+pub mod otlp;
+pub mod outbox;
+pub mod prometheus;
+pub mod wire;
+
+use std::sync::{Mutex, MutexGuard};
+
+use sonde_proto::{series::Series, v1::AgentReport};
+
+/// The agent's cumulative series since it started, for the pull and push
+/// exporters (OTLP and Prometheus want cumulative values).
+pub struct Cumulative {
+    /// Unix ns of the first window's start: every series counts from there.
+    pub start_unix_ns: u64,
+    /// Unix ns of the latest window's end: the time of the cumulative values.
+    latest_end_unix_ns: std::sync::atomic::AtomicU64,
+    series: Mutex<Series>,
+    /// Resource attributes (host, kernel, ...).
+    pub resource: Vec<(&'static str, String)>,
+}
+
+impl Cumulative {
+    /// Counting from `start_unix_ns`.
+    pub fn new(start_unix_ns: u64, resource: Vec<(&'static str, String)>) -> Self {
+        Self {
+            start_unix_ns,
+            latest_end_unix_ns: std::sync::atomic::AtomicU64::new(start_unix_ns),
+            series: Mutex::new(Series::new()),
+            resource,
+        }
+    }
+
+    /// Adds a window.
+    pub fn add(&self, report: &AgentReport) {
+        let mut s = self.series();
+        s.add(&report.metrics, &report.strings, report.sequence);
+        s.add_losses(&report.losses, report.sequence);
+        self.latest_end_unix_ns.store(
+            report.window_end_unix_ns,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// End of the latest window added: the values hold as of then.
+    pub fn as_of_unix_ns(&self) -> u64 {
+        self.latest_end_unix_ns
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The series, locked (poisoning is ignored: the worst a panic can leave
+    /// is a half-added window, which the next scrape shows).
+    pub fn series(&self) -> MutexGuard<'_, Series> {
+        self.series.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use prost::Message as _;
+use sonde_proto::v1::NodeIdentity;
+use tokio::sync::Notify;
+
+use crate::model::{LossRecord, Snapshot};
+
+/// Which sinks to run, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct SinkConfig {
+    /// Stream reports to this collector.
+    pub collector: Option<grpc::CollectorConfig>,
+    /// Keep the outbox in this directory (survives restarts).
+    pub outbox_dir: Option<PathBuf>,
+    /// Bound of the outbox in bytes.
+    pub outbox_max_bytes: u64,
+    /// Push OTLP metrics to this URL.
+    pub otlp_endpoint: Option<String>,
+    /// Serve Prometheus text on this address.
+    pub prometheus_listen: Option<SocketAddr>,
+    /// Node name instead of the host name.
+    pub node_name: Option<String>,
+}
+
+/// Why a sink could not start or take a window.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The collector settings are wrong.
+    #[error(transparent)]
+    Collector(#[from] grpc::ConfigError),
+    /// The outbox failed.
+    #[error(transparent)]
+    Outbox(#[from] outbox::OutboxError),
+    /// The OTLP URL is wrong.
+    #[error("'{url}' is not an OTLP endpoint URL; write it like http://127.0.0.1:4317")]
+    OtlpUrl {
+        /// What was given.
+        url: String,
+    },
+    /// The Prometheus address cannot be bound.
+    #[error("cannot listen on {addr} for Prometheus: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The running sinks.
+pub struct Sinks {
+    node: NodeIdentity,
+    shared: Option<Arc<grpc::Shared>>,
+    cumulative: Option<Arc<Cumulative>>,
+    otlp_tick: Option<Arc<Notify>>,
+    next_sequence: u64,
+    /// Where Prometheus is served, once bound.
+    pub prometheus_addr: Option<SocketAddr>,
+}
+
+/// Unix time now in nanoseconds.
+pub fn now_unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Sinks {
+    /// Starts the configured sinks; series count from `start_unix_ns`.
+    pub async fn start(config: &SinkConfig, start_unix_ns: u64) -> Result<Self, SinkError> {
+        let node = identity::current(config.node_name.as_deref());
+        // Without a persisted sequence, number from the clock in µs: a
+        // restarted agent never reuses a number (a window lasts ≥ 1 ms).
+        let first_sequence = start_unix_ns / 1_000;
+        let shared = match &config.collector {
+            Some(c) => {
+                let endpoint = c.endpoint()?;
+                let outbox = match &config.outbox_dir {
+                    Some(dir) => {
+                        outbox::Outbox::open(dir, config.outbox_max_bytes, first_sequence)?
+                    }
+                    None => outbox::Outbox::in_memory(config.outbox_max_bytes, first_sequence),
+                };
+                let shared = Arc::new(grpc::Shared::new(outbox));
+                tokio::spawn(grpc::run(endpoint, shared.clone(), c.backoff_max));
+                Some(shared)
+            }
+            None => None,
+        };
+        let needs_cumulative = config.otlp_endpoint.is_some() || config.prometheus_listen.is_some();
+        let cumulative = needs_cumulative
+            .then(|| Arc::new(Cumulative::new(start_unix_ns, identity::resource(&node))));
+        let mut otlp_tick = None;
+        if let (Some(url), Some(c)) = (&config.otlp_endpoint, &cumulative) {
+            let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+                .map_err(|_| SinkError::OtlpUrl { url: url.clone() })?;
+            let tick = Arc::new(Notify::new());
+            tokio::spawn(otlp::run(endpoint, c.clone(), tick.clone()));
+            otlp_tick = Some(tick);
+        }
+        let mut prometheus_addr = None;
+        if let (Some(addr), Some(c)) = (config.prometheus_listen, &cumulative) {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| SinkError::Listen { addr, source })?;
+            prometheus_addr = listener.local_addr().ok();
+            let c = c.clone();
+            tokio::spawn(async move {
+                if let Err(e) = prometheus::serve(listener, c).await {
+                    log::error!("Prometheus endpoint: {e}");
+                }
+            });
+        }
+        Ok(Self {
+            node,
+            shared,
+            cumulative,
+            otlp_tick,
+            next_sequence: first_sequence,
+            prometheus_addr,
+        })
+    }
+
+    /// Hands a closed window to every sink; returns its sequence number.
+    /// With a collector, the report is in the outbox (on disk, when so
+    /// configured) before this returns.
+    pub fn window(&mut self, snapshot: &Snapshot) -> Result<u64, SinkError> {
+        let (sequence, extra) = match &self.shared {
+            Some(shared) => {
+                let mut outbox = shared.outbox();
+                let sequence = outbox.next_sequence()?;
+                let dropped = outbox.take_dropped();
+                let refused = outbox.take_refused();
+                (
+                    sequence,
+                    vec![
+                        LossRecord {
+                            stage: "outbox",
+                            probe: "all",
+                            reason: "outbox_full",
+                            count: dropped,
+                        },
+                        LossRecord {
+                            stage: "outbox",
+                            probe: "all",
+                            reason: "refused_by_collector",
+                            count: refused,
+                        },
+                    ],
+                )
+            }
+            None => {
+                let sequence = self.next_sequence;
+                self.next_sequence += 1;
+                (sequence, Vec::new())
+            }
+        };
+        let report = wire::report(snapshot, &self.node, sequence, &extra);
+        if let Some(c) = &self.cumulative {
+            c.add(&report);
+        }
+        if let Some(shared) = &self.shared {
+            shared.outbox().push(sequence, report.encode_to_vec())?;
+            shared.added.notify_one();
+        }
+        if let Some(tick) = &self.otlp_tick {
+            tick.notify_one();
+        }
+        Ok(sequence)
+    }
+
+    /// Waits until the collector has acked everything, at most `timeout`;
+    /// returns the reports still waiting.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let Some(shared) = &self.shared else {
+            return 0;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let waiting = shared.outbox().len();
+            if waiting == 0 || tokio::time::Instant::now() >= deadline {
+                return waiting;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The outbox: encoded reports waiting for the collector's ack, bounded in
+//! bytes, optionally kept in a directory so that they survive a restart of
+//! the agent. When a new report does not fit, the oldest go first; each
+//! dropped report is counted and the count rides in band on the next report
+//! built ([`Outbox::take_dropped`]). Sequence numbers come from here too, so
+//! that a restarted agent with the same directory goes on numbering where it
+//! stopped.
+//!
+//! On disk: one file per report, `<sequence, 20 digits>.report`, written to
+//! a temporary name, synced and renamed; `next_sequence` holds the next
+//! number to hand out, updated the same way before the number is used.
+
+use std::{
+    collections::VecDeque,
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+/// Default bound: 64 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+const SUFFIX: &str = ".report";
+const NEXT_SEQUENCE: &str = "next_sequence";
+
+/// Why the outbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// A file of the outbox directory could not be read or written.
+    #[error("outbox {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `next_sequence` holds something else than a number.
+    #[error("outbox {path}: not a sequence number: '{text}'")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What it holds.
+        text: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
+    move |source| OutboxError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+struct Entry {
+    sequence: u64,
+    bytes: Vec<u8>,
+}
+
+/// Reports not yet acked.
+pub struct Outbox {
+    max_bytes: u64,
+    entries: VecDeque<Entry>,
+    bytes: u64,
+    dir: Option<PathBuf>,
+    next_sequence: u64,
+    dropped_unreported: u64,
+    dropped_total: u64,
+    refused_unreported: u64,
+}
+
+impl Outbox {
+    /// An outbox in memory only; numbering starts at `first_sequence`.
+    pub fn in_memory(max_bytes: u64, first_sequence: u64) -> Self {
+        Self {
+            max_bytes,
+            entries: VecDeque::new(),
+            bytes: 0,
+            dir: None,
+            next_sequence: first_sequence,
+            dropped_unreported: 0,
+            dropped_total: 0,
+            refused_unreported: 0,
+        }
+    }
+
+    /// Opens (or creates) an outbox in `dir` and loads what a previous run
+    /// left; numbering goes on from there, or starts at `first_sequence` in
+    /// a new directory. Reports beyond the bound are dropped and counted.
+    pub fn open(dir: &Path, max_bytes: u64, first_sequence: u64) -> Result<Self, OutboxError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut found: Vec<(u64, PathBuf)> = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io(dir))? {
+            let path = entry.map_err(io(dir))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if let Some(seq) = name
+                .strip_suffix(SUFFIX)
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                found.push((seq, path));
+            } else if name.ends_with(".tmp") {
+                // A write that did not finish: never acked, never complete.
+                let _ = fs::remove_file(&path);
+            }
+        }
+        found.sort_unstable();
+        let seq_path = dir.join(NEXT_SEQUENCE);
+        let persisted = match fs::read_to_string(&seq_path) {
+            Ok(text) => Some(
+                text.trim()
+                    .parse::<u64>()
+                    .map_err(|_| OutboxError::Corrupt {
+                        path: seq_path.clone(),
+                        text: text.trim().to_owned(),
+                    })?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&seq_path)(e)),
+        };
+        let after_files = found.last().map(|(s, _)| s + 1);
+        let next_sequence = persisted
+            .into_iter()
+            .chain(after_files)
+            .max()
+            .unwrap_or(first_sequence);
+        let mut outbox = Self {
+            dir: Some(dir.to_owned()),
+            next_sequence,
+            ..Self::in_memory(max_bytes, first_sequence)
+        };
+        for (sequence, path) in found {
+            let bytes = fs::read(&path).map_err(io(&path))?;
+            outbox.admit(sequence, bytes)?;
+        }
+        Ok(outbox)
+    }
+
+    /// Hands out the next sequence number (persisted first when on disk).
+    pub fn next_sequence(&mut self) -> Result<u64, OutboxError> {
+        let seq = self.next_sequence;
+        if let Some(dir) = &self.dir {
+            write_atomically(&dir.join(NEXT_SEQUENCE), (seq + 1).to_string().as_bytes())?;
+        }
+        self.next_sequence = seq + 1;
+        Ok(seq)
+    }
+
+    /// Adds a report (written to disk first when on disk). The oldest
+    /// reports make room; a report larger than the whole bound is dropped
+    /// itself. Every dropped report is counted.
+    pub fn push(&mut self, sequence: u64, bytes: Vec<u8>) -> Result<(), OutboxError> {
+        if bytes.len() as u64 > self.max_bytes {
+            self.count_dropped(1);
+            return Ok(());
+        }
+        if let Some(dir) = &self.dir {
+            write_atomically(&dir.join(file_name(sequence)), &bytes)?;
+        }
+        self.admit(sequence, bytes)
+    }
+
+    fn admit(&mut self, sequence: u64, bytes: Vec<u8>) -> Result<(), OutboxError> {
+        let size = bytes.len() as u64;
+        if size > self.max_bytes {
+            self.count_dropped(1);
+            return self.remove_file(sequence);
+        }
+        while self.bytes + size > self.max_bytes {
+            let Some(old) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= old.bytes.len() as u64;
+            self.count_dropped(1);
+            self.remove_file(old.sequence)?;
+        }
+        self.bytes += size;
+        self.entries.push_back(Entry { sequence, bytes });
+        Ok(())
+    }
+
+    fn count_dropped(&mut self, n: u64) {
+        self.dropped_unreported += n;
+        self.dropped_total += n;
+    }
+
+    fn remove_file(&self, sequence: u64) -> Result<(), OutboxError> {
+        if let Some(dir) = &self.dir {
+            let path = dir.join(file_name(sequence));
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The collector has `sequence`: forget it. `false` if it was not here
+    /// (acked before, or dropped).
+    pub fn ack(&mut self, sequence: u64) -> Result<bool, OutboxError> {
+        let Some(i) = self.entries.iter().position(|e| e.sequence == sequence) else {
+            return Ok(false);
+        };
+        if let Some(e) = self.entries.remove(i) {
+            self.bytes -= e.bytes.len() as u64;
+        }
+        self.remove_file(sequence)?;
+        Ok(true)
+    }
+
+    /// The oldest report after `cursor` (all reports when `None`), to send next.
+    pub fn after(&self, cursor: Option<u64>) -> Option<(u64, &[u8])> {
+        self.entries
+            .iter()
+            .find(|e| cursor.is_none_or(|c| e.sequence > c))
+            .map(|e| (e.sequence, e.bytes.as_slice()))
+    }
+
+    /// Reports dropped since the last call: the count to report in band.
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped_unreported)
+    }
+
+    /// The collector refused the oldest report for good (malformed or too
+    /// large): resending it would block every later one, so it goes, and is
+    /// counted. Returns its sequence.
+    pub fn drop_refused(&mut self) -> Result<Option<u64>, OutboxError> {
+        let Some(e) = self.entries.pop_front() else {
+            return Ok(None);
+        };
+        self.bytes -= e.bytes.len() as u64;
+        self.refused_unreported += 1;
+        self.dropped_total += 1;
+        self.remove_file(e.sequence)?;
+        Ok(Some(e.sequence))
+    }
+
+    /// Reports refused by the collector since the last call.
+    pub fn take_refused(&mut self) -> u64 {
+        std::mem::take(&mut self.refused_unreported)
+    }
+
+    /// Reports dropped since the outbox was opened.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_total
+    }
+
+    /// Reports waiting.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes waiting.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+fn file_name(sequence: u64) -> String {
+    format!("{sequence:020}{SUFFIX}")
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(n: usize) -> Vec<u8> {
+        vec![7; n]
+    }
+
+    #[test]
+    fn oldest_go_first_and_the_loss_is_counted_once() {
+        let mut o = Outbox::in_memory(100, 1);
+        for _ in 0..3 {
+            let seq = o.next_sequence().unwrap();
+            o.push(seq, report(40)).unwrap();
+        }
+        // 120 bytes do not fit in 100: report 1 went.
+        assert_eq!(o.len(), 2);
+        assert_eq!(o.bytes(), 80);
+        assert_eq!(o.after(None).unwrap().0, 2);
+        assert_eq!(o.take_dropped(), 1);
+        assert_eq!(o.take_dropped(), 0, "reported once");
+        // A report larger than the bound is dropped itself.
+        o.push(4, report(101)).unwrap();
+        assert_eq!((o.len(), o.take_dropped(), o.dropped_total()), (2, 1, 2));
+    }
+
+    #[test]
+    fn a_refused_report_goes_and_is_counted_apart() {
+        let mut o = Outbox::in_memory(1000, 1);
+        for _ in 0..2 {
+            let seq = o.next_sequence().unwrap();
+            o.push(seq, report(10)).unwrap();
+        }
+        assert_eq!(o.drop_refused().unwrap(), Some(1));
+        assert_eq!((o.len(), o.bytes()), (1, 10));
+        assert_eq!(
+            (o.take_refused(), o.take_dropped(), o.dropped_total()),
+            (1, 0, 1)
+        );
+        assert_eq!(o.take_refused(), 0);
+    }
+
+    #[test]
+    fn acks_and_cursor() {
+        let mut o = Outbox::in_memory(1000, 10);
+        for _ in 0..3 {
+            let seq = o.next_sequence().unwrap();
+            o.push(seq, report(1)).unwrap();
+        }
+        assert_eq!(o.after(Some(10)).unwrap().0, 11);
+        assert_eq!(o.after(Some(12)), None);
+        assert!(o.ack(11).unwrap());
+        assert!(!o.ack(11).unwrap());
+        assert_eq!(o.after(Some(10)).unwrap().0, 12);
+        assert_eq!(o.len(), 2);
+    }
+
+    #[test]
+    fn a_disk_outbox_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut o = Outbox::open(dir.path(), 1000, 500).unwrap();
+            for n in 0..4 {
+                let seq = o.next_sequence().unwrap();
+                o.push(seq, report(10 + n)).unwrap();
+            }
+            assert!(o.ack(501).unwrap());
+            // A number handed out but never written leaves a hole, no more.
+            o.next_sequence().unwrap();
+            fs::write(dir.path().join("junk.tmp"), b"half").unwrap();
+        }
+        let mut o = Outbox::open(dir.path(), 1000, 1).unwrap();
+        let seqs: Vec<u64> = o.entries.iter().map(|e| e.sequence).collect();
+        assert_eq!(seqs, vec![500, 502, 503]);
+        assert_eq!(o.after(Some(500)).unwrap().1.len(), 12);
+        assert_eq!(o.next_sequence().unwrap(), 505);
+        assert!(!dir.path().join("junk.tmp").exists());
+        // Reopened with a smaller bound: the oldest are dropped and counted.
+        drop(o);
+        let mut o = Outbox::open(dir.path(), 26, 1).unwrap();
+        assert_eq!(o.len(), 2);
+        assert_eq!(o.take_dropped(), 1);
+        assert!(!dir.path().join(file_name(500)).exists());
+    }
+}

@@ -1,0 +1,402 @@
+//! The one place where model types become `sonde.v1` wire types. Metric and
+//! attribute names come from `sonde_proto::names` (docs/telemetry.md).
+
+use sonde_proto::{
+    histogram, names,
+    series::StringTable,
+    v1::{self, AgentReport, Metric, MetricKind, NodeIdentity, Point},
+    PROTOCOL_VERSION,
+};
+
+use crate::{
+    model::{CgroupLatency, CgroupRef, LossRecord, Snapshot},
+    probes::{ProbeState, ProbeStatus},
+};
+
+/// The value of `linux.cgroup.path`: the v2 path, or `id:<inode>` when the
+/// cgroup vanished before it could be named.
+pub fn cgroup_label(c: &CgroupRef) -> String {
+    c.cgroup_path
+        .clone()
+        .unwrap_or_else(|| format!("id:{}", c.cgroup_id))
+}
+
+/// Points of one metric, interned into the report's string table.
+struct Builder<'a> {
+    strings: &'a mut StringTable,
+    metrics: Vec<Metric>,
+}
+
+impl Builder<'_> {
+    fn metric(
+        &mut self,
+        name: &str,
+        unit: &str,
+        description: &str,
+        kind: MetricKind,
+        points: Vec<Point>,
+    ) {
+        if !points.is_empty() {
+            self.metrics.push(Metric {
+                name: name.to_owned(),
+                unit: unit.to_owned(),
+                description: description.to_owned(),
+                kind: kind as i32,
+                points,
+            });
+        }
+    }
+
+    fn histogram(&mut self, labels: &[(&str, &str)], h: &sonde_slo::Histogram) -> Point {
+        Point {
+            label_refs: self.strings.labels(labels),
+            count: 0,
+            histogram: Some(histogram::to_wire(h)),
+        }
+    }
+
+    fn counter(&mut self, labels: &[(&str, &str)], count: u64) -> Point {
+        Point {
+            label_refs: self.strings.labels(labels),
+            count,
+            histogram: None,
+        }
+    }
+}
+
+/// A window as a report. `extra_losses` are the agent's own losses outside
+/// the window's probes (the outbox's), reported in band.
+pub fn report(
+    snapshot: &Snapshot,
+    node: &NodeIdentity,
+    sequence: u64,
+    extra_losses: &[LossRecord],
+) -> AgentReport {
+    let mut strings = StringTable::new();
+    let mut b = Builder {
+        strings: &mut strings,
+        metrics: Vec::new(),
+    };
+    let (mut durations, mut errors) = (Vec::new(), Vec::new());
+    for cg in &snapshot.syscalls {
+        let path = cgroup_label(&cg.cgroup);
+        for s in &cg.syscalls {
+            durations.push(b.histogram(
+                &[
+                    (names::ATTR_CGROUP_PATH, &path),
+                    (names::ATTR_SYSCALL_NAME, &s.name),
+                ],
+                &s.latency,
+            ));
+            for (errno, &count) in &s.errnos {
+                errors.push(b.counter(
+                    &[
+                        (names::ATTR_CGROUP_PATH, &path),
+                        (names::ATTR_SYSCALL_NAME, &s.name),
+                        (names::ATTR_ERROR_TYPE, errno),
+                    ],
+                    count,
+                ));
+            }
+        }
+    }
+    b.metric(
+        names::SYSCALL_DURATION,
+        names::UNIT_SECONDS,
+        "Latency of system calls, per cgroup and syscall",
+        MetricKind::Histogram,
+        durations,
+    );
+    b.metric(
+        names::SYSCALL_ERRORS,
+        names::UNIT_ERRORS,
+        "Failed system calls, per cgroup, syscall and errno",
+        MetricKind::Counter,
+        errors,
+    );
+
+    let per_cgroup = |b: &mut Builder<'_>, rows: &[CgroupLatency]| -> Vec<Point> {
+        rows.iter()
+            .map(|r| {
+                b.histogram(
+                    &[(names::ATTR_CGROUP_PATH, &cgroup_label(&r.cgroup))],
+                    &r.latency,
+                )
+            })
+            .collect()
+    };
+    let runq = per_cgroup(&mut b, &snapshot.runqueue);
+    b.metric(
+        names::RUNQUEUE_DURATION,
+        names::UNIT_SECONDS,
+        "Time runnable tasks waited for a CPU, per cgroup",
+        MetricKind::Histogram,
+        runq,
+    );
+    let reclaim = per_cgroup(&mut b, &snapshot.reclaim);
+    b.metric(
+        names::RECLAIM_DURATION,
+        names::UNIT_SECONDS,
+        "Allocation stalls in memory reclaim, per cgroup",
+        MetricKind::Histogram,
+        reclaim,
+    );
+
+    let (mut disk_latency, mut disk_ops, mut disk_errors) = (Vec::new(), Vec::new(), Vec::new());
+    for d in &snapshot.block {
+        let labels = [
+            (names::ATTR_DEVICE, d.device.as_str()),
+            (names::ATTR_DISK_DIRECTION, d.op),
+        ];
+        if d.latency.count() > 0 {
+            disk_latency.push(b.histogram(&labels, &d.latency));
+        }
+        if d.completed > 0 {
+            disk_ops.push(b.counter(&labels, d.completed));
+        }
+        for (errno, &count) in &d.errors {
+            disk_errors.push(b.counter(
+                &[labels[0], labels[1], (names::ATTR_ERROR_TYPE, errno)],
+                count,
+            ));
+        }
+    }
+    b.metric(
+        names::DISK_REQUEST_DURATION,
+        names::UNIT_SECONDS,
+        "Block request latency, issue to completion, per device and operation",
+        MetricKind::Histogram,
+        disk_latency,
+    );
+    b.metric(
+        names::DISK_OPERATIONS,
+        names::UNIT_OPERATIONS,
+        "Block requests completed, per device and operation",
+        MetricKind::Counter,
+        disk_ops,
+    );
+    b.metric(
+        names::DISK_ERRORS,
+        names::UNIT_ERRORS,
+        "Failed block requests, per device, operation and errno",
+        MetricKind::Counter,
+        disk_errors,
+    );
+
+    let kills: Vec<Point> = snapshot
+        .oom_kills
+        .iter()
+        .map(|c| {
+            b.counter(
+                &[(names::ATTR_CGROUP_PATH, &cgroup_label(&c.cgroup))],
+                c.count,
+            )
+        })
+        .collect();
+    b.metric(
+        names::OOM_KILLS,
+        names::UNIT_KILLS,
+        "Processes killed by the OOM killer, per cgroup",
+        MetricKind::Counter,
+        kills,
+    );
+
+    let (mut crashes, mut exits) = (Vec::new(), Vec::new());
+    for c in &snapshot.exits {
+        let path = cgroup_label(&c.cgroup);
+        for (signal, &count) in &c.signals {
+            crashes.push(b.counter(
+                &[
+                    (names::ATTR_CGROUP_PATH, &path),
+                    (names::ATTR_SIGNAL_NAME, signal),
+                ],
+                count,
+            ));
+        }
+        for (status, &count) in &c.exit_statuses {
+            exits.push(b.counter(
+                &[
+                    (names::ATTR_CGROUP_PATH, &path),
+                    (names::ATTR_EXIT_CODE, &status.to_string()),
+                ],
+                count,
+            ));
+        }
+    }
+    b.metric(
+        names::PROCESS_SIGNALED,
+        names::UNIT_PROCESSES,
+        "Processes ended by a signal, per cgroup and signal (crashes among them)",
+        MetricKind::Counter,
+        crashes,
+    );
+    b.metric(
+        names::PROCESS_NONZERO_EXITS,
+        names::UNIT_PROCESSES,
+        "Processes that exited with a non-zero status, per cgroup and status",
+        MetricKind::Counter,
+        exits,
+    );
+
+    let metrics = b.metrics;
+    AgentReport {
+        protocol_version: PROTOCOL_VERSION,
+        node: Some(node.clone()),
+        sequence,
+        window_start_unix_ns: snapshot.window_start_unix_ns,
+        window_end_unix_ns: snapshot.window_end_unix_ns,
+        complete: snapshot.complete,
+        metrics,
+        losses: snapshot
+            .losses
+            .iter()
+            .chain(extra_losses)
+            .map(loss)
+            .collect(),
+        events: Vec::new(),
+        probes: snapshot.probes.iter().map(probe).collect(),
+        strings: strings.into_strings(),
+    }
+}
+
+fn loss(l: &LossRecord) -> v1::LossRecord {
+    v1::LossRecord {
+        stage: l.stage.to_owned(),
+        probe: l.probe.to_owned(),
+        reason: l.reason.to_owned(),
+        count: l.count,
+    }
+}
+
+fn probe(p: &ProbeStatus) -> v1::ProbeStatus {
+    v1::ProbeStatus {
+        probe: p.probe.to_owned(),
+        state: match p.state {
+            ProbeState::Attached => "attached",
+            ProbeState::Degraded => "degraded",
+            ProbeState::Unavailable => "unavailable",
+        }
+        .to_owned(),
+        hook: p.hook.clone().unwrap_or_default(),
+        reason: p.reason.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::{CgroupSyscalls, SyscallSeries};
+    use sonde_slo::Histogram;
+
+    #[test]
+    fn snapshot_becomes_named_series() {
+        let mut latency = Histogram::new();
+        for v in [1000, 2000, 2000] {
+            latency.record_binary_ns(v);
+        }
+        let errnos = BTreeMap::from([("ENOENT".to_owned(), 2u64)]);
+        let snapshot = Snapshot {
+            window_start_unix_ns: 1,
+            window_end_unix_ns: 2,
+            window_secs: 1.0,
+            probes: vec![],
+            complete: true,
+            losses: vec![LossRecord {
+                stage: "kernel",
+                probe: "syscalls",
+                reason: "hist_map_full",
+                count: 0,
+            }],
+            syscalls: vec![CgroupSyscalls {
+                cgroup: CgroupRef {
+                    cgroup_id: 9,
+                    cgroup_path: None,
+                    owner: crate::attribution::Owner::Unknown,
+                },
+                calls: 3,
+                errors: 2,
+                syscalls: vec![SyscallSeries::new(
+                    "openat".into(),
+                    257,
+                    latency.clone(),
+                    errnos,
+                    1.0,
+                )],
+            }],
+            ..Default::default()
+        };
+        let outbox = LossRecord {
+            stage: "outbox",
+            probe: "all",
+            reason: "outbox_full",
+            count: 4,
+        };
+        let r = report(&snapshot, &NodeIdentity::default(), 7, &[outbox]);
+        assert_eq!((r.sequence, r.protocol_version), (7, PROTOCOL_VERSION));
+        let d = &r.metrics[0];
+        assert_eq!(d.name, "system.linux.syscall.duration");
+        let text = |i: u32| r.strings[i as usize].as_str();
+        let refs = &d.points[0].label_refs;
+        assert_eq!(
+            (text(refs[0]), text(refs[1])),
+            ("linux.cgroup.path", "id:9")
+        );
+        assert_eq!(text(refs[3]), "openat");
+        assert_eq!(
+            histogram::from_wire(d.points[0].histogram.as_ref().unwrap()).unwrap(),
+            latency
+        );
+        let e = &r.metrics[1].points[0];
+        assert_eq!(e.count, 2);
+        assert_eq!(text(e.label_refs[4]), "error.type");
+        assert_eq!(text(e.label_refs[5]), "ENOENT");
+        assert_eq!(r.strings.len(), 6, "each string once");
+        // every family's rows become their metrics
+        let mut more = snapshot.clone();
+        let cg = CgroupRef {
+            cgroup_id: 3,
+            cgroup_path: Some("/a".into()),
+            owner: crate::attribution::Owner::Other,
+        };
+        more.runqueue = vec![CgroupLatency::new(cg.clone(), latency.clone())];
+        more.oom_kills = vec![crate::model::CgroupCount {
+            cgroup: cg.clone(),
+            count: 1,
+        }];
+        more.block = vec![crate::model::DeviceIo {
+            device: "loop0".into(),
+            major: 7,
+            minor: 0,
+            op: "read",
+            issued: 3,
+            completed: 3,
+            errors: BTreeMap::from([("EIO".to_owned(), 1u64)]),
+            in_flight: 0,
+            p50_secs: None,
+            p99_secs: None,
+            latency: latency.clone(),
+        }];
+        let r2 = report(&more, &NodeIdentity::default(), 8, &[]);
+        let names: Vec<&str> = r2.metrics.iter().map(|m| m.name.as_str()).collect();
+        for name in [
+            "system.linux.scheduler.runqueue.duration",
+            "system.disk.request.duration",
+            "system.disk.operations",
+            "system.disk.errors",
+            "system.linux.oom_kill.count",
+        ] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
+        assert!(
+            !names.contains(&"system.linux.memory.reclaim.duration"),
+            "no rows, no metric"
+        );
+        assert_eq!(r.losses.len(), 2);
+        assert_eq!(
+            (r.losses[1].stage.as_str(), r.losses[1].count),
+            ("outbox", 4)
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! Metric and attribute names, per docs/telemetry.md: OpenTelemetry
+//! semantic-convention names where they exist, the project's own elsewhere.
+//! Prometheus names are derived from these ([`crate::prometheus`]), never
+//! written twice.
+
+/// Syscall latency (histogram, seconds).
+pub const SYSCALL_DURATION: &str = "system.linux.syscall.duration";
+/// Syscall failures (counter).
+pub const SYSCALL_ERRORS: &str = "system.linux.syscall.errors";
+/// Run-queue latency (histogram, seconds).
+pub const RUNQUEUE_DURATION: &str = "system.linux.scheduler.runqueue.duration";
+/// Memory reclaim stalls (histogram, seconds).
+pub const RECLAIM_DURATION: &str = "system.linux.memory.reclaim.duration";
+/// Block request latency (histogram, seconds).
+pub const DISK_REQUEST_DURATION: &str = "system.disk.request.duration";
+/// Block requests completed (counter; OTel's `system.disk.operations`).
+pub const DISK_OPERATIONS: &str = "system.disk.operations";
+/// Failed block requests (counter).
+pub const DISK_ERRORS: &str = "system.disk.errors";
+/// OOM kills (counter).
+pub const OOM_KILLS: &str = "system.linux.oom_kill.count";
+/// Processes ended by a signal (counter); crashes are the crash signals.
+pub const PROCESS_SIGNALED: &str = "process.crashes";
+/// Processes that exited with a non-zero status (counter).
+pub const PROCESS_NONZERO_EXITS: &str = "process.exits.nonzero";
+/// Events the agent lost, by stage, reason and probe (counter).
+pub const AGENT_DROPPED: &str = "sonde.agent.dropped";
+
+/// UCUM unit of durations.
+pub const UNIT_SECONDS: &str = "s";
+/// UCUM unit of syscall failures.
+pub const UNIT_ERRORS: &str = "{error}";
+/// UCUM unit of block operations.
+pub const UNIT_OPERATIONS: &str = "{operation}";
+/// UCUM unit of OOM kills.
+pub const UNIT_KILLS: &str = "{kill}";
+/// UCUM unit of processes.
+pub const UNIT_PROCESSES: &str = "{process}";
+/// UCUM unit of lost events.
+pub const UNIT_EVENTS: &str = "{event}";
+
+/// The cgroup v2 path a series is attributed to (`/` is the host). OTel's
+/// `process.linux.cgroup` names a process's cgroup line; sonde's series
+/// belong to a cgroup, not a process, hence a name of its own.
+pub const ATTR_CGROUP_PATH: &str = "linux.cgroup.path";
+/// Syscall name, e.g. `openat`.
+pub const ATTR_SYSCALL_NAME: &str = "syscall.name";
+/// Low-cardinality failure kind: the errno name, e.g. `ENOENT`.
+pub const ATTR_ERROR_TYPE: &str = "error.type";
+/// Block device name, e.g. `nvme0n1` (OTel `system.device`).
+pub const ATTR_DEVICE: &str = "system.device";
+/// Block operation: read, write, flush, discard, other (OTel's
+/// `disk.io.direction` has read/write; flush and discard are sonde's).
+pub const ATTR_DISK_DIRECTION: &str = "disk.io.direction";
+/// Signal name, e.g. `SIGSEGV`.
+pub const ATTR_SIGNAL_NAME: &str = "signal.name";
+/// Exit status of a process.
+pub const ATTR_EXIT_CODE: &str = "process.exit.code";
+/// Loss stage: `kernel`, `userspace`, `outbox`.
+pub const ATTR_STAGE: &str = "stage";
+/// Loss reason, snake_case.
+pub const ATTR_REASON: &str = "reason";
+/// Probe family.
+pub const ATTR_PROBE: &str = "probe";
+
+/// Resource attribute: node name.
+pub const RES_HOST_NAME: &str = "host.name";
+/// Resource attribute: machine id.
+pub const RES_HOST_ID: &str = "host.id";
+/// Resource attribute: architecture.
+pub const RES_HOST_ARCH: &str = "host.arch";
+/// Resource attribute: OS kind.
+pub const RES_OS_TYPE: &str = "os.type";
+/// Resource attribute: kernel release.
+pub const RES_OS_VERSION: &str = "os.version";
+/// Resource attribute: the service that produced the data.
+pub const RES_SERVICE_NAME: &str = "service.name";
+/// Resource attribute: its version.
+pub const RES_SERVICE_VERSION: &str = "service.version";
