@@ -205,10 +205,20 @@ fn a_real_otlp_receiver_gets_sondes_histograms() {
         })
         .expect("the test cgroup's ENOENT series");
     assert_eq!(u64_of(&point["as_int"]), FAILING);
+    // Every loss counter is exported, zeros included: the syscall family's
+    // three among them.
     let dropped = metric("sonde.agent.dropped");
-    assert!(dropped["sum"]["data_points"]
+    let points = dropped["sum"]["data_points"]
         .as_array()
-        .is_some_and(|p| p.len() == 3));
+        .expect("dropped points");
+    for reason in ["hist_map_full", "errors_map_full", "start_slot_collision"] {
+        assert!(
+            points
+                .iter()
+                .any(|p| attr(p, "probe") == Some("syscalls") && attr(p, "reason") == Some(reason)),
+            "syscalls/{reason} not exported"
+        );
+    }
     drop(receiver);
 }
 

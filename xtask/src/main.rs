@@ -161,6 +161,8 @@ fn build_static() -> Result<()> {
             STATIC_TARGET,
             "--package",
             "sonde",
+            "--package",
+            "sonde-collector",
         ],
     )
 }

@@ -144,6 +144,13 @@ impl ProbeArgs {
     }
 }
 
+impl Cli {
+    /// Whether the command talks to peers over sockets (collector, exporters).
+    pub fn uses_network(&self) -> bool {
+        matches!(self.command, Command::Agent(_) | Command::Fleet(_))
+    }
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
