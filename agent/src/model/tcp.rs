@@ -192,7 +192,9 @@ pub struct TcpEventRecord {
     pub error: Option<String>,
     /// A sent reset's kernel reason (`NO_SOCKET`), where the kernel says.
     pub reset_reason: Option<String>,
-    /// The socket's cgroup and its owner (id 0: no socket).
+    /// The socket's cgroup and its owner; absent when there was no full
+    /// socket (a reset for a packet that matched none, or from a time-wait
+    /// socket).
     #[serde(flatten)]
-    pub cgroup: CgroupRef,
+    pub cgroup: Option<CgroupRef>,
 }

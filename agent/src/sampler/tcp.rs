@@ -327,7 +327,10 @@ pub fn tcp_window(
         .events
         .iter()
         .take(input.keep_events)
-        .map(|e| event_record(e, input.names, input.clocks, resolve(e.cgroup_id)))
+        .map(|e| {
+            let cgroup = (e.cgroup_id != 0).then(|| resolve(e.cgroup_id));
+            event_record(e, input.names, input.clocks, cgroup)
+        })
         .collect();
     (window, losses)
 }
@@ -354,7 +357,7 @@ fn event_record(
     e: &TcpEvent,
     names: &TcpNames,
     clocks: Clocks,
-    cgroup: CgroupRef,
+    cgroup: Option<CgroupRef>,
 ) -> TcpEventRecord {
     let age_ns = clocks.monotonic_ns.saturating_sub(e.ts_ns);
     let failed = e.kind == kind::TCP_CONNECT_FAILED;
