@@ -2,7 +2,8 @@
 //! real workloads in their own cgroups, exact numbers against ground truth.
 //! Run by `cargo xtask test` as root, one test at a time.
 //!
-//! Helpers here: test cgroups, workloads forked into them, the sonde binary.
+//! Helpers here: test cgroups, workloads forked into them, the sonde binary;
+//! network namespaces and their fixtures in [`netns`].
 
 #[cfg(test)]
 mod attribution;
@@ -20,6 +21,10 @@ mod process;
 mod sched;
 #[cfg(test)]
 mod syscalls;
+#[cfg(test)]
+mod tcp;
+
+pub mod netns;
 
 use std::{
     ffi::CString,
