@@ -11,8 +11,10 @@ use crate::sh;
 /// bpf-linker release built against the nightly's own LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the integration tests use, each with a shell test that
-/// says whether it is there: `unshare`, `setpriv`, `losetup`, `mount`, and
-/// fusepy for the FUSE fixture that injects block I/O errors.
+/// says whether it is there: `unshare`, `setpriv`, `losetup`, `mount`,
+/// fusepy for the FUSE fixture that injects block I/O errors, `ip` for the
+/// TCP tests' network namespaces and veth pairs, and `nft` for their loss
+/// and drop rules.
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "command -v setpriv && command -v unshare"),
     ("mount", "command -v mount && command -v losetup"),
@@ -20,6 +22,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "python3-fusepy",
         "test -e /usr/lib/python3/dist-packages/fusepy.py",
     ),
+    ("iproute2", "command -v ip"),
+    ("nftables", "command -v nft"),
 ];
 /// Debian packages the benchmarks use.
 const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "command -v bpftrace")];
