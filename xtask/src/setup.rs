@@ -22,8 +22,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "python3-fusepy",
         "test -e /usr/lib/python3/dist-packages/fusepy.py",
     ),
-    ("iproute2", "command -v ip"),
-    ("nftables", "command -v nft"),
+    ("iproute2", "PATH=$PATH:/usr/sbin:/sbin command -v ip"),
+    ("nftables", "PATH=$PATH:/usr/sbin:/sbin command -v nft"),
 ];
 /// Debian packages the benchmarks use.
 const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "command -v bpftrace")];
