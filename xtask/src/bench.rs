@@ -11,6 +11,9 @@ pub enum Which {
     Syscalls,
     /// pipe ping-pong on one CPU: no probes, floor, sonde's scheduler probes.
     Sched,
+    /// loopback connect/accept storm and bulk transfer: no probes, floor,
+    /// sonde's TCP probes.
+    Tcp,
     /// Every benchmark above.
     All,
 }
@@ -32,7 +35,13 @@ pub fn run(which: Which, ops: Option<u64>, rounds: u32) -> Result<()> {
     let benches: &[(&str, u64)] = match which {
         Which::Syscalls => &[("syscalls", 2_000_000)],
         Which::Sched => &[("sched", 200_000)],
-        Which::All => &[("syscalls", 2_000_000), ("sched", 200_000)],
+        Which::Tcp => &[("tcp-connect", 20_000), ("tcp-bulk", 2048)],
+        Which::All => &[
+            ("syscalls", 2_000_000),
+            ("sched", 200_000),
+            ("tcp-connect", 20_000),
+            ("tcp-bulk", 2048),
+        ],
     };
     for &(name, default_ops) in benches {
         let out = root().join(format!("target/bench/{name}.json"));
