@@ -93,7 +93,8 @@ pub mod netns {
     /// Connects that closed again before any SYN left (no local port was
     /// ever bound, no error): the kernel never counted them as ActiveOpens.
     pub const ACTIVE_OPENS_UNDONE: u32 = 1;
-    /// `Tcp: AttemptFails`: SYN_SENT or SYN_RECV → CLOSE with an error.
+    /// `Tcp: AttemptFails`: SYN_SENT or SYN_RECV → CLOSE with an error, and
+    /// request sockets (handshakes in progress) ended by a reset or a SYN.
     pub const ATTEMPT_FAILS: u32 = 2;
     /// `Tcp: RetransSegs`.
     pub const RETRANS_SEGS: u32 = 3;
@@ -114,6 +115,17 @@ pub mod listen {
     pub const OVERFLOWS: u16 = 1;
     /// Other packets the kernel dropped at the listening socket, with a reason.
     pub const DROPS: u16 = 2;
+    /// Handshakes the peer broke off before they completed (a reset, or a
+    /// SYN inside the handshake): the listening side's AttemptFails.
+    pub const FAILED: u16 = 3;
+}
+
+/// TCP header flags (byte 13 of the header).
+pub mod flags {
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
 }
 
 /// Indices of the per-CPU `TCP_LOSS` counters.

@@ -36,8 +36,8 @@ use sonde_common::{
     hist::{bucket_key, ns_to_binary_ns},
     task::CgroupBucketKey,
     tcp::{
-        failure_of, listen, loss, netns, state, what, CgroupCountKey, ConnectStart, ListenKey,
-        NetnsKey, TcpEvent, TcpOffsets, AF_INET, AF_INET6, CGROUP_MAX_ENTRIES,
+        failure_of, flags, listen, loss, netns, state, what, CgroupCountKey, ConnectStart,
+        ListenKey, NetnsKey, TcpEvent, TcpOffsets, AF_INET, AF_INET6, CGROUP_MAX_ENTRIES,
         CONNECT_HIST_MAX_ENTRIES, CONNECT_START_MAX_ENTRIES, DROPS_MAX_ENTRIES, IPPROTO_TCP,
         LISTEN_MAX_ENTRIES, NETNS_MAX_ENTRIES, NO_REASON,
     },
@@ -91,6 +91,18 @@ static TCP_DROP_RX_SK_ARG: Global<u32> = Global::new(0);
 /// This kernel's `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`, or `NO_REASON`.
 #[no_mangle]
 static TCP_LISTEN_OVERFLOW_REASON: Global<u32> = Global::new(NO_REASON);
+
+/// `SKB_DROP_REASON_NOT_SPECIFIED`, when the kernel gives every other drop
+/// of a handshake packet a reason of its own (6.15+, with the overflow
+/// reason), else `NO_REASON`: a reset dropped under it at a listening
+/// socket ended a request socket (a handshake in progress).
+#[no_mangle]
+static TCP_HANDSHAKE_RESET_REASON: Global<u32> = Global::new(NO_REASON);
+
+/// This kernel's `SK_RST_REASON_INVALID_SYN`, or `NO_REASON`: a listening
+/// socket answers a SYN inside a handshake in progress with it.
+#[no_mangle]
+static TCP_RST_INVALID_SYN: Global<u32> = Global::new(NO_REASON);
 
 /// Errors `__tcp_retransmit_skb` returns before it counts `RetransSegs`
 /// (nothing was sent): EBUSY (still in the host queue), EINVAL, ENOMEM
@@ -351,6 +363,14 @@ fn try_reset_sent<C: EbpfContext>(
         if full {
             event.cgroup_id = sk_cgroup(&o, sk)?;
         }
+        if u32::from(st) == state::LISTEN && !skb.is_null() && reason == TCP_RST_INVALID_SYN.load()
+        {
+            // tcp_check_req(): a SYN inside a handshake in progress ends it
+            // (AttemptFails) and is answered with this reset.
+            count_netns(ctx, event.netns, netns::ATTEMPT_FAILS, 1);
+            let port: u16 = read(sk, o.skc_num)?;
+            count_listen(ctx, event.netns, port, listen::FAILED);
+        }
     } else if !skb.is_null() {
         // No socket: the namespace of the device the packet came in on (the
         // kernel counts OutRsts in the namespace of its route's device,
@@ -437,10 +457,23 @@ fn try_drop<C: EbpfContext>(
     if reason == TCP_LISTEN_OVERFLOW_REASON.load() {
         count_listen(ctx, ns, port, listen::OVERFLOWS);
         count_netns(ctx, ns, netns::LISTEN_OVERFLOWS, 1);
+    } else if reason == TCP_HANDSHAKE_RESET_REASON.load() && tcp_flags(&o, skb)? & flags::RST != 0 {
+        // tcp_check_req(): a reset ended a handshake in progress
+        // (AttemptFails); the packet is dropped without a reason.
+        count_listen(ctx, ns, port, listen::FAILED);
+        count_netns(ctx, ns, netns::ATTEMPT_FAILS, 1);
     } else {
         count_listen(ctx, ns, port, listen::DROPS);
     }
     Ok(())
+}
+
+/// The flags byte of the packet's TCP header.
+#[inline(always)]
+fn tcp_flags(o: &TcpOffsets, skb: *const u8) -> Result<u8, i32> {
+    let head: *const u8 = read(skb, o.skb_head)?;
+    let transport: u16 = read(skb, o.skb_transport_header)?;
+    read(head.wrapping_add(usize::from(transport)), 13)
 }
 
 #[inline(always)]

@@ -225,13 +225,18 @@ impl Workload {
 
 /// Polls `cond` every 5 ms for up to 5 s.
 pub fn wait_until(cond: impl Fn() -> bool) {
-    for _ in 0..1000 {
+    wait_until_secs(5, cond);
+}
+
+/// Polls `cond` every 5 ms for up to `secs` seconds.
+pub fn wait_until_secs(secs: u64, cond: impl Fn() -> bool) {
+    for _ in 0..secs * 200 {
         if cond() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    panic!("condition not met within 5 s");
+    panic!("condition not met within {secs} s");
 }
 
 /// The `sonde` binary under test: `$SONDE_BIN`, set by `cargo xtask test`,

@@ -502,3 +502,161 @@ fn netfilter_drops_equal_the_rule_counter() {
     drop((hold_a, hold_b));
     assert_eq!(snapshot.lost(), 0, "{:?}", snapshot.losses);
 }
+
+const BACKLOG_PORT: u16 = 7015;
+/// Listen backlog of the overflow test: the accept queue is full past
+/// `BACKLOG + 1` connections, the SYN queue at `BACKLOG` handshakes.
+const BACKLOG: usize = 2;
+/// Local ports of the two held-back handshakes.
+const HELD_PORTS: [u16; 2] = [40701, 40702];
+
+#[test]
+fn handshakes_refused_by_a_full_accept_queue_counted_per_port() {
+    if !privileged() {
+        return;
+    }
+    let probes = probes();
+    let pair = NetnsPair::new("ovf");
+    let (hold_a, hold_b) = (Holder::new(&pair.a), Holder::new(&pair.b));
+    // The accept queue first takes BACKLOG connections that nobody accepts.
+    // Then two more handshakes wait as request sockets (their last ACK held
+    // back by the rule; the SYN queue, of BACKLOG, is not full, so no SYN
+    // cookies). Once the rule is gone, the server's SYN-ACK retransmits
+    // (after 1 s) draw the ACKs again: the first completes its handshake and
+    // fills the queue, the second finds it full. The client's reset then
+    // ends the refused handshake, an AttemptFail on the server's side. (A
+    // SYN refused for a full queue, or a SYN-cookie handshake refused, would
+    // not show as an overflow; neither happens here. Nor does a reset that
+    // is inside the handshake's window but not at its next sequence: the
+    // kernel answers it with a challenge ACK and does not count it, sonde
+    // cannot tell it from one that ends the handshake and counts it.)
+    pair.a.nft(&format!(
+        "table inet sonde {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n  \
+         ip daddr 10.77.0.2 tcp dport {BACKLOG_PORT} tcp sport {{ {}, {} }} \
+         tcp flags & (syn | ack) == ack counter drop\n }}\n}}\n",
+        HELD_PORTS[0], HELD_PORTS[1]
+    ));
+    let (client_cg, server_cg) = (TestCgroup::new("tcp-ovf-c"), TestCgroup::new("tcp-ovf-s"));
+    let at = sockaddr(ADDR_B, BACKLOG_PORT);
+    let held = HELD_PORTS.map(|port| sockaddr(crate::netns::ADDR_A, port));
+    let progress = Shared::new(1);
+    let server = Workload::fork(&server_cg, || {
+        deadline(20);
+        pair.b.enter();
+        let _l = listen(&at, BACKLOG as i32);
+        // SAFETY: waits for the signal that ends it; nobody accepts.
+        unsafe { libc::pause() };
+    });
+    let (go_data, data_go) = pipe();
+    let client = Workload::fork(&client_cg, || {
+        deadline(20);
+        pair.a.enter();
+        let mut socks = [0; BACKLOG + 2];
+        for (i, sock) in socks.iter_mut().enumerate() {
+            let fd = match held.get(i.wrapping_sub(BACKLOG)) {
+                Some(from) => connect_from(from, &at),
+                None => connect(&at).ok(),
+            };
+            let Some(fd) = fd else {
+                // SAFETY: ends the forked child.
+                unsafe { libc::_exit(98) };
+            };
+            *sock = fd;
+        }
+        progress.set(0, 1);
+        let mut byte = 0u8;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: waits for the parent's word, then aborts every connection
+        // (resets: nothing lingers).
+        unsafe {
+            libc::read(data_go, (&mut byte as *mut u8).cast(), 1);
+            for fd in socks {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+                libc::close(fd);
+            }
+        }
+    });
+    let kernel_before = hold_b.counters();
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    server.go();
+    wait_listening(hold_b.pid(), BACKLOG_PORT);
+    client.go();
+    crate::wait_until(|| progress.get(0) == 1);
+    assert_eq!(
+        pair.a.nft_counter("sonde"),
+        2,
+        "both handshake ACKs held back"
+    );
+    pair.a
+        .exec("nft", &["delete", "table", "inet", "sonde"], None);
+    crate::wait_until_secs(5, || {
+        hold_b.counters().since(&kernel_before).listen_overflows >= 1
+    });
+    // SAFETY: one byte to the client's pipe.
+    assert_eq!(unsafe { libc::write(go_data, b"g".as_ptr().cast(), 1) }, 1);
+    assert_eq!(client.wait(), 0);
+    // SAFETY: ending our own child.
+    unsafe { libc::kill(server.pid(), libc::SIGKILL) };
+    let _ = server.wait_status();
+    let snapshot = sampler.tick().expect("second reading");
+    let kernel_after = hold_b.counters().since(&kernel_before);
+
+    assert_eq!(kernel_after.listen_overflows, 1, "one handshake refused");
+    let listener = snapshot
+        .tcp
+        .listeners
+        .iter()
+        .find(|l| l.netns == pair.b.inode() && l.port == BACKLOG_PORT)
+        .expect("the listening port");
+    assert_eq!(listener.overflows, 1, "{listener:?}");
+    assert_eq!(listener.accepted, BACKLOG as u64 + 1, "{listener:?}");
+    // The refused handshake stayed a request socket; the client's reset
+    // ended it: an AttemptFail on the listening side.
+    assert_eq!(listener.failed_handshakes, 1, "{listener:?}");
+    assert_eq!(kernel_after.attempt_fails, 1);
+    // Both held handshakes had their SYN-ACK sent again.
+    assert_eq!(kernel_after.retrans_segs, 2);
+    assert_eq!(snapshot.drops(pair.b.inode(), "TCP_LISTEN_OVERFLOW"), 1);
+    agreed(&snapshot, &pair.b);
+    agreed(&snapshot, &pair.a);
+    drop((hold_a, hold_b));
+    // SAFETY: closing our pipe ends.
+    unsafe {
+        libc::close(go_data);
+        libc::close(data_go);
+    }
+    assert_eq!(snapshot.lost(), 0, "{:?}", snapshot.losses);
+}
+
+/// A TCP socket bound to `from`, connected to `to`; async-signal-safe.
+fn connect_from(from: &libc::sockaddr_in, to: &libc::sockaddr_in) -> Option<libc::c_int> {
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: raw socket calls with valid addresses.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0
+            || libc::bind(fd, (from as *const libc::sockaddr_in).cast(), len) != 0
+            || libc::connect(fd, (to as *const libc::sockaddr_in).cast(), len) != 0
+        {
+            return None;
+        }
+        Some(fd)
+    }
+}
+
+/// A pipe: (write end, read end).
+fn pipe() -> (libc::c_int, libc::c_int) {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid two-element array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[1], fds[0])
+}

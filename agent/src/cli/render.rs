@@ -226,8 +226,8 @@ fn tcp(out: &mut String, t: &crate::model::tcp::TcpWindow, top: usize) {
     for l in t.listeners.iter().take(top) {
         let _ = writeln!(
             out,
-            "LISTEN    netns {} port {:<6} accepted {}  overflows {}  drops {}",
-            l.netns, l.port, l.accepted, l.overflows, l.drops
+            "LISTEN    netns {} port {:<6} accepted {}  overflows {}  failed handshakes {}  drops {}",
+            l.netns, l.port, l.accepted, l.overflows, l.failed_handshakes, l.drops
         );
     }
     for d in t.drops.iter().take(top) {

@@ -111,6 +111,9 @@ pub struct ListenerTcp {
     /// same reason are freed without a drop reason and are not seen here:
     /// the namespace check's `ListenOverflows` shows them.
     pub overflows: u64,
+    /// Handshakes the client broke off before they completed (a reset, or
+    /// a SYN inside the handshake): the listening side's AttemptFails.
+    pub failed_handshakes: u64,
     /// Other packets the kernel dropped at the listening socket.
     pub drops: u64,
 }

@@ -79,6 +79,12 @@ pub struct TcpSetup {
     drop_rx_sk_arg: bool,
     /// `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` on this kernel, or `NO_REASON`.
     listen_overflow_reason: u32,
+    /// `SKB_DROP_REASON_NOT_SPECIFIED` where a reset dropped under it at a
+    /// listening socket ended a handshake (see the kernel program), or
+    /// `NO_REASON`.
+    handshake_reset_reason: u32,
+    /// `SK_RST_REASON_INVALID_SYN` on this kernel, or `NO_REASON`.
+    rst_invalid_syn: u32,
     /// Names of the kernel's drop and reset reasons.
     pub names: TcpNames,
 }
@@ -117,6 +123,14 @@ impl TcpNames {
     /// The value of drop reason `name` (without its prefix).
     pub fn drop_reason_value(&self, name: &str) -> Option<u32> {
         self.drop_reasons
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(v, _)| *v)
+    }
+
+    /// The value of reset reason `name` (without its prefix).
+    pub fn reset_reason_value(&self, name: &str) -> Option<u32> {
+        self.reset_reasons
             .iter()
             .find(|(_, n)| n.as_str() == name)
             .map(|(v, _)| *v)
@@ -161,6 +175,9 @@ pub(super) fn setup(btf: Option<&Btf>) -> TcpSetup {
     };
     let enum_of = |name: &str| btf.and_then(|b| b.enum_values(name)).unwrap_or_default();
     let names = TcpNames::new(&enum_of("skb_drop_reason"), &enum_of("sk_rst_reason"));
+    let listen_overflow_reason = names
+        .drop_reason_value("TCP_LISTEN_OVERFLOW")
+        .unwrap_or(NO_REASON);
     TcpSetup {
         offsets: offsets(btf),
         retrans_err_arg: arg_is("tcp_retransmit_skb", 2, false),
@@ -171,9 +188,18 @@ pub(super) fn setup(btf: Option<&Btf>) -> TcpSetup {
             Err("kfree_skb has no drop reason on this kernel (Linux 5.17+)".to_owned())
         },
         drop_rx_sk_arg: arg_is("kfree_skb", 3, true),
-        listen_overflow_reason: names
-            .drop_reason_value("TCP_LISTEN_OVERFLOW")
-            .unwrap_or(NO_REASON),
+        listen_overflow_reason,
+        // The kernels that name the overflow (6.15+) also give every other
+        // drop in tcp_check_req() a reason: NOT_SPECIFIED is left for the
+        // handshakes a reset ended.
+        handshake_reset_reason: if listen_overflow_reason == NO_REASON {
+            NO_REASON
+        } else {
+            names
+                .drop_reason_value("NOT_SPECIFIED")
+                .unwrap_or(NO_REASON)
+        },
+        rst_invalid_syn: names.reset_reason_value("INVALID_SYN").unwrap_or(NO_REASON),
         names,
     }
 }
@@ -248,7 +274,13 @@ pub(super) fn configure<'a>(loader: &mut EbpfLoader<'a>, setup: &'a TcpSetup) {
             "TCP_LISTEN_OVERFLOW_REASON",
             &setup.listen_overflow_reason,
             true,
-        );
+        )
+        .override_global(
+            "TCP_HANDSHAKE_RESET_REASON",
+            &setup.handshake_reset_reason,
+            true,
+        )
+        .override_global("TCP_RST_INVALID_SYN", &setup.rst_invalid_syn, true);
 }
 
 pub(super) fn attach(ebpf: &mut Ebpf, setup: &TcpSetup) -> ProbeStatus {
@@ -411,6 +443,8 @@ mod tests {
         assert_eq!(offsets.valid, 1);
         assert!(setup.drop_reason_arg.is_ok());
         assert_ne!(setup.listen_overflow_reason, NO_REASON);
+        assert_ne!(setup.handshake_reset_reason, NO_REASON);
+        assert_ne!(setup.rst_invalid_syn, NO_REASON);
         assert!(setup.names.drop_reason_value("NETFILTER_DROP").is_some());
         eprintln!(
             "{offsets:?} retrans_err {} reset_reason {} rx_sk {} overflow {}",

@@ -7,6 +7,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
+    time::{Duration, Instant},
 };
 
 use sonde_common::{
@@ -38,6 +39,8 @@ pub const MAX_NAMESPACES: usize = 1024;
 pub const MAX_DESTINATIONS: usize = 4096;
 /// Failing destinations reported per cgroup.
 pub const TOP_DESTINATIONS: usize = 5;
+/// /proc is scanned for the namespaces' processes at most this often.
+const MIN_RESCAN: Duration = Duration::from_secs(2);
 
 /// The per-namespace check: the kernel's counters and sonde's at a
 /// baseline, and a process through which each namespace can be read.
@@ -48,6 +51,7 @@ pub struct NetnsCheck {
     baselines: HashMap<u32, (TcpCounters, TcpCounters)>,
     /// Namespace → a process living in it, from the last scan.
     pids: HashMap<u32, u32>,
+    scanned_at: Instant,
 }
 
 /// sonde's counters of namespace `ns`, named like the kernel's.
@@ -77,16 +81,24 @@ impl NetnsCheck {
             proc_root,
             baselines,
             pids,
+            scanned_at: Instant::now(),
         }
     }
 
-    /// The namespaces to report: those baselined and those sonde counted in.
-    fn namespaces(&self, reading: &TcpReading) -> Vec<u32> {
+    /// The namespaces to report: those baselined and those sonde counted
+    /// something in during the window.
+    fn namespaces(&self, before: &TcpReading, after: &TcpReading) -> Vec<u32> {
         let mut all: Vec<u32> = self
             .baselines
             .keys()
             .copied()
-            .chain(reading.netns.keys().map(|&(ns, _)| ns))
+            .chain(
+                after
+                    .netns
+                    .keys()
+                    .filter(|k| delta(&before.netns, &after.netns, k) > 0)
+                    .map(|&(ns, _)| ns),
+            )
             .filter(|&ns| ns != 0)
             .collect();
         all.sort_unstable();
@@ -96,15 +108,17 @@ impl NetnsCheck {
     }
 
     /// Finds a process again for every namespace in `wanted` whose process
-    /// left it (one scan of /proc at most), and forgets the baselines of
-    /// namespaces that are gone (their inode numbers may be reused).
+    /// left it (one scan of /proc, at most every two seconds), and forgets
+    /// the baselines of namespaces that are gone (their inode numbers may be
+    /// reused).
     fn refresh(&mut self, wanted: &[u32]) {
         let stale = wanted.iter().any(|ns| {
             self.pids
                 .get(ns)
                 .is_none_or(|&pid| ns_host::of_pid(&self.proc_root, pid) != Some(*ns))
         });
-        if stale {
+        if stale && self.scanned_at.elapsed() >= MIN_RESCAN {
+            self.scanned_at = Instant::now();
             self.pids = ns_host::with_a_process(&self.proc_root, MAX_NAMESPACES);
             let pids = &self.pids;
             self.baselines.retain(|ns, _| pids.contains_key(ns));
@@ -116,6 +130,9 @@ impl NetnsCheck {
     /// from zero). `None` when no process in it can be read.
     fn check(&mut self, ns: u32, reading: &TcpReading) -> Option<Vec<CounterCheck>> {
         let pid = *self.pids.get(&ns)?;
+        if ns_host::of_pid(&self.proc_root, pid) != Some(ns) {
+            return None; // it left (or its pid is another process's now)
+        }
         let kernel = ns_host::tcp_counters(&self.proc_root, pid)?;
         if !self.baselines.contains_key(&ns) && self.baselines.len() < MAX_NAMESPACES {
             self.baselines
@@ -281,11 +298,13 @@ pub fn tcp_window(
             port,
             accepted: 0,
             overflows: 0,
+            failed_handshakes: 0,
             drops: 0,
         });
         match counter {
             listen::ACCEPTED => l.accepted += n,
             listen::OVERFLOWS => l.overflows += n,
+            listen::FAILED => l.failed_handshakes += n,
             _ => l.drops += n,
         }
     }
@@ -309,7 +328,7 @@ pub fn tcp_window(
     window.drops = drops.into_values().collect();
 
     // Per namespace: the window's counts, and the check.
-    let namespaces = check.namespaces(after);
+    let namespaces = check.namespaces(before, after);
     check.refresh(&namespaces);
     window.namespaces = namespaces
         .into_iter()
