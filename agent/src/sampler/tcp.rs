@@ -12,7 +12,7 @@ use std::{
 
 use sonde_common::{
     events::kind,
-    tcp::{fail, failure_of, listen, netns, what, TcpEvent, AF_INET, AF_INET6},
+    tcp::{failure_of, listen, netns, what, TcpEvent, AF_INET, AF_INET6},
 };
 
 use super::{histogram_deltas, loss_records};
@@ -409,19 +409,11 @@ fn event_record(
     }
 }
 
-/// Every failure reason, so that a table can show zeros too.
-pub const FAILURE_REASONS: [u32; fail::COUNT as usize] = [
-    fail::REFUSED,
-    fail::RESET,
-    fail::TIMEOUT,
-    fail::UNREACHABLE,
-    fail::OTHER,
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::attribution::Owner;
+    use sonde_common::tcp::fail;
 
     fn named(id: u64) -> CgroupRef {
         CgroupRef {
