@@ -1,5 +1,9 @@
 //! Rare, high-value events sent to the agent through one ring buffer, so
-//! that a person can see *which* process, not only how many.
+//! that a person can see *which* process or connection, not only how many.
+//!
+//! Two record types share the ring: [`Event`] (a task: OOM kill, crash) and
+//! `tcp::TcpEvent` (a connection: reset, failed connect). Both begin with
+//! their `kind`, which says which one a record is.
 
 use crate::task::COMM_LEN;
 
@@ -12,8 +16,22 @@ pub mod kind {
     pub const OOM_KILL: u32 = 0;
     /// A process ended by a fatal signal (`code`: the signal).
     pub const CRASH: u32 = 1;
+    /// A TCP reset sent (a `TcpEvent`; `code`: the kernel's reset reason).
+    pub const TCP_RESET_SENT: u32 = 2;
+    /// A TCP reset received (a `TcpEvent`).
+    pub const TCP_RESET_RECEIVED: u32 = 3;
+    /// A connect that failed (a `TcpEvent`; `code`: the errno).
+    pub const TCP_CONNECT_FAILED: u32 = 4;
     /// Number of kinds.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 5;
+
+    /// Whether records of `kind` are `TcpEvent`s.
+    pub const fn is_tcp(kind: u32) -> bool {
+        matches!(
+            kind,
+            TCP_RESET_SENT | TCP_RESET_RECEIVED | TCP_CONNECT_FAILED
+        )
+    }
 }
 
 /// Event flags.

@@ -13,6 +13,7 @@ pub mod process;
 pub mod sched;
 pub mod syscalls;
 pub mod task;
+pub mod tcp;
 
 /// Implements `aya::Pod` for plain shared types on the user side only.
 #[cfg(feature = "user")]
@@ -41,4 +42,10 @@ user_pod!(
     block::DevBucketKey,
     block::IoKey,
     block::RequestStart,
+    tcp::TcpOffsets,
+    tcp::ConnectStart,
+    tcp::CgroupCountKey,
+    tcp::NetnsKey,
+    tcp::ListenKey,
+    tcp::TcpEvent,
 );

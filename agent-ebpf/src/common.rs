@@ -1,4 +1,5 @@
-//! Pieces every family uses: per-CPU counters and kernel task reads.
+//! Pieces every family uses: per-CPU counters, the event ring and kernel
+//! task reads.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -12,7 +13,8 @@ use sonde_common::{
     task::{TaskOffsets, COMM_LEN},
 };
 
-/// Rare events for the agent (OOM kills, crashes); one record each.
+/// Rare events for the agent (OOM kills, crashes, TCP resets and failed
+/// connects); one record each.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
@@ -20,18 +22,25 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 static EVENT_LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
 
-/// Sends an event; a full ring buffer is counted under the event's kind.
+/// Sends a task event; a full ring buffer is counted under the event's kind.
 #[inline(always)]
 pub fn emit(mut event: Event) {
     // SAFETY: a plain helper call with no arguments.
     event.ts_ns = unsafe { bpf_ktime_get_ns() };
-    match EVENTS.reserve::<Event>(0) {
+    submit(event, event.kind);
+}
+
+/// Sends one record of kind `kind` (every record type begins with its kind);
+/// a full ring buffer is counted under that kind.
+#[inline(always)]
+pub fn submit<T: 'static>(record: T, kind: u32) {
+    match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
-            entry.write(event);
+            entry.write(record);
             entry.submit(0);
         }
         None => {
-            count_loss(&EVENT_LOSS, event.kind);
+            count_loss(&EVENT_LOSS, kind);
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Empty programs on sonde's hooks: the floor that any syscall-wide
-//! tracing pays (the tracing slow path on every syscall). Only `cargo xtask
-//! bench` attaches them, to measure sonde's cost against that floor.
+//! Empty programs on sonde's hooks: the floor that any tracing on those
+//! hooks pays (for syscalls, the tracing slow path on every syscall). Only
+//! `cargo xtask bench` attaches them, to measure sonde's cost against that
+//! floor.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
@@ -44,5 +45,35 @@ pub fn floor_bwake_new(_ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn floor_bswitch(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn floor_tcp_state(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn floor_tcp_rtx(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_retransmit_synack")]
+pub fn floor_tcp_synack(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn floor_tcp_rst_tx(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn floor_tcp_rst_rx(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn floor_skb_drop(_ctx: RawTracePointContext) -> i32 {
     0
 }

@@ -20,6 +20,8 @@ mod process;
 mod sched;
 #[cfg(target_arch = "bpf")]
 mod syscalls;
+#[cfg(target_arch = "bpf")]
+mod tcp;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -23,6 +23,18 @@ pub const OOM_KILLS: &str = "system.linux.oom_kill.count";
 pub const PROCESS_SIGNALED: &str = "process.crashes";
 /// Processes that exited with a non-zero status (counter).
 pub const PROCESS_NONZERO_EXITS: &str = "process.exits.nonzero";
+/// TCP connect latency (histogram, seconds).
+pub const TCP_CONNECT_DURATION: &str = "network.tcp.connect.duration";
+/// Failed TCP connects (counter; `error.type` = refused, reset, timeout, unreachable, other).
+pub const TCP_CONNECT_FAILURES: &str = "network.tcp.connect.failures";
+/// Retransmitted TCP segments (counter).
+pub const TCP_RETRANSMITS: &str = "network.tcp.retransmits";
+/// TCP resets (counter; `network.io.direction`).
+pub const TCP_RESETS: &str = "network.tcp.resets";
+/// Listen-queue overflows (counter).
+pub const TCP_LISTEN_OVERFLOWS: &str = "network.tcp.listen.overflows";
+/// Packets dropped, by the kernel's reason (OTel `system.network.packet.dropped`).
+pub const PACKETS_DROPPED: &str = "system.network.packet.dropped";
 /// Events the agent lost, by stage, reason and probe (counter).
 pub const AGENT_DROPPED: &str = "sonde.agent.dropped";
 
@@ -36,6 +48,12 @@ pub const UNIT_OPERATIONS: &str = "{operation}";
 pub const UNIT_KILLS: &str = "{kill}";
 /// UCUM unit of processes.
 pub const UNIT_PROCESSES: &str = "{process}";
+/// UCUM unit of connections.
+pub const UNIT_CONNECTIONS: &str = "{connection}";
+/// UCUM unit of TCP segments.
+pub const UNIT_SEGMENTS: &str = "{segment}";
+/// UCUM unit of packets.
+pub const UNIT_PACKETS: &str = "{packet}";
 /// UCUM unit of lost events.
 pub const UNIT_EVENTS: &str = "{event}";
 
@@ -52,6 +70,12 @@ pub const ATTR_DEVICE: &str = "system.device";
 /// Block operation: read, write, flush, discard, other (OTel's
 /// `disk.io.direction` has read/write; flush and discard are sonde's).
 pub const ATTR_DISK_DIRECTION: &str = "disk.io.direction";
+/// `transmit` or `receive` (OTel `network.io.direction`).
+pub const ATTR_IO_DIRECTION: &str = "network.io.direction";
+/// A listening port (OTel `server.port`).
+pub const ATTR_SERVER_PORT: &str = "server.port";
+/// The kernel's drop reason, e.g. `NETFILTER_DROP` (OTel-style `drop.reason`).
+pub const ATTR_DROP_REASON: &str = "drop.reason";
 /// Signal name, e.g. `SIGSEGV`.
 pub const ATTR_SIGNAL_NAME: &str = "signal.name";
 /// Exit status of a process.

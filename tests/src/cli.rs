@@ -243,7 +243,7 @@ fn missing_hook_is_one_line_and_doctor_names_it() {
         .expect("run doctor");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    for family in ["memory", "process"] {
+    for family in ["memory", "process", "tcp"] {
         assert!(
             stdout.contains(&format!("{family:<12}attached     raw_tracepoint")),
             "{family}: {stdout}"

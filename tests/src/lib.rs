@@ -2,7 +2,8 @@
 //! real workloads in their own cgroups, exact numbers against ground truth.
 //! Run by `cargo xtask test` as root, one test at a time.
 //!
-//! Helpers here: test cgroups, workloads forked into them, the sonde binary.
+//! Helpers here: test cgroups, workloads forked into them, the sonde binary;
+//! network namespaces and their fixtures in [`netns`].
 
 #[cfg(test)]
 mod attribution;
@@ -30,6 +31,10 @@ mod prometheus;
 mod sched;
 #[cfg(test)]
 mod syscalls;
+#[cfg(test)]
+mod tcp;
+
+pub mod netns;
 
 pub mod procs;
 
@@ -255,13 +260,18 @@ impl Workload {
 
 /// Polls `cond` every 5 ms for up to 5 s.
 pub fn wait_until(cond: impl Fn() -> bool) {
-    for _ in 0..1000 {
+    wait_until_secs(5, cond);
+}
+
+/// Polls `cond` every 5 ms for up to `secs` seconds.
+pub fn wait_until_secs(secs: u64, cond: impl Fn() -> bool) {
+    for _ in 0..secs * 200 {
         if cond() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    panic!("condition not met within 5 s");
+    panic!("condition not met within {secs} s");
 }
 
 /// The `sonde-collector` binary under test: `$SONDE_COLLECTOR_BIN`, else the

@@ -13,6 +13,9 @@ pub enum Which {
     Sched,
     /// Simulated agents against one collector on one core.
     Collector,
+    /// loopback connect/accept storm and bulk transfer: no probes, floor,
+    /// sonde's TCP probes.
+    Tcp,
     /// Every benchmark above.
     All,
 }
@@ -21,8 +24,14 @@ pub fn run(which: Which, ops: Option<u64>, rounds: u32) -> Result<()> {
     let probes: &[(&str, u64)] = match which {
         Which::Syscalls => &[("syscalls", 2_000_000)],
         Which::Sched => &[("sched", 200_000)],
+        Which::Tcp => &[("tcp-connect", 20_000), ("tcp-bulk", 2048)],
         Which::Collector => &[],
-        Which::All => &[("syscalls", 2_000_000), ("sched", 200_000)],
+        Which::All => &[
+            ("syscalls", 2_000_000),
+            ("sched", 200_000),
+            ("tcp-connect", 20_000),
+            ("tcp-bulk", 2048),
+        ],
     };
     if !probes.is_empty() {
         sh(

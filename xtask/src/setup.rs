@@ -14,7 +14,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// that says it is there: `unshare`, `setpriv`, `losetup`, `mount`; fusepy
 /// for the FUSE fixture that injects block I/O errors; capsh and
 /// systemd-analyze for the systemd units' tests; Prometheus and `promtool`
-/// for the exporter test; Python's venv for the OTLP receiver.
+/// for the exporter test; Python's venv for the OTLP receiver; `ip` for the
+/// TCP tests' network namespaces and veth pairs, and `nft` for their loss and
+/// drop rules.
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "command -v setpriv && command -v unshare"),
     ("mount", "command -v mount && command -v losetup"),
@@ -26,6 +28,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("systemd", "command -v systemd-analyze"),
     ("prometheus", "command -v promtool && command -v prometheus"),
     ("python3-venv", "python3 -c 'import ensurepip, venv'"),
+    ("iproute2", "PATH=$PATH:/usr/sbin:/sbin command -v ip"),
+    ("nftables", "PATH=$PATH:/usr/sbin:/sbin command -v nft"),
 ];
 /// PyPI packages the tests run in their own venv: the official OpenTelemetry
 /// protos and gRPC (the OTLP receiver), and the Kubernetes schema validator.

@@ -169,7 +169,128 @@ pub(super) fn snapshot(s: &Snapshot, top: usize) -> String {
     for e in s.events.iter().rev().take(top).rev() {
         let _ = writeln!(out, "EVENT     {}", event_line(e));
     }
+    tcp(&mut out, &s.tcp, top);
     out
+}
+
+/// The TCP window: per cgroup, listening ports, drops, the namespace
+/// check, the latest events.
+fn tcp(out: &mut String, t: &crate::model::tcp::TcpWindow, top: usize) {
+    if !t.cgroups.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<44} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
+            "TCP (cgroup)", "CONNECTS", "P50", "P99", "FAILED", "RETRANS", "RST OUT", "RST IN"
+        );
+    }
+    for c in t.cgroups.iter().take(top) {
+        let _ = writeln!(
+            out,
+            "{:<44} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
+            truncate_left(&cgroup_label(&c.cgroup), 44),
+            c.connects,
+            secs(c.connect_p50_secs),
+            secs(c.connect_p99_secs),
+            c.failures(),
+            c.counts.retransmit_segments,
+            c.counts.resets_sent,
+            c.counts.resets_received
+        );
+        if c.failures() > 0 {
+            let reasons = c
+                .connect_failures
+                .iter()
+                .map(|(r, n)| format!("{r}×{n}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let destinations = c
+                .failing_destinations
+                .iter()
+                .map(|d| format!("{}:{}×{}", d.address, d.port, d.failures))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(
+                out,
+                "  failed connects: {reasons}  top failing: {destinations}"
+            );
+        }
+    }
+    let n = &t.node;
+    if n.retransmit_segments + n.resets_sent + n.resets_received > 0 {
+        let _ = writeln!(
+            out,
+            "TCP (no socket)  retransmits {}  resets sent {}  received {}",
+            n.retransmit_segments, n.resets_sent, n.resets_received
+        );
+    }
+    for l in t.listeners.iter().take(top) {
+        let _ = writeln!(
+            out,
+            "LISTEN    netns {} port {:<6} accepted {}  overflows {}  failed handshakes {}  drops {}",
+            l.netns, l.port, l.accepted, l.overflows, l.failed_handshakes, l.drops
+        );
+    }
+    for d in t.drops.iter().take(top) {
+        let mut reasons: Vec<(&String, &u64)> = d.reasons.iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1));
+        let reasons = reasons
+            .iter()
+            .take(4)
+            .map(|(r, n)| format!("{r}×{n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(
+            out,
+            "DROPS     netns {}  {} packets  {reasons}",
+            d.netns, d.total
+        );
+    }
+    let checked = t.namespaces.iter().filter(|n| n.check.is_some()).count();
+    let off: Vec<String> = t
+        .namespaces
+        .iter()
+        .flat_map(|n| {
+            n.check
+                .iter()
+                .flatten()
+                .filter(|c| c.discrepancy != 0)
+                .map(|c| {
+                    format!(
+                        "netns {} {} kernel {} sonde {} ({:+})",
+                        n.netns, c.counter, c.kernel, c.sonde, c.discrepancy
+                    )
+                })
+        })
+        .collect();
+    if checked > 0 {
+        if off.is_empty() {
+            let _ = writeln!(
+                out,
+                "TCP CHECK {checked} namespaces: sonde's counts equal the kernel's"
+            );
+        } else {
+            let _ = writeln!(out, "TCP CHECK differs: {}", off.join("; "));
+        }
+    }
+    for e in t.events.iter().rev().take(top).rev() {
+        let detail = match (&e.failure, &e.error, &e.reset_reason) {
+            (Some(f), Some(err), _) => format!(" {f} ({err})"),
+            (_, _, Some(r)) => format!(" ({r})"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "EVENT     tcp {} {}:{} → {}:{}{detail} in {}",
+            e.kind,
+            e.source,
+            e.source_port,
+            e.destination,
+            e.destination_port,
+            e.cgroup
+                .as_ref()
+                .map_or_else(|| "no socket".to_owned(), cgroup_label)
+        );
+    }
 }
 
 /// One event as a human line.

@@ -4,6 +4,7 @@ pub mod btf;
 pub mod caps;
 pub mod kernel;
 pub mod mounts;
+pub mod netns;
 pub mod pressure;
 pub mod throttle;
 

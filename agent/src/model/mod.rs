@@ -1,6 +1,8 @@
 //! Plain types that the probes hand to everything else: what one window saw.
 //! Exporters and the CLI only ever see these.
 
+pub mod tcp;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -43,6 +45,9 @@ pub struct Snapshot {
     pub exits: Vec<CgroupExits>,
     /// Rare events of the window (OOM kills, crashes), oldest first.
     pub events: Vec<EventRecord>,
+    /// TCP: connects, retransmits, resets, accepts, drops, the namespace
+    /// check, and the connections behind resets and failed connects.
+    pub tcp: tcp::TcpWindow,
     /// The node's pressure stall information at the end of the window.
     pub node_pressure: Pressure,
     /// PSI and CPU throttling of the cgroups seen in the window.
@@ -313,6 +318,29 @@ impl Snapshot {
         self.cgroups
             .iter()
             .find(|c| c.cgroup.cgroup_id == cgroup_id)
+    }
+
+    /// The TCP signals of cgroup `cgroup_id`.
+    pub fn tcp_cgroup(&self, cgroup_id: u64) -> Option<&tcp::CgroupTcp> {
+        self.tcp
+            .cgroups
+            .iter()
+            .find(|c| c.cgroup.cgroup_id == cgroup_id)
+    }
+
+    /// The TCP counts and check of network namespace `netns`.
+    pub fn tcp_netns(&self, netns: u32) -> Option<&tcp::NetnsTcp> {
+        self.tcp.namespaces.iter().find(|n| n.netns == netns)
+    }
+
+    /// Packets dropped in network namespace `netns` under drop reason `reason`.
+    pub fn drops(&self, netns: u32, reason: &str) -> u64 {
+        self.tcp
+            .drops
+            .iter()
+            .find(|d| d.netns == netns)
+            .and_then(|d| d.reasons.get(reason).copied())
+            .unwrap_or(0)
     }
 
     /// Total events lost in the window.

@@ -2,29 +2,57 @@
 //! records and its loss counters.
 
 use aya::maps::{MapData, MapError, PerCpuArray, RingBuf};
-use sonde_common::events::{kind, Event};
+use sonde_common::{
+    events::{kind, Event},
+    tcp::TcpEvent,
+};
 
 use super::read_losses;
 
 /// Loss counters: (index, stable name), one per event kind.
-pub const LOSSES: [(u32, &str); 2] = [
+pub const LOSSES: [(u32, &str); 5] = [
     (kind::OOM_KILL, "ring_full_oom_kill"),
     (kind::CRASH, "ring_full_crash"),
+    (kind::TCP_RESET_SENT, "ring_full_tcp_reset_sent"),
+    (kind::TCP_RESET_RECEIVED, "ring_full_tcp_reset_received"),
+    (kind::TCP_CONNECT_FAILED, "ring_full_tcp_connect_failed"),
 ];
 
-/// Decodes one ring-buffer record; `None` for a record of the wrong size.
-pub fn decode(record: &[u8]) -> Option<Event> {
-    if record.len() != std::mem::size_of::<Event>() {
+/// One record of the ring buffer: a task's event or a connection's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// An OOM kill or a crash.
+    Task(Event),
+    /// A TCP reset or a failed connect.
+    Tcp(TcpEvent),
+}
+
+/// Reads a `T` from a record of exactly its size.
+fn plain<T: Copy>(record: &[u8]) -> Option<T> {
+    if record.len() != std::mem::size_of::<T>() {
         return None;
     }
-    // SAFETY: the length is checked; Event is plain data valid for any bytes,
-    // and read_unaligned needs no alignment.
-    Some(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<Event>()) })
+    // SAFETY: the length is checked; T is plain data (a shared #[repr(C)]
+    // type) valid for any bytes, and read_unaligned needs no alignment.
+    Some(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring-buffer record by the kind it begins with; `None` for a
+/// record of an unknown kind or of the wrong size.
+pub fn decode(record: &[u8]) -> Option<KernelEvent> {
+    let kind = u32::from_ne_bytes(record.get(..4)?.try_into().ok()?);
+    if kind::is_tcp(kind) {
+        plain::<TcpEvent>(record).map(KernelEvent::Tcp)
+    } else if kind < kind::COUNT {
+        plain::<Event>(record).map(KernelEvent::Task)
+    } else {
+        None
+    }
 }
 
 /// Moves every record waiting in `ring` into `out`; returns how many records
 /// could not be decoded.
-pub(super) fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<Event>) -> u64 {
+pub(super) fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<KernelEvent>) -> u64 {
     let mut malformed = 0;
     while let Some(record) = ring.next() {
         match decode(&record) {
@@ -64,11 +92,36 @@ mod tests {
                 std::mem::size_of::<Event>(),
             )
         };
-        assert_eq!(decode(bytes), Some(event));
+        assert_eq!(decode(bytes), Some(KernelEvent::Task(event)));
         assert_eq!(decode(&bytes[..10]), None);
         assert_eq!(decode(&[]), None);
         let mut longer = bytes.to_vec();
         longer.push(0);
         assert_eq!(decode(&longer), None);
+    }
+
+    #[test]
+    fn tells_tcp_records_by_their_kind() {
+        let event = TcpEvent {
+            kind: kind::TCP_CONNECT_FAILED,
+            sport: 40000,
+            dport: 80,
+            code: 111,
+            ..TcpEvent::default()
+        };
+        // SAFETY: viewing plain data as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&event as *const TcpEvent).cast::<u8>(),
+                std::mem::size_of::<TcpEvent>(),
+            )
+        };
+        assert_eq!(decode(bytes), Some(KernelEvent::Tcp(event)));
+        // A TCP kind at the size of a task event is refused, and so is an
+        // unknown kind.
+        assert_eq!(decode(&bytes[..std::mem::size_of::<Event>()]), None);
+        let mut unknown = bytes.to_vec();
+        unknown[..4].copy_from_slice(&99u32.to_ne_bytes());
+        assert_eq!(decode(&unknown), None);
     }
 }

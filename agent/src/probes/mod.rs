@@ -12,6 +12,7 @@ pub mod process;
 pub mod sched;
 pub mod syscalls;
 mod task;
+pub mod tcp;
 
 use aya::{
     maps::{MapData, MapError, PerCpuArray, RingBuf},
@@ -87,12 +88,13 @@ pub struct ProbeOptions {
 }
 
 /// Every family, in the order they are attached and reported.
-pub const FAMILIES: [&str; 5] = [
+pub const FAMILIES: [&str; 6] = [
     syscalls::PROBE,
     sched::PROBE,
     block::PROBE,
     memory::PROBE,
     process::PROBE,
+    tcp::PROBE,
 ];
 
 /// Cumulative counts of every family, as the kernel holds them now.
@@ -108,6 +110,8 @@ pub struct Reading {
     pub memory: memory::MemoryReading,
     /// Process family.
     pub process: process::ProcessReading,
+    /// TCP family.
+    pub tcp: tcp::TcpReading,
     /// Events that found the ring buffer full, per kind.
     pub event_loss: [u64; sonde_common::events::kind::COUNT as usize],
     /// Ring-buffer records that could not be decoded (cumulative).
@@ -122,6 +126,7 @@ pub struct Probes {
     statuses: Vec<ProbeStatus>,
     events: Option<RingBuf<MapData>>,
     malformed_events: u64,
+    tcp_names: tcp::TcpNames,
 }
 
 impl Probes {
@@ -147,6 +152,7 @@ impl Probes {
         };
         let offsets = task::offsets(btf.as_ref());
         let victim_is_task = memory::victim_arg_is_task(btf.as_ref());
+        let tcp_setup = tcp::setup(btf.as_ref());
         // Done with our reading of BTF before aya parses it too: one at a time
         // keeps the agent's peak memory down.
         drop(btf);
@@ -167,6 +173,7 @@ impl Probes {
         syscalls::configure(&mut loader, &options);
         memory::configure(&mut loader, victim_is_task);
         block::configure(&mut loader, &block_offsets);
+        tcp::configure(&mut loader, &tcp_setup);
         let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
@@ -185,6 +192,7 @@ impl Probes {
                     sched::attach(&mut ebpf, &offsets, aya_btf.as_ref(), options.sched_hook)
                 }
                 process::PROBE => process::attach(&mut ebpf, &offsets),
+                tcp::PROBE => tcp::attach(&mut ebpf, &tcp_setup),
                 block::PROBE => block::attach(&mut ebpf, &block_offsets),
                 memory::PROBE => match &offsets {
                     Ok(_) => memory::attach(&mut ebpf),
@@ -215,7 +223,13 @@ impl Probes {
             statuses,
             events,
             malformed_events: 0,
+            tcp_names: tcp_setup.names,
         })
+    }
+
+    /// The kernel's names of its drop and reset reasons.
+    pub fn tcp_names(&self) -> &tcp::TcpNames {
+        &self.tcp_names
     }
 
     /// The state of every family.
@@ -249,6 +263,9 @@ impl Probes {
         if self.attached(process::PROBE) {
             reading.process = process::read(&self.ebpf)?;
         }
+        if self.attached(tcp::PROBE) {
+            reading.tcp = tcp::read(&self.ebpf)?;
+        }
         let event_loss: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map(&self.ebpf, "EVENT_LOSS")?)?;
         reading.event_loss = events::read_loss(&event_loss)?;
@@ -257,7 +274,7 @@ impl Probes {
     }
 
     /// Takes the events the kernel sent since the last call.
-    pub fn drain_events(&mut self) -> Vec<sonde_common::events::Event> {
+    pub fn drain_events(&mut self) -> Vec<events::KernelEvent> {
         let mut out = Vec::new();
         if let Some(ring) = self.events.as_mut() {
             self.malformed_events += events::drain(ring, &mut out);
@@ -284,6 +301,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(LoadError::Object)?;
         let statuses = vec![match family {
             sched::PROBE => sched::attach_floor(&mut ebpf),
+            tcp::PROBE => attach_raw_tracepoints(&mut ebpf, "floor", &tcp::FLOOR_HOOKS),
             _ => attach_raw_tracepoints(&mut ebpf, "floor", &syscalls::FLOOR_HOOKS),
         }];
         Ok(Self {
@@ -292,6 +310,7 @@ impl Probes {
             statuses,
             events: None,
             malformed_events: 0,
+            tcp_names: tcp::TcpNames::default(),
         })
     }
 }

@@ -6,14 +6,19 @@
 //!   programs on the same hooks (the floor), sonde's syscall probes (the real
 //!   agent), and bpftrace building the same histograms;
 //! - `sched`: a pipe ping-pong pinned to one CPU (ns per context switch)
-//!   with no probes, the floor, and sonde's scheduler probes.
+//!   with no probes, the floor, and sonde's scheduler probes;
+//! - `tcp-connect`: a loopback connect/accept storm (ns per connection:
+//!   connect, accept, close on both sides) and `tcp-bulk`: one loopback
+//!   transfer (ns per MiB), each in a network namespace of its own, with no
+//!   probes, empty programs on the TCP hooks, and sonde's TCP probes.
 //!
 //! A last pass with `kernel.bpf_stats_enabled=1` gives each program's share
 //! (the stats' own cost stays out of the timings) and the agent's CPU and
 //! peak RSS under the load.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -62,6 +67,9 @@ struct Bench {
     name: &'static str,
     /// Unit of one operation, for the report.
     unit: &'static str,
+    /// Operations per second, under this name, for the report (`None`:
+    /// nanoseconds only).
+    rate: Option<&'static str>,
     /// Workload subcommand of this binary.
     workload: &'static str,
     conditions: &'static [Condition],
@@ -69,10 +77,11 @@ struct Bench {
     programs: &'static [&'static str],
 }
 
-const BENCHES: [Bench; 2] = [
+const BENCHES: [Bench; 4] = [
     Bench {
         name: "syscalls",
         unit: "syscall",
+        rate: None,
         workload: "getppid",
         conditions: &[
             Condition::Bare,
@@ -85,6 +94,7 @@ const BENCHES: [Bench; 2] = [
     Bench {
         name: "sched",
         unit: "context switch",
+        rate: None,
         workload: "pingpong",
         conditions: &[
             Condition::Bare,
@@ -92,6 +102,30 @@ const BENCHES: [Bench; 2] = [
             Condition::Agent("sched"),
         ],
         programs: &sonde::probes::sched::PROGRAMS,
+    },
+    Bench {
+        name: "tcp-connect",
+        unit: "connection",
+        rate: Some("connections/s"),
+        workload: "connstorm",
+        conditions: &[
+            Condition::Bare,
+            Condition::Floor("tcp"),
+            Condition::Agent("tcp"),
+        ],
+        programs: &sonde::probes::tcp::PROGRAMS,
+    },
+    Bench {
+        name: "tcp-bulk",
+        unit: "MiB",
+        rate: Some("MiB/s"),
+        workload: "bulk",
+        conditions: &[
+            Condition::Bare,
+            Condition::Floor("tcp"),
+            Condition::Agent("tcp"),
+        ],
+        programs: &sonde::probes::tcp::PROGRAMS,
     },
 ];
 
@@ -119,6 +153,14 @@ fn run() -> Result<()> {
             println!("{}", pingpong(value("--ops")?.parse()?)?);
             Ok(())
         }
+        Some("connstorm") => {
+            println!("{}", connstorm(value("--ops")?.parse()?)?);
+            Ok(())
+        }
+        Some("bulk") => {
+            println!("{}", bulk(value("--ops")?.parse()?)?);
+            Ok(())
+        }
         Some(name) => {
             let bench = BENCHES
                 .iter()
@@ -131,7 +173,7 @@ fn run() -> Result<()> {
             run_bench(bench, ops, rounds, &sonde, &out)
         }
         None => {
-            bail!("usage: sonde-bench syscalls|sched --ops N --rounds R --sonde PATH --out FILE")
+            bail!("usage: sonde-bench syscalls|sched|tcp-connect|tcp-bulk --ops N --rounds R --sonde PATH --out FILE")
         }
     }
 }
@@ -191,6 +233,95 @@ fn pingpong(round_trips: u64) -> Result<f64> {
         }
     }
     Ok(elapsed.as_nanos() as f64 / (2 * round_trips) as f64)
+}
+
+/// Moves this process into a network namespace of its own with its
+/// loopback up: the benchmark's connections stay out of the host's, and
+/// each measurement starts without the last one's time-wait sockets.
+fn own_loopback() -> Result<()> {
+    // SAFETY: unshare and ioctl on a zeroed ifreq naming "lo".
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            bail!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        }
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo") {
+            *dst = *src as libc::c_char;
+        }
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) != 0 {
+            bail!("SIOCGIFFLAGS lo: {}", std::io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) != 0 {
+            bail!("SIOCSIFFLAGS lo: {}", std::io::Error::last_os_error());
+        }
+        libc::close(fd);
+    }
+    Ok(())
+}
+
+/// ns per connection: `n` loopback connects, each accepted and closed by
+/// a server thread, then closed by the client once it saw the server's end
+/// (the server closes first, so the time-wait sockets are the server's and
+/// the client's ports are free again at once).
+fn connstorm(n: u64) -> Result<f64> {
+    own_loopback()?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        for _ in 0..n {
+            drop(listener.accept()?);
+        }
+        Ok(())
+    });
+    let start = Instant::now();
+    let mut byte = [0u8; 1];
+    for _ in 0..n {
+        let mut client = TcpStream::connect(addr)?;
+        if client.read(&mut byte)? != 0 {
+            bail!("the server sent data");
+        }
+    }
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+    Ok(start.elapsed().as_nanos() as f64 / n as f64)
+}
+
+/// ns per MiB: one loopback connection carrying `mib` MiB to a server
+/// thread that reads it all.
+fn bulk(mib: u64) -> Result<f64> {
+    const MIB: usize = 1 << 20;
+    own_loopback()?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; MIB];
+        let mut total = 0;
+        loop {
+            match s.read(&mut buf)? {
+                0 => return Ok(total),
+                n => total += n as u64,
+            }
+        }
+    });
+    let chunk = vec![7u8; MIB];
+    let start = Instant::now();
+    let mut client = TcpStream::connect(addr)?;
+    for _ in 0..mib {
+        client.write_all(&chunk)?;
+    }
+    client.shutdown(std::net::Shutdown::Write)?;
+    let received = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+    let elapsed = start.elapsed();
+    if received != mib * MIB as u64 {
+        bail!("received {received} bytes of {}", mib * MIB as u64);
+    }
+    Ok(elapsed.as_nanos() as f64 / mib as f64)
 }
 
 fn pin_to_cpu0() {
@@ -399,9 +530,23 @@ fn run_bench(bench: &Bench, ops: u64, rounds: u32, sonde: &Path, out: &Path) -> 
         "\n{} benchmark: ns per {}, {ops} per measurement x {rounds} rounds (medians)",
         bench.name, bench.unit
     );
-    println!("{:<30} {:>10} {:>10}", "condition", "ns", "added ns");
+    println!(
+        "{:<30} {:>10} {:>10} {:>14}",
+        "condition",
+        "ns",
+        "added ns",
+        bench.rate.unwrap_or("")
+    );
     for (i, c) in bench.conditions.iter().enumerate() {
-        println!("{:<30} {:>10.1} {:>10.1}", c.name(), medians[i], added[i]);
+        let rate = bench
+            .rate
+            .map_or(String::new(), |_| format!("{:.0}", 1e9 / medians[i]));
+        println!(
+            "{:<30} {:>10.1} {:>10.1} {rate:>14}",
+            c.name(),
+            medians[i],
+            added[i]
+        );
     }
     let find =
         |pred: fn(&Condition) -> bool| bench.conditions.iter().position(pred).map(|i| added[i]);
@@ -425,6 +570,10 @@ fn run_bench(bench: &Bench, ops: u64, rounds: u32, sonde: &Path, out: &Path) -> 
         "ops_per_measurement": ops,
         "rounds": rounds,
         "ns": bench.conditions.iter().zip(&medians).map(|(c, m)| (c.name(), *m)).collect::<std::collections::BTreeMap<_, _>>(),
+        "per_second": bench.rate.map(|unit| json!({
+            "unit": unit,
+            "values": bench.conditions.iter().zip(&medians).map(|(c, m)| (c.name(), 1e9 / *m)).collect::<std::collections::BTreeMap<_, _>>(),
+        })),
         "added_ns": bench.conditions.iter().zip(&added).map(|(c, m)| (c.name(), *m)).collect::<std::collections::BTreeMap<_, _>>(),
         "sonde_over_floor": floor.zip(ours).map(|(f, o)| o / f),
         "sonde_over_bpftrace": bpftrace.zip(ours).map(|(b, o)| o / b),

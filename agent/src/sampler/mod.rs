@@ -2,6 +2,8 @@
 //! attributed to cgroups. The kernel never resets its counters, so a window
 //! is exactly what happened between two reads.
 
+pub mod tcp;
+
 use std::{
     collections::{BTreeMap, HashMap},
     hash::Hash,
@@ -20,7 +22,8 @@ use crate::{
     },
     probes::{
         block::{self, BlockReading},
-        events, memory,
+        events::{self, KernelEvent},
+        memory,
         process::{self, signal_name},
         sched,
         syscalls::{self, SyscallReading},
@@ -54,6 +57,7 @@ pub struct Sampler {
     attributor: Attributor,
     mounts: Mounts,
     host_status: ProbeStatus,
+    netns_check: tcp::NetnsCheck,
 }
 
 /// Bound on the cgroups whose PSI and throttling are read per window.
@@ -72,8 +76,10 @@ impl Sampler {
     ) -> Result<Self, aya::maps::MapError> {
         let previous = probes.read()?;
         let mounts = Mounts::current().unwrap_or_default();
+        let netns_check = tcp::NetnsCheck::start(PathBuf::from("/proc"), &previous.tcp);
         Ok(Self {
             probes,
+            netns_check,
             previous,
             previous_at: (Instant::now(), SystemTime::now()),
             attributor: Attributor::new(mounts.cgroup2.clone(), options.kubelet_pods_dir),
@@ -94,7 +100,25 @@ impl Sampler {
 
     /// Closes the current window and opens the next.
     pub fn tick(&mut self) -> Result<Snapshot, aya::maps::MapError> {
-        let raw_events = self.probes.drain_events();
+        let (raw_events, tcp_events): (Vec<_>, Vec<_>) = self
+            .probes
+            .drain_events()
+            .into_iter()
+            .partition(|e| matches!(e, KernelEvent::Task(_)));
+        let raw_events: Vec<_> = raw_events
+            .into_iter()
+            .filter_map(|e| match e {
+                KernelEvent::Task(e) => Some(e),
+                KernelEvent::Tcp(_) => None,
+            })
+            .collect();
+        let tcp_events: Vec<_> = tcp_events
+            .into_iter()
+            .filter_map(|e| match e {
+                KernelEvent::Tcp(e) => Some(e),
+                KernelEvent::Task(_) => None,
+            })
+            .collect();
         let reading = self.probes.read()?;
         let now = (Instant::now(), SystemTime::now());
         let monotonic_now_ns = monotonic_ns();
@@ -154,6 +178,12 @@ impl Sampler {
                 &reading.process.loss[..],
             ),
             (
+                crate::probes::tcp::PROBE,
+                &crate::probes::tcp::LOSSES[..],
+                &before.tcp.loss[..],
+                &reading.tcp.loss[..],
+            ),
+            (
                 "events",
                 &events::LOSSES[..],
                 &before.event_loss[..],
@@ -163,11 +193,12 @@ impl Sampler {
             losses.extend(loss_records(probe, reasons, b, a));
         }
         let kept = raw_events.len().min(MAX_EVENTS_PER_WINDOW);
+        let tcp_kept = tcp_events.len().min(MAX_EVENTS_PER_WINDOW);
         losses.push(LossRecord {
             stage: "userspace",
             probe: "events",
             reason: "window_full",
-            count: (raw_events.len() - kept) as u64,
+            count: (raw_events.len() - kept + tcp_events.len() - tcp_kept) as u64,
         });
         losses.push(LossRecord {
             stage: "userspace",
@@ -176,6 +207,22 @@ impl Sampler {
             count: reading.malformed_events - before.malformed_events,
         });
         let unix_now_ns = unix_ns(now.1);
+        let (tcp, tcp_losses) = tcp::tcp_window(
+            &tcp::TcpInputs {
+                before: &before.tcp,
+                after: &reading.tcp,
+                events: &tcp_events,
+                keep_events: tcp_kept,
+                names: self.probes.tcp_names(),
+                clocks: tcp::Clocks {
+                    monotonic_ns: monotonic_now_ns,
+                    unix_ns: unix_now_ns,
+                },
+            },
+            &mut self.netns_check,
+            &mut resolve,
+        );
+        losses.extend(tcp_losses);
         let events = raw_events
             .iter()
             .take(kept)
@@ -236,6 +283,7 @@ impl Sampler {
             oom_kills,
             exits,
             events,
+            tcp,
             node_pressure,
             cgroups,
         };

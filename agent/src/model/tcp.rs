@@ -1,0 +1,203 @@
+//! What one window saw of TCP: connects, retransmits, resets, accepts,
+//! drops, the per-namespace check against the kernel's counters, and the
+//! connections behind the rare events.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sonde_slo::Histogram;
+
+use super::CgroupRef;
+
+/// TCP signals of one window.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TcpWindow {
+    /// Per cgroup: connects by the connecting task's cgroup, retransmits
+    /// and resets by the socket's; most active first.
+    pub cgroups: Vec<CgroupTcp>,
+    /// Retransmits and resets of no known cgroup (resets sent for packets
+    /// that matched no socket, or by time-wait sockets): the node's.
+    pub node: TcpCounts,
+    /// Per listening port.
+    pub listeners: Vec<ListenerTcp>,
+    /// Packets the kernel dropped, per network namespace and reason.
+    pub drops: Vec<NetnsDrops>,
+    /// Per network namespace: sonde's counts and their check against the
+    /// kernel's own counters.
+    pub namespaces: Vec<NetnsTcp>,
+    /// Resets and failed connects of the window with their connection,
+    /// oldest first.
+    pub events: Vec<TcpEventRecord>,
+}
+
+/// Retransmits and resets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TcpCounts {
+    /// Segments retransmitted (SYN-ACKs included).
+    pub retransmit_segments: u64,
+    /// Resets sent.
+    pub resets_sent: u64,
+    /// Resets received.
+    pub resets_received: u64,
+}
+
+/// TCP signals of one cgroup.
+#[derive(Debug, Clone, Serialize)]
+pub struct CgroupTcp {
+    /// The cgroup and its owner.
+    #[serde(flatten)]
+    pub cgroup: CgroupRef,
+    /// Connects that completed (SYN sent → established).
+    pub connects: u64,
+    /// Median connect latency, seconds.
+    pub connect_p50_secs: Option<f64>,
+    /// 99th percentile connect latency, seconds.
+    pub connect_p99_secs: Option<f64>,
+    /// Connect latency, OTLP exponential layout at scale 3.
+    pub connect_latency: Histogram,
+    /// Failed connects by reason: refused, reset, timeout, unreachable, other.
+    pub connect_failures: BTreeMap<&'static str, u64>,
+    /// Retransmits and resets of the cgroup's sockets.
+    #[serde(flatten)]
+    pub counts: TcpCounts,
+    /// The destinations its connects failed to reach most, from the
+    /// window's events (at most a few per cgroup).
+    pub failing_destinations: Vec<Destination>,
+}
+
+impl CgroupTcp {
+    /// Nothing yet, for `cgroup`.
+    pub fn new(cgroup: CgroupRef) -> Self {
+        Self {
+            cgroup,
+            connects: 0,
+            connect_p50_secs: None,
+            connect_p99_secs: None,
+            connect_latency: Histogram::new(),
+            connect_failures: BTreeMap::new(),
+            counts: TcpCounts::default(),
+            failing_destinations: Vec::new(),
+        }
+    }
+
+    /// Failed connects, all reasons.
+    pub fn failures(&self) -> u64 {
+        self.connect_failures.values().sum()
+    }
+}
+
+/// A destination connects failed to reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Destination {
+    /// Address.
+    pub address: String,
+    /// Port.
+    pub port: u16,
+    /// Failed connects in the window.
+    pub failures: u64,
+}
+
+/// One listening port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenerTcp {
+    /// Network namespace inode.
+    pub netns: u32,
+    /// Port.
+    pub port: u16,
+    /// Handshakes completed.
+    pub accepted: u64,
+    /// Handshakes refused at their last ACK because the accept queue was
+    /// full (`SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`). SYNs refused for the
+    /// same reason are freed without a drop reason and are not seen here:
+    /// the namespace check's `ListenOverflows` shows them.
+    pub overflows: u64,
+    /// Handshakes the client broke off before they completed (a reset, or
+    /// a SYN inside the handshake): the listening side's AttemptFails.
+    pub failed_handshakes: u64,
+    /// Other packets the kernel dropped at the listening socket.
+    pub drops: u64,
+}
+
+/// Packets dropped in one network namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetnsDrops {
+    /// Network namespace inode (0: not known).
+    pub netns: u32,
+    /// All reasons.
+    pub total: u64,
+    /// By the kernel's reason name (`NETFILTER_DROP`, `NO_SOCKET`, ...).
+    pub reasons: BTreeMap<String, u64>,
+}
+
+/// One network namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetnsTcp {
+    /// Network namespace inode.
+    pub netns: u32,
+    /// sonde's counts in the window, by kernel counter name.
+    pub window: BTreeMap<&'static str, u64>,
+    /// Since the first reading (or since the namespace appeared), each
+    /// counter as the kernel and as sonde counted it; `None` when no
+    /// process in the namespace could be read.
+    pub check: Option<Vec<CounterCheck>>,
+}
+
+impl NetnsTcp {
+    /// The largest discrepancy of any counter (0 when unchecked).
+    pub fn max_discrepancy(&self) -> i64 {
+        self.check
+            .iter()
+            .flatten()
+            .map(|c| c.discrepancy)
+            .max_by_key(|d| d.abs())
+            .unwrap_or(0)
+    }
+}
+
+/// One counter of a namespace: the kernel's and sonde's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CounterCheck {
+    /// The kernel's name (`RetransSegs`).
+    pub counter: &'static str,
+    /// The kernel's count.
+    pub kernel: u64,
+    /// sonde's count.
+    pub sonde: u64,
+    /// `kernel - sonde`: what sonde missed (or, negative, counted extra).
+    pub discrepancy: i64,
+}
+
+/// A reset or a failed connect.
+#[derive(Debug, Clone, Serialize)]
+pub struct TcpEventRecord {
+    /// `reset_sent`, `reset_received` or `connect_failed`.
+    pub kind: &'static str,
+    /// When, Unix time in nanoseconds.
+    pub time_unix_ns: u64,
+    /// Network namespace inode (0: not known).
+    pub netns: u32,
+    /// `ipv4`, `ipv6` or `unknown`.
+    pub family: &'static str,
+    /// Local address.
+    pub source: String,
+    /// Local port.
+    pub source_port: u16,
+    /// Remote address.
+    pub destination: String,
+    /// Remote port.
+    pub destination_port: u16,
+    /// The socket's state (`SYN_SENT`), absent for a reset to a packet
+    /// that matched no socket.
+    pub state: Option<String>,
+    /// A failed connect's reason (`refused`, `timeout`, ...).
+    pub failure: Option<&'static str>,
+    /// A failed connect's error (`ECONNREFUSED`).
+    pub error: Option<String>,
+    /// A sent reset's kernel reason (`NO_SOCKET`), where the kernel says.
+    pub reset_reason: Option<String>,
+    /// The socket's cgroup and its owner; absent when there was no full
+    /// socket (a reset for a packet that matched none, or from a time-wait
+    /// socket).
+    #[serde(flatten)]
+    pub cgroup: Option<CgroupRef>,
+}
