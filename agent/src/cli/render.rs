@@ -269,7 +269,18 @@ fn tcp(out: &mut String, t: &crate::model::tcp::TcpWindow, top: usize) {
                 "TCP CHECK {checked} namespaces: sonde's counts equal the kernel's"
             );
         } else {
-            let _ = writeln!(out, "TCP CHECK differs: {}", off.join("; "));
+            let shown: Vec<&str> = off.iter().take(top).map(String::as_str).collect();
+            let more = off.len().saturating_sub(shown.len());
+            let _ = writeln!(
+                out,
+                "TCP CHECK differs: {}{}",
+                shown.join("; "),
+                if more > 0 {
+                    format!(" (and {more} more)")
+                } else {
+                    String::new()
+                }
+            );
         }
     }
     for e in t.events.iter().rev().take(top).rev() {

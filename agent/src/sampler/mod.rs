@@ -57,7 +57,9 @@ pub struct Sampler {
     attributor: Attributor,
     mounts: Mounts,
     host_status: ProbeStatus,
-    netns_check: tcp::NetnsCheck,
+    /// The TCP namespace check; `None` when the tcp family is not counting
+    /// (its zeros would read as discrepancies).
+    netns_check: Option<tcp::NetnsCheck>,
 }
 
 /// Bound on the cgroups whose PSI and throttling are read per window.
@@ -76,7 +78,12 @@ impl Sampler {
     ) -> Result<Self, aya::maps::MapError> {
         let previous = probes.read()?;
         let mounts = Mounts::current().unwrap_or_default();
-        let netns_check = tcp::NetnsCheck::start(PathBuf::from("/proc"), &previous.tcp);
+        let tcp_counting = probes
+            .statuses()
+            .iter()
+            .any(|s| s.probe == crate::probes::tcp::PROBE && s.state != ProbeState::Unavailable);
+        let netns_check =
+            tcp_counting.then(|| tcp::NetnsCheck::start(PathBuf::from("/proc"), &previous.tcp));
         Ok(Self {
             probes,
             netns_check,
@@ -219,7 +226,7 @@ impl Sampler {
                     unix_ns: unix_now_ns,
                 },
             },
-            &mut self.netns_check,
+            self.netns_check.as_mut(),
             &mut resolve,
         );
         losses.extend(tcp_losses);

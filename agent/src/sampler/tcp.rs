@@ -190,7 +190,7 @@ fn delta<K: Eq + std::hash::Hash>(before: &HashMap<K, u64>, after: &HashMap<K, u
 /// The TCP window and its losses.
 pub fn tcp_window(
     input: &TcpInputs<'_>,
-    check: &mut NetnsCheck,
+    check: Option<&mut NetnsCheck>,
     resolve: &mut dyn FnMut(u64) -> CgroupRef,
 ) -> (TcpWindow, Vec<LossRecord>) {
     let (before, after) = (input.before, input.after);
@@ -328,19 +328,21 @@ pub fn tcp_window(
     window.drops = drops.into_values().collect();
 
     // Per namespace: the window's counts, and the check.
-    let namespaces = check.namespaces(before, after);
-    check.refresh(&namespaces);
-    window.namespaces = namespaces
-        .into_iter()
-        .map(|ns| {
-            let counts = sonde_counters(after, ns).since(&sonde_counters(before, ns));
-            NetnsTcp {
-                netns: ns,
-                window: counts.named().into_iter().collect(),
-                check: check.check(ns, after),
-            }
-        })
-        .collect();
+    if let Some(check) = check {
+        let namespaces = check.namespaces(before, after);
+        check.refresh(&namespaces);
+        window.namespaces = namespaces
+            .into_iter()
+            .map(|ns| {
+                let counts = sonde_counters(after, ns).since(&sonde_counters(before, ns));
+                NetnsTcp {
+                    netns: ns,
+                    window: counts.named().into_iter().collect(),
+                    check: check.check(ns, after),
+                }
+            })
+            .collect();
+    }
 
     window.events = input
         .events
@@ -465,7 +467,7 @@ mod tests {
         let empty = std::env::temp_dir().join(format!("sonde-tcp-proc-{}", std::process::id()));
         std::fs::create_dir_all(&empty).unwrap();
         let mut check = NetnsCheck::start(empty.clone(), &before);
-        let (w, losses) = tcp_window(&input, &mut check, &mut named);
+        let (w, losses) = tcp_window(&input, Some(&mut check), &mut named);
         std::fs::remove_dir_all(&empty).unwrap();
 
         assert_eq!(w.node.resets_sent, 3);
