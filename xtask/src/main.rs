@@ -161,9 +161,13 @@ fn build_static() -> Result<()> {
             STATIC_TARGET,
             "--package",
             "sonde",
-            "--package",
-            "sonde-collector",
         ],
+    )?;
+    // The collector links mimalloc (C): its image carries glibc instead of a
+    // musl C toolchain.
+    sh(
+        "cargo",
+        &["build", "--release", "--package", "sonde-collector"],
     )
 }
 
