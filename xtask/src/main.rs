@@ -152,6 +152,7 @@ pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
 fn build_static() -> Result<()> {
     sh("rustup", &["target", "add", STATIC_TARGET])?;
+    // ring and mimalloc compile C: musl-tools' x86_64-linux-musl-gcc does it.
     sh(
         "cargo",
         &[
@@ -161,13 +162,9 @@ fn build_static() -> Result<()> {
             STATIC_TARGET,
             "--package",
             "sonde",
+            "--package",
+            "sonde-collector",
         ],
-    )?;
-    // The collector links mimalloc (C): its image carries glibc instead of a
-    // musl C toolchain.
-    sh(
-        "cargo",
-        &["build", "--release", "--package", "sonde-collector"],
     )
 }
 

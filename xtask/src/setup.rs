@@ -16,7 +16,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// systemd-analyze for the systemd units' tests; Prometheus and `promtool`
 /// for the exporter test; Python's venv for the OTLP receiver; `ip` for the
 /// TCP tests' network namespaces and veth pairs, and `nft` for their loss and
-/// drop rules.
+/// drop rules; musl-tools for the static build's C (ring, mimalloc).
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "command -v setpriv && command -v unshare"),
     ("mount", "command -v mount && command -v losetup"),
@@ -28,6 +28,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("systemd", "command -v systemd-analyze"),
     ("prometheus", "command -v promtool && command -v prometheus"),
     ("python3-venv", "python3 -c 'import ensurepip, venv'"),
+    ("musl-tools", "command -v x86_64-linux-musl-gcc"),
     ("iproute2", "PATH=$PATH:/usr/sbin:/sbin command -v ip"),
     ("nftables", "PATH=$PATH:/usr/sbin:/sbin command -v nft"),
 ];
