@@ -3,5 +3,6 @@
 //! without privileges.
 
 pub mod histogram;
+pub mod slo;
 
 pub use histogram::{Histogram, HistogramError};
