@@ -12,20 +12,7 @@ fn json_snapshot_parses_and_carries_losses() {
         return;
     }
     let cgroup = TestCgroup::new("json");
-    let workload = Workload::fork(&cgroup, || {
-        let missing = c"/nonexistent/sonde-json-test";
-        for _ in 0..FAILING {
-            // SAFETY: a valid NUL-terminated path.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_openat,
-                    libc::AT_FDCWD,
-                    missing.as_ptr(),
-                    libc::O_RDONLY,
-                )
-            };
-        }
-    });
+    let workload = Workload::fork(&cgroup, crate::procs::failing_opens(FAILING));
     let sonde = crate::spawn_sonde(
         &["snapshot", "--duration", "2s", "--json"],
         "sonde: watching",

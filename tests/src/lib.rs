@@ -265,13 +265,11 @@ pub fn wait_until(cond: impl Fn() -> bool) {
 
 /// Polls `cond` every 5 ms for up to `secs` seconds.
 pub fn wait_until_secs(secs: u64, cond: impl Fn() -> bool) {
-    for _ in 0..secs * 200 {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    panic!("condition not met within {secs} s");
+    let (timeout, every) = (
+        std::time::Duration::from_secs(secs),
+        std::time::Duration::from_millis(5),
+    );
+    procs::poll("a condition", timeout, every, cond);
 }
 
 /// The `sonde-collector` binary under test: `$SONDE_COLLECTOR_BIN`, else the

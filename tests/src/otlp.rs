@@ -30,14 +30,11 @@ fn attr<'a>(point: &'a Value, key: &str) -> Option<&'a str> {
         .as_str()
 }
 
-#[test]
-fn a_real_otlp_receiver_gets_sondes_histograms() {
-    if !privileged() {
-        return;
-    }
+/// Starts the Python OTLP receiver on a free port, writing what it gets
+/// as JSON lines to a file in `dir`; returns it, its port and the file.
+fn otlp_receiver(dir: &Path) -> (Proc, u16, std::path::PathBuf) {
     let port = free_port();
-    let dir = tempfile::tempdir().expect("dir");
-    let out = dir.path().join("exports.jsonl");
+    let out = dir.join("exports.jsonl");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/otlp_receiver.py");
     let receiver = Proc::spawn(
         "otlp-receiver",
@@ -49,6 +46,16 @@ fn a_real_otlp_receiver_gets_sondes_histograms() {
         ],
     );
     receiver.wait_stderr("otlp receiver listening", Duration::from_secs(20));
+    (receiver, port, out)
+}
+
+#[test]
+fn a_real_otlp_receiver_gets_sondes_histograms() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let (receiver, port, out) = otlp_receiver(dir.path());
 
     let cgroup = TestCgroup::new("otlp");
     let path = cgroup.v2_path();
@@ -227,20 +234,8 @@ fn the_collector_forwards_the_fleet_over_otlp() {
     if !privileged() {
         return;
     }
-    let otlp_port = free_port();
     let dir = tempfile::tempdir().expect("dir");
-    let out = dir.path().join("exports.jsonl");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/otlp_receiver.py");
-    let receiver = Proc::spawn(
-        "otlp-receiver",
-        &python(),
-        &[
-            script.to_str().expect("utf-8").to_owned(),
-            otlp_port.to_string(),
-            out.to_str().expect("utf-8").to_owned(),
-        ],
-    );
-    receiver.wait_stderr("otlp receiver listening", Duration::from_secs(20));
+    let (receiver, otlp_port, out) = otlp_receiver(dir.path());
     let port = free_port();
     let collector = Proc::collector(
         port,

@@ -24,14 +24,19 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `cond` every 50 ms until it holds, for at most `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    poll(what, timeout, Duration::from_millis(50), cond);
+}
+
+/// Polls `cond` every `every` until it holds, for at most `timeout`.
+pub fn poll(what: &str, timeout: Duration, every: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(
             start.elapsed() < timeout,
             "timed out after {timeout:?} waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
 }
 
