@@ -5,13 +5,17 @@
 //! maps); `host` reads what the kernel publishes in /proc and sysfs;
 //! `attribution` names cgroups; `model` holds the snapshot types; `export` holds
 //! the sinks (gRPC to a collector, OTLP, Prometheus) and the one conversion
-//! from model to wire; `cli` is one file per subcommand and only calls the
-//! library.
+//! from model to wire; `local` serves windows and events to other
+//! copies of sonde on the node over a Unix socket; `top` turns windows into
+//! the rows of `sonde top` (pure); `cli` is one file per subcommand and only
+//! calls the library.
 
 pub mod attribution;
 pub mod cli;
 pub mod export;
 pub mod host;
+pub mod local;
 pub mod model;
 pub mod probes;
 pub mod sampler;
+pub mod top;

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use cgroup::CgroupPaths;
 pub use owner::Owner;
@@ -25,7 +25,7 @@ const MAX_PODS: usize = 16_384;
 const MIN_REREAD: Duration = Duration::from_secs(2);
 
 /// A series' cgroup and what owns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupRef {
     /// cgroup v2 id (the inode of its directory).
     pub cgroup_id: u64,

@@ -3,10 +3,10 @@
 //! those of the kubelet's systemd and cgroupfs drivers with containerd,
 //! CRI-O and Docker, and of Docker and systemd on their own.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The owner of a cgroup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Owner {
     /// The root cgroup: the host itself.

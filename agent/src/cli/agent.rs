@@ -12,7 +12,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::{parse_duration, render, ProbeArgs, TlsArgs};
 use crate::{
     export::{outbox::DEFAULT_MAX_BYTES, SinkConfig, Sinks},
-    model::Snapshot,
+    local::server::LocalServer,
+    model::{LossRecord, Snapshot},
 };
 
 #[derive(Debug, clap::Args)]
@@ -52,6 +53,12 @@ pub(super) struct Args {
     /// Node name in reports and resources (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
+    /// Serve windows and events on this local Unix socket, for
+    /// `sonde top --attach` and `sonde events --attach` (without PATH:
+    /// /run/sonde/agent.sock).
+    #[arg(long, value_name = "PATH", num_args = 0..=1,
+          default_missing_value = crate::local::DEFAULT_SOCKET)]
+    socket: Option<PathBuf>,
     #[command(flatten)]
     probes: ProbeArgs,
 }
@@ -76,12 +83,22 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         prometheus_listen: args.prometheus_listen,
         node_name: args.node_name.clone(),
     };
-    // Check the sink settings before loading anything into the kernel.
+    // Check the sink settings and take the socket before loading anything
+    // into the kernel: a mistake there must leave nothing half-started.
     if let Some(c) = &config.collector {
         c.endpoint()?;
+        c.resolve().await?;
     }
+    let mut local = args.socket.as_deref().map(LocalServer::bind).transpose()?;
     let mut sampler = args.probes.start()?;
     let mut sinks = Sinks::start(&config, sampler.window_start_unix_ns()).await?;
+    if let Some(server) = &mut local {
+        server.start(args.interval)?;
+        eprintln!(
+            "sonde: serving windows and events on {}",
+            server.path().display()
+        );
+    }
     if let Some(addr) = sinks.prometheus_addr {
         eprintln!("sonde: Prometheus endpoint on http://{addr}/metrics");
     }
@@ -100,9 +117,24 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = terminate.recv() => break,
         }
         let snapshot = sampler.tick().context("reading the probes' maps")?;
+        let own_losses: Vec<LossRecord> = local
+            .iter()
+            .map(|server| LossRecord {
+                stage: "local_socket",
+                probe: "all",
+                reason: "client_too_slow",
+                count: server.take_dropped(),
+            })
+            .collect();
         let sequence = sinks
-            .window(&snapshot)
+            .window(&snapshot, &own_losses)
             .context("handing the window to the sinks")?;
+        if let Some(server) = &local {
+            for event in &snapshot.events {
+                server.event(event);
+            }
+            server.window(sequence, &snapshot);
+        }
         if args.json {
             println!(
                 "{}",

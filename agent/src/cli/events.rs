@@ -1,13 +1,19 @@
 //! `sonde events`: a live stream of the rare events (OOM kills, crashes) with
-//! their process and owner, as human lines or JSON lines.
+//! their process and owner, as human lines or JSON lines; from this
+//! process's own probes, or with `--attach` from a running agent's local
+//! socket (same filters, same output).
 
-use std::{process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{parse_duration, render, ProbeArgs};
-use crate::{attribution::Owner, model::EventRecord};
+use crate::{
+    attribution::Owner,
+    local::{client::LocalClient, Frame, DEFAULT_SOCKET},
+    model::EventRecord,
+};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -26,6 +32,13 @@ pub(super) struct Args {
     /// Stop after this long (default: until interrupted).
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
+    /// Read the events of a running agent from its local socket instead of
+    /// loading probes (the agent runs with `--socket`).
+    #[arg(long)]
+    attach: bool,
+    /// The agent's socket, with --attach.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET, requires = "attach")]
+    socket: PathBuf,
     #[command(flatten)]
     probes: ProbeArgs,
 }
@@ -71,7 +84,19 @@ impl Args {
 /// How often the ring buffer is drained.
 const POLL: Duration = Duration::from_millis(250);
 
+fn print(args: &Args, event: &EventRecord) -> anyhow::Result<()> {
+    if args.json {
+        println!("{}", serde_json::to_string(event)?);
+    } else {
+        println!("{}", render::event_line(event));
+    }
+    Ok(())
+}
+
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.attach {
+        return attached(args).await;
+    }
     let mut sampler = args.probes.start()?;
     eprintln!(
         "sonde: streaming events; {}",
@@ -89,11 +114,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         let snapshot = sampler.tick().context("reading the probes' maps")?;
         for event in snapshot.events.iter().filter(|e| args.wants(e)) {
-            if args.json {
-                println!("{}", serde_json::to_string(event)?);
-            } else {
-                println!("{}", render::event_line(event));
-            }
+            print(&args, event)?;
         }
         for loss in snapshot
             .losses
@@ -107,6 +128,48 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--attach`: the agent's events, through its socket.
+async fn attached(args: Args) -> anyhow::Result<ExitCode> {
+    let mut client = LocalClient::connect(&args.socket).await?;
+    eprintln!(
+        "sonde: streaming events from the agent at {} (sonde {})",
+        args.socket.display(),
+        client.hello.version
+    );
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let stop = async {
+        match args.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        let frame = tokio::select! {
+            frame = client.next() => frame?,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            () = &mut stop => break,
+        };
+        match frame {
+            Some(Frame::Event { event }) => {
+                let event: EventRecord =
+                    serde_json::from_value(event).context("reading an event from the agent")?;
+                if args.wants(&event) {
+                    print(&args, &event)?;
+                }
+            }
+            Some(_) => {}
+            None => anyhow::bail!(
+                "the agent at {} closed the connection (it stopped)",
+                args.socket.display()
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@ mod events;
 mod fleet;
 mod render;
 mod snapshot;
+mod top;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -36,6 +37,8 @@ enum Command {
     Agent(agent::Args),
     /// Watch for a while and print per-cgroup syscall SLIs.
     Snapshot(snapshot::Args),
+    /// Live terminal view of the node and each cgroup, worst first.
+    Top(top::Args),
     /// Report what this machine offers sonde and the state of each probe.
     Doctor(doctor::Args),
     /// Stream the rare events (OOM kills, crashes) as they happen.
@@ -156,6 +159,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Agent(args) => agent::run(args).await,
         Command::Snapshot(args) => snapshot::run(args).await,
+        Command::Top(args) => top::run(args).await,
         Command::Doctor(args) => doctor::run(args),
         Command::Events(args) => events::run(args).await,
         Command::Completions(args) => completions::completions(args),
@@ -266,5 +270,13 @@ mod tests {
         assert!(parse(&["doctor", "--syscall-hook", "kprobe"]).is_err());
         assert!(parse(&["completions", "bash"]).is_ok());
         assert!(parse(&["completions", "tcsh"]).is_err());
+        assert!(parse(&["top", "--attach", "--once"]).is_ok());
+        assert!(
+            parse(&["top", "--socket", "/x"]).is_err(),
+            "--socket needs --attach"
+        );
+        assert!(parse(&["top", "--attach", "--interval", "2s"]).is_err());
+        assert!(parse(&["events", "--attach", "--socket", "/x", "--kind", "crash"]).is_ok());
+        assert!(parse(&["agent", "--socket"]).is_ok());
     }
 }

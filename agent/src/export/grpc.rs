@@ -74,6 +74,15 @@ pub enum ConfigError {
     /// tonic refused the TLS settings.
     #[error("TLS settings: {0}")]
     Tls(#[source] tonic::transport::Error),
+    /// The collector's host name does not resolve.
+    #[error("the collector host '{host}' does not resolve ({source}); check the --collector URL and the node's DNS")]
+    Unresolved {
+        /// The host.
+        host: String,
+        /// The resolver's answer.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -90,6 +99,41 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
 }
 
 impl CollectorConfig {
+    /// Checks that the URL's host resolves, so that a typo stops the agent
+    /// before it loads anything rather than leaving it retrying forever.
+    pub async fn resolve(&self) -> Result<(), ConfigError> {
+        let endpoint = Endpoint::from_shared(self.url.clone()).map_err(|_| ConfigError::Url {
+            url: self.url.clone(),
+        })?;
+        let uri = endpoint.uri();
+        let host = uri
+            .host()
+            .ok_or_else(|| ConfigError::Url {
+                url: self.url.clone(),
+            })?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        let found = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map(|mut addrs| addrs.next().is_some());
+        match found {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ConfigError::Unresolved {
+                host,
+                source: std::io::Error::other("no address"),
+            }),
+            Err(source) => Err(ConfigError::Unresolved { host, source }),
+        }
+    }
+
     /// The endpoint, with TLS when the URL is https. Plaintext is allowed to
     /// loopback addresses, and elsewhere only with `insecure`.
     pub fn endpoint(&self) -> Result<Endpoint, ConfigError> {

@@ -193,9 +193,15 @@ impl Sinks {
 
     /// Hands a closed window to every sink; returns its sequence number.
     /// With a collector, the report is in the outbox (on disk, when so
-    /// configured) before this returns.
-    pub fn window(&mut self, snapshot: &Snapshot) -> Result<u64, SinkError> {
-        let (sequence, extra) = match &self.shared {
+    /// configured) before this returns. `own_losses` are losses of the
+    /// agent's own outside the probes (e.g. the local socket's), reported
+    /// with this window.
+    pub fn window(
+        &mut self,
+        snapshot: &Snapshot,
+        own_losses: &[LossRecord],
+    ) -> Result<u64, SinkError> {
+        let (sequence, mut extra) = match &self.shared {
             Some(shared) => {
                 let mut outbox = shared.outbox();
                 let sequence = outbox.next_sequence()?;
@@ -225,6 +231,7 @@ impl Sinks {
                 (sequence, Vec::new())
             }
         };
+        extra.extend_from_slice(own_losses);
         let report = wire::report(snapshot, &self.node, sequence, &extra);
         if let Some(c) = &self.cumulative {
             c.add(&report);

@@ -5,7 +5,7 @@ pub mod tcp;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use sonde_slo::Histogram;
 
 pub use crate::attribution::CgroupRef;
@@ -134,11 +134,21 @@ impl CgroupExits {
     }
 }
 
-/// One rare event.
-#[derive(Debug, Clone, Serialize)]
+/// An event kind, one of [`EVENT_KINDS`]. An alias rather than the plain
+/// type in the field: serde's derive would otherwise demand `'de: 'static`
+/// of every deserializer for a `&'static str` field.
+pub type EventKind = &'static str;
+
+/// The kinds of [`EventRecord`].
+pub const EVENT_KINDS: [&str; 2] = ["oom_kill", "crash"];
+
+/// One rare event. Deserializable too: clients of the agent's local socket
+/// (`sonde events --attach`) read it back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventRecord {
-    /// `oom_kill` or `crash`.
-    pub kind: &'static str,
+    /// `oom_kill` or `crash` (one of [`EVENT_KINDS`]).
+    #[serde(deserialize_with = "event_kind")]
+    pub kind: EventKind,
     /// When, Unix time in nanoseconds.
     pub time_unix_ns: u64,
     /// Process id of the subject.
@@ -157,6 +167,17 @@ pub struct EventRecord {
     /// The subject's cgroup and its owner.
     #[serde(flatten)]
     pub cgroup: CgroupRef,
+}
+
+/// Reads an event kind back as the static name this build knows; a kind
+/// from a newer agent reads as `other` rather than failing the stream.
+fn event_kind<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let name = String::deserialize(d)?;
+    Ok(EVENT_KINDS
+        .iter()
+        .copied()
+        .find(|k| *k == name)
+        .unwrap_or("other"))
 }
 
 /// A latency histogram of one cgroup over the window.

@@ -1,0 +1,265 @@
+//! Drawing the board with ratatui: thin, everything it shows comes from
+//! [`Board`]. [`text`] draws the same frame into a buffer and returns it as
+//! plain text (`sonde top --once`, and the tests).
+
+use ratatui::{
+    backend::TestBackend,
+    layout::{Alignment, Constraint, Layout, Rect},
+    style::{Modifier, Style},
+    text::Line,
+    widgets::{Cell, Paragraph, Row as TableRow, Table},
+    Frame, Terminal,
+};
+
+use super::{rate, secs, sparkline, Board, Column, Node, HISTORY};
+
+/// What the frame says about where the windows come from.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// e.g. `probes of this process` or `agent at /run/sonde/agent.sock`.
+    pub source: String,
+    /// A passing message (waiting for the first window, the agent left).
+    pub note: Option<String>,
+}
+
+/// The keys, as the footer shows them.
+pub const KEYS: &str = "←/→ sort column  r reverse  ↑/↓ PgUp/PgDn scroll  q quit";
+
+fn opt_secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), secs)
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}%"))
+}
+
+/// The node's golden signals, two lines.
+fn node_lines(n: &Node) -> [String; 2] {
+    let per_sec = |x: u64| {
+        if n.window_secs > 0.0 {
+            x as f64 / n.window_secs
+        } else {
+            0.0
+        }
+    };
+    let ratio = if n.calls > 0 {
+        format!("{:.2}%", 100.0 * n.errors as f64 / n.calls as f64)
+    } else {
+        "-".to_owned()
+    };
+    [
+        format!(
+            "syscalls {}/s  errors {}/s ({ratio})  p50 {}  p99 {}   run queue p50 {}  p99 {}   pressure cpu {}  mem {}  io {}",
+            rate(per_sec(n.calls)),
+            rate(per_sec(n.errors)),
+            opt_secs(n.sys_p50),
+            opt_secs(n.sys_p99),
+            opt_secs(n.runq_p50),
+            opt_secs(n.runq_p99),
+            pct(n.psi_cpu),
+            pct(n.psi_memory),
+            pct(n.psi_io),
+        ),
+        format!(
+            "tcp connects {} (p99 {})  failed {}  retrans {}  resets {}   crashes+oom {}   block {} requests, {} errors, p99 {}",
+            n.tcp_connects,
+            opt_secs(n.tcp_connect_p99),
+            n.tcp_failures,
+            n.retransmits,
+            n.resets,
+            n.crashes,
+            n.block_completed,
+            n.block_errors,
+            opt_secs(n.block_p99),
+        ),
+    ]
+}
+
+fn title_line(board: &Board, status: &Status) -> String {
+    let n = board.node();
+    let mut line = format!("sonde top — {}", status.source);
+    if n.windows > 0 {
+        line.push_str(&format!(
+            "   window {:.2}s, {} seen   {}",
+            n.window_secs,
+            n.windows,
+            if n.complete {
+                "complete".to_owned()
+            } else {
+                format!("INCOMPLETE (lost {})", n.lost)
+            }
+        ));
+        if !n.probes_down.is_empty() {
+            line.push_str(&format!("   probes: {}", n.probes_down.join(", ")));
+        }
+    }
+    if let Some(note) = &status.note {
+        line.push_str(&format!("   {note}"));
+    }
+    line
+}
+
+/// Width of the name column: the longest name, within bounds.
+fn name_width(names: impl Iterator<Item = usize>) -> u16 {
+    names.max().unwrap_or(0).clamp(16, 64) as u16
+}
+
+/// Draws the whole frame; `scroll` rows of the table are skipped.
+pub fn draw(frame: &mut Frame<'_>, board: &Board, status: &Status, scroll: usize) {
+    let [head, table_area, foot] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Min(1),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    let [a, b] = node_lines(board.node());
+    frame.render_widget(
+        Paragraph::new(vec![
+            Line::from(title_line(board, status)).style(Style::new().add_modifier(Modifier::BOLD)),
+            Line::from(a),
+            Line::from(b),
+        ]),
+        head,
+    );
+
+    let rows = board.rows();
+    let header_style = |c: Column| {
+        if c == board.sort {
+            Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)
+        } else {
+            Style::new().add_modifier(Modifier::BOLD)
+        }
+    };
+    let mut header: Vec<Cell> =
+        vec![Cell::from("NAME").style(Style::new().add_modifier(Modifier::BOLD))];
+    header.extend(Column::ALL.iter().map(|c| {
+        Cell::from(Line::from(c.title()).alignment(Alignment::Right)).style(header_style(*c))
+    }));
+    header.push(Cell::from("HISTORY").style(Style::new().add_modifier(Modifier::BOLD)));
+    let mut widths = vec![Constraint::Length(name_width(
+        rows.iter().map(|r| r.name.chars().count()),
+    ))];
+    widths.extend(
+        Column::ALL
+            .iter()
+            .map(|c| Constraint::Length(c.title().len().max(7) as u16)),
+    );
+    widths.push(Constraint::Length(HISTORY as u16));
+    let body: Vec<TableRow> =
+        rows.iter()
+            .skip(scroll)
+            .map(|r| {
+                let mut cells = vec![Cell::from(r.name.clone())];
+                cells.extend(Column::ALL.iter().zip(&r.values).map(|(c, v)| {
+                    Cell::from(Line::from(c.format(*v)).alignment(Alignment::Right))
+                }));
+                cells.push(Cell::from(sparkline(&r.history, HISTORY)));
+                TableRow::new(cells)
+            })
+            .collect();
+    frame.render_widget(
+        Table::new(body, widths)
+            .header(TableRow::new(header))
+            .column_spacing(1),
+        table_area,
+    );
+
+    let order = if board.descending { "↓" } else { "↑" };
+    frame.render_widget(
+        Paragraph::new(Line::from(format!(
+            "{KEYS}   sorted by {} {order} ({}); HISTORY: that column, one bar per window",
+            board.sort.title(),
+            board.sort.describe()
+        ))),
+        foot,
+    );
+}
+
+/// The rows the table has room for in `area` (for paging).
+pub fn table_rows(area: Rect) -> usize {
+    // Three lines of head, one header row, one line of keys.
+    usize::from(area.height.saturating_sub(5))
+}
+
+/// The frame as plain text, `width` columns wide and as tall as the board
+/// needs; trailing blanks trimmed.
+pub fn text(board: &Board, status: &Status, width: u16) -> String {
+    let height = (board.rows().len() + 5).min(usize::from(u16::MAX)) as u16;
+    let mut terminal = match Terminal::new(TestBackend::new(width, height)) {
+        Ok(t) => t,
+        Err(e) => return format!("sonde top: cannot draw: {e}\n"),
+    };
+    if let Err(e) = terminal.draw(|f| draw(f, board, status, 0)) {
+        return format!("sonde top: cannot draw: {e}\n");
+    }
+    let buffer = terminal.backend().buffer();
+    let mut out = String::new();
+    for y in 0..buffer.area.height {
+        let mut line = String::new();
+        for x in 0..buffer.area.width {
+            if let Some(cell) = buffer.cell((x, y)) {
+                line.push_str(cell.symbol());
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        attribution::{CgroupRef, Owner},
+        model::{CgroupSyscalls, Snapshot, SyscallSeries},
+        top::Window,
+    };
+
+    #[test]
+    fn a_frame_as_text_has_the_numbers() {
+        let mut errnos = std::collections::BTreeMap::new();
+        errnos.insert("ENOENT".to_owned(), 250);
+        let mut h = sonde_slo::Histogram::new();
+        for _ in 0..1000 {
+            h.record_binary_ns(3_000);
+        }
+        let series = SyscallSeries::new("openat".to_owned(), 257, h, errnos, 1.0);
+        let s = Snapshot {
+            window_secs: 1.0,
+            complete: true,
+            syscalls: vec![CgroupSyscalls {
+                cgroup: CgroupRef {
+                    cgroup_id: 5,
+                    cgroup_path: Some("/batch".to_owned()),
+                    owner: Owner::Other,
+                },
+                calls: series.calls,
+                errors: series.errors,
+                syscalls: vec![series],
+            }],
+            ..Snapshot::default()
+        };
+        let mut board = Board::new();
+        board.add(&Window::from_snapshot(&s).unwrap());
+        let status = Status {
+            source: "a test".to_owned(),
+            note: None,
+        };
+        let text = text(&board, &status, 240);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("sonde top — a test"), "{text}");
+        assert!(lines[0].contains("complete"), "{text}");
+        assert!(lines[1].contains("syscalls 1000/s"), "{text}");
+        let header: Vec<&str> = lines[3].split_whitespace().collect();
+        let row: Vec<&str> = lines[4].split_whitespace().collect();
+        assert_eq!(header[0], "NAME");
+        assert_eq!(row[0], "/batch");
+        let at = |title: &str| header.iter().position(|h| *h == title).unwrap();
+        assert_eq!(row[at("ERRS")], "250");
+        assert_eq!(row[at("ERR%")], "25.0%");
+        assert_eq!(row[at("ERR/s")], "250");
+        assert_eq!(row[at("SLO_BURN")], "-");
+        assert!(text.contains("q quit"), "{text}");
+    }
+}
