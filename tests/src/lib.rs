@@ -6,6 +6,8 @@
 //! network namespaces and their fixtures in [`netns`].
 
 #[cfg(test)]
+mod attach;
+#[cfg(test)]
 mod attribution;
 #[cfg(test)]
 mod block;

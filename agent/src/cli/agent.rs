@@ -16,6 +16,9 @@ use crate::{
     model::{LossRecord, Snapshot},
 };
 
+/// How often events are read between windows for socket clients.
+const EVENT_POLL: Duration = Duration::from_millis(250);
+
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
     /// Length of a window, e.g. 10s.
@@ -110,9 +113,23 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut ticks = tokio::time::interval(args.interval);
     ticks.tick().await; // the first tick is immediate
+                        // Socket clients get events as they happen, not at the window's close.
+    let mut polls = tokio::time::interval(EVENT_POLL);
+    polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Events of the current window already sent to socket clients.
+    let mut sent_events = 0usize;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
+            _ = polls.tick(), if local.is_some() => {
+                if let Some(server) = &local {
+                    for event in sampler.poll_events() {
+                        server.event(&event);
+                        sent_events += 1;
+                    }
+                }
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
         }
@@ -130,9 +147,12 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .window(&snapshot, &own_losses)
             .context("handing the window to the sinks")?;
         if let Some(server) = &local {
-            for event in &snapshot.events {
+            // The window's events come first in the order they were read,
+            // so the ones not sent yet are at the end.
+            for event in snapshot.events.iter().skip(sent_events) {
                 server.event(event);
             }
+            sent_events = 0;
             server.window(sequence, &snapshot);
         }
         if args.json {

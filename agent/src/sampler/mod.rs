@@ -33,6 +33,9 @@ use crate::{
 
 /// Bound on the events kept per window; the rest are counted as lost.
 pub const MAX_EVENTS_PER_WINDOW: usize = 1024;
+/// Bound on the events read ahead of the window's close
+/// ([`Sampler::poll_events`]): task and TCP events, a window's worth each.
+const MAX_PENDING_EVENTS: usize = 2 * MAX_EVENTS_PER_WINDOW;
 
 /// Options of the sampler.
 #[derive(Debug, Clone)]
@@ -60,6 +63,10 @@ pub struct Sampler {
     /// The TCP namespace check; `None` when the tcp family is not counting
     /// (its zeros would read as discrepancies).
     netns_check: Option<tcp::NetnsCheck>,
+    /// Events read by [`Sampler::poll_events`], waiting for the window's close.
+    pending: Vec<KernelEvent>,
+    /// Events read ahead that did not fit `pending` (counted as `window_full`).
+    pending_overflow: u64,
 }
 
 /// Bound on the cgroups whose PSI and throttling are read per window.
@@ -92,7 +99,36 @@ impl Sampler {
             attributor: Attributor::new(mounts.cgroup2.clone(), options.kubelet_pods_dir),
             host_status: host_status(&mounts),
             mounts,
+            pending: Vec::new(),
+            pending_overflow: 0,
         })
+    }
+
+    /// Reads the events the kernel sent since the last call without closing
+    /// the window, for those who want them as they happen (the local
+    /// socket). They stay in the window too. Returns the new OOM kills and
+    /// crashes; TCP events only come with the window.
+    pub fn poll_events(&mut self) -> Vec<EventRecord> {
+        let fresh = self.probes.drain_events();
+        let monotonic_now_ns = monotonic_ns();
+        let unix_now_ns = unix_ns(SystemTime::now());
+        let mut out = Vec::new();
+        for e in fresh {
+            if self.pending.len() >= MAX_PENDING_EVENTS {
+                self.pending_overflow += 1;
+                continue;
+            }
+            if let KernelEvent::Task(t) = &e {
+                let age_ns = monotonic_now_ns.saturating_sub(t.ts_ns);
+                out.push(event_record(
+                    t,
+                    self.attributor.resolve(t.cgroup_id),
+                    unix_now_ns.saturating_sub(age_ns),
+                ));
+            }
+            self.pending.push(e);
+        }
+        out
     }
 
     /// Start of the current window, Unix time in nanoseconds.
@@ -107,9 +143,10 @@ impl Sampler {
 
     /// Closes the current window and opens the next.
     pub fn tick(&mut self) -> Result<Snapshot, aya::maps::MapError> {
-        let (raw_events, tcp_events): (Vec<_>, Vec<_>) = self
-            .probes
-            .drain_events()
+        // Those read ahead first: the order stays the kernel's.
+        let mut drained = std::mem::take(&mut self.pending);
+        drained.extend(self.probes.drain_events());
+        let (raw_events, tcp_events): (Vec<_>, Vec<_>) = drained
             .into_iter()
             .partition(|e| matches!(e, KernelEvent::Task(_)));
         let raw_events: Vec<_> = raw_events
@@ -205,7 +242,8 @@ impl Sampler {
             stage: "userspace",
             probe: "events",
             reason: "window_full",
-            count: (raw_events.len() - kept + tcp_events.len() - tcp_kept) as u64,
+            count: (raw_events.len() - kept + tcp_events.len() - tcp_kept) as u64
+                + std::mem::take(&mut self.pending_overflow),
         });
         losses.push(LossRecord {
             stage: "userspace",
