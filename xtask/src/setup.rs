@@ -33,8 +33,15 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "PATH=$PATH:/usr/sbin:/sbin command -v nft"),
 ];
 /// PyPI packages the tests run in their own venv: the official OpenTelemetry
-/// protos and gRPC (the OTLP receiver), and the Kubernetes schema validator.
-const PYTHON_PACKAGES: &[&str] = &["grpcio", "opentelemetry-proto", "kubernetes-validate"];
+/// protos and gRPC (the OTLP receiver), the Kubernetes schema validator, and
+/// Helm's Go SDK as a library (`helm-python-sdk`: no registry here has a
+/// `helm` binary) to lint and render the chart.
+const PYTHON_PACKAGES: &[&str] = &[
+    "grpcio",
+    "opentelemetry-proto",
+    "kubernetes-validate",
+    "helm-python-sdk",
+];
 /// Debian packages the benchmarks use.
 const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "command -v bpftrace")];
 
@@ -56,11 +63,11 @@ pub fn venv() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/sonde/venv"))
 }
 
-/// A venv with `grpcio` and `opentelemetry-proto`, for the OTLP receiver.
+/// A venv with the [`PYTHON_PACKAGES`].
 fn python_venv() -> Result<()> {
     let venv = venv()?;
     let python = venv.join("bin/python");
-    let check = "import grpc, kubernetes_validate, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc";
+    let check = "import grpc, helm_python, kubernetes_validate, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc";
     if output(&python.to_string_lossy(), &["-c", check]).is_some() {
         say(&format!(
             "Python packages: present ({})",
