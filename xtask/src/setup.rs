@@ -31,6 +31,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("musl-tools", "command -v x86_64-linux-musl-gcc"),
     ("iproute2", "PATH=$PATH:/usr/sbin:/sbin command -v ip"),
     ("nftables", "PATH=$PATH:/usr/sbin:/sbin command -v nft"),
+    // A terminal for `sonde top`'s interactive test.
+    ("tmux", "command -v tmux"),
 ];
 /// PyPI packages the tests run in their own venv: the official OpenTelemetry
 /// protos and gRPC (the OTLP receiver), the Kubernetes schema validator, and
