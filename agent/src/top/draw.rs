@@ -104,6 +104,44 @@ fn name_width(names: impl Iterator<Item = usize>) -> u16 {
     names.max().unwrap_or(0).clamp(16, 64) as u16
 }
 
+/// Width of a value column.
+fn column_width(c: Column) -> u16 {
+    c.title().len().max(7) as u16
+}
+
+/// What fits in `width` columns: the indices (into [`Column::ALL`]) of the
+/// value columns shown and the width of the history. On a narrow terminal
+/// the history shrinks and then goes, then columns go from the right; the
+/// sort column always stays.
+fn fit(width: u16, name_w: u16, sort: Column) -> (Vec<usize>, u16) {
+    const SPACING: u16 = 1;
+    let mut shown: Vec<usize> = (0..Column::ALL.len()).collect();
+    let used = |shown: &[usize]| {
+        name_w
+            + shown
+                .iter()
+                .map(|&i| column_width(Column::ALL[i]) + SPACING)
+                .sum::<u16>()
+    };
+    while used(&shown) > width {
+        let Some(at) = shown.iter().rposition(|&i| Column::ALL[i] != sort) else {
+            break;
+        };
+        if shown.len() == 1 {
+            break;
+        }
+        shown.remove(at);
+    }
+    let left = width.saturating_sub(used(&shown) + SPACING);
+    // A history shorter than 8 windows says little: leave it out then.
+    let history_w = if left >= 8 {
+        left.min(HISTORY as u16)
+    } else {
+        0
+    };
+    (shown, history_w)
+}
+
 /// Draws the whole frame; `scroll` rows of the table are skipped.
 pub fn draw(frame: &mut Frame<'_>, board: &Board, status: &Status, scroll: usize) {
     let [head, table_area, foot] = Layout::vertical([
@@ -130,33 +168,39 @@ pub fn draw(frame: &mut Frame<'_>, board: &Board, status: &Status, scroll: usize
             Style::new().add_modifier(Modifier::BOLD)
         }
     };
+    let name_w = name_width(rows.iter().map(|r| r.name.chars().count()));
+    let (shown, history_w) = fit(table_area.width, name_w, board.sort);
     let mut header: Vec<Cell> =
         vec![Cell::from("NAME").style(Style::new().add_modifier(Modifier::BOLD))];
-    header.extend(Column::ALL.iter().map(|c| {
-        Cell::from(Line::from(c.title()).alignment(Alignment::Right)).style(header_style(*c))
+    header.extend(shown.iter().map(|&i| {
+        let c = Column::ALL[i];
+        Cell::from(Line::from(c.title()).alignment(Alignment::Right)).style(header_style(c))
     }));
-    header.push(Cell::from("HISTORY").style(Style::new().add_modifier(Modifier::BOLD)));
-    let mut widths = vec![Constraint::Length(name_width(
-        rows.iter().map(|r| r.name.chars().count()),
-    ))];
+    let mut widths = vec![Constraint::Length(name_w)];
     widths.extend(
-        Column::ALL
+        shown
             .iter()
-            .map(|c| Constraint::Length(c.title().len().max(7) as u16)),
+            .map(|&i| Constraint::Length(column_width(Column::ALL[i]))),
     );
-    widths.push(Constraint::Length(HISTORY as u16));
-    let body: Vec<TableRow> =
-        rows.iter()
-            .skip(scroll)
-            .map(|r| {
-                let mut cells = vec![Cell::from(r.name.clone())];
-                cells.extend(Column::ALL.iter().zip(&r.values).map(|(c, v)| {
-                    Cell::from(Line::from(c.format(*v)).alignment(Alignment::Right))
-                }));
-                cells.push(Cell::from(sparkline(&r.history, HISTORY)));
-                TableRow::new(cells)
-            })
-            .collect();
+    if history_w > 0 {
+        header.push(Cell::from("HISTORY").style(Style::new().add_modifier(Modifier::BOLD)));
+        widths.push(Constraint::Length(history_w));
+    }
+    let body: Vec<TableRow> = rows
+        .iter()
+        .skip(scroll)
+        .map(|r| {
+            let mut cells = vec![Cell::from(r.name.clone())];
+            cells.extend(shown.iter().map(|&i| {
+                let c = Column::ALL[i];
+                Cell::from(Line::from(c.format(r.values[i])).alignment(Alignment::Right))
+            }));
+            if history_w > 0 {
+                cells.push(Cell::from(sparkline(&r.history, usize::from(history_w))));
+            }
+            TableRow::new(cells)
+        })
+        .collect();
     frame.render_widget(
         Table::new(body, widths)
             .header(TableRow::new(header))
@@ -261,5 +305,29 @@ mod tests {
         assert_eq!(row[at("ERR/s")], "250");
         assert_eq!(row[at("SLO_BURN")], "-");
         assert!(text.contains("q quit"), "{text}");
+    }
+
+    #[test]
+    fn narrow_terminals_lose_history_then_columns_never_the_sort() {
+        let all: Vec<usize> = (0..Column::ALL.len()).collect();
+        let (shown, history) = fit(400, 20, Column::ErrorsPerSec);
+        assert_eq!((shown, history), (all.clone(), HISTORY as u16));
+        let full: u16 = 20
+            + Column::ALL
+                .iter()
+                .map(|c| column_width(*c) + 1)
+                .sum::<u16>();
+        let (shown, history) = fit(full + 12, 20, Column::ErrorsPerSec);
+        assert_eq!((shown, history), (all, 11));
+        let (shown, history) = fit(60, 20, Column::Crashes);
+        assert_eq!(history, 0);
+        assert!(shown.contains(&14), "the sort column stays: {shown:?}");
+        assert_eq!(shown[0], 0, "the first columns stay: {shown:?}");
+        let used: u16 = 20
+            + shown
+                .iter()
+                .map(|&i| column_width(Column::ALL[i]) + 1)
+                .sum::<u16>();
+        assert!(used <= 60, "{used}");
     }
 }
