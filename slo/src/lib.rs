@@ -4,5 +4,6 @@
 
 pub mod histogram;
 pub mod slo;
+pub mod spec;
 
 pub use histogram::{Histogram, HistogramError};
