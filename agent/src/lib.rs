@@ -15,3 +15,4 @@ pub mod host;
 pub mod model;
 pub mod probes;
 pub mod sampler;
+pub mod slo;

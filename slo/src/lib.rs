@@ -3,6 +3,7 @@
 //! without privileges.
 
 pub mod histogram;
+pub mod rules;
 pub mod slo;
 pub mod spec;
 

@@ -21,7 +21,7 @@ pub struct WindowCounts {
 }
 
 /// Good/total over a span of windows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Span {
     /// Events that met the objective.
     pub good: u64,
@@ -125,7 +125,7 @@ pub struct Objective {
 }
 
 /// Burn rate over one rule's windows.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RuleState {
     /// The rule.
     pub rule: BurnRule,
@@ -138,7 +138,7 @@ pub struct RuleState {
 }
 
 /// Where an objective stands after the latest window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Good/total over the compliance window.
     pub compliance: Span,

@@ -13,6 +13,7 @@ use super::{parse_duration, render, ProbeArgs, TlsArgs};
 use crate::{
     export::{outbox::DEFAULT_MAX_BYTES, SinkConfig, Sinks},
     model::Snapshot,
+    slo::Slos,
 };
 
 #[derive(Debug, clap::Args)]
@@ -52,6 +53,12 @@ pub(super) struct Args {
     /// Node name in reports and resources (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
+    /// SLOs to evaluate: sonde.toml (`[[slo]]` tables) or OpenSLO v1 YAML.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the SLO history is kept across restarts.
+    #[arg(long, value_name = "DIR", default_value = crate::slo::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
     #[command(flatten)]
     probes: ProbeArgs,
 }
@@ -76,11 +83,27 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         prometheus_listen: args.prometheus_listen,
         node_name: args.node_name.clone(),
     };
-    // Check the sink settings before loading anything into the kernel.
+    // Check the settings before loading anything into the kernel.
     if let Some(c) = &config.collector {
         c.endpoint()?;
     }
-    let mut sampler = args.probes.start()?;
+    let specs = match &args.config {
+        Some(path) => super::slo::read_config(path)?,
+        None => Vec::new(),
+    };
+    let mut slos = if specs.is_empty() {
+        Slos::new(Vec::new(), None)?
+    } else {
+        std::fs::create_dir_all(&args.state_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the state directory {}: {e}; pass a writable one to --state-dir",
+                args.state_dir.display()
+            )
+        })?;
+        Slos::new(specs, Some(args.state_dir.clone()))?
+    };
+    let thresholds = sonde_slo::spec::kernel_thresholds(slos.specs());
+    let mut sampler = args.probes.start_with(&thresholds)?;
     let mut sinks = Sinks::start(&config, sampler.window_start_unix_ns()).await?;
     if let Some(addr) = sinks.prometheus_addr {
         eprintln!("sonde: Prometheus endpoint on http://{addr}/metrics");
@@ -99,7 +122,10 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
         }
-        let snapshot = sampler.tick().context("reading the probes' maps")?;
+        let mut snapshot = sampler.tick().context("reading the probes' maps")?;
+        if !slos.is_empty() {
+            snapshot.slos = slos.window(&snapshot).context("keeping the SLO state")?;
+        }
         let sequence = sinks
             .window(&snapshot)
             .context("handing the window to the sinks")?;

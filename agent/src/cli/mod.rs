@@ -6,6 +6,7 @@ mod doctor;
 mod events;
 mod fleet;
 mod render;
+mod slo;
 mod snapshot;
 
 use std::{process::ExitCode, time::Duration};
@@ -46,6 +47,8 @@ enum Command {
     Manpage,
     /// Print the fleet as a collector sees it (its Query API).
     Fleet(fleet::Args),
+    /// Where this node's SLOs stand; check a config; emit Prometheus rules.
+    Slo(slo::Args),
 }
 
 /// How to reach a collector securely, shared by `agent` and `fleet`.
@@ -111,7 +114,16 @@ impl ProbeArgs {
     /// Loads the probes, refuses to go on when none attached, and opens the
     /// first window.
     fn start(&self) -> anyhow::Result<Sampler> {
-        let probes = Probes::load(self.options())?;
+        self.start_with(&[])
+    }
+
+    /// As [`ProbeArgs::start`], handing the kernel the exact SLO latency
+    /// thresholds (bucket key, ns).
+    fn start_with(&self, thresholds: &[(usize, u64)]) -> anyhow::Result<Sampler> {
+        let probes = Probes::load(ProbeOptions {
+            latency_thresholds_ns: thresholds.to_vec(),
+            ..self.options()
+        })?;
         if !probes.any_attached() {
             anyhow::bail!(
                 "no probe could attach ({}); run `sonde doctor` for the cause",
@@ -140,6 +152,7 @@ impl ProbeArgs {
                 .copied()
                 .filter(|f| !self.probes.is_empty() && !self.probes.iter().any(|p| p == f))
                 .collect(),
+            latency_thresholds_ns: Vec::new(),
         }
     }
 }
@@ -161,6 +174,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => completions::completions(args),
         Command::Manpage => completions::manpage(),
         Command::Fleet(args) => fleet::run(args).await,
+        Command::Slo(args) => slo::run(args),
     }
 }
 
