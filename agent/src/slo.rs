@@ -472,7 +472,7 @@ mod tests {
             }
         );
         let enoent = spec("[[slo]]\nname=\"a\"\nsignal=\"syscall.errors\"\nobjective_percent=99\nerror_types=[\"ENOENT\"]\nselector.unit=\"system.slice\"\n");
-        assert_eq!(window_counts(&enoent, &s).good, 98 + 0);
+        assert_eq!(window_counts(&enoent, &s).good, 98);
         assert_eq!(window_counts(&enoent, &s).total, 150);
         let other_call = spec("[[slo]]\nname=\"a\"\nsignal=\"syscall.errors\"\nobjective_percent=99\nselector.syscalls=[\"read\"]\n");
         assert_eq!(window_counts(&other_call, &s).total, 0);

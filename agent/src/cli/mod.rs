@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent: load the probes and report one window per interval.
-    Agent(agent::Args),
+    Agent(Box<agent::Args>),
     /// Watch for a while and print per-cgroup syscall SLIs.
     Snapshot(snapshot::Args),
     /// Report what this machine offers sonde and the state of each probe.
@@ -167,7 +167,7 @@ impl Cli {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Agent(args) => agent::run(args).await,
+        Command::Agent(args) => agent::run(*args).await,
         Command::Snapshot(args) => snapshot::run(args).await,
         Command::Doctor(args) => doctor::run(args),
         Command::Events(args) => events::run(args).await,

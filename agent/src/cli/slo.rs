@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use sonde_slo::{slo::Severity, spec::SloSpec};
 
 use crate::{
-    model::slo::SloStatus,
+    model::slo::{window_label, SloStatus},
     slo::{StateFile, DEFAULT_STATE_DIR, STATE_FILE},
 };
 
@@ -113,33 +113,6 @@ fn metric_names() -> sonde_slo::rules::MetricNames {
     }
 }
 
-/// `5m`, `1h`, `3d`: a window's label.
-pub fn window_label(secs: u64) -> String {
-    match secs {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
-/// Burn rate per distinct alert window, shortest first.
-pub fn burn_by_window(status: &SloStatus) -> Vec<(u64, f64)> {
-    let mut out: Vec<(u64, f64)> = Vec::new();
-    for r in &status.evaluation.rules {
-        for (secs, burn) in [
-            (r.rule.short_secs, r.short_burn),
-            (r.rule.long_secs, r.long_burn),
-        ] {
-            if !out.iter().any(|(s, _)| *s == secs) {
-                out.push((secs, burn));
-            }
-        }
-    }
-    out.sort_by_key(|(secs, _)| *secs);
-    out
-}
-
 fn severity(s: Severity) -> &'static str {
     match s {
         Severity::Ok => "ok",
@@ -169,7 +142,8 @@ pub fn table(statuses: &[SloStatus]) -> String {
                 100.0 * e.compliance.good as f64 / e.compliance.total as f64
             )
         };
-        let burn = burn_by_window(s)
+        let burn = s
+            .burn_by_window()
             .iter()
             .map(|(secs, b)| format!("{}:{b:.2}", window_label(*secs)))
             .collect::<Vec<_>>()
