@@ -73,6 +73,7 @@ pub fn prometheus(specs: &[SloSpec], names: &MetricNames) -> String {
             let w = promql_duration(*secs);
             let _ = writeln!(out, "      - record: {RECORD_PREFIX}:error_ratio:rate{w}");
             let _ = writeln!(out, "        expr: {}", error_ratio(names, &spec.name, &w));
+            let _ = writeln!(out, "        labels:\n          {label}: {}", spec.name);
         }
         let window = promql_duration(spec.objective.window_secs);
         let _ = writeln!(
@@ -85,6 +86,7 @@ pub fn prometheus(specs: &[SloSpec], names: &MetricNames) -> String {
             spec.name,
             number(allowed),
         );
+        let _ = writeln!(out, "        labels:\n          {label}: {}", spec.name);
         for rule in &spec.objective.rules {
             let (long, short) = (
                 promql_duration(rule.long_secs),
@@ -105,6 +107,7 @@ pub fn prometheus(specs: &[SloSpec], names: &MetricNames) -> String {
             );
             let _ = writeln!(out, "        labels:");
             let _ = writeln!(out, "          severity: {severity}");
+            let _ = writeln!(out, "          {label}: {}", spec.name);
             let _ = writeln!(out, "          slo_window: {long}/{short}");
             let _ = writeln!(out, "        annotations:");
             let _ = writeln!(
@@ -150,5 +153,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("severity: ticket"));
+        assert_eq!(
+            text.matches("          slo_name: web-open\n").count(),
+            6 + 1 + 3
+        );
     }
 }

@@ -17,7 +17,12 @@ use crate::export::{grpc::query_client, now_unix_ns};
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
     /// The collector (http://host:port or https://host:port).
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7411")]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:7411",
+        global = true
+    )]
     collector: String,
     #[command(flatten)]
     tls: TlsArgs,
@@ -28,7 +33,7 @@ pub(super) struct Args {
     #[arg(long)]
     health: bool,
     /// Print the Query API's answer as JSON.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     /// Rows in the node detail table.
     #[arg(long, default_value_t = 20)]
