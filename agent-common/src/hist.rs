@@ -27,6 +27,13 @@ pub const BINARY_NS_PER_SEC_LOG2: u32 = 30;
 /// Index offset between a histogram in binary nanoseconds and one in seconds.
 pub const SECONDS_INDEX_OFFSET: i32 = (BINARY_NS_PER_SEC_LOG2 * SUB_BUCKETS) as i32;
 
+/// Set on a bucket key for the samples that lie at or below the exact
+/// latency threshold configured inside that bucket (SLO thresholds rarely
+/// fall on a bucket edge; the kernel splits the one bucket they fall in).
+pub const AT_OR_BELOW_THRESHOLD: u32 = 1 << 16;
+/// Slots of the kernel's threshold table: one per bucket key `0..=MAX_BUCKET`.
+pub const THRESHOLD_SLOTS: usize = MAX_BUCKET as usize + 1;
+
 /// `floor(2^(63 + j/8))` for `j` in `1..8`: the sub-bucket edges of a
 /// mantissa normalised so that its leading one is bit 63.
 ///
@@ -113,6 +120,14 @@ pub fn ns_to_binary_ns(ns: u64) -> u64 {
     } else {
         (ns / DIVISOR) << 21
     }
+}
+
+/// Bucket key of a latency given in nanoseconds, as the kernel programs
+/// compute it. Monotone in `ns`, so a sample in a lower bucket than a
+/// threshold's is below it, and one in a higher bucket above it.
+#[inline(always)]
+pub fn latency_bucket_key(ns: u64) -> u32 {
+    bucket_key(ns_to_binary_ns(ns))
 }
 
 #[cfg(test)]

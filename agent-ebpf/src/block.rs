@@ -16,15 +16,12 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use aya_log_ebpf::debug;
-use sonde_common::{
-    block::{
-        classify, loss, what, BlockOffsets, DevBucketKey, IoKey, RequestKey, RequestStart,
-        COUNT_MAX_ENTRIES, HIST_MAX_ENTRIES, START_MAX_ENTRIES,
-    },
-    hist::{bucket_key, ns_to_binary_ns},
+use sonde_common::block::{
+    classify, loss, what, BlockOffsets, DevBucketKey, IoKey, RequestKey, RequestStart,
+    COUNT_MAX_ENTRIES, HIST_MAX_ENTRIES, START_MAX_ENTRIES,
 };
 
-use crate::common::{bump, count_loss};
+use crate::common::{bump, count_loss, latency_key};
 
 #[no_mangle]
 static BLOCK_OFFSETS: Global<BlockOffsets> = Global::new(BlockOffsets {
@@ -174,7 +171,7 @@ fn try_complete(ctx: &TracePointContext) -> Result<(), i64> {
     let key = DevBucketKey {
         dev,
         op: start.op,
-        bucket: bucket_key(ns_to_binary_ns(now.wrapping_sub(start.ts_ns))),
+        bucket: latency_key(now.wrapping_sub(start.ts_ns)),
         _pad: 0,
     };
     if !bump(&BLOCK_HIST, &key, 1) {

@@ -10,6 +10,7 @@ use aya_ebpf::{
 };
 use sonde_common::{
     events::{kind, Event, RING_BYTES},
+    hist::{latency_bucket_key, AT_OR_BELOW_THRESHOLD, THRESHOLD_SLOTS},
     task::{TaskOffsets, COMM_LEN},
 };
 
@@ -42,6 +43,38 @@ pub fn submit<T: 'static>(record: T, kind: u32) {
         None => {
             count_loss(&EVENT_LOSS, kind);
         }
+    }
+}
+
+/// Exact SLO latency thresholds in nanoseconds, indexed by the bucket key
+/// each falls in (0: no threshold in that bucket); set by the agent from
+/// its SLO config. At most one threshold per bucket.
+#[no_mangle]
+static LATENCY_THRESHOLDS_NS: Global<[u64; THRESHOLD_SLOTS]> = Global::new([0; THRESHOLD_SLOTS]);
+
+/// Histogram bucket key of a latency in nanoseconds, with
+/// `AT_OR_BELOW_THRESHOLD` set when a threshold lies inside that bucket and
+/// the sample is at or below it: one array read, no extra map update, and
+/// an SLO's good events are counted exactly between bucket edges.
+#[inline(always)]
+pub fn latency_key(ns: u64) -> u32 {
+    let key = latency_bucket_key(ns);
+    let slot = key as usize;
+    if slot >= THRESHOLD_SLOTS {
+        return key; // the zero bucket
+    }
+    // SAFETY: `Global` is a transparent wrapper of the array, and `slot` is
+    // bounded by its length just above. Volatile: the loader sets the value.
+    let threshold = unsafe {
+        core::ptr::read_volatile(
+            (&LATENCY_THRESHOLDS_NS as *const Global<[u64; THRESHOLD_SLOTS]> as *const u64)
+                .add(slot),
+        )
+    };
+    if threshold != 0 && ns <= threshold {
+        key | AT_OR_BELOW_THRESHOLD
+    } else {
+        key
     }
 }
 

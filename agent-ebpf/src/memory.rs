@@ -21,12 +21,13 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use sonde_common::{
     events::{flag, kind, Event},
-    hist::{bucket_key, ns_to_binary_ns},
     memory::{loss, OOM_MAX_ENTRIES, RECLAIM_HIST_MAX_ENTRIES, RECLAIM_SLOTS, RECLAIM_SLOT_MASK},
     task::{CgroupBucketKey, StartSlot},
 };
 
-use crate::common::{bump, count_loss, emit, offsets, read, task_cgroup_id, task_comm, task_pid};
+use crate::common::{
+    bump, count_loss, emit, latency_key, offsets, read, task_cgroup_id, task_comm, task_pid,
+};
 
 /// 1 when `mark_victim`'s first argument is a task pointer (set by the agent
 /// from the kernel's BTF), 0 when it is a pid.
@@ -112,7 +113,7 @@ fn reclaim_end<C: EbpfContext>(ctx: &C) {
     let key = CgroupBucketKey {
         // SAFETY: a plain helper call with no arguments.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        bucket: bucket_key(ns_to_binary_ns(now.wrapping_sub(start.ts_ns))),
+        bucket: latency_key(now.wrapping_sub(start.ts_ns)),
         _pad: 0,
     };
     if !bump(&RECLAIM_HIST, &key, 1) {

@@ -19,12 +19,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use sonde_common::{
-    hist::{bucket_key, ns_to_binary_ns},
     sched::{loss, RUNQ_HIST_MAX_ENTRIES, RUNQ_SLOTS, RUNQ_SLOT_MASK},
     task::{CgroupBucketKey, StartSlot},
 };
 
-use crate::common::{bump, cgroup_id_with, count_loss, offsets, Direct, KernelRead, Probed};
+use crate::common::{
+    bump, cgroup_id_with, count_loss, latency_key, offsets, Direct, KernelRead, Probed,
+};
 
 /// `TASK_RUNNING`: a switched-out task in this state is still runnable.
 const TASK_RUNNING: u32 = 0;
@@ -127,7 +128,7 @@ fn on_switch<R: KernelRead, C: EbpfContext>(ctx: &C, prev: *const u8, next: *con
     };
     let key = CgroupBucketKey {
         cgroup_id,
-        bucket: bucket_key(ns_to_binary_ns(now.wrapping_sub(start.ts_ns))),
+        bucket: latency_key(now.wrapping_sub(start.ts_ns)),
         _pad: 0,
     };
     if !bump(&RUNQ_HIST, &key, 1) {

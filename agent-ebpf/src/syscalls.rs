@@ -20,15 +20,12 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use aya_log_ebpf::debug;
-use sonde_common::{
-    hist::{bucket_key, ns_to_binary_ns},
-    syscalls::{
-        loss, SyscallErrKey, SyscallHistKey, SyscallStart, ERR_MAX_ENTRIES, HIST_MAX_ENTRIES,
-        MAX_ERRNO, START_SLOTS, START_SLOT_MASK,
-    },
+use sonde_common::syscalls::{
+    loss, SyscallErrKey, SyscallHistKey, SyscallStart, ERR_MAX_ENTRIES, HIST_MAX_ENTRIES,
+    MAX_ERRNO, START_SLOTS, START_SLOT_MASK,
 };
 
-use crate::common::{bump, count_loss};
+use crate::common::{bump, count_loss, latency_key};
 
 /// Syscall numbers that never return (`exit`, `exit_group`), set by the agent
 /// from its per-architecture table. Their entries must not take a slot, or
@@ -142,11 +139,10 @@ fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
 
     // SAFETY: a plain helper call with no arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let latency = ns_to_binary_ns(now_ns.wrapping_sub(start.start_ns));
     let key = SyscallHistKey {
         cgroup_id,
         nr: start.nr,
-        bucket: bucket_key(latency),
+        bucket: latency_key(now_ns.wrapping_sub(start.start_ns)),
     };
     if !bump(&SYSCALL_HIST, &key, 1) {
         lost(ctx, loss::HIST_MAP_FULL);

@@ -33,7 +33,6 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use sonde_common::{
     events::kind,
-    hist::{bucket_key, ns_to_binary_ns},
     task::CgroupBucketKey,
     tcp::{
         failure_of, flags, listen, loss, netns, state, what, CgroupCountKey, ConnectStart,
@@ -43,7 +42,7 @@ use sonde_common::{
     },
 };
 
-use crate::common::{bump, count_loss, read, submit};
+use crate::common::{bump, count_loss, latency_key, read, submit};
 
 /// Struct offsets from the running kernel's BTF, set by the agent.
 #[no_mangle]
@@ -246,7 +245,7 @@ fn try_state<C: EbpfContext>(ctx: &C, sk: *const u8, old: u32, new: u32) -> Resu
                     let now = unsafe { bpf_ktime_get_ns() };
                     let key = CgroupBucketKey {
                         cgroup_id: start.cgroup_id,
-                        bucket: bucket_key(ns_to_binary_ns(now.wrapping_sub(start.ts_ns))),
+                        bucket: latency_key(now.wrapping_sub(start.ts_ns)),
                         _pad: 0,
                     };
                     if !bump(&TCP_CONNECT_HIST, &key, 1) {

@@ -18,4 +18,5 @@ pub mod local;
 pub mod model;
 pub mod probes;
 pub mod sampler;
+pub mod slo;
 pub mod top;

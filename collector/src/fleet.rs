@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::slo::FleetSlos;
 use sonde_proto::{
     names, otlp,
     prometheus::{self, Target},
@@ -43,6 +44,7 @@ struct Node {
 pub struct Fleet {
     nodes: HashMap<String, Node>,
     recent_windows: usize,
+    slos: FleetSlos,
 }
 
 impl Fleet {
@@ -51,7 +53,18 @@ impl Fleet {
         Self {
             nodes: HashMap::new(),
             recent_windows,
+            slos: FleetSlos::default(),
         }
+    }
+
+    /// Evaluates these SLOs across the fleet from now on.
+    pub fn set_slos(&mut self, slos: FleetSlos) {
+        self.slos = slos;
+    }
+
+    /// The fleet's SLOs.
+    pub fn slos(&self) -> Vec<sonde_proto::v1::FleetSlo> {
+        self.slos.list()
     }
 
     /// Number of nodes.
@@ -118,6 +131,8 @@ impl Fleet {
             node.latest = Some(summary);
             node.probes = std::mem::take(&mut report.probes);
         }
+        let name = node.identity.node_name.clone();
+        self.slos.add(&name, &report);
         Outcome::Accepted
     }
 
@@ -294,6 +309,7 @@ mod tests {
                     label_refs,
                     count: 0,
                     histogram: Some(to_wire(&h)),
+                    value: 0.0,
                 }],
             }],
             losses: vec![LossRecord {

@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod query;
 pub mod ranges;
 pub mod reject;
+pub mod slo;
 pub mod state;
 pub mod tls;
 

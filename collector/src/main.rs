@@ -58,6 +58,10 @@ struct Args {
     /// Runtime worker threads (default: one per core).
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// Fleet SLOs (sonde.toml or OpenSLO YAML): each is evaluated over the
+    /// sum of its nodes' good and total events (`nodes` selects them by name).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
@@ -115,8 +119,26 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let specs = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the config {}: {e}; pass a readable sonde.toml or OpenSLO YAML file to --config",
+                    path.display()
+                )
+            })?;
+            sonde_slo::spec::parse(&path.display().to_string(), &text)?
+        }
+        None => Vec::new(),
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let state = Arc::new(State::new(args.recent_windows, stopped));
+    if !specs.is_empty() {
+        eprintln!("sonde-collector: evaluating {} fleet SLOs", specs.len());
+        state
+            .fleet()
+            .set_slos(sonde_collector::slo::FleetSlos::new(specs));
+    }
     let tls = match (&args.tls_cert, &args.tls_key, &args.tls_client_ca) {
         (Some(cert), Some(key), Some(ca)) => Some(Tls::load(cert, key, ca)?),
         (None, None, None) => None,

@@ -4,7 +4,7 @@ use std::{sync::atomic::Ordering, sync::Arc};
 
 use sonde_proto::v1::{
     query_server::Query, CollectorHealth, GetNodeRequest, HealthRequest, ListNodesRequest,
-    ListNodesResponse, NodeDetail, Rejection,
+    ListNodesResponse, ListSlosRequest, ListSlosResponse, NodeDetail, Rejection,
 };
 use tonic::{Request, Response, Status};
 
@@ -42,6 +42,15 @@ impl Query for QueryService {
             .node(&name, now_unix_ns())
             .map(Response::new)
             .ok_or_else(|| Status::not_found(format!("no report from a node named '{name}'")))
+    }
+
+    async fn list_slos(
+        &self,
+        _: Request<ListSlosRequest>,
+    ) -> Result<Response<ListSlosResponse>, Status> {
+        Ok(Response::new(ListSlosResponse {
+            slos: self.state.fleet().slos(),
+        }))
     }
 
     async fn health(&self, _: Request<HealthRequest>) -> Result<Response<CollectorHealth>, Status> {

@@ -35,6 +35,19 @@ pub const TCP_RESETS: &str = "network.tcp.resets";
 pub const TCP_LISTEN_OVERFLOWS: &str = "network.tcp.listen.overflows";
 /// Packets dropped, by the kernel's reason (OTel `system.network.packet.dropped`).
 pub const PACKETS_DROPPED: &str = "system.network.packet.dropped";
+/// SLO good events (counter; `slo.name`).
+pub const SLO_GOOD: &str = "slo.sli.good";
+/// SLO valid events (counter; `slo.name`).
+pub const SLO_TOTAL: &str = "slo.sli.total";
+/// Error budget left over the SLO window, 1 = untouched (gauge; `slo.name`).
+pub const SLO_BUDGET_REMAINING: &str = "slo.error_budget.remaining";
+/// Burn rate over an alert window (gauge; `slo.name`, `slo.window`).
+pub const SLO_BURN_RATE: &str = "slo.burn_rate";
+/// 1 while an alert of the severity fires (gauge; `slo.name`, `slo.severity`).
+pub const SLO_ALERT: &str = "slo.alert";
+/// 1 when every window in the SLO's alert windows saw all its data
+/// (gauge; `slo.name`): 0 means the figures are lower bounds.
+pub const SLO_COMPLETE: &str = "slo.data.complete";
 /// Events the agent lost, by stage, reason and probe (counter).
 pub const AGENT_DROPPED: &str = "sonde.agent.dropped";
 
@@ -54,6 +67,8 @@ pub const UNIT_CONNECTIONS: &str = "{connection}";
 pub const UNIT_SEGMENTS: &str = "{segment}";
 /// UCUM unit of packets.
 pub const UNIT_PACKETS: &str = "{packet}";
+/// UCUM unit of ratios.
+pub const UNIT_RATIO: &str = "1";
 /// UCUM unit of lost events.
 pub const UNIT_EVENTS: &str = "{event}";
 
@@ -61,6 +76,12 @@ pub const UNIT_EVENTS: &str = "{event}";
 /// `process.linux.cgroup` names a process's cgroup line; sonde's series
 /// belong to a cgroup, not a process, hence a name of its own.
 pub const ATTR_CGROUP_PATH: &str = "linux.cgroup.path";
+/// An SLO's name.
+pub const ATTR_SLO_NAME: &str = "slo.name";
+/// An alert window, e.g. `1h`.
+pub const ATTR_SLO_WINDOW: &str = "slo.window";
+/// `page` or `ticket`.
+pub const ATTR_SLO_SEVERITY: &str = "slo.severity";
 /// Syscall name, e.g. `openat`.
 pub const ATTR_SYSCALL_NAME: &str = "syscall.name";
 /// Low-cardinality failure kind: the errno name, e.g. `ENOENT`.

@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::{
     common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue},
     metrics::v1::{
         exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
-        AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Metric,
+        AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Metric,
         NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
     },
     resource::v1::Resource,
@@ -63,6 +63,18 @@ pub fn resource_metrics(
                     data_points: points
                         .iter()
                         .map(|p| histogram_point(p, start_unix_ns, now_unix_ns))
+                        .collect(),
+                }),
+                MetricKind::Gauge => Data::Gauge(Gauge {
+                    data_points: points
+                        .iter()
+                        .map(|p| NumberDataPoint {
+                            attributes: attributes(&p.labels),
+                            start_time_unix_nano: start_unix_ns,
+                            time_unix_nano: now_unix_ns,
+                            value: Some(number_data_point::Value::AsDouble(p.value)),
+                            ..Default::default()
+                        })
                         .collect(),
                 }),
                 _ => Data::Sum(Sum {
@@ -154,6 +166,7 @@ mod tests {
                 label_refs: vec![0, 1],
                 count: 0,
                 histogram: Some(to_wire(&h)),
+                value: 0.0,
             }],
         };
         let mut s = Series::new();

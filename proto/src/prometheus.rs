@@ -97,6 +97,10 @@ pub fn metric_name(name: &str, unit: &str, kind: MetricKind) -> String {
             out.push_str(&word);
         }
     }
+    // The translation names unit-1 gauges as ratios.
+    if kind == MetricKind::Gauge && unit.trim() == "1" && !out.ends_with("_ratio") {
+        out.push_str("_ratio");
+    }
     if kind == MetricKind::Counter && !out.ends_with("_total") {
         out.push_str("_total");
     }
@@ -163,6 +167,7 @@ pub fn render(targets: &[Target<'_>]) -> String {
         let help_name = name.as_str();
         let type_name = match kind {
             MetricKind::Histogram => "histogram",
+            MetricKind::Gauge => "gauge",
             _ => "counter",
         };
         let description = if description.is_empty() {
@@ -199,6 +204,8 @@ pub fn render(targets: &[Target<'_>]) -> String {
                         "{name}_count{} {cumulative}",
                         labels_text(&pairs, None)
                     );
+                } else if m.kind == MetricKind::Gauge {
+                    let _ = writeln!(out, "{name}{} {}", labels_text(&pairs, None), p.value);
                 } else {
                     let _ = writeln!(out, "{name}{} {}", labels_text(&pairs, None), p.count);
                 }

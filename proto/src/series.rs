@@ -65,6 +65,8 @@ pub struct PointAcc {
     pub latest_count: u64,
     /// Histograms: the samples of that window.
     pub latest_histogram: ExponentialHistogram,
+    /// Gauges: the value of the latest window.
+    pub value: f64,
 }
 
 impl PointAcc {
@@ -72,6 +74,7 @@ impl PointAcc {
     pub fn total(&self, kind: MetricKind) -> u64 {
         match kind {
             MetricKind::Histogram => histogram::count(&self.histogram),
+            MetricKind::Gauge => 0,
             _ => self.count,
         }
     }
@@ -146,7 +149,7 @@ impl Series {
                         table.get(kv[1] as usize)?.clone(),
                     ))
                 }));
-                self.add_point(at, &labels, p.count, p.histogram.as_ref(), window);
+                self.add_point(at, &labels, p.count, p.histogram.as_ref(), p.value, window);
                 self.scratch = labels;
             }
         }
@@ -170,7 +173,7 @@ impl Series {
                 (self.intern(names::ATTR_REASON), self.intern(&l.reason)),
                 (self.intern(names::ATTR_PROBE), self.intern(&l.probe)),
             ];
-            self.add_point(at, &labels, l.count, None, window);
+            self.add_point(at, &labels, l.count, None, 0.0, window);
         }
     }
 
@@ -204,6 +207,7 @@ impl Series {
         labels: &[(Sym, Sym)],
         count: u64,
         hist: Option<&ExponentialHistogram>,
+        value: f64,
         window: u64,
     ) {
         let mut hasher = self.hasher.build_hasher();
@@ -237,6 +241,7 @@ impl Series {
                             latest_window: window,
                             latest_count: 0,
                             latest_histogram: empty,
+                            value,
                         },
                         |p| p.hash,
                     )
@@ -244,6 +249,10 @@ impl Series {
             }
         };
         point.count = point.count.saturating_add(count);
+        if window >= point.latest_window {
+            // A late resend of an older window does not roll a gauge back.
+            point.value = value;
+        }
         if point.latest_window != window {
             point.latest_window = window;
             point.latest_count = 0;
@@ -308,6 +317,11 @@ impl Series {
                                 0
                             },
                             histogram: (m.kind == MetricKind::Histogram).then(|| hist.clone()),
+                            value: if m.kind == MetricKind::Gauge {
+                                p.value
+                            } else {
+                                0.0
+                            },
                         }
                     })
                     .collect(),
@@ -408,6 +422,7 @@ mod tests {
                     label_refs: table.labels(&[("k", v)]),
                     count: *n,
                     histogram: None,
+                    value: 0.0,
                 })
                 .collect(),
         }

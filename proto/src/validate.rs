@@ -35,6 +35,12 @@ pub enum ReportError {
         /// The metric's name, possibly empty.
         name: String,
     },
+    /// A gauge point whose value is NaN or infinite.
+    #[error("metric '{name}': gauge value is not a finite number")]
+    Gauge {
+        /// Metric name.
+        name: String,
+    },
     /// A histogram point without a histogram.
     #[error("metric '{name}': histogram point without a histogram")]
     MissingHistogram {
@@ -96,6 +102,11 @@ pub fn report(r: &AgentReport) -> Result<(), ReportError> {
                     strings,
                 });
             }
+        }
+        if kind == MetricKind::Gauge && m.points.iter().any(|p| !p.value.is_finite()) {
+            return Err(ReportError::Gauge {
+                name: m.name.clone(),
+            });
         }
         if kind == MetricKind::Histogram {
             for p in &m.points {

@@ -8,7 +8,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sonde_common::hist::{bucket_key, INDEX_BIAS, SCALE, SECONDS_INDEX_OFFSET, ZERO_BUCKET};
+use sonde_common::hist::{
+    bucket_key, latency_bucket_key, AT_OR_BELOW_THRESHOLD, INDEX_BIAS, SCALE, SECONDS_INDEX_OFFSET,
+    ZERO_BUCKET,
+};
 
 /// Why two histograms cannot be subtracted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +39,11 @@ pub struct Histogram {
     pub zero_count: u64,
     /// Bucket index → count; only non-zero buckets are stored.
     pub buckets: BTreeMap<i32, u64>,
+    /// Bucket index → how many of that bucket's samples lie at or below the
+    /// exact threshold the kernel was given inside it (a subset of
+    /// `buckets`); empty unless SLO latency thresholds are configured.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub at_or_below_threshold: BTreeMap<i32, u64>,
 }
 
 impl Histogram {
@@ -67,8 +75,22 @@ impl Histogram {
             self.zero_count += count;
             return;
         }
-        let index = key as i32 - INDEX_BIAS - SECONDS_INDEX_OFFSET;
+        let index = Self::index_of_key(key & !AT_OR_BELOW_THRESHOLD);
         *self.buckets.entry(index).or_insert(0) += count;
+        if key & AT_OR_BELOW_THRESHOLD != 0 {
+            *self.at_or_below_threshold.entry(index).or_insert(0) += count;
+        }
+    }
+
+    /// Bucket index (over seconds) of an unflagged kernel bucket key.
+    fn index_of_key(key: u32) -> i32 {
+        key as i32 - INDEX_BIAS - SECONDS_INDEX_OFFSET
+    }
+
+    /// Bucket index (over seconds) that a latency of `ns` nanoseconds falls
+    /// in, as the kernel buckets it; `None` for zero.
+    pub fn index_of_ns(ns: u64) -> Option<i32> {
+        (ns != 0).then(|| Self::index_of_key(latency_bucket_key(ns)))
     }
 
     /// Adds one sample given in binary nanoseconds (`2^-30` s), bucketed
@@ -88,6 +110,9 @@ impl Histogram {
         for (&index, &count) in &other.buckets {
             *self.buckets.entry(index).or_insert(0) += count;
         }
+        for (&index, &count) in &other.at_or_below_threshold {
+            *self.at_or_below_threshold.entry(index).or_insert(0) += count;
+        }
     }
 
     /// The samples recorded since `earlier`, a previous reading of the same
@@ -100,27 +125,13 @@ impl Histogram {
                 later: self.zero_count,
             },
         )?;
-        for (&index, &before) in &earlier.buckets {
-            let now = self.buckets.get(&index).copied().unwrap_or(0);
-            if now < before {
-                return Err(HistogramError::CounterReset {
-                    index,
-                    earlier: before,
-                    later: now,
-                });
-            }
-        }
-        let buckets = self
-            .buckets
-            .iter()
-            .filter_map(|(&index, &now)| {
-                let before = earlier.buckets.get(&index).copied().unwrap_or(0);
-                (now > before).then_some((index, now - before))
-            })
-            .collect();
         Ok(Histogram {
             zero_count,
-            buckets,
+            buckets: delta_buckets(&self.buckets, &earlier.buckets)?,
+            at_or_below_threshold: delta_buckets(
+                &self.at_or_below_threshold,
+                &earlier.at_or_below_threshold,
+            )?,
         })
     }
 
@@ -169,6 +180,25 @@ impl Histogram {
             .sum()
     }
 
+    /// Samples at or below `threshold_ns`: exact when the kernel was given
+    /// this threshold (the straddling bucket's split count is used), else
+    /// the conservative [`Histogram::count_at_or_below`].
+    pub fn count_at_or_below_ns(&self, threshold_ns: u64) -> u64 {
+        let Some(at) = Self::index_of_ns(threshold_ns) else {
+            return self.zero_count;
+        };
+        let below: u64 = self.buckets.range(..at).map(|(_, &count)| count).sum();
+        let split = match self.at_or_below_threshold.get(&at) {
+            Some(&count) => count,
+            // On the bucket's upper edge, the whole bucket is at or below.
+            None if Self::upper_bound(at) <= threshold_ns as f64 * 1e-9 => {
+                self.buckets.get(&at).copied().unwrap_or(0)
+            }
+            None => 0,
+        };
+        self.zero_count + below + split
+    }
+
     /// Samples certainly at or below `threshold_secs`: every bucket whose
     /// upper edge is ≤ the threshold, plus zeros. Exact when the threshold is
     /// a bucket edge; otherwise it leaves out the one bucket that straddles
@@ -201,6 +231,30 @@ impl Histogram {
         }
         (first, out)
     }
+}
+
+/// `later - earlier` per bucket; a bucket that shrank means a reset.
+fn delta_buckets(
+    later: &BTreeMap<i32, u64>,
+    earlier: &BTreeMap<i32, u64>,
+) -> Result<BTreeMap<i32, u64>, HistogramError> {
+    for (&index, &before) in earlier {
+        let now = later.get(&index).copied().unwrap_or(0);
+        if now < before {
+            return Err(HistogramError::CounterReset {
+                index,
+                earlier: before,
+                later: now,
+            });
+        }
+    }
+    Ok(later
+        .iter()
+        .filter_map(|(&index, &now)| {
+            let before = earlier.get(&index).copied().unwrap_or(0);
+            (now > before).then_some((index, now - before))
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -257,6 +311,58 @@ mod tests {
         assert_eq!(h.count_at_or_below(2f64.powi(-9) * 1.01), 2); // inside the next bucket
         assert_eq!(h.count_at_or_below(2f64.powi(-10) * 0.99), 0);
         assert_eq!(h.count_at_or_below(1.0), 3);
+    }
+
+    /// The kernel's rule (`latency_key` in the eBPF crate): bucket key, with
+    /// the flag when a threshold lies in the sample's bucket and the sample
+    /// is at or below it.
+    fn kernel_key(ns: u64, threshold_ns: u64) -> u32 {
+        let key = latency_bucket_key(ns);
+        if key == latency_bucket_key(threshold_ns) && ns <= threshold_ns {
+            key | AT_OR_BELOW_THRESHOLD
+        } else {
+            key
+        }
+    }
+
+    #[test]
+    fn threshold_between_edges_is_counted_exactly() {
+        // 10 ms lies inside a bucket (≈ 9.6 ms .. 10.4 ms in binary ns).
+        let threshold_ns = 10_000_000;
+        let at = Histogram::index_of_ns(threshold_ns).unwrap();
+        assert!(Histogram::lower_bound(at) < 0.01 && 0.01 < Histogram::upper_bound(at));
+        let samples = [
+            9_700_000, 9_999_999, 10_000_000, 10_000_001, 10_300_000, 5_000_000, 0,
+        ];
+        let mut h = Histogram::new();
+        for ns in samples {
+            h.record_kernel_bucket(kernel_key(ns, threshold_ns), 1);
+        }
+        // 0, 5 ms, 9.7 ms, 9.999999 ms and 10 ms: five at or below.
+        assert_eq!(h.count_at_or_below_ns(threshold_ns), 5);
+        // Without the split, only the lower buckets count.
+        assert_eq!(h.count_at_or_below(0.01), 2);
+        // The split survives merge and delta.
+        let mut twice = h.clone();
+        twice.merge(&h);
+        assert_eq!(twice.count_at_or_below_ns(threshold_ns), 10);
+        assert_eq!(twice.delta(&h).unwrap(), h);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn exact_threshold_count_matches_the_samples(
+            samples in proptest::collection::vec(0u64..100_000_000, 0..200),
+            threshold_ns in 1u64..100_000_000,
+        ) {
+            let mut h = Histogram::new();
+            for &ns in &samples {
+                h.record_kernel_bucket(kernel_key(ns, threshold_ns), 1);
+            }
+            let want = samples.iter().filter(|&&ns| ns <= threshold_ns).count() as u64;
+            proptest::prop_assert_eq!(h.count_at_or_below_ns(threshold_ns), want);
+            proptest::prop_assert_eq!(h.count(), samples.len() as u64);
+        }
     }
 
     #[test]

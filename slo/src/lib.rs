@@ -3,6 +3,8 @@
 //! without privileges.
 
 pub mod histogram;
+pub mod rules;
 pub mod slo;
+pub mod spec;
 
 pub use histogram::{Histogram, HistogramError};

@@ -2,7 +2,7 @@
 //! workbook's scheme), over a stream of per-window good/total counts.
 //! Pure: the agent and the collector feed it counts, it hands back states.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +21,7 @@ pub struct WindowCounts {
 }
 
 /// Good/total over a span of windows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Span {
     /// Events that met the objective.
     pub good: u64,
@@ -125,7 +125,7 @@ pub struct Objective {
 }
 
 /// Burn rate over one rule's windows.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RuleState {
     /// The rule.
     pub rule: BurnRule,
@@ -138,7 +138,7 @@ pub struct RuleState {
 }
 
 /// Where an objective stands after the latest window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Good/total over the compliance window.
     pub compliance: Span,
@@ -153,11 +153,44 @@ pub struct Evaluation {
     pub complete: bool,
 }
 
-/// The stream of windows of one SLI and the state of its alerts.
+/// Windows younger than this keep their own entry; older ones are merged
+/// into [`COARSE_SLOT_SECS`] slots. Covers the workbook's short windows and
+/// the 1 h and 6 h long ones at full resolution.
+pub const FINE_HORIZON_SECS: u64 = 7 * 3600;
+/// Slot of the merged older windows: spans of days are off by at most this
+/// much at their far edge, and a 28-day history takes 4,032 entries.
+pub const COARSE_SLOT_SECS: u64 = 600;
+
+/// Counts of one entry in a tracker's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// Events that met the objective.
+    pub good: u64,
+    /// Valid events.
+    pub total: u64,
+    /// Every window merged in was complete.
+    pub complete: bool,
+}
+
+/// What a tracker must remember across a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackerState {
+    /// The objective the history was kept for.
+    pub objective: Objective,
+    /// History: (end of the window or slot, Unix seconds, its counts).
+    pub slots: Vec<(u64, Slot)>,
+    /// Which rules were firing (hysteresis).
+    pub firing: Vec<bool>,
+}
+
+/// The stream of windows of one SLI and the state of its alerts. Windows
+/// may arrive out of order (the collector hears many nodes, some late);
+/// windows ending at the same second add up (the fleet's sum).
 #[derive(Debug, Clone)]
 pub struct Tracker {
     objective: Objective,
-    windows: VecDeque<WindowCounts>,
+    slots: BTreeMap<u64, Slot>,
+    latest: u64,
     firing: Vec<bool>,
 }
 
@@ -167,14 +200,70 @@ impl Tracker {
         let rules = objective.rules.len();
         Self {
             objective,
-            windows: VecDeque::new(),
+            slots: BTreeMap::new(),
+            latest: 0,
             firing: vec![false; rules],
         }
     }
 
-    /// Adds a window (in time order) and evaluates.
+    /// A tracker resumed from `state`, or a fresh one when the state was
+    /// kept for another objective (its history would mean something else).
+    pub fn resume(objective: Objective, state: TrackerState) -> Self {
+        if state.objective != objective || state.firing.len() != objective.rules.len() {
+            return Self::new(objective);
+        }
+        let slots: BTreeMap<u64, Slot> = state.slots.into_iter().collect();
+        Self {
+            latest: slots.last_key_value().map_or(0, |(&t, _)| t),
+            objective,
+            slots,
+            firing: state.firing,
+        }
+    }
+
+    /// What to persist to resume later.
+    pub fn state(&self) -> TrackerState {
+        TrackerState {
+            objective: self.objective.clone(),
+            slots: self.slots.iter().map(|(&t, &s)| (t, s)).collect(),
+            firing: self.firing.clone(),
+        }
+    }
+
+    /// The objective it evaluates.
+    pub fn objective(&self) -> &Objective {
+        &self.objective
+    }
+
+    /// End of the latest window seen, Unix seconds (0: none).
+    pub fn latest_unix_secs(&self) -> u64 {
+        self.latest
+    }
+
+    /// Adds a window and evaluates at the latest end seen.
     pub fn push(&mut self, w: WindowCounts) -> Evaluation {
-        self.windows.push_back(w);
+        self.add(w);
+        self.evaluate(self.latest)
+    }
+
+    /// Adds a window without evaluating (the collector adds every node's
+    /// report, then evaluates once).
+    pub fn add(&mut self, w: WindowCounts) {
+        let slot = self.slots.entry(w.end_unix_secs).or_insert(Slot {
+            good: 0,
+            total: 0,
+            complete: true,
+        });
+        slot.good += w.good;
+        slot.total += w.total;
+        slot.complete &= w.complete;
+        self.latest = self.latest.max(w.end_unix_secs);
+        self.compact();
+    }
+
+    /// Forgets what lies beyond every window, and merges old windows into
+    /// coarse slots.
+    fn compact(&mut self) {
         let keep = self
             .objective
             .rules
@@ -183,14 +272,35 @@ impl Tracker {
             .chain([self.objective.window_secs])
             .max()
             .unwrap_or(0);
+        let oldest = self.latest.saturating_sub(keep);
         while self
-            .windows
-            .front()
-            .is_some_and(|f| f.end_unix_secs + keep <= w.end_unix_secs)
+            .slots
+            .first_key_value()
+            .is_some_and(|(&t, _)| t <= oldest)
         {
-            self.windows.pop_front();
+            self.slots.pop_first();
         }
-        self.evaluate(w.end_unix_secs)
+        let fine_from = self.latest.saturating_sub(FINE_HORIZON_SECS);
+        let old: Vec<u64> = self
+            .slots
+            .range(..fine_from)
+            .map(|(&t, _)| t)
+            .filter(|t| t % COARSE_SLOT_SECS != 0)
+            .collect();
+        for t in old {
+            let Some(slot) = self.slots.remove(&t) else {
+                continue;
+            };
+            let coarse = t.div_ceil(COARSE_SLOT_SECS) * COARSE_SLOT_SECS;
+            let into = self.slots.entry(coarse).or_insert(Slot {
+                good: 0,
+                total: 0,
+                complete: true,
+            });
+            into.good += slot.good;
+            into.total += slot.total;
+            into.complete &= slot.complete;
+        }
     }
 
     /// Good/total over the windows that ended within `secs` of `now`.
@@ -200,17 +310,21 @@ impl Tracker {
             total: 0,
             complete: true,
         };
-        for w in self
-            .windows
-            .iter()
-            .rev()
-            .take_while(|w| w.end_unix_secs + secs > now)
+        for slot in self
+            .slots
+            .range(now.saturating_sub(secs) + 1..)
+            .map(|(_, s)| s)
         {
-            span.good += w.good;
-            span.total += w.total;
-            span.complete &= w.complete;
+            span.good += slot.good;
+            span.total += slot.total;
+            span.complete &= slot.complete;
         }
         span
+    }
+
+    /// Evaluates at `now` (Unix seconds), updating the alert states.
+    pub fn evaluate_at(&mut self, now: u64) -> Evaluation {
+        self.evaluate(now)
     }
 
     fn evaluate(&mut self, now: u64) -> Evaluation {
@@ -403,6 +517,63 @@ mod tests {
             fresh.push(minute(20, 1000, 1000)).complete,
             "out of every span: complete again"
         );
+    }
+
+    #[test]
+    fn out_of_order_windows_and_compaction_keep_the_counts() {
+        let mut t = Tracker::new(objective(BurnRule::workbook(), 0.9));
+        // Three days of 10 s windows from two nodes, the second one late by a
+        // window: 1 bad in 100 each.
+        let start = 1_700_000_000;
+        let windows = 3 * 86_400 / 10;
+        for i in 0..windows {
+            let end = start + 10 * i;
+            t.add(WindowCounts {
+                end_unix_secs: end,
+                good: 99,
+                total: 100,
+                complete: true,
+            });
+            if i > 0 {
+                t.add(WindowCounts {
+                    end_unix_secs: end - 10,
+                    good: 99,
+                    total: 100,
+                    complete: true,
+                });
+            }
+        }
+        let now = start + 10 * (windows - 1);
+        // Every window is still counted in the 28-day span, merged or not.
+        let all = t.span(now, 28 * 86_400);
+        assert_eq!(all.total, (2 * windows - 1) * 100);
+        assert_eq!(all.good, (2 * windows - 1) * 99);
+        // Recent spans are exact to the window: the last 5 minutes hold 30
+        // windows of the first node and 29 of the late one.
+        assert_eq!(t.span(now, 300).total, (30 + 29) * 100);
+        // The history is bounded: fine windows for 7 h, 10-minute slots beyond.
+        assert!(
+            t.state().slots.len() < 2_600 + 3 * 144,
+            "{}",
+            t.state().slots.len()
+        );
+        let e = t.evaluate_at(now);
+        assert!((e.rules[0].long_burn - 1.0).abs() < 1e-9, "{e:?}");
+    }
+
+    #[test]
+    fn resumes_from_its_state_unless_the_objective_changed() {
+        let mut t = Tracker::new(objective(vec![], 1.0));
+        t.push(minute(1, 90, 100));
+        let state = t.state();
+        let mut resumed = Tracker::resume(objective(vec![], 1.0), state.clone());
+        assert_eq!(resumed.span(MIN, 3600).good, 90);
+        let e = resumed.push(minute(2, 100, 100));
+        assert_eq!(e.compliance.total, 200);
+        let mut changed = objective(vec![], 1.0);
+        changed.target = 0.999;
+        let fresh = Tracker::resume(changed, state);
+        assert_eq!(fresh.span(MIN, 3600).total, 0);
     }
 
     #[test]

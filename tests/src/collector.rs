@@ -26,6 +26,7 @@ fn report(seq: u64, points: usize) -> AgentReport {
             label_refs: strings.labels(&[("syscall.name", &format!("s{i}"))]),
             count: 0,
             histogram: Some(to_wire(&h)),
+            value: 0.0,
         })
         .collect();
     AgentReport {

@@ -32,6 +32,8 @@ mod prometheus;
 #[cfg(test)]
 mod sched;
 #[cfg(test)]
+mod slo;
+#[cfg(test)]
 mod syscalls;
 #[cfg(test)]
 mod tcp;

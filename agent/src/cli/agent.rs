@@ -14,6 +14,7 @@ use crate::{
     export::{outbox::DEFAULT_MAX_BYTES, SinkConfig, Sinks},
     local::server::LocalServer,
     model::{LossRecord, Snapshot},
+    slo::Slos,
 };
 
 /// How often events are read between windows for socket clients.
@@ -62,6 +63,12 @@ pub(super) struct Args {
     #[arg(long, value_name = "PATH", num_args = 0..=1,
           default_missing_value = crate::local::DEFAULT_SOCKET)]
     socket: Option<PathBuf>,
+    /// SLOs to evaluate: sonde.toml (`[[slo]]` tables) or OpenSLO v1 YAML.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the SLO history is kept across restarts.
+    #[arg(long, value_name = "DIR", default_value = crate::slo::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
     #[command(flatten)]
     probes: ProbeArgs,
 }
@@ -86,14 +93,30 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         prometheus_listen: args.prometheus_listen,
         node_name: args.node_name.clone(),
     };
-    // Check the sink settings and take the socket before loading anything
-    // into the kernel: a mistake there must leave nothing half-started.
+    // Check the settings and take the socket before loading anything into
+    // the kernel: a mistake there must leave nothing half-started.
     if let Some(c) = &config.collector {
         c.endpoint()?;
         c.resolve().await?;
     }
+    let specs = match &args.config {
+        Some(path) => super::slo::read_config(path)?,
+        None => Vec::new(),
+    };
+    let mut slos = if specs.is_empty() {
+        Slos::new(Vec::new(), None)?
+    } else {
+        std::fs::create_dir_all(&args.state_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the state directory {}: {e}; pass a writable one to --state-dir",
+                args.state_dir.display()
+            )
+        })?;
+        Slos::new(specs, Some(args.state_dir.clone()))?
+    };
+    let thresholds = sonde_slo::spec::kernel_thresholds(slos.specs());
     let mut local = args.socket.as_deref().map(LocalServer::bind).transpose()?;
-    let mut sampler = args.probes.start()?;
+    let mut sampler = args.probes.start_with(&thresholds)?;
     let mut sinks = Sinks::start(&config, sampler.window_start_unix_ns()).await?;
     if let Some(server) = &mut local {
         server.start(args.interval)?;
@@ -113,7 +136,8 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut ticks = tokio::time::interval(args.interval);
     ticks.tick().await; // the first tick is immediate
-                        // Socket clients get events as they happen, not at the window's close.
+
+    // Socket clients get events as they happen, not at the window's close.
     let mut polls = tokio::time::interval(EVENT_POLL);
     polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // Events of the current window already sent to socket clients.
@@ -133,7 +157,10 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
         }
-        let snapshot = sampler.tick().context("reading the probes' maps")?;
+        let mut snapshot = sampler.tick().context("reading the probes' maps")?;
+        if !slos.is_empty() {
+            snapshot.slos = slos.window(&snapshot).context("keeping the SLO state")?;
+        }
         let own_losses: Vec<LossRecord> = local
             .iter()
             .map(|server| LossRecord {

@@ -5,7 +5,10 @@ use std::{fmt::Write as _, process::ExitCode, time::Duration};
 use anyhow::Context as _;
 use sonde_proto::{
     histogram, names,
-    v1::{GetNodeRequest, HealthRequest, ListNodesRequest, MetricKind, NodeDetail, NodeSummary},
+    v1::{
+        GetNodeRequest, HealthRequest, ListNodesRequest, ListSlosRequest, MetricKind, NodeDetail,
+        NodeSummary,
+    },
 };
 
 use super::{render, TlsArgs};
@@ -14,7 +17,12 @@ use crate::export::{grpc::query_client, now_unix_ns};
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
     /// The collector (http://host:port or https://host:port).
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7411")]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:7411",
+        global = true
+    )]
     collector: String,
     #[command(flatten)]
     tls: TlsArgs,
@@ -25,16 +33,39 @@ pub(super) struct Args {
     #[arg(long)]
     health: bool,
     /// Print the Query API's answer as JSON.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     /// Rows in the node detail table.
     #[arg(long, default_value_t = 20)]
     top: usize,
+    #[command(subcommand)]
+    view: Option<View>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum View {
+    /// The fleet's SLOs, as the collector evaluates them over every
+    /// matching node (sum of good over sum of total).
+    Slo,
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.tls.collector(&args.collector, Duration::from_secs(1));
     let mut client = query_client(&config).await?;
+    if let Some(View::Slo) = args.view {
+        let slos = client
+            .list_slos(ListSlosRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))
+            .context("asking the collector")?
+            .into_inner();
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&slos)?);
+        } else {
+            print!("{}", slo_table(&slos.slos));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.health {
         let health = client
             .health(HealthRequest {})
@@ -86,6 +117,48 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn slo_table(slos: &[sonde_proto::v1::FleetSlo]) -> String {
+    let mut out = String::new();
+    if slos.is_empty() {
+        out.push_str("no fleet SLOs: start the collector with --config\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<24} {:<20} {:>8} {:>5} {:>9} {:>14} {:>8}  {:<34} {:<7} {:<10} NODES",
+        "SLO", "SIGNAL", "TARGET", "DAYS", "SLI", "GOOD/TOTAL", "BUDGET", "BURN", "ALERT", "DATA"
+    );
+    for s in slos {
+        let sli = if s.total == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.3}%", 100.0 * s.good as f64 / s.total as f64)
+        };
+        let burn = s
+            .burn_rates
+            .iter()
+            .map(|b| format!("{}:{:.2}", b.window, b.rate))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(
+            out,
+            "{:<24} {:<20} {:>7}% {:>5} {:>9} {:>14} {:>7.1}%  {:<34} {:<7} {:<10} {}",
+            s.name,
+            s.signal,
+            s.objective_percent,
+            s.window_days,
+            sli,
+            format!("{}/{}", s.good, s.total),
+            s.budget_remaining * 100.0,
+            burn,
+            s.severity,
+            if s.complete { "complete" } else { "incomplete" },
+            s.nodes.len()
+        );
+    }
+    out
 }
 
 fn total(totals: &[sonde_proto::v1::MetricTotal], name: &str) -> u64 {

@@ -6,6 +6,7 @@ mod doctor;
 mod events;
 mod fleet;
 mod render;
+mod slo;
 mod snapshot;
 mod top;
 
@@ -34,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent: load the probes and report one window per interval.
-    Agent(agent::Args),
+    Agent(Box<agent::Args>),
     /// Watch for a while and print per-cgroup syscall SLIs.
     Snapshot(snapshot::Args),
     /// Live terminal view of the node and each cgroup, worst first.
@@ -49,6 +50,8 @@ enum Command {
     Manpage,
     /// Print the fleet as a collector sees it (its Query API).
     Fleet(fleet::Args),
+    /// Where this node's SLOs stand; check a config; emit Prometheus rules.
+    Slo(slo::Args),
 }
 
 /// How to reach a collector securely, shared by `agent` and `fleet`.
@@ -114,7 +117,16 @@ impl ProbeArgs {
     /// Loads the probes, refuses to go on when none attached, and opens the
     /// first window.
     fn start(&self) -> anyhow::Result<Sampler> {
-        let probes = Probes::load(self.options())?;
+        self.start_with(&[])
+    }
+
+    /// As [`ProbeArgs::start`], handing the kernel the exact SLO latency
+    /// thresholds (bucket key, ns).
+    fn start_with(&self, thresholds: &[(usize, u64)]) -> anyhow::Result<Sampler> {
+        let probes = Probes::load(ProbeOptions {
+            latency_thresholds_ns: thresholds.to_vec(),
+            ..self.options()
+        })?;
         if !probes.any_attached() {
             anyhow::bail!(
                 "no probe could attach ({}); run `sonde doctor` for the cause",
@@ -143,6 +155,7 @@ impl ProbeArgs {
                 .copied()
                 .filter(|f| !self.probes.is_empty() && !self.probes.iter().any(|p| p == f))
                 .collect(),
+            latency_thresholds_ns: Vec::new(),
         }
     }
 }
@@ -157,7 +170,7 @@ impl Cli {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Agent(args) => agent::run(args).await,
+        Command::Agent(args) => agent::run(*args).await,
         Command::Snapshot(args) => snapshot::run(args).await,
         Command::Top(args) => top::run(args).await,
         Command::Doctor(args) => doctor::run(args),
@@ -165,6 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => completions::completions(args),
         Command::Manpage => completions::manpage(),
         Command::Fleet(args) => fleet::run(args).await,
+        Command::Slo(args) => slo::run(args),
     }
 }
 

@@ -170,6 +170,7 @@ pub(super) fn snapshot(s: &Snapshot, top: usize) -> String {
         let _ = writeln!(out, "EVENT     {}", event_line(e));
     }
     tcp(&mut out, &s.tcp, top);
+    out.push_str(&super::slo::table(&s.slos));
     out
 }
 

@@ -8,8 +8,13 @@ use sonde_proto::{
     PROTOCOL_VERSION,
 };
 
+use sonde_slo::slo::Severity;
+
 use crate::{
-    model::{CgroupLatency, CgroupRef, LossRecord, Snapshot},
+    model::{
+        slo::{window_label, SloStatus},
+        CgroupLatency, CgroupRef, LossRecord, Snapshot,
+    },
     probes::{ProbeState, ProbeStatus},
 };
 
@@ -52,6 +57,7 @@ impl Builder<'_> {
             label_refs: self.strings.labels(labels),
             count: 0,
             histogram: Some(histogram::to_wire(h)),
+            value: 0.0,
         }
     }
 
@@ -60,6 +66,16 @@ impl Builder<'_> {
             label_refs: self.strings.labels(labels),
             count,
             histogram: None,
+            value: 0.0,
+        }
+    }
+
+    fn gauge(&mut self, labels: &[(&str, &str)], value: f64) -> Point {
+        Point {
+            label_refs: self.strings.labels(labels),
+            count: 0,
+            histogram: None,
+            value: if value.is_finite() { value } else { 0.0 },
         }
     }
 }
@@ -358,6 +374,8 @@ pub fn report(
         dropped,
     );
 
+    slos(&mut b, &snapshot.slos);
+
     let metrics = b.metrics;
     AgentReport {
         protocol_version: PROTOCOL_VERSION,
@@ -377,6 +395,91 @@ pub fn report(
         probes: snapshot.probes.iter().map(probe).collect(),
         strings: strings.into_strings(),
     }
+}
+
+/// The SLOs' counts of the window and where they stand.
+fn slos(b: &mut Builder<'_>, statuses: &[SloStatus]) {
+    let (mut good, mut total, mut budget, mut burn, mut alert, mut complete) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for s in statuses {
+        let name = [(names::ATTR_SLO_NAME, s.name.as_str())];
+        good.push(b.counter(&name, s.good));
+        total.push(b.counter(&name, s.total));
+        budget.push(b.gauge(&name, s.evaluation.budget_remaining));
+        for (secs, rate) in s.burn_by_window() {
+            let window = window_label(secs);
+            burn.push(b.gauge(
+                &[
+                    (names::ATTR_SLO_NAME, &s.name),
+                    (names::ATTR_SLO_WINDOW, &window),
+                ],
+                rate,
+            ));
+        }
+        for (severity, level) in [("page", Severity::Page), ("ticket", Severity::Ticket)] {
+            let firing = s
+                .evaluation
+                .rules
+                .iter()
+                .any(|r| r.firing && r.rule.severity == level);
+            alert.push(b.gauge(
+                &[
+                    (names::ATTR_SLO_NAME, &s.name),
+                    (names::ATTR_SLO_SEVERITY, severity),
+                ],
+                if firing { 1.0 } else { 0.0 },
+            ));
+        }
+        complete.push(b.gauge(&name, if s.evaluation.complete { 1.0 } else { 0.0 }));
+    }
+    b.metric(
+        names::SLO_GOOD,
+        names::UNIT_EVENTS,
+        "SLO events that met the objective",
+        MetricKind::Counter,
+        good,
+    );
+    b.metric(
+        names::SLO_TOTAL,
+        names::UNIT_EVENTS,
+        "SLO valid events",
+        MetricKind::Counter,
+        total,
+    );
+    b.metric(
+        names::SLO_BUDGET_REMAINING,
+        names::UNIT_RATIO,
+        "Error budget left over the SLO window (1: untouched, below 0: overspent)",
+        MetricKind::Gauge,
+        budget,
+    );
+    b.metric(
+        names::SLO_BURN_RATE,
+        names::UNIT_RATIO,
+        "Error budget burn rate over an alert window (1: spends exactly the budget)",
+        MetricKind::Gauge,
+        burn,
+    );
+    b.metric(
+        names::SLO_ALERT,
+        "{alert}",
+        "1 while an alert of this severity fires",
+        MetricKind::Gauge,
+        alert,
+    );
+    b.metric(
+        names::SLO_COMPLETE,
+        "",
+        "1 when every window in the SLO's alert windows saw all its data",
+        MetricKind::Gauge,
+        complete,
+    );
 }
 
 fn loss(l: &LossRecord) -> v1::LossRecord {

@@ -1,6 +1,7 @@
 //! Plain types that the probes hand to everything else: what one window saw.
 //! Exporters and the CLI only ever see these.
 
+pub mod slo;
 pub mod tcp;
 
 use std::collections::BTreeMap;
@@ -52,6 +53,8 @@ pub struct Snapshot {
     pub node_pressure: Pressure,
     /// PSI and CPU throttling of the cgroups seen in the window.
     pub cgroups: Vec<CgroupHost>,
+    /// The configured SLOs after this window (empty without a config).
+    pub slos: Vec<slo::SloStatus>,
 }
 
 /// What the kernel publishes about one cgroup in cgroupfs.

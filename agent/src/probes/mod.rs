@@ -21,6 +21,8 @@ use aya::{
 };
 use serde::Serialize;
 
+use sonde_common::hist::THRESHOLD_SLOTS;
+
 use crate::host::{btf::Btf, mounts::Mounts, Capabilities};
 
 /// The kernel programs, built by `build.rs` from `agent-ebpf`.
@@ -85,6 +87,9 @@ pub struct ProbeOptions {
     pub syscall_errors_max_entries: Option<u32>,
     /// Families to leave out (not even attached); empty runs them all.
     pub disabled: Vec<&'static str>,
+    /// Exact SLO latency thresholds for the kernel: (bucket key, ns), at
+    /// most one per bucket (`sonde_slo::spec::kernel_thresholds`).
+    pub latency_thresholds_ns: Vec<(usize, u64)>,
 }
 
 /// Every family, in the order they are attached and reported.
@@ -170,6 +175,13 @@ impl Probes {
         loader.btf(aya_btf.as_ref());
         let given = offsets.clone().unwrap_or_default();
         loader.override_global("TASK_OFFSETS", &given, true);
+        let mut thresholds = [0u64; THRESHOLD_SLOTS];
+        for &(slot, ns) in &options.latency_thresholds_ns {
+            if let Some(t) = thresholds.get_mut(slot) {
+                *t = ns;
+            }
+        }
+        loader.override_global("LATENCY_THRESHOLDS_NS", &thresholds, true);
         syscalls::configure(&mut loader, &options);
         memory::configure(&mut loader, victim_is_task);
         block::configure(&mut loader, &block_offsets);

@@ -331,6 +331,7 @@ impl Sampler {
             tcp,
             node_pressure,
             cgroups,
+            slos: Vec::new(),
         };
         self.previous = reading;
         self.previous_at = now;

@@ -162,6 +162,7 @@ fn template(node: usize) -> AgentReport {
                 label_refs: strings.labels(&[("linux.cgroup.path", &path), ("syscall.name", s)]),
                 count: 0,
                 histogram: Some(to_wire(&h)),
+                value: 0.0,
             });
             if i < 2 {
                 errors.push(Point {
@@ -172,6 +173,7 @@ fn template(node: usize) -> AgentReport {
                     ]),
                     count: 3,
                     histogram: None,
+                    value: 0.0,
                 });
             }
         }

@@ -1,0 +1,56 @@
+//! Where each configured SLO stands after a window.
+
+use serde::{Deserialize, Serialize};
+use sonde_slo::slo::Evaluation;
+
+/// One SLO after one window: the window's own counts, and the evaluation
+/// over its history (budget, burn rates, alert state).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SloStatus {
+    /// The SLO's name (`slo.name`).
+    pub name: String,
+    /// What it counts, e.g. `syscall.errors`.
+    pub signal: String,
+    /// Target, percent.
+    pub objective_percent: f64,
+    /// Compliance window, days.
+    pub window_days: f64,
+    /// Latency SLOs: the threshold, milliseconds.
+    pub threshold_ms: Option<f64>,
+    /// Good events in this window.
+    pub good: u64,
+    /// Valid events in this window.
+    pub total: u64,
+    /// Whether this window saw everything the SLI depends on.
+    pub complete: bool,
+    /// Why not, when it did not (a loss, a probe not attached, a series
+    /// not attributed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete_because: Vec<String>,
+    /// Budget, burn rates and alert state over the history.
+    pub evaluation: Evaluation,
+}
+
+impl SloStatus {
+    /// Burn rate per distinct alert window (seconds), shortest first.
+    pub fn burn_by_window(&self) -> Vec<(u64, f64)> {
+        let mut out: Vec<(u64, f64)> = Vec::new();
+        for r in &self.evaluation.rules {
+            for (secs, burn) in [
+                (r.rule.short_secs, r.short_burn),
+                (r.rule.long_secs, r.long_burn),
+            ] {
+                if !out.iter().any(|(s, _)| *s == secs) {
+                    out.push((secs, burn));
+                }
+            }
+        }
+        out.sort_by_key(|(secs, _)| *secs);
+        out
+    }
+}
+
+/// `5m`, `1h`, `3d`: a window's label (`slo.window`), as PromQL writes it.
+pub fn window_label(secs: u64) -> String {
+    sonde_slo::rules::promql_duration(secs)
+}
