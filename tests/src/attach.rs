@@ -88,15 +88,35 @@ fn top_attach_shows_a_cgroups_errors_exactly_without_privilege() {
     let dir = socket_dir();
     let socket = dir.path().join("run/agent.sock");
     let socket_arg = path_arg(&socket);
-    let mut agent = Proc::agent(&["--socket", &socket_arg, "--probes", "syscalls"]);
+    let cgroup = TestCgroup::new("top");
+    let path = cgroup.v2_path();
+    // An SLO on the cgroup's openat failures: every call fails, so it burns
+    // at 1 / (1 - 0.99) = 100x over every alert window.
+    let config = dir.path().join("sonde.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[slo]]\nname = \"attach-open\"\nsignal = \"syscall.errors\"\nobjective_percent = 99\n\
+             selector = {{ cgroup = \"{path}\", syscalls = [\"openat\"] }}\n"
+        ),
+    )
+    .expect("write config");
+    let mut agent = Proc::agent(&[
+        "--socket",
+        &socket_arg,
+        "--probes",
+        "syscalls",
+        "--config",
+        &path_arg(&config),
+        "--state-dir",
+        &path_arg(&dir.path().join("state")),
+    ]);
     let meta = std::fs::metadata(&socket).expect("the socket exists");
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
         0o660
     );
 
-    let cgroup = TestCgroup::new("top");
-    let path = cgroup.v2_path();
     let workload = Workload::fork(&cgroup, crate::procs::failing_opens(FAILING));
     workload.go();
     assert_eq!(workload.wait(), 0);
@@ -141,6 +161,11 @@ fn top_attach_shows_a_cgroups_errors_exactly_without_privilege() {
     );
     assert!(all_errors >= FAILING);
     assert_eq!(cell(&frame, &path, "SLO_BURN"), "-", "{frame}");
+    let slo = frame
+        .lines()
+        .find(|l| l.starts_with("SLO attach-open (syscall.errors 99%): burn 5m 100.0x"))
+        .unwrap_or_else(|| panic!("no SLO line in:\n{frame}"));
+    assert!(slo.contains("1h 100.0x") && slo.ends_with("PAGE"), "{slo}");
     assert!(frame.contains("q quit"), "{frame}");
     // The control: the same user cannot run top on its own probes.
     let (code, _, err) = sonde(&["top", "--once", "--probes", "syscalls"], &no_caps);

@@ -242,7 +242,7 @@ async fn interactive(
     loop {
         let page = terminal
             .size()
-            .map(|s| draw::table_rows(ratatui::layout::Rect::new(0, 0, s.width, s.height)))
+            .map(|s| draw::table_rows(&board, ratatui::layout::Rect::new(0, 0, s.width, s.height)))
             .unwrap_or(0);
         scroll = scroll.min(board.rows().len().saturating_sub(1));
         terminal

@@ -99,6 +99,24 @@ fn title_line(board: &Board, status: &Status) -> String {
     line
 }
 
+/// SLOs shown above the table, at most.
+const MAX_SLO_LINES: usize = 4;
+
+/// The SLO lines, worst first, the rest counted.
+fn slo_lines(board: &Board) -> Vec<String> {
+    let slos = board.slos();
+    let mut out: Vec<String> = slos.iter().take(MAX_SLO_LINES).map(|s| s.text()).collect();
+    if slos.len() > MAX_SLO_LINES {
+        if let Some(last) = out.last_mut() {
+            last.push_str(&format!(
+                "   (+{} more: sonde slo)",
+                slos.len() - MAX_SLO_LINES
+            ));
+        }
+    }
+    out
+}
+
 /// Width of the name column: the longest name, within bounds.
 fn name_width(names: impl Iterator<Item = usize>) -> u16 {
     names.max().unwrap_or(0).clamp(16, 64) as u16
@@ -144,21 +162,21 @@ fn fit(width: u16, name_w: u16, sort: Column) -> (Vec<usize>, u16) {
 
 /// Draws the whole frame; `scroll` rows of the table are skipped.
 pub fn draw(frame: &mut Frame<'_>, board: &Board, status: &Status, scroll: usize) {
+    let slo_lines = slo_lines(board);
     let [head, table_area, foot] = Layout::vertical([
-        Constraint::Length(3),
+        Constraint::Length(3 + slo_lines.len() as u16),
         Constraint::Min(1),
         Constraint::Length(1),
     ])
     .areas(frame.area());
     let [a, b] = node_lines(board.node());
-    frame.render_widget(
-        Paragraph::new(vec![
-            Line::from(title_line(board, status)).style(Style::new().add_modifier(Modifier::BOLD)),
-            Line::from(a),
-            Line::from(b),
-        ]),
-        head,
-    );
+    let mut lines = vec![
+        Line::from(title_line(board, status)).style(Style::new().add_modifier(Modifier::BOLD)),
+        Line::from(a),
+        Line::from(b),
+    ];
+    lines.extend(slo_lines.into_iter().map(Line::from));
+    frame.render_widget(Paragraph::new(lines), head);
 
     let rows = board.rows();
     let header_style = |c: Column| {
@@ -220,15 +238,19 @@ pub fn draw(frame: &mut Frame<'_>, board: &Board, status: &Status, scroll: usize
 }
 
 /// The rows the table has room for in `area` (for paging).
-pub fn table_rows(area: Rect) -> usize {
-    // Three lines of head, one header row, one line of keys.
-    usize::from(area.height.saturating_sub(5))
+pub fn table_rows(board: &Board, area: Rect) -> usize {
+    // Three lines of head and the SLOs', one header row, one line of keys.
+    usize::from(
+        area.height
+            .saturating_sub(5 + slo_lines(board).len() as u16),
+    )
 }
 
 /// The frame as plain text, `width` columns wide and as tall as the board
 /// needs; trailing blanks trimmed.
 pub fn text(board: &Board, status: &Status, width: u16) -> String {
-    let height = (board.rows().len() + 5).min(usize::from(u16::MAX)) as u16;
+    let height =
+        (board.rows().len() + 5 + slo_lines(board).len()).min(usize::from(u16::MAX)) as u16;
     let mut terminal = match Terminal::new(TestBackend::new(width, height)) {
         Ok(t) => t,
         Err(e) => return format!("sonde top: cannot draw: {e}\n"),

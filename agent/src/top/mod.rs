@@ -105,8 +105,9 @@ pub enum Column {
     Resets,
     /// Crashes and OOM kills over the row's history.
     Crashes,
-    /// SLO burn rate: the place the SLO evaluation will fill (not computed
-    /// yet: windows carry no SLO evaluations).
+    /// SLO burn rate per row: kept for when windows say which cgroups an
+    /// SLO selects. They carry each SLO's evaluation but not its selector,
+    /// so the board shows SLOs as lines of their own ([`Board::slos`]).
     SloBurn,
 }
 
@@ -171,7 +172,7 @@ impl Column {
             Column::Retransmits => "TCP segments retransmitted",
             Column::Resets => "TCP resets sent and received",
             Column::Crashes => "crashes and OOM kills over the history",
-            Column::SloBurn => "SLO burn rate (not evaluated yet)",
+            Column::SloBurn => "SLO burn rate of the row (not per row yet; see the SLO lines)",
         }
     }
 
@@ -193,8 +194,8 @@ impl Column {
             Column::Retransmits => Some(m.retransmits as f64),
             Column::Resets => Some(m.resets as f64),
             Column::Crashes => Some(m.crashes as f64),
-            // TODO(slo): the SLO evaluations the agent will attach to each
-            // window go here, as the highest burn rate of the row's SLOs.
+            // TODO(slo): the highest burn rate of the SLOs selecting this
+            // row, once the window names each SLO's cgroups.
             Column::SloBurn => None,
         }
     }
@@ -384,11 +385,86 @@ pub struct Node {
     pub block_p99: Option<f64>,
 }
 
+/// One SLO as `sonde top` shows it, from the agent's own evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloLine {
+    /// Name.
+    pub name: String,
+    /// What it counts.
+    pub signal: String,
+    /// Target, percent.
+    pub objective_percent: f64,
+    /// Burn rate per alert window (seconds), shortest first.
+    pub burns: Vec<(u64, f64)>,
+    /// Error budget left, fraction (negative when overspent).
+    pub budget_remaining: f64,
+    /// `ok`, `ticket` or `page`: the most severe firing rule.
+    pub severity: &'static str,
+    /// The evaluation saw every window whole.
+    pub complete: bool,
+}
+
+impl SloLine {
+    fn new(s: &crate::model::slo::SloStatus) -> Self {
+        use sonde_slo::slo::Severity;
+        Self {
+            name: s.name.clone(),
+            signal: s.signal.clone(),
+            objective_percent: s.objective_percent,
+            burns: s.burn_by_window(),
+            budget_remaining: s.evaluation.budget_remaining,
+            severity: match s.evaluation.severity {
+                Severity::Ok => "ok",
+                Severity::Ticket => "ticket",
+                Severity::Page => "page",
+            },
+            complete: s.evaluation.complete,
+        }
+    }
+
+    fn severity_rank(&self) -> u8 {
+        match self.severity {
+            "page" => 2,
+            "ticket" => 1,
+            _ => 0,
+        }
+    }
+
+    /// The highest burn rate over its alert windows.
+    pub fn worst_burn(&self) -> f64 {
+        self.burns.iter().map(|(_, b)| *b).fold(0.0, f64::max)
+    }
+
+    /// One line: burn per window, budget, state.
+    pub fn text(&self) -> String {
+        let burns: Vec<String> = self
+            .burns
+            .iter()
+            .map(|(secs, b)| format!("{} {b:.1}x", crate::model::slo::window_label(*secs)))
+            .collect();
+        format!(
+            "SLO {} ({} {}%): burn {}  budget {:.0}% left  {}{}",
+            self.name,
+            self.signal,
+            self.objective_percent,
+            if burns.is_empty() {
+                "-".to_owned()
+            } else {
+                burns.join(" · ")
+            },
+            100.0 * self.budget_remaining,
+            self.severity.to_uppercase(),
+            if self.complete { "" } else { " (incomplete)" }
+        )
+    }
+}
+
 /// The table: rows by cgroup, the node, the sort.
 #[derive(Debug, Clone)]
 pub struct Board {
     rows: BTreeMap<u64, RowState>,
     node: Node,
+    slos: Vec<SloLine>,
     /// Column sorted by.
     pub sort: Column,
     /// Worst (largest) first; `false` reverses.
@@ -433,6 +509,7 @@ impl Board {
         Self {
             rows: BTreeMap::new(),
             node: Node::default(),
+            slos: Vec::new(),
             sort: Column::ErrorsPerSec,
             descending: true,
         }
@@ -441,6 +518,12 @@ impl Board {
     /// The node's signals in the latest window.
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// The agent's SLOs after the latest window, the most severe and then
+    /// the fastest burning first.
+    pub fn slos(&self) -> &[SloLine] {
+        &self.slos
     }
 
     /// Adds a closed window: every row gets one more history entry (zero
@@ -541,6 +624,13 @@ impl Board {
         node.tcp_connect_p99 = node_connect.quantile(0.99);
         node.block_p99 = node_block.quantile(0.99);
         self.node = node;
+        self.slos = w.slos.iter().map(SloLine::new).collect();
+        self.slos.sort_by(|a, b| {
+            b.severity_rank()
+                .cmp(&a.severity_rank())
+                .then(b.worst_burn().total_cmp(&a.worst_burn()))
+                .then_with(|| a.name.cmp(&b.name))
+        });
 
         for (id, row) in &mut self.rows {
             if !now.contains_key(id) {
@@ -885,6 +975,57 @@ mod tests {
             name: None,
         };
         assert_eq!(owner_label(&pod, None, 1), "pod u ctr 3f4e5d6c7b8a");
+    }
+
+    #[test]
+    fn slos_come_worst_first_from_the_agents_evaluation() {
+        use crate::model::slo::SloStatus;
+        use sonde_slo::slo::{BurnRule, Evaluation, RuleState, Severity, Span};
+        let slo = |name: &str, burn: f64, severity: Severity| SloStatus {
+            name: name.to_owned(),
+            signal: "syscall.errors".to_owned(),
+            objective_percent: 99.0,
+            window_days: 28.0,
+            threshold_ms: None,
+            good: 0,
+            total: 0,
+            complete: true,
+            incomplete_because: Vec::new(),
+            evaluation: Evaluation {
+                compliance: Span::default(),
+                budget_remaining: 0.25,
+                rules: vec![RuleState {
+                    rule: BurnRule {
+                        long_secs: 3600,
+                        short_secs: 300,
+                        factor: 14.4,
+                        severity: Severity::Page,
+                    },
+                    long_burn: burn / 2.0,
+                    short_burn: burn,
+                    firing: severity == Severity::Page,
+                }],
+                severity,
+                complete: true,
+            },
+        };
+        let s = Snapshot {
+            window_secs: 1.0,
+            slos: vec![
+                slo("calm", 0.5, Severity::Ok),
+                slo("hot", 20.0, Severity::Page),
+                slo("warm", 30.0, Severity::Ok),
+            ],
+            ..Snapshot::default()
+        };
+        let mut board = Board::new();
+        board.add(&window(&s));
+        let names: Vec<&str> = board.slos().iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["hot", "warm", "calm"]);
+        assert_eq!(
+            board.slos()[0].text(),
+            "SLO hot (syscall.errors 99%): burn 5m 20.0x · 1h 10.0x  budget 25% left  PAGE"
+        );
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct Window {
     /// Block I/O per device and operation.
     #[serde(default)]
     pub block: Vec<Block>,
+    /// The agent's SLOs after the window (empty without a config, and
+    /// from an agent that predates them).
+    #[serde(default)]
+    pub slos: Vec<crate::model::slo::SloStatus>,
 }
 
 /// A loss counter.
