@@ -105,6 +105,11 @@ impl Sampler {
         &self.probes
     }
 
+    /// Detaches a family mid-run (see [`Probes::detach`]).
+    pub fn detach(&mut self, family: &str, reason: &str) -> bool {
+        self.probes.detach(family, reason)
+    }
+
     /// Closes the current window and opens the next.
     pub fn tick(&mut self) -> Result<Snapshot, aya::maps::MapError> {
         let (raw_events, tcp_events): (Vec<_>, Vec<_>) = self
