@@ -7,7 +7,11 @@
 use std::{process::Command, time::Duration};
 
 use serde_json::Value;
-use sonde::{probes::ProbeOptions, sampler::Sampler, slo::window_counts};
+use sonde::{
+    probes::ProbeOptions,
+    sampler::Sampler,
+    slo::{window_counts, Slos},
+};
 use sonde_slo::{spec, Histogram};
 
 use crate::{
@@ -441,4 +445,59 @@ fn generated_rules_pass_promtool_and_bad_configs_name_file_and_line() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_probe_detached_mid_run_marks_the_window_and_the_slo_incomplete() {
+    if !privileged() {
+        return;
+    }
+    let cgroup = TestCgroup::new("slo-detach");
+    let text = format!(
+        "[[slo]]\nname = \"open\"\nsignal = \"syscall.errors\"\nobjective_percent = 99\n\
+         selector = {{ cgroup = \"{}\", syscalls = [\"openat\"] }}\n",
+        cgroup.v2_path()
+    );
+    let specs = spec::parse("sonde.toml", &text).expect("spec");
+    let probes = crate::load_probes("syscalls", ProbeOptions::default());
+    let mut sampler = Sampler::start(probes).expect("sampler");
+    let mut slos = Slos::new(specs, None).expect("slos");
+    let run = |n: u64| {
+        let w = Workload::fork(&cgroup, crate::procs::failing_opens(n));
+        w.go();
+        assert_eq!(w.wait(), 0);
+    };
+    // A whole window: complete, every call counted.
+    run(100);
+    let mut first = sampler.tick().expect("tick");
+    first.slos = slos.window(&first).expect("slo window");
+    assert!(first.complete, "{:?}", first.probes);
+    assert_eq!((first.slos[0].good, first.slos[0].total), (0, 100));
+    assert!(first.slos[0].complete);
+    // Detached halfway through the next: what ran before is counted, what
+    // ran after is not, and the window says it did not see everything.
+    run(30);
+    assert!(sampler.detach("syscalls", "test"));
+    run(50);
+    let mut second = sampler.tick().expect("tick");
+    second.slos = slos.window(&second).expect("slo window");
+    assert!(!second.complete);
+    let status = &second.slos[0];
+    assert_eq!((status.good, status.total), (0, 30));
+    assert!(!status.complete);
+    assert!(
+        status.incomplete_because[0]
+            .starts_with("probe syscalls is not attached: detached while running: test"),
+        "{:?}",
+        status.incomplete_because
+    );
+    // Every evaluation whose windows hold it says so.
+    assert!(!status.evaluation.complete);
+    assert_eq!(status.evaluation.compliance.total, 130);
+    let syscalls = second
+        .probes
+        .iter()
+        .find(|p| p.probe == "syscalls")
+        .expect("status");
+    assert_eq!(syscalls.state, sonde::probes::ProbeState::Unavailable);
 }

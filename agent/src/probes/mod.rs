@@ -132,6 +132,9 @@ pub struct Probes {
     events: Option<RingBuf<MapData>>,
     malformed_events: u64,
     tcp_names: tcp::TcpNames,
+    /// Families detached while running: their maps still hold what they
+    /// counted before, and are still read.
+    detached: Vec<&'static str>,
 }
 
 impl Probes {
@@ -236,6 +239,7 @@ impl Probes {
             events,
             malformed_events: 0,
             tcp_names: tcp_setup.names,
+            detached: Vec::new(),
         })
     }
 
@@ -247,6 +251,34 @@ impl Probes {
     /// The state of every family.
     pub fn statuses(&self) -> &[ProbeStatus] {
         &self.statuses
+    }
+
+    /// Detaches every program of `family` while the agent runs (an
+    /// operator shedding its cost, say): from the next window on it counts
+    /// nothing and is reported unavailable with `reason`, so every window
+    /// and SLO that depends on it is marked incomplete. Returns false for a
+    /// family that was not attached.
+    pub fn detach(&mut self, family: &str, reason: &str) -> bool {
+        let Some(status) = self
+            .statuses
+            .iter_mut()
+            .find(|s| s.probe == family && s.state != ProbeState::Unavailable)
+        else {
+            return false;
+        };
+        let prefix = program_prefix(family);
+        let names: Vec<String> = self
+            .ebpf
+            .programs()
+            .map(|(name, _)| name.to_owned())
+            .filter(|name| name.starts_with(prefix))
+            .collect();
+        unload(&mut self.ebpf, names.iter().map(String::as_str));
+        status.state = ProbeState::Unavailable;
+        status.reason = Some(format!("detached while running: {reason}"));
+        self.detached.push(status.probe);
+        log::warn!("{family} detached: {reason}");
+        true
     }
 
     /// Whether at least one family is counting.
@@ -301,10 +333,14 @@ impl Probes {
         }
     }
 
+    /// Whether the family's maps hold counts: attached now, or before it
+    /// was detached.
     fn attached(&self, probe: &str) -> bool {
-        self.statuses
-            .iter()
-            .any(|s| s.probe == probe && s.state != ProbeState::Unavailable)
+        self.detached.contains(&probe)
+            || self
+                .statuses
+                .iter()
+                .any(|s| s.probe == probe && s.state != ProbeState::Unavailable)
     }
 
     /// Attaches empty programs on a family's hooks instead of sonde's own:
@@ -323,6 +359,7 @@ impl Probes {
             events: None,
             malformed_events: 0,
             tcp_names: tcp::TcpNames::default(),
+            detached: Vec::new(),
         })
     }
 }
@@ -397,6 +434,19 @@ pub(crate) fn program<'a>(
 }
 
 /// Detaches and unloads programs after a partial attach.
+/// The prefix of a family's kernel program names (`<family>_<hook>`).
+fn program_prefix(family: &str) -> &'static str {
+    match family {
+        syscalls::PROBE => "syscall_",
+        sched::PROBE => "sched_",
+        block::PROBE => "blk_",
+        memory::PROBE => "mem_",
+        process::PROBE => "proc_",
+        tcp::PROBE => "tcp_",
+        _ => "\0", // matches no program
+    }
+}
+
 pub(crate) fn unload<'a>(ebpf: &mut Ebpf, programs: impl IntoIterator<Item = &'a str>) {
     for name in programs {
         let result = match ebpf.program_mut(name) {

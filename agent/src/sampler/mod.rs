@@ -141,6 +141,11 @@ impl Sampler {
         &self.probes
     }
 
+    /// Detaches a family mid-run (see [`Probes::detach`]).
+    pub fn detach(&mut self, family: &str, reason: &str) -> bool {
+        self.probes.detach(family, reason)
+    }
+
     /// Closes the current window and opens the next.
     pub fn tick(&mut self) -> Result<Snapshot, aya::maps::MapError> {
         // Those read ahead first: the order stays the kernel's.
