@@ -211,9 +211,9 @@ fn helm_chart_renders_the_manifests_and_validates() {
     let text =
         String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{text}");
-    assert!(text.contains("same objects: 8"), "{text}");
+    assert!(text.contains("same objects: 9"), "{text}");
     assert!(
-        text.contains("agents-only: DaemonSet Namespace Secret ServiceAccount"),
+        text.contains("agents-only: ConfigMap DaemonSet Namespace Secret ServiceAccount"),
         "{text}"
     );
     for case in ["default", "agents-only"] {
@@ -234,5 +234,39 @@ fn helm_chart_renders_the_manifests_and_validates() {
             text.contains("passed for resource daemonset/sonde-agent"),
             "{text}"
         );
+    }
+}
+
+#[test]
+fn the_slo_configmap_holds_a_valid_config_and_its_example_is_valid_too() {
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/slo-config.yaml"),
+    )
+    .expect("slo-config.yaml");
+    // The `sonde.toml: |` block, unindented.
+    let toml: String = manifest
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("sonde.toml: |"))
+        .skip(1)
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert!(toml.contains("# [[slo]]"), "{toml}");
+    let example: String = toml
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text, count) in [("shipped", &toml, 0), ("example", &example, 1)] {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).expect("write");
+        let out = Command::new(sonde_bin())
+            .args(["slo", "check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run sonde slo check");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {said}");
+        assert!(said.contains(&format!("{count} SLO")), "{name}: {said}");
     }
 }
