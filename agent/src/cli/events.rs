@@ -18,7 +18,7 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
     /// Only events of these kinds (comma-separated).
-    #[arg(long, value_delimiter = ',', value_parser = ["oom_kill", "crash"])]
+    #[arg(long, value_delimiter = ',', value_parser = crate::model::EVENT_KINDS)]
     kind: Vec<String>,
     /// Only events whose cgroup path contains this text.
     #[arg(long, value_name = "TEXT")]

@@ -112,6 +112,13 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let backlog = client.hello.backlog;
         (Source::Agent { client, backlog }, status)
     } else {
+        // Loading a second copy of the probes works, but costs the node
+        // twice: say so when an agent already serves the same windows.
+        if std::os::unix::net::UnixStream::connect(DEFAULT_SOCKET).is_ok() {
+            eprintln!(
+                "sonde: an agent serves {DEFAULT_SOCKET}: `sonde top --attach` reads it without loading the probes again"
+            );
+        }
         let sampler = args.probes.start()?;
         let mut ticks = tokio::time::interval(args.interval);
         ticks.tick().await; // the first tick is immediate
