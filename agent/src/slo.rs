@@ -186,6 +186,7 @@ impl Slos {
                     objective_percent: spec.objective.target * 100.0,
                     window_days: spec.objective.window_secs as f64 / 86_400.0,
                     threshold_ms: spec.threshold_ns.map(|ns| ns as f64 / 1e6),
+                    selector: spec.selector.clone(),
                     good: counts.good,
                     total: counts.total,
                     complete,

@@ -17,6 +17,9 @@ pub struct SloStatus {
     pub window_days: f64,
     /// Latency SLOs: the threshold, milliseconds.
     pub threshold_ms: Option<f64>,
+    /// Which series it sums (so that a view can show it on their rows).
+    #[serde(default)]
+    pub selector: sonde_slo::spec::Selector,
     /// Good events in this window.
     pub good: u64,
     /// Valid events in this window.

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub resets: u64,
     /// Crashes by signal and OOM kills.
     pub crashes: u64,
+    /// The fastest burn rate of the SLOs that select the cgroup.
+    pub slo_burn: Option<f64>,
+    /// The cgroup, for matching SLO selectors in later windows.
+    pub cgroup: Option<crate::attribution::CgroupRef>,
 }
 
 impl Metrics {
@@ -69,6 +73,7 @@ impl Metrics {
             || self.retransmits > 0
             || self.resets > 0
             || self.crashes > 0
+            || self.slo_burn.is_some()
     }
 }
 
@@ -172,7 +177,7 @@ impl Column {
             Column::Retransmits => "TCP segments retransmitted",
             Column::Resets => "TCP resets sent and received",
             Column::Crashes => "crashes and OOM kills over the history",
-            Column::SloBurn => "SLO burn rate of the row (not per row yet; see the SLO lines)",
+            Column::SloBurn => "fastest burn rate of the SLOs that select the row",
         }
     }
 
@@ -194,9 +199,7 @@ impl Column {
             Column::Retransmits => Some(m.retransmits as f64),
             Column::Resets => Some(m.resets as f64),
             Column::Crashes => Some(m.crashes as f64),
-            // TODO(slo): the highest burn rate of the SLOs selecting this
-            // row, once the window names each SLO's cgroups.
-            Column::SloBurn => None,
+            Column::SloBurn => m.slo_burn,
         }
     }
 
@@ -481,6 +484,7 @@ impl Default for Board {
 fn entry<'a>(
     now: &'a mut BTreeMap<u64, (String, Metrics)>,
     window_secs: f64,
+    slos: &[crate::model::slo::SloStatus],
     id: u64,
     owner: &Owner,
     path: &Option<String>,
@@ -488,15 +492,33 @@ fn entry<'a>(
     &mut now
         .entry(id)
         .or_insert_with(|| {
-            (
-                owner_label(owner, path.as_deref(), id),
+            (owner_label(owner, path.as_deref(), id), {
+                let cgroup = crate::attribution::CgroupRef {
+                    cgroup_id: id,
+                    cgroup_path: path.clone(),
+                    owner: owner.clone(),
+                };
                 Metrics {
                     window_secs,
+                    slo_burn: slo_burn(slos, &cgroup),
+                    cgroup: Some(cgroup),
                     ..Metrics::default()
-                },
-            )
+                }
+            })
         })
         .1
+}
+
+/// The fastest burn rate (shortest alert window) of the SLOs whose selector
+/// takes this cgroup's series, the highest of them.
+fn slo_burn(
+    slos: &[crate::model::slo::SloStatus],
+    cgroup: &crate::attribution::CgroupRef,
+) -> Option<f64> {
+    slos.iter()
+        .filter(|s| crate::slo::selects(&s.selector, cgroup))
+        .filter_map(|s| s.burn_by_window().first().map(|&(_, burn)| burn))
+        .reduce(f64::max)
 }
 
 fn psi(p: Option<window::Psi>) -> Option<f64> {
@@ -538,7 +560,14 @@ impl Board {
                 merged.merge(&s.latency);
             }
             node_sys.merge(&merged);
-            let m = entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path);
+            let m = entry(
+                &mut now,
+                secs,
+                &w.slos,
+                c.cgroup_id,
+                &c.owner,
+                &c.cgroup_path,
+            );
             m.calls += c.calls;
             m.errors += c.errors;
             m.sys_p50 = merged.quantile(0.5);
@@ -547,14 +576,37 @@ impl Board {
         let mut node_runq = Histogram::new();
         for c in &w.runqueue {
             node_runq.merge(&c.latency);
-            entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path).runq_p99 =
-                c.latency.quantile(0.99);
+            entry(
+                &mut now,
+                secs,
+                &w.slos,
+                c.cgroup_id,
+                &c.owner,
+                &c.cgroup_path,
+            )
+            .runq_p99 = c.latency.quantile(0.99);
         }
         for c in &w.exits {
-            entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path).crashes += c.crashes;
+            entry(
+                &mut now,
+                secs,
+                &w.slos,
+                c.cgroup_id,
+                &c.owner,
+                &c.cgroup_path,
+            )
+            .crashes += c.crashes;
         }
         for c in &w.oom_kills {
-            entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path).crashes += c.count;
+            entry(
+                &mut now,
+                secs,
+                &w.slos,
+                c.cgroup_id,
+                &c.owner,
+                &c.cgroup_path,
+            )
+            .crashes += c.count;
         }
         let mut node_connect = Histogram::new();
         let mut node = Node {
@@ -578,14 +630,28 @@ impl Board {
         for c in &w.tcp.cgroups {
             node_connect.merge(&c.connect_latency);
             node.tcp_connects += c.connects;
-            let m = entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path);
+            let m = entry(
+                &mut now,
+                secs,
+                &w.slos,
+                c.cgroup_id,
+                &c.owner,
+                &c.cgroup_path,
+            );
             m.tcp_failures += c.connect_failures.values().sum::<u64>();
             m.retransmits += c.retransmit_segments;
             m.resets += c.resets_sent + c.resets_received;
         }
         let mut throttling = BTreeMap::new();
         for c in &w.cgroups {
-            let m = entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path);
+            let m = entry(
+                &mut now,
+                secs,
+                &w.slos,
+                c.cgroup_id,
+                &c.owner,
+                &c.cgroup_path,
+            );
             m.psi_cpu = psi(c.pressure.cpu);
             m.psi_memory = psi(c.pressure.memory);
             m.psi_io = psi(c.pressure.io);
@@ -634,8 +700,14 @@ impl Board {
 
         for (id, row) in &mut self.rows {
             if !now.contains_key(id) {
+                // Idle in this window, but an SLO that selects it may still
+                // burn over its alert windows: the row shows that.
+                let cgroup = row.history.iter().rev().find_map(|m| m.cgroup.clone());
+                let burn = cgroup.as_ref().and_then(|c| slo_burn(&w.slos, c));
                 row.history.push_back(Metrics {
                     window_secs: w.window_secs,
+                    slo_burn: burn,
+                    cgroup,
                     ..Metrics::default()
                 });
                 row.throttling = None;
@@ -688,10 +760,7 @@ impl Board {
 
     /// Moves the sort one sortable column right (`step` 1) or left (-1).
     pub fn shift_sort(&mut self, step: isize) {
-        let sortable: Vec<Column> = Column::ALL
-            .into_iter()
-            .filter(|c| *c != Column::SloBurn)
-            .collect();
+        let sortable: Vec<Column> = Column::ALL.into_iter().collect();
         let at = sortable.iter().position(|c| *c == self.sort).unwrap_or(0) as isize;
         let n = sortable.len() as isize;
         self.sort = sortable[((at + step).rem_euclid(n)) as usize];
@@ -869,7 +938,7 @@ mod tests {
         assert!(!board.descending);
         assert_eq!(board.rows()[0].name, "pod shop/web-0");
         board.shift_sort(-1);
-        assert_eq!(board.sort, Column::Crashes, "wraps, skipping SLO_BURN");
+        assert_eq!(board.sort, Column::SloBurn, "wraps to the last column");
         board.shift_sort(1);
         assert_eq!(board.sort, Column::ErrorsPerSec);
     }
@@ -987,6 +1056,7 @@ mod tests {
             objective_percent: 99.0,
             window_days: 28.0,
             threshold_ms: None,
+            selector: Default::default(),
             good: 0,
             total: 0,
             complete: true,
