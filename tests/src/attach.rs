@@ -272,6 +272,74 @@ fn events_attach_gets_a_crash_as_it_happens() {
 }
 
 #[test]
+fn events_attach_gets_failed_connects_from_the_agents_windows() {
+    if !privileged() {
+        return;
+    }
+    const CONNECTS: usize = 3;
+    let dir = socket_dir();
+    let socket = path_arg(&dir.path().join("agent.sock"));
+    let agent = Proc::spawn(
+        "agent",
+        &sonde_bin(),
+        &[
+            "agent",
+            "--interval",
+            "1s",
+            "--probes",
+            "tcp",
+            "--socket",
+            &socket,
+        ]
+        .map(str::to_owned),
+    );
+    agent.wait_stderr("agent ready", Duration::from_secs(20));
+    let events = Proc::spawn(
+        "events",
+        &sonde_bin(),
+        &[
+            "events",
+            "--attach",
+            "--socket",
+            &socket,
+            "--json",
+            "--kind",
+            "connect_failed",
+        ]
+        .map(str::to_owned),
+    );
+    events.wait_stderr(
+        "sonde: streaming events from the agent",
+        Duration::from_secs(10),
+    );
+    let cgroup = TestCgroup::new("attach-tcp");
+    let port = crate::procs::free_port();
+    let to = crate::netns::sockaddr([127, 0, 0, 1], port);
+    let client = Workload::fork(&cgroup, move || {
+        for _ in 0..CONNECTS {
+            let _ = crate::netns::connect(&to);
+        }
+    });
+    client.go();
+    assert_eq!(client.wait(), 0);
+    wait_for(
+        "the failed connects from the agent's socket",
+        Duration::from_secs(5),
+        || events.stdout_lines().len() >= CONNECTS,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let lines = events.stdout_lines();
+    assert_eq!(lines.len(), CONNECTS, "{lines:?}");
+    for line in &lines {
+        let e: Value = serde_json::from_str(line).expect("a JSON event");
+        assert_eq!(e["kind"], "connect_failed");
+        assert_eq!(e["failure"], "refused");
+        assert_eq!(e["destination_port"], port);
+        assert_eq!(e["cgroup_path"], cgroup.v2_path().as_str());
+    }
+}
+
+#[test]
 fn attach_and_collector_mistakes_are_one_line() {
     let dir = socket_dir();
     let missing = path_arg(&dir.path().join("none.sock"));

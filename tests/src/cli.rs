@@ -306,6 +306,58 @@ fn events_stream_filters_by_kind_and_cgroup() {
 }
 
 #[test]
+fn events_stream_failed_connects_with_their_connection() {
+    if !privileged() {
+        return;
+    }
+    const CONNECTS: usize = 5;
+    let cgroup = TestCgroup::new("events-tcp");
+    let name = cgroup
+        .path()
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_owned();
+    // A loopback port nobody listens on: every connect is refused.
+    let port = crate::procs::free_port();
+    let to = crate::netns::sockaddr([127, 0, 0, 1], port);
+    let client = Workload::fork(&cgroup, move || {
+        for _ in 0..CONNECTS {
+            let _ = crate::netns::connect(&to);
+        }
+    });
+    let sonde = crate::spawn_sonde(
+        &[
+            "events",
+            "--json",
+            "--kind",
+            "connect_failed",
+            "--cgroup",
+            &name,
+            "--duration",
+            "3s",
+        ],
+        "sonde: streaming events",
+    );
+    client.go();
+    assert_eq!(client.wait(), 0);
+    let out = sonde.wait_with_output().expect("events output");
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), CONNECTS, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["kind"], "connect_failed");
+        assert_eq!(l["failure"], "refused");
+        assert_eq!(l["destination"], "127.0.0.1");
+        assert_eq!(l["destination_port"], port);
+        assert_eq!(l["cgroup_id"], cgroup.id());
+    }
+}
+
+#[test]
 fn completions_and_manpage_come_from_the_cli_definition() {
     let run = |args: &[&str]| {
         let out = Command::new(sonde_bin())

@@ -1,16 +1,17 @@
-//! `sonde events`: a live stream of the rare events (OOM kills, crashes) with
-//! their process and owner, as human lines or JSON lines; from this
+//! `sonde events`: a live stream of the rare events (OOM kills, crashes, TCP
+//! resets and failed connects) with their process or connection and owner, as human lines or JSON lines; from this
 //! process's own probes, or with `--attach` from a running agent's local
 //! socket (same filters, same output).
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
+use serde::Deserialize;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{parse_duration, render, ProbeArgs};
 use crate::{
-    attribution::Owner,
+    attribution::{CgroupRef, Owner},
     local::{client::LocalClient, Frame, DEFAULT_SOCKET},
     model::EventRecord,
 };
@@ -18,7 +19,7 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
     /// Only events of these kinds (comma-separated).
-    #[arg(long, value_delimiter = ',', value_parser = crate::model::EVENT_KINDS)]
+    #[arg(long, value_delimiter = ',', value_parser = crate::model::ALL_EVENT_KINDS)]
     kind: Vec<String>,
     /// Only events whose cgroup path contains this text.
     #[arg(long, value_name = "TEXT")]
@@ -43,14 +44,87 @@ pub(super) struct Args {
     probes: ProbeArgs,
 }
 
+/// A TCP event as the agent serializes it (`tcp.events[]` of a window),
+/// read back for printing and filtering.
+#[derive(Debug, Deserialize)]
+struct TcpEvent {
+    kind: String,
+    time_unix_ns: u64,
+    source: String,
+    source_port: u16,
+    destination: String,
+    destination_port: u16,
+    failure: Option<String>,
+    error: Option<String>,
+    reset_reason: Option<String>,
+    /// Absent for a reset to a packet that matched no socket.
+    #[serde(flatten)]
+    cgroup: Option<CgroupRef>,
+}
+
+impl TcpEvent {
+    fn line(&self) -> String {
+        let time = std::time::UNIX_EPOCH + Duration::from_nanos(self.time_unix_ns);
+        let detail = match (&self.failure, &self.error, &self.reset_reason) {
+            (Some(f), Some(err), _) => format!(" {f} ({err})"),
+            (_, _, Some(r)) => format!(" ({r})"),
+            _ => String::new(),
+        };
+        format!(
+            "{} tcp {} {}:{} → {}:{}{detail} in {}",
+            humantime::format_rfc3339_millis(time),
+            self.kind,
+            self.source,
+            self.source_port,
+            self.destination,
+            self.destination_port,
+            self.cgroup
+                .as_ref()
+                .and_then(|c| c.cgroup_path.as_deref())
+                .unwrap_or("no socket")
+        )
+    }
+}
+
 impl Args {
     fn wants(&self, e: &EventRecord) -> bool {
-        if !self.kind.is_empty() && !self.kind.iter().any(|k| k == e.kind) {
+        self.wants_kind(e.kind) && self.wants_cgroup(Some(&e.cgroup))
+    }
+
+    fn wants_kind(&self, kind: &str) -> bool {
+        self.kind.is_empty() || self.kind.iter().any(|k| k == kind)
+    }
+
+    /// Prints the TCP events (a window's `tcp.events`, as JSON) that pass
+    /// the filters.
+    fn print_tcp(&self, events: &serde_json::Value) -> anyhow::Result<()> {
+        let Some(events) = events.as_array() else {
+            return Ok(());
+        };
+        for value in events {
+            let e: TcpEvent = serde_json::from_value(value.clone())
+                .context("reading a TCP event from the window")?;
+            if !self.wants_kind(&e.kind) || !self.wants_cgroup(e.cgroup.as_ref()) {
+                continue;
+            }
+            if self.json {
+                println!("{value}");
+            } else {
+                println!("{}", e.line());
+            }
+        }
+        Ok(())
+    }
+
+    fn wants_cgroup(&self, cgroup: Option<&CgroupRef>) -> bool {
+        if (self.cgroup.is_some() || self.pod.is_some()) && cgroup.is_none() {
             return false;
         }
+        let Some(cgroup) = cgroup else {
+            return true;
+        };
         if let Some(text) = &self.cgroup {
-            if !e
-                .cgroup
+            if !cgroup
                 .cgroup_path
                 .as_deref()
                 .is_some_and(|p| p.contains(text.as_str()))
@@ -64,7 +138,7 @@ impl Args {
                 namespace,
                 name,
                 ..
-            } = &e.cgroup.owner
+            } = &cgroup.owner
             else {
                 return false;
             };
@@ -116,6 +190,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         for event in snapshot.events.iter().filter(|e| args.wants(e)) {
             print(&args, event)?;
         }
+        args.print_tcp(&serde_json::to_value(&snapshot.tcp.events)?)?;
         for loss in snapshot
             .losses
             .iter()
@@ -150,6 +225,8 @@ async fn attached(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     tokio::pin!(stop);
+    // The windows from before we connected: their events are not news.
+    let mut backlog = client.hello.backlog;
     loop {
         let frame = tokio::select! {
             frame = client.next() => frame?,
@@ -165,6 +242,10 @@ async fn attached(args: Args) -> anyhow::Result<ExitCode> {
                     print(&args, &event)?;
                 }
             }
+            Some(Frame::Window { window, .. }) if backlog == 0 => {
+                args.print_tcp(&window["tcp"]["events"])?;
+            }
+            Some(Frame::Window { .. }) => backlog -= 1,
             Some(_) => {}
             None => anyhow::bail!(
                 "the agent at {} closed the connection (it stopped)",

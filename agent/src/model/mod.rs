@@ -145,6 +145,18 @@ pub type EventKind = &'static str;
 /// The kinds of [`EventRecord`].
 pub const EVENT_KINDS: [&str; 2] = ["oom_kill", "crash"];
 
+/// The kinds of TCP events ([`tcp::TcpEventRecord`]).
+pub const TCP_EVENT_KINDS: [&str; 3] = ["reset_sent", "reset_received", "connect_failed"];
+
+/// Every kind `sonde events` streams.
+pub const ALL_EVENT_KINDS: [&str; 5] = [
+    EVENT_KINDS[0],
+    EVENT_KINDS[1],
+    TCP_EVENT_KINDS[0],
+    TCP_EVENT_KINDS[1],
+    TCP_EVENT_KINDS[2],
+];
+
 /// One rare event. Deserializable too: clients of the agent's local socket
 /// (`sonde events --attach`) read it back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
