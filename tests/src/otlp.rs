@@ -60,7 +60,25 @@ fn a_real_otlp_receiver_gets_sondes_histograms() {
     let cgroup = TestCgroup::new("otlp");
     let path = cgroup.v2_path();
     let workload = Workload::fork(&cgroup, failing_opens(FAILING));
-    let mut agent = Proc::agent(&["--otlp-endpoint", &format!("http://127.0.0.1:{port}")]);
+    // An SLO on those calls: all of them fail, a burn rate of 100x.
+    let config = dir.path().join("sonde.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[slo]]\nname = \"otlp-open\"\nsignal = \"syscall.errors\"\nobjective_percent = 99\n\
+             selector = {{ cgroup = \"{path}\", syscalls = [\"openat\"] }}\n"
+        ),
+    )
+    .expect("write config");
+    let state = dir.path().join("state");
+    let mut agent = Proc::agent(&[
+        "--otlp-endpoint",
+        &format!("http://127.0.0.1:{port}"),
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--state-dir",
+        state.to_str().expect("utf-8"),
+    ]);
     agent.wait_windows(1, Duration::from_secs(20));
     workload.go();
     assert_eq!(workload.wait(), 0);
@@ -212,6 +230,34 @@ fn a_real_otlp_receiver_gets_sondes_histograms() {
         })
         .expect("the test cgroup's ENOENT series");
     assert_eq!(u64_of(&point["as_int"]), FAILING);
+    // The SLO's counters and gauges.
+    let slo_point = |name: &str, kind: &str, window: Option<&str>| -> Value {
+        metric(name)[kind]["data_points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .find(|p| {
+                attr(p, "slo.name") == Some("otlp-open")
+                    && window.is_none_or(|w| attr(p, "slo.window") == Some(w))
+            })
+            .unwrap_or_else(|| panic!("no {name} point for otlp-open"))
+            .clone()
+    };
+    assert_eq!(
+        u64_of(&slo_point("slo.sli.total", "sum", None)["as_int"]),
+        FAILING
+    );
+    assert_eq!(u64_of(&slo_point("slo.sli.good", "sum", None)["as_int"]), 0);
+    for window in ["5m", "1h", "3d"] {
+        let burn = slo_point("slo.burn_rate", "gauge", Some(window))["as_double"]
+            .as_f64()
+            .expect("a double");
+        assert!((burn - 100.0).abs() < 1e-6, "{window}: {burn}");
+    }
+    let budget = slo_point("slo.error_budget.remaining", "gauge", None)["as_double"]
+        .as_f64()
+        .expect("a double");
+    assert!((budget - (1.0 - 100.0)).abs() < 1e-6, "{budget}");
     // Every loss counter is exported, zeros included: the syscall family's
     // three among them.
     let dropped = metric("sonde.agent.dropped");
