@@ -63,7 +63,7 @@ impl Fleet {
     }
 
     /// The fleet's SLOs.
-    pub fn slos(&self) -> Vec<sonde_proto::v1::FleetSlo> {
+    pub fn slos(&mut self) -> Vec<sonde_proto::v1::FleetSlo> {
         self.slos.list()
     }
 

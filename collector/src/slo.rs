@@ -21,6 +21,8 @@ struct Entry {
     tracker: Tracker,
     nodes: BTreeSet<String>,
     latest: Option<Evaluation>,
+    /// Reports arrived since `latest` was computed.
+    stale: bool,
 }
 
 /// The fleet's SLOs.
@@ -63,6 +65,7 @@ impl FleetSlos {
                     spec,
                     nodes: BTreeSet::new(),
                     latest: None,
+                    stale: false,
                 })
                 .collect(),
         }
@@ -88,17 +91,29 @@ impl FleetSlos {
                 continue;
             };
             entry.nodes.insert(node.to_owned());
+            let before = entry.tracker.latest_unix_secs();
             entry.tracker.add(WindowCounts {
                 end_unix_secs,
                 ..counts
             });
+            // Evaluate once per second of data, not once per report: a
+            // thousand nodes' reports for the same window cost one pass.
             let at = entry.tracker.latest_unix_secs();
-            entry.latest = Some(entry.tracker.evaluate_at(at));
+            if at > before || entry.latest.is_none() {
+                entry.latest = Some(entry.tracker.evaluate_at(at));
+            } else {
+                entry.stale = true;
+            }
         }
     }
 
-    /// Where each SLO stands.
-    pub fn list(&self) -> Vec<FleetSlo> {
+    /// Where each SLO stands (evaluating those that heard reports since).
+    pub fn list(&mut self) -> Vec<FleetSlo> {
+        for e in self.entries.iter_mut().filter(|e| e.stale) {
+            e.stale = false;
+            let at = e.tracker.latest_unix_secs();
+            e.latest = Some(e.tracker.evaluate_at(at));
+        }
         self.entries
             .iter()
             .map(|e| {

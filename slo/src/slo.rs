@@ -192,6 +192,8 @@ pub struct Tracker {
     slots: BTreeMap<u64, Slot>,
     latest: u64,
     firing: Vec<bool>,
+    /// Windows before this were merged into coarse slots already.
+    compacted_until: u64,
 }
 
 impl Tracker {
@@ -203,6 +205,7 @@ impl Tracker {
             slots: BTreeMap::new(),
             latest: 0,
             firing: vec![false; rules],
+            compacted_until: 0,
         }
     }
 
@@ -218,6 +221,7 @@ impl Tracker {
             objective,
             slots,
             firing: state.firing,
+            compacted_until: 0,
         }
     }
 
@@ -281,9 +285,17 @@ impl Tracker {
             self.slots.pop_first();
         }
         let fine_from = self.latest.saturating_sub(FINE_HORIZON_SECS);
+        if fine_from <= self.compacted_until {
+            return;
+        }
+        // Only what aged past the horizon since the last call (and one slot
+        // before it). A window resent so late that it lands further back
+        // keeps its own entry until it ages out: counted either way.
+        let from = self.compacted_until.saturating_sub(COARSE_SLOT_SECS);
+        self.compacted_until = fine_from;
         let old: Vec<u64> = self
             .slots
-            .range(..fine_from)
+            .range(from..fine_from)
             .map(|(&t, _)| t)
             .filter(|t| t % COARSE_SLOT_SECS != 0)
             .collect();
