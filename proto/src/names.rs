@@ -48,6 +48,8 @@ pub const SLO_ALERT: &str = "slo.alert";
 /// 1 when every window in the SLO's alert windows saw all its data
 /// (gauge; `slo.name`): 0 means the figures are lower bounds.
 pub const SLO_COMPLETE: &str = "slo.data.complete";
+/// Series folded into an overflow series by the per-metric cap (counter; `metric`).
+pub const AGENT_SERIES_OVERFLOW: &str = "sonde.agent.series.overflow";
 /// Events the agent lost, by stage, reason and probe (counter).
 pub const AGENT_DROPPED: &str = "sonde.agent.dropped";
 
@@ -67,6 +69,8 @@ pub const UNIT_CONNECTIONS: &str = "{connection}";
 pub const UNIT_SEGMENTS: &str = "{segment}";
 /// UCUM unit of packets.
 pub const UNIT_PACKETS: &str = "{packet}";
+/// UCUM unit of series.
+pub const UNIT_SERIES: &str = "{series}";
 /// UCUM unit of ratios.
 pub const UNIT_RATIO: &str = "1";
 /// UCUM unit of lost events.
@@ -76,6 +80,8 @@ pub const UNIT_EVENTS: &str = "{event}";
 /// `process.linux.cgroup` names a process's cgroup line; sonde's series
 /// belong to a cgroup, not a process, hence a name of its own.
 pub const ATTR_CGROUP_PATH: &str = "linux.cgroup.path";
+/// A metric's name (on sonde's own metrics about other metrics).
+pub const ATTR_METRIC: &str = "metric";
 /// An SLO's name.
 pub const ATTR_SLO_NAME: &str = "slo.name";
 /// An alert window, e.g. `1h`.

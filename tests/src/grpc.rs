@@ -495,3 +495,81 @@ fn report_totals(reports: &[sonde_proto::v1::AgentReport]) -> BTreeMap<String, u
     }
     out
 }
+
+#[test]
+fn series_beyond_the_cap_fold_into_an_overflow_series_and_every_count_arrives() {
+    if !privileged() {
+        return;
+    }
+    const CGROUPS: u64 = 12;
+    const CAP: usize = 5;
+    let node = "e2e-cardinality";
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _collector = Proc::collector(port, &[]);
+    let cgroups: Vec<TestCgroup> = (0..CGROUPS)
+        .map(|i| TestCgroup::new(&format!("card{i}")))
+        .collect();
+    let mut agent = Proc::agent(&[
+        "--collector",
+        &url,
+        "--node-name",
+        node,
+        "--probes",
+        "syscalls",
+        "--max-series-per-metric",
+        &CAP.to_string(),
+    ]);
+    // Twelve cgroups, each with its own number of failing openat.
+    for (i, cgroup) in cgroups.iter().enumerate() {
+        let w = Workload::fork(cgroup, crate::procs::failing_opens(10 * (i as u64 + 1)));
+        w.go();
+        assert_eq!(w.wait(), 0);
+    }
+    let n = agent.windows().len();
+    agent.wait_windows(n + 2, Duration::from_secs(20));
+    assert_eq!(agent.terminate(), 0, "the agent drains and exits");
+    let windows = agent.windows();
+    let detail = fleet_json(&["--collector", &url, "--node", node]);
+    // Produced = delivered: every failure the agent counted is in the
+    // collector's totals, under its own labels or in the overflow series.
+    let produced = sum_prefix(&agent_totals(&windows, |_| true), "err|");
+    let delivered = sum_prefix(&collector_totals(&detail), "err|");
+    assert_eq!(delivered, produced);
+    let ours: u64 = (1..=CGROUPS).map(|i| 10 * i).sum();
+    assert!(produced >= ours);
+    // The latest window carried no more than the cap, overflow included.
+    let latest = detail["latest"].as_array().expect("latest");
+    let errors = latest
+        .iter()
+        .find(|m| m["name"] == "system.linux.syscall.errors")
+        .expect("errors in the latest window");
+    assert!(errors["points"].as_array().expect("points").len() <= CAP);
+    let totals = detail["totals"].as_array().expect("totals");
+    let overflow_points = totals
+        .iter()
+        .find(|m| m["name"] == "system.linux.syscall.errors")
+        .expect("errors")["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .filter(|p| {
+            p["labels"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|l| l["key"] == "otel.metric.overflow"))
+        })
+        .count();
+    assert_eq!(overflow_points, 1, "one overflow series");
+    let folded = totals
+        .iter()
+        .find(|m| m["name"] == "sonde.agent.series.overflow")
+        .expect("the overflow counter");
+    let folded: u64 = folded["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| p["count"].as_u64().unwrap_or(0))
+        .sum();
+    // At least the seven lightest of our twelve (and other cgroups' series).
+    assert!(folded >= CGROUPS - (CAP as u64 - 1), "{folded}");
+}

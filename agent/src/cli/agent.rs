@@ -63,6 +63,11 @@ pub(super) struct Args {
     #[arg(long, value_name = "PATH", num_args = 0..=1,
           default_missing_value = crate::local::DEFAULT_SOCKET)]
     socket: Option<PathBuf>,
+    /// Series per metric in each report (collector, OTLP, Prometheus); the
+    /// lightest beyond it fold into one `otel.metric.overflow` series, counted.
+    #[arg(long, value_name = "N", default_value_t = crate::export::wire::DEFAULT_MAX_SERIES as u64,
+          value_parser = clap::value_parser!(u64).range(2..))]
+    max_series_per_metric: u64,
     /// SLOs to evaluate: sonde.toml (`[[slo]]` tables) or OpenSLO v1 YAML.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -92,6 +97,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         otlp_endpoint: args.otlp_endpoint.clone(),
         prometheus_listen: args.prometheus_listen,
         node_name: args.node_name.clone(),
+        max_series_per_metric: usize::try_from(args.max_series_per_metric).unwrap_or(usize::MAX),
     };
     // Check the settings and take the socket before loading anything into
     // the kernel: a mistake there must leave nothing half-started.

@@ -88,6 +88,8 @@ pub struct SinkConfig {
     pub prometheus_listen: Option<SocketAddr>,
     /// Node name instead of the host name.
     pub node_name: Option<String>,
+    /// Series per metric in a report; the rest fold into an overflow series.
+    pub max_series_per_metric: usize,
 }
 
 /// Why a sink could not start or take a window.
@@ -123,6 +125,7 @@ pub struct Sinks {
     cumulative: Option<Arc<Cumulative>>,
     otlp_tick: Option<Arc<Notify>>,
     next_sequence: u64,
+    max_series: usize,
     /// Where Prometheus is served, once bound.
     pub prometheus_addr: Option<SocketAddr>,
 }
@@ -187,6 +190,7 @@ impl Sinks {
             cumulative,
             otlp_tick,
             next_sequence: first_sequence,
+            max_series: config.max_series_per_metric,
             prometheus_addr,
         })
     }
@@ -232,7 +236,7 @@ impl Sinks {
             }
         };
         extra.extend_from_slice(own_losses);
-        let report = wire::report(snapshot, &self.node, sequence, &extra);
+        let report = wire::report(snapshot, &self.node, sequence, &extra, self.max_series);
         if let Some(c) = &self.cumulative {
             c.add(&report);
         }

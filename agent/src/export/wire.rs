@@ -27,9 +27,20 @@ pub fn cgroup_label(c: &CgroupRef) -> String {
 }
 
 /// Points of one metric, interned into the report's string table.
+/// Series per metric in a report unless configured otherwise; beyond it
+/// the lightest series are folded into one overflow series.
+pub const DEFAULT_MAX_SERIES: usize = 2000;
+
+/// The attribute of the overflow series (OpenTelemetry's own, as its SDKs
+/// use for their cardinality limit).
+pub const ATTR_OVERFLOW: &str = "otel.metric.overflow";
+
 struct Builder<'a> {
     strings: &'a mut StringTable,
     metrics: Vec<Metric>,
+    max_series: usize,
+    /// Per metric, how many series were folded into its overflow series.
+    overflowed: Vec<(String, u64)>,
 }
 
 impl Builder<'_> {
@@ -39,8 +50,11 @@ impl Builder<'_> {
         unit: &str,
         description: &str,
         kind: MetricKind,
-        points: Vec<Point>,
+        mut points: Vec<Point>,
     ) {
+        if kind != MetricKind::Gauge && points.len() > self.max_series {
+            points = self.fold(name, points);
+        }
         if !points.is_empty() {
             self.metrics.push(Metric {
                 name: name.to_owned(),
@@ -70,6 +84,34 @@ impl Builder<'_> {
         }
     }
 
+    /// Keeps the `max_series - 1` heaviest series and folds the rest into
+    /// one series labelled `otel.metric.overflow=true`: every count stays
+    /// in the report, only its attribution is lost, and that is counted.
+    fn fold(&mut self, name: &str, mut points: Vec<Point>) -> Vec<Point> {
+        let weight = |p: &Point| p.histogram.as_ref().map_or(p.count, histogram::count);
+        points.sort_by_key(|p| std::cmp::Reverse(weight(p)));
+        let keep = self.max_series.saturating_sub(1);
+        let rest = points.split_off(keep.min(points.len()));
+        let mut overflow = Point {
+            label_refs: self.strings.labels(&[(ATTR_OVERFLOW, "true")]),
+            count: 0,
+            histogram: None,
+            value: 0.0,
+        };
+        for p in &rest {
+            overflow.count += p.count;
+            if let Some(h) = &p.histogram {
+                match &mut overflow.histogram {
+                    Some(acc) => histogram::merge_into(acc, h),
+                    None => overflow.histogram = Some(h.clone()),
+                }
+            }
+        }
+        self.overflowed.push((name.to_owned(), rest.len() as u64));
+        points.push(overflow);
+        points
+    }
+
     fn gauge(&mut self, labels: &[(&str, &str)], value: f64) -> Point {
         Point {
             label_refs: self.strings.labels(labels),
@@ -87,11 +129,14 @@ pub fn report(
     node: &NodeIdentity,
     sequence: u64,
     extra_losses: &[LossRecord],
+    max_series: usize,
 ) -> AgentReport {
     let mut strings = StringTable::new();
     let mut b = Builder {
         strings: &mut strings,
         metrics: Vec::new(),
+        max_series: max_series.max(1),
+        overflowed: Vec::new(),
     };
     let (mut durations, mut errors) = (Vec::new(), Vec::new());
     for cg in &snapshot.syscalls {
@@ -375,6 +420,18 @@ pub fn report(
     );
 
     slos(&mut b, &snapshot.slos);
+    let overflowed = std::mem::take(&mut b.overflowed);
+    let points = overflowed
+        .iter()
+        .map(|(metric, n)| b.counter(&[(names::ATTR_METRIC, metric)], *n))
+        .collect();
+    b.metric(
+        names::AGENT_SERIES_OVERFLOW,
+        names::UNIT_SERIES,
+        "Series folded into a metric's overflow series (otel.metric.overflow) by the per-metric cap",
+        MetricKind::Counter,
+        points,
+    );
 
     let metrics = b.metrics;
     AgentReport {
@@ -514,6 +571,60 @@ mod tests {
     use sonde_slo::Histogram;
 
     #[test]
+    fn series_beyond_the_cap_fold_into_one_overflow_series_and_nothing_is_lost() {
+        let cgroups: Vec<CgroupSyscalls> = (1..=10u64)
+            .map(|i| {
+                let mut latency = Histogram::new();
+                for _ in 0..i {
+                    latency.record_binary_ns(1000 * i);
+                }
+                let errnos = BTreeMap::from([("ENOENT".to_owned(), i)]);
+                let series = SyscallSeries::new("openat".into(), 257, latency, errnos, 1.0);
+                CgroupSyscalls {
+                    cgroup: CgroupRef {
+                        cgroup_id: i,
+                        cgroup_path: Some(format!("/c{i}")),
+                        owner: crate::attribution::Owner::Other,
+                    },
+                    calls: i,
+                    errors: i,
+                    syscalls: vec![series],
+                }
+            })
+            .collect();
+        let snapshot = Snapshot {
+            syscalls: cgroups,
+            ..Default::default()
+        };
+        let r = report(&snapshot, &NodeIdentity::default(), 1, &[], 4);
+        let metric = |name: &str| r.metrics.iter().find(|m| m.name == name).expect(name);
+        let errors = metric(names::SYSCALL_ERRORS);
+        assert_eq!(errors.points.len(), 4);
+        // The three heaviest keep their labels; seven fold, counts intact.
+        let counts: Vec<u64> = errors.points.iter().map(|p| p.count).collect();
+        assert_eq!(counts, [10, 9, 8, 1 + 2 + 3 + 4 + 5 + 6 + 7]);
+        let overflow = &errors.points[3];
+        let labels: Vec<&str> = overflow
+            .label_refs
+            .iter()
+            .map(|&i| r.strings[i as usize].as_str())
+            .collect();
+        assert_eq!(labels, [ATTR_OVERFLOW, "true"]);
+        let durations = metric(names::SYSCALL_DURATION);
+        let samples: u64 = durations
+            .points
+            .iter()
+            .map(|p| histogram::count(p.histogram.as_ref().expect("histogram")))
+            .sum();
+        assert_eq!(samples, 55);
+        let folded = metric(names::AGENT_SERIES_OVERFLOW);
+        assert_eq!(
+            folded.points.iter().map(|p| p.count).collect::<Vec<_>>(),
+            [7, 7]
+        );
+    }
+
+    #[test]
     fn snapshot_becomes_named_series() {
         let mut latency = Histogram::new();
         for v in [1000, 2000, 2000] {
@@ -556,7 +667,13 @@ mod tests {
             reason: "outbox_full",
             count: 4,
         };
-        let r = report(&snapshot, &NodeIdentity::default(), 7, &[outbox]);
+        let r = report(
+            &snapshot,
+            &NodeIdentity::default(),
+            7,
+            &[outbox],
+            DEFAULT_MAX_SERIES,
+        );
         assert_eq!((r.sequence, r.protocol_version), (7, PROTOCOL_VERSION));
         let d = &r.metrics[0];
         assert_eq!(d.name, "system.linux.syscall.duration");
@@ -601,7 +718,7 @@ mod tests {
             p99_secs: None,
             latency: latency.clone(),
         }];
-        let r2 = report(&more, &NodeIdentity::default(), 8, &[]);
+        let r2 = report(&more, &NodeIdentity::default(), 8, &[], DEFAULT_MAX_SERIES);
         let names: Vec<&str> = r2.metrics.iter().map(|m| m.name.as_str()).collect();
         for name in [
             "system.linux.scheduler.runqueue.duration",
