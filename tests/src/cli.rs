@@ -143,6 +143,9 @@ fn unknown_flag_and_bad_duration_are_one_line() {
 
 #[test]
 fn no_privilege_is_one_line() {
+    if crate::vm_lacks("setpriv (util-linux)") {
+        return;
+    }
     if !privileged() {
         return;
     }
@@ -158,6 +161,9 @@ fn no_privilege_is_one_line() {
 
 #[test]
 fn missing_hook_is_one_line_and_doctor_names_it() {
+    if crate::vm_lacks("unshare and setpriv (util-linux)") {
+        return;
+    }
     if !privileged() {
         return;
     }

@@ -1,9 +1,10 @@
-//! `cargo xtask setup | build | run | test | bench`: sonde's developer
+//! `cargo xtask setup | build | run | test | vm-test | bench`: sonde's developer
 //! workflow. Every command that builds calls `setup` first, so a fresh
 //! machine needs nothing but `cargo`.
 
 mod bench;
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -52,6 +53,24 @@ enum Task {
         /// Skip fmt and clippy.
         #[arg(long)]
         no_lint: bool,
+    },
+    /// The integration tests on other kernels and arm64, under QEMU: a
+    /// matrix of kernel × arch × probe family (default: every kernel, both
+    /// architectures, every test).
+    VmTest {
+        /// Only this architecture (repeatable).
+        #[arg(long = "arch", value_enum)]
+        arches: Vec<vm::Arch>,
+        /// Only this kernel version, e.g. 6.1 (repeatable).
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        /// Only these tests (libtest filters, repeatable; `--skip NAME` too
+        /// after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        tests: Vec<String>,
+        /// Give up on one boot after this many seconds.
+        #[arg(long, default_value_t = 1800)]
+        timeout_secs: u64,
     },
     /// Benchmarks: sonde on versus off in the same run.
     Bench {
@@ -104,6 +123,22 @@ fn run(cli: Cli) -> Result<()> {
         Task::Test { no_lint } => {
             setup::run(false)?;
             test(!no_lint)
+        }
+        Task::VmTest {
+            arches,
+            kernels,
+            tests,
+            timeout_secs,
+        } => {
+            setup::run(false)?;
+            let mut options = vm::Options::full();
+            if !arches.is_empty() {
+                options.arches = arches;
+            }
+            options.kernels = kernels;
+            options.tests = tests;
+            options.timeout = std::time::Duration::from_secs(timeout_secs);
+            vm::run(&options)
         }
         Task::Bench { which, ops, rounds } => {
             setup::run(true)?;
