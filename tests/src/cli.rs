@@ -35,7 +35,14 @@ fn json_snapshot_parses_and_carries_losses() {
             "syscalls/{reason} missing: {losses:?}"
         );
     }
-    assert_eq!(json["complete"], true);
+    // No loss: the window is complete exactly when every family attached
+    // (an older kernel may degrade one, e.g. tcp before 6.12).
+    let all_attached = json["probes"]
+        .as_array()
+        .expect("probes array")
+        .iter()
+        .all(|p| p["state"] == "attached");
+    assert_eq!(json["complete"], all_attached, "{}", json["probes"]);
     assert_eq!(json["probes"][0]["state"], "attached");
     let cg = json["syscalls"]
         .as_array()

@@ -48,7 +48,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Lints, unit tests, then the privileged integration tests.
+    /// Lints, unit tests, the privileged integration tests, the static
+    /// build, then a vm-test of two kernels.
     Test {
         /// Skip fmt and clippy.
         #[arg(long)]
@@ -131,11 +132,7 @@ fn run(cli: Cli) -> Result<()> {
             timeout_secs,
         } => {
             setup::run(false)?;
-            let mut options = vm::Options::full();
-            if !arches.is_empty() {
-                options.arches = arches;
-            }
-            options.kernels = kernels;
+            let mut options = vm::Options::select(&arches, &kernels)?;
             options.tests = tests;
             options.timeout = std::time::Duration::from_secs(timeout_secs);
             vm::run(&options)
@@ -286,7 +283,9 @@ fn test(lint: bool) -> Result<()> {
     }
     // The container image's build steps, without the engine (none runs here).
     step("static build, as deploy/Dockerfile runs it");
-    build_static()
+    build_static()?;
+    step("vm-test: the probe families' tests on an older x86_64 kernel and on arm64, under QEMU (`cargo xtask vm-test` runs every kernel)");
+    vm::run(&vm::Options::ci())
 }
 
 fn step(what: &str) {

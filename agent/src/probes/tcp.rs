@@ -227,13 +227,20 @@ fn offsets(btf: Option<&Btf>) -> Result<TcpOffsets, String> {
     // is there (without CONFIG_NET_NS the struct is empty).
     let sk_net = member("sock_common", "skc_net", Some(8))?;
     let dev_net = member("net_device", "nd_net", Some(8))?;
+    // Since 5.15 `sock_cgroup_data` holds `struct cgroup *cgroup`; before,
+    // a union of that pointer (`u64 val`) and tagged cgroup v1 data.
+    let (sk_cgroup, sk_cgroup_tagged) = if btf.member("sock_cgroup_data", "cgroup").is_some() {
+        (member("sock_cgroup_data", "cgroup", Some(8))?, 0)
+    } else {
+        (member("sock_cgroup_data", "val", Some(8))?, 1)
+    };
     Ok(TcpOffsets {
         sk_net,
         net_inum: member("net", "ns", None)? + member("ns_common", "inum", Some(4))?,
         // A u16 since 5.6; a bitfield before, which BTF offsets cannot reach.
         sk_protocol: member("sock", "sk_protocol", Some(2))?,
-        sk_cgroup: member("sock", "sk_cgrp_data", None)?
-            + member("sock_cgroup_data", "cgroup", Some(8))?,
+        sk_cgroup: member("sock", "sk_cgrp_data", None)? + sk_cgroup,
+        sk_cgroup_tagged,
         cgroup_kn: member("cgroup", "kn", Some(8))?,
         kn_id: member("kernfs_node", "id", Some(8))?,
         sk_err: member("sock", "sk_err", Some(4))?,

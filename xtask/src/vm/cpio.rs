@@ -75,7 +75,7 @@ fn header(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, name: &str, data: 
 }
 
 fn pad(out: &mut Vec<u8>) {
-    while out.len() % ALIGN != 0 {
+    while !out.len().is_multiple_of(ALIGN) {
         out.push(0);
     }
 }
