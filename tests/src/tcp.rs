@@ -69,9 +69,6 @@ const CLOSED_PORT: u16 = 9;
 
 #[test]
 fn refused_connects_counted_exactly() {
-    if crate::vm_lacks("iproute2 (ip netns; busybox ip has none)") {
-        return;
-    }
     if !privileged() {
         return;
     }
@@ -158,9 +155,6 @@ const SLOW_CONNECTS: usize = 2;
 
 #[test]
 fn connect_latency_with_a_lost_syn_matches_the_client() {
-    if crate::vm_lacks("iproute2 (ip netns) and nft") {
-        return;
-    }
     if !privileged() {
         return;
     }
@@ -267,9 +261,6 @@ const BULK_BYTES: u64 = 4 << 20;
 
 #[test]
 fn retransmits_under_loss_equal_retranssegs() {
-    if crate::vm_lacks("iproute2 (ip netns) and nft") {
-        return;
-    }
     if !privileged() {
         return;
     }
@@ -354,9 +345,6 @@ const RESETS: usize = 10;
 
 #[test]
 fn abortive_closes_count_resets_like_outrsts() {
-    if crate::vm_lacks("iproute2 (ip netns)") {
-        return;
-    }
     if !privileged() {
         return;
     }
@@ -454,9 +442,6 @@ const FILTERED: usize = 3;
 
 #[test]
 fn netfilter_drops_equal_the_rule_counter() {
-    if crate::vm_lacks("iproute2 (ip netns) and nft") {
-        return;
-    }
     if !privileged() {
         return;
     }
@@ -527,9 +512,6 @@ const HELD_PORTS: [u16; 2] = [40701, 40702];
 
 #[test]
 fn handshakes_refused_by_a_full_accept_queue_counted_per_port() {
-    if crate::vm_lacks("iproute2 (ip netns)") {
-        return;
-    }
     if !privileged() {
         return;
     }

@@ -229,6 +229,7 @@ pub fn run(options: &Options) -> Result<()> {
             build_started.elapsed().as_secs_f64()
         ));
         let busybox = debian::busybox(*arch)?;
+        let tools = debian::guest_tools(*arch)?;
         for spec in arch_specs {
             let kernel = debian::kernel(*spec)?;
             let initrd = work.join(format!("{}-{}.initramfs.gz", arch.name(), spec.version));
@@ -238,6 +239,7 @@ pub fn run(options: &Options) -> Result<()> {
                     sonde: &sonde,
                     tests_bin: &tests_bin,
                     modules: &kernel.modules,
+                    tools: &tools,
                     tests: &options.tests,
                 },
                 &initrd,

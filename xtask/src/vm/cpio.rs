@@ -17,6 +17,15 @@ pub enum Entry {
     Symlink { path: String, target: String },
 }
 
+/// The path of an entry.
+pub fn path(entry: &Entry) -> &str {
+    match entry {
+        Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => {
+            path.trim_start_matches('/')
+        }
+    }
+}
+
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;
 const S_IFLNK: u32 = 0o120_000;

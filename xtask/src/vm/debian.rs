@@ -234,7 +234,8 @@ pub fn kernel(spec: KernelSpec) -> Result<Kernel> {
         .join(format!("{}-{}", spec.arch.debian(), spec.version));
     let image = dir.join("vmlinuz");
     let package_file = dir.join("package");
-    if image.exists() && package_file.exists() {
+    let modules_dir = dir.join("modules");
+    if image.exists() && package_file.exists() && modules_dir.join(COMPLETE).exists() {
         let package = std::fs::read_to_string(&package_file)?.trim().to_owned();
         say(&format!(
             "kernel {} {}: cached ({package})",
@@ -245,7 +246,7 @@ pub fn kernel(spec: KernelSpec) -> Result<Kernel> {
             spec,
             package,
             image,
-            modules: modules_in(&dir)?,
+            modules: modules_in(&modules_dir)?,
         });
     }
     let apt = Apt::new(spec.suite)?;
@@ -288,24 +289,28 @@ pub fn kernel(spec: KernelSpec) -> Result<Kernel> {
             errors.push(format!("{e:#}"));
             continue;
         }
+        // Those split the modules off into linux-modules-*.
+        if let Some(abi) = package.strip_prefix("linux-binary-") {
+            let modules = format!("linux-modules-{abi}");
+            if let Err(e) = apt.fetch(&qualified(&modules, spec.arch), &unpacked) {
+                errors.push(format!("{e:#}"));
+                continue;
+            }
+        }
         let found = find_files(&unpacked, &|name| name.starts_with("vmlinuz"))?;
         let vmlinuz = found
             .into_iter()
             .next()
             .with_context(|| format!("no vmlinuz in {package}"))?;
         std::fs::copy(&vmlinuz, &image)?;
-        for module in find_files(&unpacked, &|name| {
-            name == "loop.ko" || name.starts_with("loop.ko.")
-        })? {
-            copy_module(&module, &dir)?;
-        }
+        guest_modules(&unpacked, &modules_dir)?;
         let _ = std::fs::remove_dir_all(&unpacked);
         std::fs::write(&package_file, format!("{package}\n"))?;
         return Ok(Kernel {
             spec,
             package,
             image,
-            modules: modules_in(&dir)?,
+            modules: modules_in(&modules_dir)?,
         });
     }
     bail!(
@@ -317,40 +322,104 @@ pub fn kernel(spec: KernelSpec) -> Result<Kernel> {
     )
 }
 
-/// Copies a module, uncompressed (busybox's insmod reads plain ELF).
-fn copy_module(module: &Path, dir: &Path) -> Result<()> {
-    let name = module
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("module name")?;
-    let stem = name.split(".ko").next().unwrap_or(name);
-    let target = dir.join(format!("{stem}.ko"));
-    let tool = if name.ends_with(".xz") {
-        Some("xz")
-    } else if name.ends_with(".zst") {
-        Some("zstd")
-    } else if name.ends_with(".gz") {
-        Some("gzip")
-    } else {
-        None
-    };
-    match tool {
-        None => {
-            std::fs::copy(module, &target)?;
+/// Marks a cache folder as whole.
+const COMPLETE: &str = ".complete";
+
+/// The modules the guest loads, with what they depend on: the loop driver
+/// (block tests), veth and nf_tables with numgen (the TCP tests' namespace
+/// pairs and loss rules). crc32c first: libcrc32c (nf_tables' dependency
+/// before 6.12) asks the crypto API for it at load. A module the kernel has
+/// built in is simply not found.
+const GUEST_MODULES: &[&str] = &["crc32c_generic", "loop", "veth", "nf_tables", "nft_numgen"];
+
+/// Copies `GUEST_MODULES` and their dependencies out of an unpacked kernel
+/// package into `into`, uncompressed (busybox's insmod reads plain ELF),
+/// named `NN-name.ko` in load order.
+fn guest_modules(unpacked: &Path, into: &Path) -> Result<()> {
+    let _ = std::fs::remove_dir_all(into);
+    std::fs::create_dir_all(into)?;
+    let mut files = std::collections::BTreeMap::new();
+    for path in find_files(unpacked, &|name| name.contains(".ko"))? {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let stem = name.split(".ko").next().unwrap_or(name).replace('-', "_");
+        files.insert(stem, path);
+    }
+    let mut order: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut stack: Vec<(String, bool)> = GUEST_MODULES
+        .iter()
+        .rev()
+        .map(|m| ((*m).to_owned(), false))
+        .collect();
+    // Depth first; a module is placed after everything it depends on.
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((name, expanded)) = stack.pop() {
+        if order.iter().any(|(n, _)| *n == name) {
+            continue;
         }
-        Some(tool) => {
-            let out = Command::new(tool)
-                .args(["-dc"])
-                .arg(module)
-                .output()
-                .with_context(|| format!("cannot run {tool} to unpack {name}"))?;
-            if !out.status.success() {
-                bail!("{tool} -dc {name} failed");
-            }
-            std::fs::write(&target, out.stdout)?;
+        let Some(path) = files.get(&name) else {
+            continue;
+        };
+        let bytes = read_module(path)?;
+        if expanded {
+            order.push((name, bytes));
+            continue;
+        }
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        stack.push((name.clone(), true));
+        for dep in modinfo_depends(&bytes) {
+            stack.push((dep, false));
         }
     }
+    for (i, (name, bytes)) in order.iter().enumerate() {
+        std::fs::write(into.join(format!("{i:02}-{name}.ko")), bytes)?;
+    }
+    std::fs::write(into.join(COMPLETE), "")?;
     Ok(())
+}
+
+/// A module file's bytes, uncompressed.
+fn read_module(path: &Path) -> Result<Vec<u8>> {
+    let name = path.to_string_lossy();
+    let tool = if name.ends_with(".xz") {
+        "xz"
+    } else if name.ends_with(".zst") {
+        "zstd"
+    } else if name.ends_with(".gz") {
+        "gzip"
+    } else {
+        return std::fs::read(path).with_context(|| format!("reading {name}"));
+    };
+    let out = Command::new(tool)
+        .arg("-dc")
+        .arg(path)
+        .output()
+        .with_context(|| format!("cannot run {tool} to unpack {name}"))?;
+    if !out.status.success() {
+        bail!("{tool} -dc {name} failed");
+    }
+    Ok(out.stdout)
+}
+
+/// The `depends=` list of a module's `.modinfo` strings (NUL-separated
+/// `key=value` pairs).
+pub fn modinfo_depends(module: &[u8]) -> Vec<String> {
+    module
+        .split(|b| *b == 0)
+        .filter_map(|field| field.strip_prefix(b"depends="))
+        .flat_map(|list| {
+            String::from_utf8_lossy(list)
+                .split(',')
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|d| d.trim().replace('-', "_"))
+        .filter(|d| !d.is_empty())
+        .collect()
 }
 
 fn modules_in(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -384,6 +453,59 @@ fn find_files(dir: &Path, matches: &dyn Fn(&str) -> bool) -> Result<Vec<PathBuf>
     }
     out.sort();
     Ok(out)
+}
+
+/// Debian packages (bookworm) the guest gets besides busybox: iproute2's
+/// `ip` (busybox's has no `ip netns`) and nft, for the TCP tests' network
+/// namespaces and loss rules, with the shared libraries they link (`ldd`)
+/// and the dynamic loader (libc6).
+const GUEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "nftables",
+    "libnftables1",
+    "libnftnl11",
+    "libmnl0",
+    "libjansson4",
+    "libxtables12",
+    "libedit2",
+    "libtinfo6",
+    "libbsd0",
+    "libmd0",
+    "libgmp10",
+    "libcap2",
+    "libelf1",
+    "libbpf1",
+    "zlib1g",
+    "libc6",
+];
+
+/// The unpacked `GUEST_PACKAGES` for `arch` (documentation left out), cached.
+pub fn guest_tools(arch: Arch) -> Result<PathBuf> {
+    let dir = cache().join("tools").join(arch.debian());
+    let root = dir.join("root");
+    if dir.join(COMPLETE).exists() {
+        say(&format!(
+            "guest tools {}: cached (iproute2, nftables)",
+            arch.name()
+        ));
+        return Ok(root);
+    }
+    say(&format!(
+        "guest tools {}: downloading {}",
+        arch.name(),
+        GUEST_PACKAGES.join(", ")
+    ));
+    let apt = Apt::new(Suite::Bookworm)?;
+    apt.update()?;
+    let _ = std::fs::remove_dir_all(&root);
+    for package in GUEST_PACKAGES {
+        apt.fetch(&qualified(package, arch), &root)?;
+    }
+    for unneeded in ["usr/share", "etc/init.d", "etc/iproute2/rt_protos.d"] {
+        let _ = std::fs::remove_dir_all(root.join(unneeded));
+    }
+    std::fs::write(dir.join(COMPLETE), "")?;
+    Ok(root)
 }
 
 /// busybox-static for `arch`, from bookworm, cached.
@@ -478,6 +600,13 @@ mod tests {
             depends_with_prefix(text, "linux-initramfs"),
             vec!["linux-initramfs-tool"]
         );
+    }
+
+    #[test]
+    fn modinfo_gives_the_dependencies() {
+        let bytes = b"\x7fELF junk\0license=GPL\0depends=nfnetlink,libcrc32c\0retpoline=Y\0name=nf_tables\0";
+        assert_eq!(modinfo_depends(bytes), vec!["nfnetlink", "libcrc32c"]);
+        assert!(modinfo_depends(b"\0depends=\0name=veth\0").is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The guest's initramfs: busybox, sonde, the integration test binary, the
-//! kernel's loop module and a `/init` that runs them and prints a verdict.
+//! The guest's initramfs: busybox, iproute2 and nft (Debian's, with their
+//! libraries), sonde, the integration test binary, the kernel modules the
+//! tests need, and a `/init` that runs them and prints a verdict.
 
 use std::path::Path;
 
@@ -31,7 +32,8 @@ pub fn init_script(tests: &[String]) -> String {
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/bin
+# iproute2's ip (with ip netns) and nft before busybox's applets.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -47,9 +49,11 @@ for c in cpu memory io pids; do
 done
 # Without it a connect to 127.0.0.1 hangs.
 ip link set lo up
+# In dependency order (NN-name.ko).
 for m in /lib/modules/*.ko; do
     [ -e "$m" ] && insmod "$m"
 done
+ip -V && nft --version
 export SONDE_VM=1 SONDE_BIN=/bin/sonde SONDE_VM_SKIPS=/tmp/skips HOME=/root TMPDIR=/tmp
 echo "SONDE-VM-BOOTED $(uname -r) $(uname -m) $(nproc) cpus"
 /bin/sonde doctor --json > /tmp/doctor.json 2> /tmp/doctor.err
@@ -70,6 +74,44 @@ poweroff -f
     )
 }
 
+/// Adds every directory, file and symlink under `dir` (paths relative to
+/// `base`), modes kept.
+fn tree(base: &Path, dir: &Path, entries: &mut Vec<Entry>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut children: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    children.sort();
+    for path in children {
+        let rel = path
+            .strip_prefix(base)
+            .context("a path inside the tree")?
+            .to_string_lossy()
+            .into_owned();
+        let meta = std::fs::symlink_metadata(&path)?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path)?;
+            entries.push(Entry::Symlink {
+                path: rel,
+                target: target.to_string_lossy().into_owned(),
+            });
+        } else if meta.is_dir() {
+            entries.push(Entry::Dir { path: rel, mode });
+            tree(base, &path, entries)?;
+        } else if meta.is_file() {
+            entries.push(Entry::File {
+                path: rel,
+                mode,
+                data: std::fs::read(&path)?,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -80,6 +122,8 @@ pub struct Payload<'a> {
     pub sonde: &'a Path,
     pub tests_bin: &'a Path,
     pub modules: &'a [std::path::PathBuf],
+    /// A folder of unpacked Debian packages laid over the root.
+    pub tools: &'a Path,
     pub tests: &'a [String],
 }
 
@@ -93,6 +137,12 @@ pub fn initramfs(payload: &Payload<'_>, out: &Path) -> Result<()> {
             mode: 0o755,
         })
         .collect();
+    // `ip netns` keeps its namespaces under /var/run.
+    entries.push(Entry::Symlink {
+        path: "var/run".into(),
+        target: "/run".into(),
+    });
+    tree(payload.tools, payload.tools, &mut entries)?;
     entries.push(Entry::File {
         path: "bin/busybox".into(),
         mode: 0o755,
@@ -128,6 +178,10 @@ pub fn initramfs(payload: &Payload<'_>, out: &Path) -> Result<()> {
         mode: 0o755,
         data: init_script(payload.tests).into_bytes(),
     });
+    // Parents before children, each path once (the first wins).
+    let mut seen = std::collections::BTreeSet::new();
+    entries.retain(|e| seen.insert(cpio::path(e).to_owned()));
+    entries.sort_by(|a, b| cpio::path(a).cmp(cpio::path(b)));
     let archive = cpio::write(&entries);
     let raw = out.with_extension("cpio");
     std::fs::write(&raw, archive).with_context(|| format!("writing {}", raw.display()))?;
