@@ -446,6 +446,7 @@ fn boot(
         tests_exit: verdict["tests_exit"].as_i64(),
         probes: matrix::probes(&verdict),
         tests: parsed.tests,
+        kernel_warnings: parsed.kernel_warnings,
         boot_to_poweroff_secs: started.elapsed().as_secs_f64(),
     })
 }

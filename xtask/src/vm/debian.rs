@@ -168,10 +168,19 @@ impl Apt {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Reads the suite's package lists (once per vm-test run that needs
-    /// a download; a few seconds).
+    /// Reads the suite's package lists: a few seconds, once per run, and
+    /// only when something must be downloaded.
     fn update(&self) -> Result<()> {
-        self.run("apt-get", &["update", "-qq"]).map(|_| ())
+        static UPDATED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let mut updated = UPDATED
+            .lock()
+            .map_err(|_| anyhow::anyhow!("apt update lock poisoned"))?;
+        if updated.contains(&self.dir) {
+            return Ok(());
+        }
+        self.run("apt-get", &["update", "-qq"])?;
+        updated.push(self.dir.clone());
+        Ok(())
     }
 
     /// Downloads `package` and unpacks it into `into`; returns the .deb.

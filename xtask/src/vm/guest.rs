@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 
 use super::{
     cpio::{self, Entry},
-    matrix::{SKIP, VERDICT},
+    matrix::{DMESG, SKIP, VERDICT},
 };
 
 /// Directories `/init` mounts on or writes to.
@@ -61,6 +61,8 @@ doctor_exit=$?
 /bin/sonde doctor 2>&1
 /bin/sonde-tests --test-threads=1 {args}
 tests_exit=$?
+# The console shows only panics and worse (loglevel=3): warnings from here.
+dmesg | grep -E "WARNING: |BUG: |Oops|Call Trace" | while read -r line; do echo "{DMESG}$line"; done
 if [ -e /tmp/skips ]; then
     while read -r line; do echo "{SKIP}$line"; done < /tmp/skips
 fi

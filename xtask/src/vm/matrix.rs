@@ -10,6 +10,8 @@ use serde_json::Value;
 pub const VERDICT: &str = "SONDE-VM-RESULT ";
 /// One line per test that skipped in the guest: `name|reason`.
 pub const SKIP: &str = "SONDE-VM-SKIP ";
+/// A kernel warning from the guest's log, one per line.
+pub const DMESG: &str = "SONDE-VM-DMESG ";
 
 /// How a boot ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -66,6 +68,8 @@ pub struct Run {
     pub tests_exit: Option<i64>,
     pub probes: Vec<Probe>,
     pub tests: Tests,
+    /// Kernel warnings and traces in the guest's log.
+    pub kernel_warnings: Vec<String>,
     pub boot_to_poweroff_secs: f64,
 }
 
@@ -92,6 +96,7 @@ pub struct Console {
     pub verdict: Option<Value>,
     pub tests: Tests,
     pub kernel_bug: Option<String>,
+    pub kernel_warnings: Vec<String>,
 }
 
 /// Parses a guest's serial console.
@@ -102,6 +107,8 @@ pub fn parse_console(text: &str) -> Console {
         let line = line.trim_end_matches('\r');
         if let Some(json) = line.find(VERDICT).map(|i| &line[i + VERDICT.len()..]) {
             console.verdict = serde_json::from_str(json.trim()).ok();
+        } else if let Some(warning) = line.find(DMESG).map(|i| &line[i + DMESG.len()..]) {
+            console.kernel_warnings.push(warning.trim().to_owned());
         } else if let Some(skip) = line.find(SKIP).map(|i| &line[i + SKIP.len()..]) {
             if let Some((test, reason)) = skip.split_once('|') {
                 skipped.push(Skipped {
@@ -262,6 +269,9 @@ pub fn render(runs: &[Run]) -> String {
                 p.reason.as_deref().unwrap_or("no reason given")
             );
         }
+        for w in &run.kernel_warnings {
+            let _ = writeln!(out, "! {name}: kernel log: {w}");
+        }
         for t in &run.tests.failed {
             let _ = writeln!(out, "! {name}: test failed: {t}");
         }
@@ -301,6 +311,7 @@ test syscalls::sleep_latency_histogram ... ok\r
 test memory::oom_kill_counted_once_with_the_victim ... FAILED\r
 test otlp::a_real_otlp_receiver_gets_sondes_histograms ... ok\r
 SONDE-VM-SKIP otlp::a_real_otlp_receiver_gets_sondes_histograms|needs python3\r
+SONDE-VM-DMESG [   12.5] WARNING: CPU: 0 PID: 1 at kernel/bpf/core.c:1 x\r
 SONDE-VM-RESULT {\"release\":\"6.1.0-56-cloud-amd64\",\"tests_exit\":101,\"doctor\":{\"probes\":[{\"probe\":\"syscalls\",\"state\":\"attached\",\"hook\":\"raw_tracepoint:sys_enter\",\"reason\":null},{\"probe\":\"tcp\",\"state\":\"unavailable\",\"hook\":null,\"reason\":\"no BTF\"}]}}\r
 ";
 
@@ -320,6 +331,10 @@ SONDE-VM-RESULT {\"release\":\"6.1.0-56-cloud-amd64\",\"tests_exit\":101,\"docto
             }]
         );
         assert_eq!(c.kernel_bug, None);
+        assert_eq!(
+            c.kernel_warnings,
+            vec!["[   12.5] WARNING: CPU: 0 PID: 1 at kernel/bpf/core.c:1 x"]
+        );
         let v = c.verdict.expect("verdict");
         assert_eq!(v["tests_exit"], 101);
         let p = probes(&v);
@@ -353,6 +368,7 @@ SONDE-VM-RESULT {\"release\":\"6.1.0-56-cloud-amd64\",\"tests_exit\":101,\"docto
             tests_exit: v["tests_exit"].as_i64(),
             probes: probes(&v),
             tests: c.tests,
+            kernel_warnings: c.kernel_warnings,
             boot_to_poweroff_secs: 41.4,
         };
         assert!(!run.ok());
@@ -369,5 +385,6 @@ SONDE-VM-RESULT {\"release\":\"6.1.0-56-cloud-amd64\",\"tests_exit\":101,\"docto
         assert!(table.contains("* x86_64 6.1.0-56-cloud-amd64: tcp unavailable: no BTF"));
         assert!(table.contains("! x86_64 6.1.0-56-cloud-amd64: test failed: memory::"));
         assert!(table.contains("skipped in the guest: otlp::"));
+        assert!(table.contains("kernel log: [   12.5] WARNING"));
     }
 }
