@@ -68,24 +68,35 @@ pub fn privileged() -> bool {
 /// matrix. Anywhere else this is false: on the host and in CI such a test
 /// always runs.
 pub fn vm_lacks(what: &str) -> bool {
-    if std::env::var("SONDE_VM").map_or(true, |v| v != "1") {
+    if !in_vm() {
         return false;
     }
+    vm_skip(&format!("needs {what}"));
+    true
+}
+
+/// Whether this runs in `cargo xtask vm-test`'s guest.
+pub fn in_vm() -> bool {
+    std::env::var("SONDE_VM").is_ok_and(|v| v == "1")
+}
+
+/// Says why the current test skips in the vm-test guest and records it in
+/// `$SONDE_VM_SKIPS` (`test|reason`) for the matrix.
+pub fn vm_skip(reason: &str) {
     let test = std::thread::current()
         .name()
         .unwrap_or("unknown test")
         .to_owned();
-    eprintln!("skipping in the vm-test guest: needs {what}");
+    eprintln!("skipping in the vm-test guest: {reason}");
     if let Some(file) = std::env::var_os("SONDE_VM_SKIPS") {
         use std::io::Write as _;
-        let line = format!("{test}|needs {what}\n");
+        let line = format!("{test}|{reason}\n");
         let _ = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(file)
             .and_then(|mut f| f.write_all(line.as_bytes()));
     }
-    true
 }
 
 /// A fresh cgroup v2 directory under the test process's own cgroup, removed

@@ -31,9 +31,11 @@ pub fn init_script(tests: &[String]) -> String {
     let args: Vec<String> = tests.iter().map(|t| shell_quote(t)).collect();
     format!(
         r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-# iproute2's ip (with ip netns) and nft before busybox's applets.
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+# busybox's applets in a folder of their own, last on PATH: iproute2's ip
+# (with ip netns) and nft come first.
+/bin/busybox mkdir -p /busybox
+/bin/busybox --install -s /busybox
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/busybox
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
