@@ -72,6 +72,10 @@ enum Task {
         /// Give up on one boot after this many seconds.
         #[arg(long, default_value_t = 1800)]
         timeout_secs: u64,
+        /// Exactly what `cargo xtask test` (CI) runs: 5.10 x86_64 and 6.12
+        /// arm64, the probe families' tests.
+        #[arg(long, conflicts_with_all = ["arches", "kernels", "tests"])]
+        ci: bool,
     },
     /// Benchmarks: sonde on versus off in the same run.
     Bench {
@@ -130,10 +134,16 @@ fn run(cli: Cli) -> Result<()> {
             kernels,
             tests,
             timeout_secs,
+            ci,
         } => {
             setup::run(false)?;
-            let mut options = vm::Options::select(&arches, &kernels)?;
-            options.tests = tests;
+            let mut options = if ci {
+                vm::Options::ci()
+            } else {
+                let mut options = vm::Options::select(&arches, &kernels)?;
+                options.tests = tests;
+                options
+            };
             options.timeout = std::time::Duration::from_secs(timeout_secs);
             vm::run(&options)
         }

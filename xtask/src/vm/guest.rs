@@ -55,7 +55,8 @@ ip link set lo up
 for m in /lib/modules/*.ko; do
     [ -e "$m" ] && insmod "$m"
 done
-ip -V && nft --version
+# Full paths: Debian's busybox shell runs its own applets before PATH.
+/bin/ip -V; /usr/sbin/nft --version
 export SONDE_VM=1 SONDE_BIN=/bin/sonde SONDE_VM_SKIPS=/tmp/skips HOME=/root TMPDIR=/tmp
 echo "SONDE-VM-BOOTED $(uname -r) $(uname -m) $(nproc) cpus"
 /bin/sonde doctor --json > /tmp/doctor.json 2> /tmp/doctor.err
