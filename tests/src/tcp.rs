@@ -21,8 +21,12 @@ use crate::{
 /// absence puts in the degraded family's reason: drops by reason (`kfree_skb`
 /// with a reason, 5.17+) ...
 const DROPS: &str = "drops not counted";
-/// ... and the listening socket of a drop (`kfree_skb`'s `rx_sk`, 6.12+).
-const LISTENER_DROPS: &str = "no rx_sk argument";
+/// ... resets sent with no socket (seen where `tcp_send_reset` has its
+/// `reason`, 6.10+) ...
+const SOCKETLESS_RESETS: &str = "resets sent with no socket";
+/// ... and listen overflows per port (`kfree_skb`'s `rx_sk`, 6.12+, and its
+/// `TCP_LISTEN_OVERFLOW` reason, 6.15+).
+const LISTEN_OVERFLOWS: &str = "listen overflows";
 
 /// Loads the probes and insists that the TCP family attached whole. Only in
 /// the vm-test guest, whose older kernels lack some of its hooks, may it be
@@ -91,7 +95,7 @@ fn refused_connects_counted_exactly() {
     if !privileged() {
         return;
     }
-    let Some(probes) = probes(&[DROPS]) else {
+    let Some(probes) = probes(&[DROPS, SOCKETLESS_RESETS]) else {
         return;
     };
     let ns = TestNetns::new("refused");
@@ -544,7 +548,7 @@ fn handshakes_refused_by_a_full_accept_queue_counted_per_port() {
     if !privileged() {
         return;
     }
-    let Some(probes) = probes(&[DROPS, LISTENER_DROPS]) else {
+    let Some(probes) = probes(&[DROPS, LISTEN_OVERFLOWS]) else {
         return;
     };
     let pair = NetnsPair::new("ovf");
