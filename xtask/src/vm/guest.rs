@@ -65,7 +65,8 @@ doctor_exit=$?
 /bin/sonde-tests --test-threads=1 {args}
 tests_exit=$?
 # The console shows only panics and worse (loglevel=3): warnings from here.
-dmesg | grep -E "WARNING: |BUG: |Oops|Call Trace" | while read -r line; do echo "{DMESG}$line"; done
+# (The OOM test's oom-killer report has a call trace of its own: not these.)
+dmesg | grep -E "WARNING: |BUG: |Oops" | while read -r line; do echo "{DMESG}$line"; done
 if [ -e /tmp/skips ]; then
     while read -r line; do echo "{SKIP}$line"; done < /tmp/skips
 fi
