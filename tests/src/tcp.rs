@@ -42,8 +42,12 @@ fn probes(needs: &[&str]) -> Option<Probes> {
         .clone();
     if crate::in_vm() && status.state == ProbeState::Degraded {
         let reason = status.reason.clone().unwrap_or_default();
-        if needs.iter().any(|n| reason.contains(n)) {
-            crate::vm_skip(&format!("this kernel lacks a tcp hook it needs: {reason}"));
+        let lacking: Vec<&str> = reason
+            .split("; ")
+            .filter(|part| needs.iter().any(|n| part.contains(n)))
+            .collect();
+        if !lacking.is_empty() {
+            crate::vm_skip(&format!("this kernel lacks: {}", lacking.join("; ")));
             return None;
         }
         return Some(probes);
