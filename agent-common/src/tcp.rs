@@ -158,8 +158,13 @@ pub struct TcpOffsets {
     pub net_inum: u32,
     /// `sock.sk_protocol` (u16).
     pub sk_protocol: u32,
-    /// `sock.sk_cgrp_data` + `sock_cgroup_data.cgroup`: the socket's cgroup v2.
+    /// `sock.sk_cgrp_data` + `sock_cgroup_data.cgroup`: the socket's cgroup
+    /// v2 (before 5.15: `sock_cgroup_data.val`, see `sk_cgroup_tagged`).
     pub sk_cgroup: u32,
+    /// 1 on kernels before 5.15, where `sock_cgroup_data` is a union of the
+    /// cgroup pointer and cgroup v1 net_prio/net_cls data: the word at
+    /// `sk_cgroup` is the pointer only when its bit 0 (`is_data`) is clear.
+    pub sk_cgroup_tagged: u32,
     /// `cgroup.kn`.
     pub cgroup_kn: u32,
     /// `kernfs_node.id`.
@@ -203,7 +208,7 @@ pub struct TcpOffsets {
     pub valid: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<TcpOffsets>() == 96);
+const _: () = assert!(core::mem::size_of::<TcpOffsets>() == 100);
 
 /// Start of a connect in flight, in `TCP_CONNECT_START` under the socket's
 /// address: `connect()` runs in the connecting task, so its cgroup is known

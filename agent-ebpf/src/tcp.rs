@@ -51,6 +51,7 @@ static TCP_OFFSETS: Global<TcpOffsets> = Global::new(TcpOffsets {
     net_inum: 0,
     sk_protocol: 0,
     sk_cgroup: 0,
+    sk_cgroup_tagged: 0,
     cgroup_kn: 0,
     kn_id: 0,
     sk_err: 0,
@@ -504,10 +505,16 @@ fn sk_netns(o: &TcpOffsets, sk: *const u8) -> Result<u32, i32> {
 }
 
 /// The socket's cgroup v2 id, `sk->sk_cgrp_data.cgroup->kn->id`: the cgroup
-/// of the task that created it.
+/// of the task that created it. Before 5.15 the same word holds cgroup v1
+/// net_prio/net_cls data instead when its bit 0 is set (the kernel then
+/// reports the root cgroup too): 0, the node's.
 #[inline(always)]
 fn sk_cgroup(o: &TcpOffsets, sk: *const u8) -> Result<u64, i32> {
-    let cgroup: *const u8 = read(sk, o.sk_cgroup)?;
+    let word: u64 = read(sk, o.sk_cgroup)?;
+    if o.sk_cgroup_tagged != 0 && word & 1 != 0 {
+        return Ok(0);
+    }
+    let cgroup = word as usize as *const u8;
     if cgroup.is_null() {
         return Ok(0);
     }

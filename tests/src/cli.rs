@@ -35,7 +35,14 @@ fn json_snapshot_parses_and_carries_losses() {
             "syscalls/{reason} missing: {losses:?}"
         );
     }
-    assert_eq!(json["complete"], true);
+    // No loss: the window is complete exactly when every family attached
+    // (an older kernel may degrade one, e.g. tcp before 6.12).
+    let all_attached = json["probes"]
+        .as_array()
+        .expect("probes array")
+        .iter()
+        .all(|p| p["state"] == "attached");
+    assert_eq!(json["complete"], all_attached, "{}", json["probes"]);
     assert_eq!(json["probes"][0]["state"], "attached");
     let cg = json["syscalls"]
         .as_array()
@@ -143,6 +150,9 @@ fn unknown_flag_and_bad_duration_are_one_line() {
 
 #[test]
 fn no_privilege_is_one_line() {
+    if crate::vm_lacks("setpriv (util-linux)") {
+        return;
+    }
     if !privileged() {
         return;
     }
@@ -158,6 +168,9 @@ fn no_privilege_is_one_line() {
 
 #[test]
 fn missing_hook_is_one_line_and_doctor_names_it() {
+    if crate::vm_lacks("unshare and setpriv (util-linux)") {
+        return;
+    }
     if !privileged() {
         return;
     }

@@ -44,7 +44,7 @@ pub mod procs;
 
 use std::{
     ffi::CString,
-    os::unix::fs::MetadataExt,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt},
     path::{Path, PathBuf},
 };
 
@@ -62,6 +62,45 @@ pub fn privileged() -> bool {
     }
     eprintln!("skipping: needs root to load eBPF programs and create cgroups");
     false
+}
+
+/// Whether this runs in `cargo xtask vm-test`'s guest (its `/init` sets
+/// `SONDE_VM=1`) and so lacks `what`: the guest holds busybox, sonde and
+/// this test binary, and nothing else (no Python, iproute2, nft, systemd,
+/// Prometheus or collector). There a test that needs `what` skips, says
+/// which tool is missing, and records it in `$SONDE_VM_SKIPS` for the
+/// matrix. Anywhere else this is false: on the host and in CI such a test
+/// always runs.
+pub fn vm_lacks(what: &str) -> bool {
+    if !in_vm() {
+        return false;
+    }
+    vm_skip(&format!("needs {what}"));
+    true
+}
+
+/// Whether this runs in `cargo xtask vm-test`'s guest.
+pub fn in_vm() -> bool {
+    std::env::var("SONDE_VM").is_ok_and(|v| v == "1")
+}
+
+/// Says why the current test skips in the vm-test guest and records it in
+/// `$SONDE_VM_SKIPS` (`test|reason`) for the matrix.
+pub fn vm_skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unknown test")
+        .to_owned();
+    eprintln!("skipping in the vm-test guest: {reason}");
+    if let Some(file) = std::env::var_os("SONDE_VM_SKIPS") {
+        use std::io::Write as _;
+        let line = format!("{test}|{reason}\n");
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+    }
 }
 
 /// A fresh cgroup v2 directory under the test process's own cgroup, removed
@@ -532,29 +571,58 @@ impl LoopDevice {
         device
     }
 
-    /// Attaches a loop device to an existing file (left in place on drop).
+    /// Attaches a loop device to an existing file (left in place on drop),
+    /// through the loop driver's ioctls rather than util-linux's `losetup`,
+    /// which busybox's does not match (`--find --show`).
     pub fn over(file: &Path) -> Self {
-        let out = std::process::Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(file)
-            .output()
-            .expect("run losetup");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("device name")
-            .to_owned();
-        Self {
-            path,
-            name,
-            file: PathBuf::new(),
+        const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+        const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+        let control = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/loop-control")
+            .expect("open /dev/loop-control (is the loop driver loaded?)");
+        let backing = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(file)
+            .unwrap_or_else(|e| panic!("open {}: {e}", file.display()));
+        // Another process may take the free device between the two calls:
+        // then LOOP_SET_FD fails with EBUSY and we ask again.
+        for _ in 0..16 {
+            // SAFETY: an ioctl without arguments on a file we hold open.
+            let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+            assert!(
+                n >= 0,
+                "LOOP_CTL_GET_FREE: {}",
+                std::io::Error::last_os_error()
+            );
+            let name = format!("loop{n}");
+            let path = PathBuf::from("/dev").join(&name);
+            let device = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            // SAFETY: LOOP_SET_FD takes the backing file's descriptor by value.
+            let rc = unsafe {
+                libc::ioctl(
+                    device.as_raw_fd(),
+                    LOOP_SET_FD as _,
+                    backing.as_raw_fd() as libc::c_ulong,
+                )
+            };
+            if rc == 0 {
+                return Self {
+                    path,
+                    name,
+                    file: PathBuf::new(),
+                };
+            }
+            let err = std::io::Error::last_os_error();
+            assert_eq!(err.raw_os_error(), Some(libc::EBUSY), "LOOP_SET_FD: {err}");
         }
+        panic!("no free loop device after 16 tries");
     }
 
     /// (reads completed, writes completed) from `/proc/diskstats`.
@@ -574,10 +642,11 @@ impl LoopDevice {
 
 impl Drop for LoopDevice {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("losetup")
-            .arg("-d")
-            .arg(&self.path)
-            .status();
+        const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+        if let Ok(device) = std::fs::File::open(&self.path) {
+            // SAFETY: an ioctl without arguments on a file we hold open.
+            unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CLR_FD as _) };
+        }
         if !self.file.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&self.file);
         }

@@ -61,9 +61,17 @@ fn oom_kill_counted_once_with_the_victim() {
         .unwrap_or_else(|| panic!("no oom_kill event for {pid}: {events:?}"));
     assert_eq!(victim.cgroup.cgroup_id, cgroup.id());
     assert_eq!(victim.comm, "sonde-oom");
-    assert!(
-        !victim.cgroup_of_trigger,
-        "this kernel names the victim task"
+    // `mark_victim` names the victim task since 6.x (its first argument is
+    // the task); before, only its pid, and the cgroup is the triggering
+    // task's: here the victim itself, the only process in the cgroup.
+    let task_arg = sonde::host::btf::Btf::from_sys_fs()
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|btf| btf.tracepoint_arg_is_pointer("mark_victim", 0))
+        .unwrap_or(false);
+    assert_eq!(
+        victim.cgroup_of_trigger, !task_arg,
+        "the victim's cgroup comes from the victim task exactly when the kernel names it"
     );
     // The victim died by SIGKILL: a crash in its cgroup too.
     let exits = snapshot.exits(cgroup.id()).expect("exits");

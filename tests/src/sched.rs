@@ -104,6 +104,13 @@ fn runqueue_waits_match_run_delay(hook: SchedHook, hook_prefix: &str) {
         "the spinners did contend: {kernel_secs} s"
     );
     let idle = snapshot.runqueue(control.id()).map_or(0.0, |c| c.sum_secs);
-    assert!(idle < runq.sum_secs / 100.0, "idle control waited {idle} s");
+    // In the vm-test guest a wakeup sent to the other vCPU waits while the
+    // host runs something else in its thread: that counts as run-queue
+    // time there, so the control gets a looser bound (still a tenth).
+    let idle_bound = if crate::in_vm() { 10.0 } else { 100.0 };
+    assert!(
+        idle < runq.sum_secs / idle_bound,
+        "idle control waited {idle} s"
+    );
     assert_eq!(snapshot.lost(), 0, "{:?}", snapshot.losses);
 }

@@ -1,9 +1,10 @@
-//! `cargo xtask setup | build | run | test | bench`: sonde's developer
+//! `cargo xtask setup | build | run | test | vm-test | bench`: sonde's developer
 //! workflow. Every command that builds calls `setup` first, so a fresh
 //! machine needs nothing but `cargo`.
 
 mod bench;
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -47,11 +48,35 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Lints, unit tests, then the privileged integration tests.
+    /// Lints, unit tests, the privileged integration tests, the static
+    /// build, then a vm-test of two kernels.
     Test {
         /// Skip fmt and clippy.
         #[arg(long)]
         no_lint: bool,
+    },
+    /// The integration tests on other kernels and arm64, under QEMU: a
+    /// matrix of kernel × arch × probe family (default: every kernel, both
+    /// architectures, every test).
+    VmTest {
+        /// Only this architecture (repeatable).
+        #[arg(long = "arch", value_enum)]
+        arches: Vec<vm::Arch>,
+        /// Only this kernel version, e.g. 6.1 (repeatable).
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        /// Only these tests (libtest filters, repeatable; `--skip NAME` too
+        /// after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        tests: Vec<String>,
+        /// Give up on one boot after this many seconds (default: 1800, with
+        /// --ci 900).
+        #[arg(long)]
+        timeout_secs: Option<u64>,
+        /// Exactly what `cargo xtask test` (CI) runs: 5.10 x86_64 and 6.12
+        /// arm64, every test.
+        #[arg(long, conflicts_with_all = ["arches", "kernels", "tests"])]
+        ci: bool,
     },
     /// Benchmarks: sonde on versus off in the same run.
     Bench {
@@ -104,6 +129,26 @@ fn run(cli: Cli) -> Result<()> {
         Task::Test { no_lint } => {
             setup::run(false)?;
             test(!no_lint)
+        }
+        Task::VmTest {
+            arches,
+            kernels,
+            tests,
+            timeout_secs,
+            ci,
+        } => {
+            setup::run(false)?;
+            let mut options = if ci {
+                vm::Options::ci()
+            } else {
+                let mut options = vm::Options::select(&arches, &kernels)?;
+                options.tests = tests;
+                options
+            };
+            if let Some(secs) = timeout_secs {
+                options.timeout = std::time::Duration::from_secs(secs);
+            }
+            vm::run(&options)
         }
         Task::Bench { which, ops, rounds } => {
             setup::run(true)?;
@@ -251,7 +296,9 @@ fn test(lint: bool) -> Result<()> {
     }
     // The container image's build steps, without the engine (none runs here).
     step("static build, as deploy/Dockerfile runs it");
-    build_static()
+    build_static()?;
+    step("vm-test --ci: the integration tests on an older x86_64 kernel and on arm64, under QEMU (`cargo xtask vm-test` runs every kernel)");
+    vm::run(&vm::Options::ci())
 }
 
 fn step(what: &str) {

@@ -196,7 +196,7 @@ fn bpf_linker() -> Result<()> {
     Ok(())
 }
 
-fn debian_packages(packages: &[(&str, &str)]) -> Result<()> {
+pub(crate) fn debian_packages(packages: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, check)| output("sh", &["-c", check]).is_none())
