@@ -82,6 +82,9 @@ fn cell(frame: &str, name: &str, title: &str) -> String {
 
 #[test]
 fn top_attach_shows_a_cgroups_errors_exactly_without_privilege() {
+    if crate::vm_lacks("setpriv (util-linux)") {
+        return;
+    }
     if !privileged() {
         return;
     }
@@ -468,6 +471,9 @@ impl Drop for Tmux {
 
 #[test]
 fn top_on_a_terminal_sorts_by_key_and_q_restores_the_terminal() {
+    if crate::vm_lacks("tmux") {
+        return;
+    }
     if !privileged() {
         return;
     }

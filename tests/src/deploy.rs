@@ -208,6 +208,9 @@ fn daemonset_is_not_privileged_and_grants_the_units_capabilities() {
 
 #[test]
 fn helm_chart_renders_the_manifests_and_validates() {
+    if crate::vm_lacks("python3 with helm-python-sdk and kubernetes-validate") {
+        return;
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = tempfile::tempdir().expect("temp dir");
     // Helm's own engine (its Go SDK, shipped in the helm-python-sdk wheel):
@@ -251,6 +254,9 @@ fn helm_chart_renders_the_manifests_and_validates() {
 
 #[test]
 fn the_slo_configmap_holds_a_valid_config_and_its_example_is_valid_too() {
+    if crate::vm_lacks("the repository's deploy/ files") {
+        return;
+    }
     let manifest = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/slo-config.yaml"),
     )
