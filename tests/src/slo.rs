@@ -374,11 +374,16 @@ fn a_threshold_between_bucket_edges_is_counted_by_the_kernel() {
         .find(|s| s.name == "nanosleep")
         .expect("nanosleep series");
     let estimate = series.latency.count_at_or_below(threshold_ns as f64 * 1e-9);
-    assert!(
-        counts.good > estimate,
-        "exact {} vs bucket estimate {estimate}: the split counted nothing",
-        counts.good
-    );
+    // Under emulation (vm-test's TCG guests) sleeps overshoot by more than
+    // the bucket is wide, and none may land inside it below the threshold;
+    // on real hardware they do, and the split must have counted them.
+    if surely_good > estimate || !crate::in_vm() {
+        assert!(
+            counts.good > estimate,
+            "exact {} vs bucket estimate {estimate} (child: {surely_good}): the split counted nothing",
+            counts.good
+        );
+    }
 }
 
 #[test]
