@@ -79,9 +79,23 @@ pub fn vm_lacks(what: &str) -> bool {
     true
 }
 
+static IN_VM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
 /// Whether this runs in `cargo xtask vm-test`'s guest.
 pub fn in_vm() -> bool {
-    std::env::var("SONDE_VM").is_ok_and(|v| v == "1")
+    *IN_VM.get_or_init(|| std::env::var("SONDE_VM").is_ok_and(|v| v == "1"))
+}
+
+/// How much longer the forked workloads' safety deadlines are in the
+/// guest, where QEMU emulates the CPU (no KVM) and arm64 runs several times
+/// slower. Async-signal-safe (a load) once [`in_vm`] ran in the parent,
+/// which [`Workload::fork`] makes sure of.
+pub fn vm_time_factor() -> u32 {
+    if IN_VM.get() == Some(&true) {
+        4
+    } else {
+        1
+    }
 }
 
 /// Says why the current test skips in the vm-test guest and records it in
@@ -196,6 +210,8 @@ impl Workload {
             |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).expect("path without NUL");
         let procs = c(&cgroup.path().join("cgroup.procs"));
         let also = also.map(c);
+        // Read before the fork: the child may only load it.
+        let _ = in_vm();
         let mut fds = [0; 2];
         // SAFETY: fds is a valid two-element array.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");

@@ -275,7 +275,7 @@ impl Drop for Shared {
 /// child whose peer failed cannot hang the suite; async-signal-safe.
 pub fn deadline(secs: u32) {
     // SAFETY: arms the process's alarm.
-    unsafe { libc::alarm(secs) };
+    unsafe { libc::alarm(secs * crate::vm_time_factor()) };
 }
 
 /// Waits until a socket listens on `port` in the namespace `pid` lives in.

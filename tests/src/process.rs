@@ -59,11 +59,30 @@ fn crashes_and_exit_statuses_counted_exactly() {
     let exits = snapshot
         .exits(cgroup.id())
         .expect("exits for the test cgroup");
-    assert_eq!(exits.signals.get("SIGSEGV"), Some(&3), "{exits:?}");
-    assert_eq!(exits.signals.get("SIGABRT"), Some(&2), "{exits:?}");
+    let why = format!(
+        "{exits:?}; all cgroups: {:?}; losses: {:?}",
+        snapshot.exits,
+        snapshot
+            .losses
+            .iter()
+            .filter(|l| l.count > 0)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(exits.signals.get("SIGSEGV"), Some(&3), "{why}");
+    assert_eq!(
+        exits.signals.get("SIGABRT"),
+        Some(&2),
+        "{exits:?}; all cgroups: {:?}; losses: {:?}",
+        snapshot.exits,
+        snapshot
+            .losses
+            .iter()
+            .filter(|l| l.count > 0)
+            .collect::<Vec<_>>()
+    );
     assert_eq!(exits.signals.len(), 2, "{exits:?}");
     assert_eq!(exits.crashes, 5);
-    assert_eq!(exits.exit_statuses.get(&3), Some(&4), "{exits:?}");
+    assert_eq!(exits.exit_statuses.get(&3), Some(&4), "{why}");
     assert_eq!(exits.nonzero_exits, 4);
 
     let crashes: Vec<_> = snapshot
