@@ -165,3 +165,25 @@ mod tests {
         assert_eq!(classify(*b"N\0\0\0"), op::OTHER);
     }
 }
+
+/// A block request that completed with an error, sent through the event
+/// ring (`events::kind::IO_ERROR`). The completion runs in no particular
+/// task's context, so it names the device and the request, not a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockEvent {
+    /// `events::kind::IO_ERROR`.
+    pub kind: u32,
+    /// Device number, the kernel's `dev_t` encoding (major << 20 | minor).
+    pub dev: u32,
+    /// Operation, one of [`op`].
+    pub op: u32,
+    /// The errno (positive).
+    pub errno: u32,
+    /// First sector of the request.
+    pub sector: u64,
+    /// `bpf_ktime_get_ns()` at completion.
+    pub ts_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<BlockEvent>() == 32);

@@ -1,9 +1,10 @@
 //! Rare, high-value events sent to the agent through one ring buffer, so
 //! that a person can see *which* process or connection, not only how many.
 //!
-//! Two record types share the ring: [`Event`] (a task: OOM kill, crash) and
-//! `tcp::TcpEvent` (a connection: reset, failed connect). Both begin with
-//! their `kind`, which says which one a record is.
+//! Three record types share the ring: [`Event`] (a task: OOM kill, crash),
+//! `tcp::TcpEvent` (a connection: reset, failed connect) and
+//! `block::BlockEvent` (a failed block request). Each begins with its
+//! `kind`, which says which one a record is.
 
 use crate::task::COMM_LEN;
 
@@ -22,8 +23,10 @@ pub mod kind {
     pub const TCP_RESET_RECEIVED: u32 = 3;
     /// A connect that failed (a `TcpEvent`; `code`: the errno).
     pub const TCP_CONNECT_FAILED: u32 = 4;
+    /// A block request that completed with an error (a `block::BlockEvent`).
+    pub const IO_ERROR: u32 = 5;
     /// Number of kinds.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
 
     /// Whether records of `kind` are `TcpEvent`s.
     pub const fn is_tcp(kind: u32) -> bool {

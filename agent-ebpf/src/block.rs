@@ -16,12 +16,15 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use aya_log_ebpf::debug;
-use sonde_common::block::{
-    classify, loss, what, BlockOffsets, DevBucketKey, IoKey, RequestKey, RequestStart,
-    COUNT_MAX_ENTRIES, HIST_MAX_ENTRIES, START_MAX_ENTRIES,
+use sonde_common::{
+    block::{
+        classify, loss, what, BlockEvent, BlockOffsets, DevBucketKey, IoKey, RequestKey,
+        RequestStart, COUNT_MAX_ENTRIES, HIST_MAX_ENTRIES, START_MAX_ENTRIES,
+    },
+    events::kind,
 };
 
-use crate::common::{bump, count_loss, latency_key};
+use crate::common::{bump, count_loss, latency_key, submit};
 
 #[no_mangle]
 static BLOCK_OFFSETS: Global<BlockOffsets> = Global::new(BlockOffsets {
@@ -155,6 +158,19 @@ fn try_complete(ctx: &TracePointContext) -> Result<(), i64> {
                 what: error.unsigned_abs(),
                 _pad: 0,
             },
+        );
+        // Rare by nature: each one also goes out as an event with its
+        // request (a full ring is counted under IO_ERROR).
+        submit(
+            BlockEvent {
+                kind: kind::IO_ERROR,
+                dev,
+                op,
+                errno: error.unsigned_abs(),
+                sector,
+                ts_ns: now,
+            },
+            kind::IO_ERROR,
         );
     }
     let key = RequestKey {

@@ -136,4 +136,24 @@ fn io_errors_counted_with_their_device() {
     assert_eq!(reads.errors.get("EIO"), Some(&3), "{reads:?}");
     assert_eq!(reads.errors.len(), 1);
     assert!(reads.completed >= 8, "{reads:?}");
+    // Each failed request is also an event naming its device and sector:
+    // the three bad reads, each at its own offset inside the bad range.
+    let ours: Vec<_> = snapshot
+        .io_errors
+        .iter()
+        .filter(|e| e.device == device.name)
+        .collect();
+    assert_eq!(ours.len(), 3, "{:?}", snapshot.io_errors);
+    let mut sectors: Vec<u64> = ours.iter().map(|e| e.sector).collect();
+    sectors.sort_unstable();
+    let want: Vec<u64> = (0..3u64)
+        .map(|i| (BAD_OFFSET + i * 2 * BLOCK_BYTES as u64) / 512)
+        .collect();
+    assert_eq!(sectors, want);
+    for e in ours {
+        assert_eq!(
+            (e.kind, e.op, e.error.as_str()),
+            ("io_error", "read", "EIO")
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! `sonde events`: a live stream of the rare events (OOM kills, crashes, TCP
-//! resets and failed connects) with their process or connection and owner, as human lines or JSON lines; from this
+//! resets and failed connects, failed block requests) with their process,
+//! connection or device and owner, as human lines or JSON lines; from this
 //! process's own probes, or with `--attach` from a running agent's local
 //! socket (same filters, same output).
 
@@ -86,7 +87,53 @@ impl TcpEvent {
     }
 }
 
+/// A failed block request as the agent serializes it (`io_errors[]`).
+#[derive(Debug, Deserialize)]
+struct IoError {
+    time_unix_ns: u64,
+    device: String,
+    op: String,
+    error: String,
+    sector: u64,
+}
+
+impl IoError {
+    fn line(&self) -> String {
+        let time = std::time::UNIX_EPOCH + Duration::from_nanos(self.time_unix_ns);
+        format!(
+            "{} io_error {} {} at sector {} failed with {}",
+            humantime::format_rfc3339_millis(time),
+            self.device,
+            self.op,
+            self.sector,
+            self.error
+        )
+    }
+}
+
 impl Args {
+    /// Prints the failed block requests (a window's `io_errors`, as JSON)
+    /// that pass the filters: they belong to a device, not a cgroup, so a
+    /// cgroup or pod filter leaves them out.
+    fn print_io_errors(&self, events: &serde_json::Value) -> anyhow::Result<()> {
+        let Some(events) = events.as_array() else {
+            return Ok(());
+        };
+        if !self.wants_kind("io_error") || self.cgroup.is_some() || self.pod.is_some() {
+            return Ok(());
+        }
+        for value in events {
+            let e: IoError = serde_json::from_value(value.clone())
+                .context("reading an I/O error from the window")?;
+            if self.json {
+                println!("{value}");
+            } else {
+                println!("{}", e.line());
+            }
+        }
+        Ok(())
+    }
+
     fn wants(&self, e: &EventRecord) -> bool {
         self.wants_kind(e.kind) && self.wants_cgroup(Some(&e.cgroup))
     }
@@ -191,6 +238,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             print(&args, event)?;
         }
         args.print_tcp(&serde_json::to_value(&snapshot.tcp.events)?)?;
+        args.print_io_errors(&serde_json::to_value(&snapshot.io_errors)?)?;
         for loss in snapshot
             .losses
             .iter()
@@ -244,6 +292,7 @@ async fn attached(args: Args) -> anyhow::Result<ExitCode> {
             }
             Some(Frame::Window { window, .. }) if backlog == 0 => {
                 args.print_tcp(&window["tcp"]["events"])?;
+                args.print_io_errors(&window["io_errors"])?;
             }
             Some(Frame::Window { .. }) => backlog -= 1,
             Some(_) => {}

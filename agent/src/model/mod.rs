@@ -55,6 +55,30 @@ pub struct Snapshot {
     pub cgroups: Vec<CgroupHost>,
     /// The configured SLOs after this window (empty without a config).
     pub slos: Vec<slo::SloStatus>,
+    /// Block requests that failed in the window, oldest first.
+    pub io_errors: Vec<IoErrorRecord>,
+}
+
+/// A block request that completed with an error. The completion runs in
+/// no particular task's context: it names the device and the request.
+#[derive(Debug, Clone, Serialize)]
+pub struct IoErrorRecord {
+    /// `io_error`.
+    pub kind: &'static str,
+    /// When, Unix time in nanoseconds.
+    pub time_unix_ns: u64,
+    /// Device name (`loop0`), or `major:minor`.
+    pub device: String,
+    /// Device major number.
+    pub major: u32,
+    /// Device minor number.
+    pub minor: u32,
+    /// read, write, flush, discard or other.
+    pub op: &'static str,
+    /// The errno name, e.g. `EIO`.
+    pub error: String,
+    /// First sector of the request.
+    pub sector: u64,
 }
 
 /// What the kernel publishes about one cgroup in cgroupfs.
@@ -148,13 +172,14 @@ pub const EVENT_KINDS: [&str; 2] = ["oom_kill", "crash"];
 /// The kinds of TCP events ([`tcp::TcpEventRecord`]).
 pub const TCP_EVENT_KINDS: [&str; 3] = ["reset_sent", "reset_received", "connect_failed"];
 
-/// Every kind `sonde events` streams.
-pub const ALL_EVENT_KINDS: [&str; 5] = [
+/// Every kind `sonde events` streams (the last: [`IoErrorRecord`]).
+pub const ALL_EVENT_KINDS: [&str; 6] = [
     EVENT_KINDS[0],
     EVENT_KINDS[1],
     TCP_EVENT_KINDS[0],
     TCP_EVENT_KINDS[1],
     TCP_EVENT_KINDS[2],
+    "io_error",
 ];
 
 /// One rare event. Deserializable too: clients of the agent's local socket

@@ -3,6 +3,7 @@
 
 use aya::maps::{MapData, MapError, PerCpuArray, RingBuf};
 use sonde_common::{
+    block::BlockEvent,
     events::{kind, Event},
     tcp::TcpEvent,
 };
@@ -10,12 +11,13 @@ use sonde_common::{
 use super::read_losses;
 
 /// Loss counters: (index, stable name), one per event kind.
-pub const LOSSES: [(u32, &str); 5] = [
+pub const LOSSES: [(u32, &str); 6] = [
     (kind::OOM_KILL, "ring_full_oom_kill"),
     (kind::CRASH, "ring_full_crash"),
     (kind::TCP_RESET_SENT, "ring_full_tcp_reset_sent"),
     (kind::TCP_RESET_RECEIVED, "ring_full_tcp_reset_received"),
     (kind::TCP_CONNECT_FAILED, "ring_full_tcp_connect_failed"),
+    (kind::IO_ERROR, "ring_full_io_error"),
 ];
 
 /// One record of the ring buffer: a task's event or a connection's.
@@ -25,6 +27,8 @@ pub enum KernelEvent {
     Task(Event),
     /// A TCP reset or a failed connect.
     Tcp(TcpEvent),
+    /// A block request that failed.
+    Block(BlockEvent),
 }
 
 /// Reads a `T` from a record of exactly its size.
@@ -43,6 +47,8 @@ pub fn decode(record: &[u8]) -> Option<KernelEvent> {
     let kind = u32::from_ne_bytes(record.get(..4)?.try_into().ok()?);
     if kind::is_tcp(kind) {
         plain::<TcpEvent>(record).map(KernelEvent::Tcp)
+    } else if kind == kind::IO_ERROR {
+        plain::<BlockEvent>(record).map(KernelEvent::Block)
     } else if kind < kind::COUNT {
         plain::<Event>(record).map(KernelEvent::Task)
     } else {
@@ -123,5 +129,26 @@ mod tests {
         let mut unknown = bytes.to_vec();
         unknown[..4].copy_from_slice(&99u32.to_ne_bytes());
         assert_eq!(decode(&unknown), None);
+    }
+
+    #[test]
+    fn decodes_a_failed_block_request_and_refuses_a_short_one() {
+        let event = BlockEvent {
+            kind: kind::IO_ERROR,
+            dev: (7 << 20) | 3,
+            op: sonde_common::block::op::READ,
+            errno: 5,
+            sector: 4096,
+            ts_ns: 42,
+        };
+        // SAFETY: viewing a plain #[repr(C)] value as its bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&event as *const BlockEvent).cast::<u8>(),
+                std::mem::size_of::<BlockEvent>(),
+            )
+        };
+        assert_eq!(decode(bytes), Some(KernelEvent::Block(event)));
+        assert_eq!(decode(&bytes[..16]), None);
     }
 }

@@ -18,7 +18,7 @@ use crate::{
     host::{mounts::Mounts, pressure, throttle},
     model::{
         CgroupCount, CgroupExits, CgroupHost, CgroupLatency, CgroupSyscalls, DeviceIo, EventRecord,
-        LossRecord, Snapshot, SyscallSeries,
+        IoErrorRecord, LossRecord, Snapshot, SyscallSeries,
     },
     probes::{
         block::{self, BlockReading},
@@ -151,23 +151,15 @@ impl Sampler {
         // Those read ahead first: the order stays the kernel's.
         let mut drained = std::mem::take(&mut self.pending);
         drained.extend(self.probes.drain_events());
-        let (raw_events, tcp_events): (Vec<_>, Vec<_>) = drained
-            .into_iter()
-            .partition(|e| matches!(e, KernelEvent::Task(_)));
-        let raw_events: Vec<_> = raw_events
-            .into_iter()
-            .filter_map(|e| match e {
-                KernelEvent::Task(e) => Some(e),
-                KernelEvent::Tcp(_) => None,
-            })
-            .collect();
-        let tcp_events: Vec<_> = tcp_events
-            .into_iter()
-            .filter_map(|e| match e {
-                KernelEvent::Tcp(e) => Some(e),
-                KernelEvent::Task(_) => None,
-            })
-            .collect();
+        let (mut raw_events, mut tcp_events, mut block_events) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for e in drained {
+            match e {
+                KernelEvent::Task(e) => raw_events.push(e),
+                KernelEvent::Tcp(e) => tcp_events.push(e),
+                KernelEvent::Block(e) => block_events.push(e),
+            }
+        }
         let reading = self.probes.read()?;
         let now = (Instant::now(), SystemTime::now());
         let monotonic_now_ns = monotonic_ns();
@@ -273,6 +265,22 @@ impl Sampler {
             &mut resolve,
         );
         losses.extend(tcp_losses);
+        let io_errors = block_events
+            .iter()
+            .take(MAX_IO_ERROR_EVENTS)
+            .map(|e| {
+                let age_ns = monotonic_now_ns.saturating_sub(e.ts_ns);
+                io_error_record(e, unix_now_ns.saturating_sub(age_ns))
+            })
+            .collect();
+        if block_events.len() > MAX_IO_ERROR_EVENTS {
+            losses.push(LossRecord {
+                stage: "userspace",
+                probe: "events",
+                reason: "io_error_events_over_window_cap",
+                count: (block_events.len() - MAX_IO_ERROR_EVENTS) as u64,
+            });
+        }
         let events = raw_events
             .iter()
             .take(kept)
@@ -337,6 +345,7 @@ impl Sampler {
             node_pressure,
             cgroups,
             slos: Vec::new(),
+            io_errors,
         };
         self.previous = reading;
         self.previous_at = now;
@@ -396,6 +405,23 @@ fn event_record(
         core_dumped: e.flags & flag::CORE_DUMPED != 0,
         cgroup_of_trigger: e.flags & flag::CGROUP_OF_CURRENT != 0,
         cgroup,
+    }
+}
+
+/// Failed block requests kept as events per window; beyond, counted.
+const MAX_IO_ERROR_EVENTS: usize = 256;
+
+fn io_error_record(e: &sonde_common::block::BlockEvent, time_unix_ns: u64) -> IoErrorRecord {
+    let (major, minor) = block::major_minor(e.dev);
+    IoErrorRecord {
+        kind: "io_error",
+        time_unix_ns,
+        device: block::device_name(e.dev),
+        major,
+        minor,
+        op: block::op_name(e.op),
+        error: syscalls::errno_name(e.errno).into_owned(),
+        sector: e.sector,
     }
 }
 
