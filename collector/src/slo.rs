@@ -11,7 +11,7 @@ use sonde_proto::{
 };
 use sonde_slo::{
     rules::promql_duration,
-    slo::{Evaluation, Severity, Tracker, WindowCounts},
+    slo::{Evaluation, Tracker, WindowCounts},
     spec::SloSpec,
 };
 
@@ -69,11 +69,6 @@ impl FleetSlos {
                 })
                 .collect(),
         }
-    }
-
-    /// Whether any SLO is configured.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Adds a new (not duplicate) report's SLO counts from `node`, then
@@ -134,23 +129,15 @@ impl FleetSlos {
                     slo.total = ev.compliance.total;
                     slo.budget_remaining = ev.budget_remaining;
                     slo.complete = ev.complete;
-                    slo.severity = match ev.severity {
-                        Severity::Ok => "ok",
-                        Severity::Ticket => "ticket",
-                        Severity::Page => "page",
-                    }
-                    .to_owned();
-                    for r in &ev.rules {
-                        for (secs, rate) in [
-                            (r.rule.short_secs, r.short_burn),
-                            (r.rule.long_secs, r.long_burn),
-                        ] {
-                            let window = promql_duration(secs);
-                            if !slo.burn_rates.iter().any(|b| b.window == window) {
-                                slo.burn_rates.push(BurnRate { window, rate });
-                            }
-                        }
-                    }
+                    slo.severity = ev.severity.name().to_owned();
+                    slo.burn_rates = ev
+                        .burn_by_window()
+                        .into_iter()
+                        .map(|(secs, rate)| BurnRate {
+                            window: promql_duration(secs),
+                            rate,
+                        })
+                        .collect();
                 }
                 slo
             })
@@ -175,21 +162,30 @@ fn counts(report: &AgentReport, name: &str) -> Option<WindowCounts> {
                 && report.strings.get(kv[1] as usize).map(String::as_str) == Some(name)
         })
     };
-    for m in &report.metrics {
+    // Only the SLO metrics' points are looked at: a report holds thousands
+    // of other series, and this runs for every report and fleet SLO.
+    let slo_metric = |m: &&sonde_proto::v1::Metric| {
+        matches!(
+            m.name.as_str(),
+            names::SLO_GOOD | names::SLO_TOTAL | names::SLO_COMPLETE
+        )
+    };
+    for m in report.metrics.iter().filter(slo_metric) {
+        let kind = MetricKind::try_from(m.kind);
         for p in m.points.iter().filter(|p| names_slo(&p.label_refs)) {
-            match (m.name.as_str(), MetricKind::try_from(m.kind)) {
+            match (m.name.as_str(), kind) {
                 (names::SLO_GOOD, Ok(MetricKind::Counter)) => {
                     out.good += p.count;
                     found = true;
                 }
                 (names::SLO_TOTAL, Ok(MetricKind::Counter)) => out.total += p.count,
+                // The agent's own verdict for this SLO in this window: a
+                // loss in another family does not make it incomplete.
                 (names::SLO_COMPLETE, Ok(MetricKind::Gauge)) => out.complete &= p.value >= 1.0,
                 _ => {}
             }
         }
     }
-    // A window that lost data anywhere is not whole for the fleet either.
-    out.complete &= report.complete || report.losses.iter().all(|l| l.count == 0);
     found.then_some(out)
 }
 
@@ -271,5 +267,31 @@ mod tests {
         assert!((five.rate - 2.0).abs() < 1e-9, "{slo:?}");
         // Above 1x on both of the ticket rule's windows, below the pages' 6x.
         assert_eq!(slo.severity, "ticket");
+        assert!(slo.complete);
+
+        // One node's window that lost the SLO's data makes the fleet's
+        // evaluation incomplete; another SLO's or family's loss would not.
+        let mut lossy = report("web-1", 4, 990, 1000);
+        let mut t = StringTable::new();
+        for s in &lossy.strings {
+            t.get(s);
+        }
+        lossy.metrics.push(Metric {
+            name: names::SLO_COMPLETE.into(),
+            unit: String::new(),
+            description: String::new(),
+            kind: MetricKind::Gauge as i32,
+            points: vec![Point {
+                label_refs: t.labels(&[(names::ATTR_SLO_NAME, "open")]),
+                count: 0,
+                histogram: None,
+                value: 0.0,
+            }],
+        });
+        lossy.strings = t.into_strings();
+        fleet.add("web-1", &lossy);
+        let slo = &fleet.list()[0];
+        assert!(!slo.complete, "{slo:?}");
+        assert_eq!(slo.total, 7000);
     }
 }

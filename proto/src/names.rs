@@ -45,8 +45,9 @@ pub const SLO_BUDGET_REMAINING: &str = "slo.error_budget.remaining";
 pub const SLO_BURN_RATE: &str = "slo.burn_rate";
 /// 1 while an alert of the severity fires (gauge; `slo.name`, `slo.severity`).
 pub const SLO_ALERT: &str = "slo.alert";
-/// 1 when every window in the SLO's alert windows saw all its data
-/// (gauge; `slo.name`): 0 means the figures are lower bounds.
+/// 1 when the window saw all the data the SLO depends on (gauge;
+/// `slo.name`): 0 means its counts are lower bounds. Over a span,
+/// its minimum says whether the span was whole.
 pub const SLO_COMPLETE: &str = "slo.data.complete";
 /// Series folded into an overflow series by the per-metric cap (counter; `metric`).
 pub const AGENT_SERIES_OVERFLOW: &str = "sonde.agent.series.overflow";

@@ -92,11 +92,10 @@ pub fn prometheus(specs: &[SloSpec], names: &MetricNames) -> String {
                 promql_duration(rule.long_secs),
                 promql_duration(rule.short_secs),
             );
-            let severity = match rule.severity {
-                Severity::Page => "page",
-                Severity::Ticket => "ticket",
-                Severity::Ok => continue,
-            };
+            if rule.severity == Severity::Ok {
+                continue;
+            }
+            let severity = rule.severity.name();
             let limit = rule.factor * allowed;
             let _ = writeln!(out, "      - alert: SondeSLOBurnRate");
             let _ = writeln!(

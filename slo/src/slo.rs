@@ -68,6 +68,18 @@ pub enum Severity {
     Page,
 }
 
+impl Severity {
+    /// `ok`, `ticket` or `page`: the `slo.severity` label and what every
+    /// view prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Ok => "ok",
+            Severity::Ticket => "ticket",
+            Severity::Page => "page",
+        }
+    }
+}
+
 /// One alerting rule: fire when the burn rate over both windows is at least
 /// `factor`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -183,6 +195,25 @@ pub struct TrackerState {
     pub firing: Vec<bool>,
 }
 
+impl Evaluation {
+    /// Burn rate per distinct alert window (seconds), shortest first.
+    pub fn burn_by_window(&self) -> Vec<(u64, f64)> {
+        let mut out: Vec<(u64, f64)> = Vec::new();
+        for r in &self.rules {
+            for (secs, burn) in [
+                (r.rule.short_secs, r.short_burn),
+                (r.rule.long_secs, r.long_burn),
+            ] {
+                if !out.iter().any(|(s, _)| *s == secs) {
+                    out.push((secs, burn));
+                }
+            }
+        }
+        out.sort_by_key(|(secs, _)| *secs);
+        out
+    }
+}
+
 /// The stream of windows of one SLI and the state of its alerts. Windows
 /// may arrive out of order (the collector hears many nodes, some late);
 /// windows ending at the same second add up (the fleet's sum).
@@ -232,11 +263,6 @@ impl Tracker {
             slots: self.slots.iter().map(|(&t, &s)| (t, s)).collect(),
             firing: self.firing.clone(),
         }
-    }
-
-    /// The objective it evaluates.
-    pub fn objective(&self) -> &Objective {
-        &self.objective
     }
 
     /// End of the latest window seen, Unix seconds (0: none).

@@ -570,8 +570,6 @@ mod openslo {
     #[serde(rename_all = "camelCase")]
     struct Metadata {
         name: String,
-        #[serde(default)]
-        display_name: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -579,8 +577,9 @@ mod openslo {
     struct SloDoc {
         #[serde(default)]
         description: String,
-        #[serde(default)]
-        service: Option<String>,
+        /// Accepted and not used: sonde names SLOs by `metadata.name`.
+        #[serde(default, rename = "service")]
+        _service: Option<serde::de::IgnoredAny>,
         #[serde(default)]
         budgeting_method: Option<String>,
         #[serde(default)]
@@ -590,8 +589,9 @@ mod openslo {
         #[serde(default)]
         indicator_ref: Option<String>,
         objectives: Vec<ObjectiveDoc>,
-        #[serde(default)]
-        alert_policies: Vec<serde_yaml::Value>,
+        /// Accepted and not used: the workbook policy applies.
+        #[serde(default, rename = "alertPolicies")]
+        _alert_policies: Option<serde::de::IgnoredAny>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -612,8 +612,6 @@ mod openslo {
     struct IndicatorSpec {
         #[serde(default)]
         ratio_metric: Option<RatioMetric>,
-        #[serde(default)]
-        threshold_metric: Option<serde_yaml::Value>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -718,11 +716,6 @@ mod openslo {
             let error = |message: String| at(format!("slo \"{name}\": {message}"));
             let spec: SloDoc = serde_yaml::from_value(doc.spec.unwrap_or_default())
                 .map_err(|e| error(format!("spec: {e}")))?;
-            let _ = (
-                &spec.service,
-                &spec.alert_policies,
-                &doc.metadata.display_name,
-            );
             if spec
                 .budgeting_method
                 .as_deref()
@@ -755,10 +748,7 @@ mod openslo {
             }
             let ratio = spec
                 .indicator
-                .and_then(|i| {
-                    let _ = &i.spec.threshold_metric;
-                    i.spec.ratio_metric
-                })
+                .and_then(|i| i.spec.ratio_metric)
                 .ok_or_else(|| error("spec.indicator.spec.ratioMetric is required".to_owned()))?;
             let source = ratio
                 .good

@@ -592,4 +592,36 @@ fn series_beyond_the_cap_fold_into_an_overflow_series_and_every_count_arrives() 
         .sum();
     // At least the seven lightest of our twelve (and other cgroups' series).
     assert!(folded >= CGROUPS - (CAP as u64 - 1), "{folded}");
+    // Exactly: per window, every failure series beyond the cap's CAP - 1
+    // kept ones, as the agent's own (uncapped) windows count them.
+    let expected: u64 = windows
+        .iter()
+        .map(|w| {
+            let series = w["syscalls"]
+                .as_array()
+                .expect("syscalls")
+                .iter()
+                .flat_map(|cg| cg["syscalls"].as_array().expect("series"))
+                .map(|s| s["errnos"].as_object().expect("errnos").len())
+                .sum::<usize>();
+            series.saturating_sub(CAP - 1) as u64 * u64::from(series > CAP)
+        })
+        .sum();
+    let folded_errors = totals
+        .iter()
+        .find(|m| m["name"] == "sonde.agent.series.overflow")
+        .expect("the overflow counter")["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .find(|p| {
+            p["labels"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|l| l["key"] == "metric" && l["value"] == "system.linux.syscall.errors")
+            })
+        })
+        .and_then(|p| p["count"].as_u64())
+        .expect("the failures' overflow count");
+    assert_eq!(folded_errors, expected);
+    assert!(expected >= CGROUPS - (CAP as u64 - 1));
 }

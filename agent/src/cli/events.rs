@@ -66,11 +66,11 @@ struct TcpEvent {
 impl TcpEvent {
     fn line(&self) -> String {
         let time = std::time::UNIX_EPOCH + Duration::from_nanos(self.time_unix_ns);
-        let detail = match (&self.failure, &self.error, &self.reset_reason) {
-            (Some(f), Some(err), _) => format!(" {f} ({err})"),
-            (_, _, Some(r)) => format!(" ({r})"),
-            _ => String::new(),
-        };
+        let detail = render::tcp_detail(
+            self.failure.as_deref(),
+            self.error.as_deref(),
+            self.reset_reason.as_deref(),
+        );
         format!(
             "{} tcp {} {}:{} → {}:{}{detail} in {}",
             humantime::format_rfc3339_millis(time),

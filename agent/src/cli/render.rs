@@ -285,11 +285,7 @@ fn tcp(out: &mut String, t: &crate::model::tcp::TcpWindow, top: usize) {
         }
     }
     for e in t.events.iter().rev().take(top).rev() {
-        let detail = match (&e.failure, &e.error, &e.reset_reason) {
-            (Some(f), Some(err), _) => format!(" {f} ({err})"),
-            (_, _, Some(r)) => format!(" ({r})"),
-            _ => String::new(),
-        };
+        let detail = tcp_detail(e.failure, e.error.as_deref(), e.reset_reason.as_deref());
         let _ = writeln!(
             out,
             "EVENT     tcp {} {}:{} → {}:{}{detail} in {}",
@@ -306,6 +302,20 @@ fn tcp(out: &mut String, t: &crate::model::tcp::TcpWindow, top: usize) {
 }
 
 /// One event as a human line.
+/// What a TCP event adds after its connection: a failed connect's reason
+/// and errno, or a sent reset's kernel reason.
+pub(super) fn tcp_detail(
+    failure: Option<&str>,
+    error: Option<&str>,
+    reset: Option<&str>,
+) -> String {
+    match (failure, error, reset) {
+        (Some(f), Some(err), _) => format!(" {f} ({err})"),
+        (_, _, Some(r)) => format!(" ({r})"),
+        _ => String::new(),
+    }
+}
+
 pub(super) fn event_line(e: &crate::model::EventRecord) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(e.time_unix_ns);
     format!(

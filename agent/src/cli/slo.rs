@@ -113,11 +113,11 @@ fn metric_names() -> sonde_slo::rules::MetricNames {
     }
 }
 
-fn severity(s: Severity) -> &'static str {
+/// The severity as the table shows it: alerts in capitals.
+fn severity(s: Severity) -> String {
     match s {
-        Severity::Ok => "ok",
-        Severity::Ticket => "TICKET",
-        Severity::Page => "PAGE",
+        Severity::Ok => s.name().to_owned(),
+        _ => s.name().to_uppercase(),
     }
 }
 

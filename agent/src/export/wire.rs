@@ -479,7 +479,7 @@ fn slos(b: &mut Builder<'_>, statuses: &[SloStatus]) {
                 rate,
             ));
         }
-        for (severity, level) in [("page", Severity::Page), ("ticket", Severity::Ticket)] {
+        for level in [Severity::Page, Severity::Ticket] {
             let firing = s
                 .evaluation
                 .rules
@@ -488,12 +488,12 @@ fn slos(b: &mut Builder<'_>, statuses: &[SloStatus]) {
             alert.push(b.gauge(
                 &[
                     (names::ATTR_SLO_NAME, &s.name),
-                    (names::ATTR_SLO_SEVERITY, severity),
+                    (names::ATTR_SLO_SEVERITY, level.name()),
                 ],
                 if firing { 1.0 } else { 0.0 },
             ));
         }
-        complete.push(b.gauge(&name, if s.evaluation.complete { 1.0 } else { 0.0 }));
+        complete.push(b.gauge(&name, if s.complete { 1.0 } else { 0.0 }));
     }
     b.metric(
         names::SLO_GOOD,
@@ -533,7 +533,7 @@ fn slos(b: &mut Builder<'_>, statuses: &[SloStatus]) {
     b.metric(
         names::SLO_COMPLETE,
         "",
-        "1 when every window in the SLO's alert windows saw all its data",
+        "1 when the window saw all the data the SLO depends on",
         MetricKind::Gauge,
         complete,
     );

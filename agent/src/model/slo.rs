@@ -37,19 +37,7 @@ pub struct SloStatus {
 impl SloStatus {
     /// Burn rate per distinct alert window (seconds), shortest first.
     pub fn burn_by_window(&self) -> Vec<(u64, f64)> {
-        let mut out: Vec<(u64, f64)> = Vec::new();
-        for r in &self.evaluation.rules {
-            for (secs, burn) in [
-                (r.rule.short_secs, r.short_burn),
-                (r.rule.long_secs, r.long_burn),
-            ] {
-                if !out.iter().any(|(s, _)| *s == secs) {
-                    out.push((secs, burn));
-                }
-            }
-        }
-        out.sort_by_key(|(secs, _)| *secs);
-        out
+        self.evaluation.burn_by_window()
     }
 }
 

@@ -12,7 +12,7 @@ use sonde_slo::Histogram;
 
 pub use window::Window;
 
-use crate::attribution::Owner;
+use crate::attribution::{CgroupRef, Owner};
 
 /// Windows of history kept per row (the sparkline's width).
 pub const HISTORY: usize = 30;
@@ -52,8 +52,6 @@ pub struct Metrics {
     pub crashes: u64,
     /// The fastest burn rate of the SLOs that select the cgroup.
     pub slo_burn: Option<f64>,
-    /// The cgroup, for matching SLO selectors in later windows.
-    pub cgroup: Option<crate::attribution::CgroupRef>,
 }
 
 impl Metrics {
@@ -110,9 +108,8 @@ pub enum Column {
     Resets,
     /// Crashes and OOM kills over the row's history.
     Crashes,
-    /// SLO burn rate per row: kept for when windows say which cgroups an
-    /// SLO selects. They carry each SLO's evaluation but not its selector,
-    /// so the board shows SLOs as lines of their own ([`Board::slos`]).
+    /// The fastest burn rate of the SLOs whose selector takes the row's
+    /// cgroup (each SLO also has a line of its own, [`Board::slos`]).
     SloBurn,
 }
 
@@ -304,7 +301,8 @@ pub fn owner_label(owner: &Owner, path: Option<&str>, cgroup_id: u64) -> String 
 /// One cgroup's row: its name and its last windows.
 #[derive(Debug, Clone)]
 struct RowState {
-    name: String,
+    /// The cgroup as last seen (named better once attribution resolves it).
+    cgroup: CgroupRef,
     /// Oldest first; one entry per window since the row appeared.
     history: VecDeque<Metrics>,
     /// Throttling counters at the last window (cumulative in the kernel).
@@ -409,18 +407,13 @@ pub struct SloLine {
 
 impl SloLine {
     fn new(s: &crate::model::slo::SloStatus) -> Self {
-        use sonde_slo::slo::Severity;
         Self {
             name: s.name.clone(),
             signal: s.signal.clone(),
             objective_percent: s.objective_percent,
             burns: s.burn_by_window(),
             budget_remaining: s.evaluation.budget_remaining,
-            severity: match s.evaluation.severity {
-                Severity::Ok => "ok",
-                Severity::Ticket => "ticket",
-                Severity::Page => "page",
-            },
+            severity: s.evaluation.severity.name(),
             complete: s.evaluation.complete,
         }
     }
@@ -480,11 +473,10 @@ impl Default for Board {
     }
 }
 
-/// The metrics of cgroup `id` in the window being added, named on first use.
+/// The metrics of cgroup `id` in the window being added.
 fn entry<'a>(
-    now: &'a mut BTreeMap<u64, (String, Metrics)>,
+    now: &'a mut BTreeMap<u64, (CgroupRef, Metrics)>,
     window_secs: f64,
-    slos: &[crate::model::slo::SloStatus],
     id: u64,
     owner: &Owner,
     path: &Option<String>,
@@ -492,29 +484,25 @@ fn entry<'a>(
     &mut now
         .entry(id)
         .or_insert_with(|| {
-            (owner_label(owner, path.as_deref(), id), {
-                let cgroup = crate::attribution::CgroupRef {
-                    cgroup_id: id,
-                    cgroup_path: path.clone(),
-                    owner: owner.clone(),
-                };
+            let cgroup = CgroupRef {
+                cgroup_id: id,
+                cgroup_path: path.clone(),
+                owner: owner.clone(),
+            };
+            (
+                cgroup,
                 Metrics {
                     window_secs,
-                    slo_burn: slo_burn(slos, &cgroup),
-                    cgroup: Some(cgroup),
                     ..Metrics::default()
-                }
-            })
+                },
+            )
         })
         .1
 }
 
 /// The fastest burn rate (shortest alert window) of the SLOs whose selector
 /// takes this cgroup's series, the highest of them.
-fn slo_burn(
-    slos: &[crate::model::slo::SloStatus],
-    cgroup: &crate::attribution::CgroupRef,
-) -> Option<f64> {
+fn slo_burn(slos: &[crate::model::slo::SloStatus], cgroup: &CgroupRef) -> Option<f64> {
     slos.iter()
         .filter(|s| crate::slo::selects(&s.selector, cgroup))
         .filter_map(|s| s.burn_by_window().first().map(|&(_, burn)| burn))
@@ -551,7 +539,7 @@ impl Board {
     /// Adds a closed window: every row gets one more history entry (zero
     /// when its cgroup did nothing), rows idle over the whole history go.
     pub fn add(&mut self, w: &Window) {
-        let mut now: BTreeMap<u64, (String, Metrics)> = BTreeMap::new();
+        let mut now: BTreeMap<u64, (CgroupRef, Metrics)> = BTreeMap::new();
         let secs = w.window_secs;
         let mut node_sys = Histogram::new();
         for c in &w.syscalls {
@@ -560,14 +548,7 @@ impl Board {
                 merged.merge(&s.latency);
             }
             node_sys.merge(&merged);
-            let m = entry(
-                &mut now,
-                secs,
-                &w.slos,
-                c.cgroup_id,
-                &c.owner,
-                &c.cgroup_path,
-            );
+            let m = entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path);
             m.calls += c.calls;
             m.errors += c.errors;
             m.sys_p50 = merged.quantile(0.5);
@@ -576,37 +557,14 @@ impl Board {
         let mut node_runq = Histogram::new();
         for c in &w.runqueue {
             node_runq.merge(&c.latency);
-            entry(
-                &mut now,
-                secs,
-                &w.slos,
-                c.cgroup_id,
-                &c.owner,
-                &c.cgroup_path,
-            )
-            .runq_p99 = c.latency.quantile(0.99);
+            entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path).runq_p99 =
+                c.latency.quantile(0.99);
         }
         for c in &w.exits {
-            entry(
-                &mut now,
-                secs,
-                &w.slos,
-                c.cgroup_id,
-                &c.owner,
-                &c.cgroup_path,
-            )
-            .crashes += c.crashes;
+            entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path).crashes += c.crashes;
         }
         for c in &w.oom_kills {
-            entry(
-                &mut now,
-                secs,
-                &w.slos,
-                c.cgroup_id,
-                &c.owner,
-                &c.cgroup_path,
-            )
-            .crashes += c.count;
+            entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path).crashes += c.count;
         }
         let mut node_connect = Histogram::new();
         let mut node = Node {
@@ -630,28 +588,14 @@ impl Board {
         for c in &w.tcp.cgroups {
             node_connect.merge(&c.connect_latency);
             node.tcp_connects += c.connects;
-            let m = entry(
-                &mut now,
-                secs,
-                &w.slos,
-                c.cgroup_id,
-                &c.owner,
-                &c.cgroup_path,
-            );
+            let m = entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path);
             m.tcp_failures += c.connect_failures.values().sum::<u64>();
             m.retransmits += c.retransmit_segments;
             m.resets += c.resets_sent + c.resets_received;
         }
         let mut throttling = BTreeMap::new();
         for c in &w.cgroups {
-            let m = entry(
-                &mut now,
-                secs,
-                &w.slos,
-                c.cgroup_id,
-                &c.owner,
-                &c.cgroup_path,
-            );
+            let m = entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path);
             m.psi_cpu = psi(c.pressure.cpu);
             m.psi_memory = psi(c.pressure.memory);
             m.psi_io = psi(c.pressure.io);
@@ -700,34 +644,33 @@ impl Board {
 
         for (id, row) in &mut self.rows {
             if !now.contains_key(id) {
-                // Idle in this window, but an SLO that selects it may still
-                // burn over its alert windows: the row shows that.
-                let cgroup = row.history.iter().rev().find_map(|m| m.cgroup.clone());
-                let burn = cgroup.as_ref().and_then(|c| slo_burn(&w.slos, c));
                 row.history.push_back(Metrics {
                     window_secs: w.window_secs,
-                    slo_burn: burn,
-                    cgroup,
                     ..Metrics::default()
                 });
                 row.throttling = None;
             }
         }
-        for (id, (name, m)) in now {
+        for (id, (cgroup, m)) in now {
             let row = self.rows.entry(id).or_insert_with(|| RowState {
-                name: name.clone(),
+                cgroup: cgroup.clone(),
                 history: VecDeque::new(),
                 throttling: None,
             });
             // A cgroup named later (its pod's log directory appeared) takes
             // the better name.
-            row.name = name;
+            row.cgroup = cgroup;
             row.history.push_back(m);
             row.throttling = throttling.get(&id).copied();
         }
         for row in self.rows.values_mut() {
             while row.history.len() > HISTORY {
                 row.history.pop_front();
+            }
+            // Busy or idle in this window, a row an SLO selects shows that
+            // SLO's burn over its alert windows.
+            if let Some(latest) = row.history.back_mut() {
+                latest.slo_burn = slo_burn(&w.slos, &row.cgroup);
             }
         }
         self.rows
@@ -775,7 +718,7 @@ impl Board {
             .iter()
             .map(|(id, r)| Row {
                 cgroup_id: *id,
-                name: r.name.clone(),
+                name: owner_label(&r.cgroup.owner, r.cgroup.cgroup_path.as_deref(), *id),
                 values: Column::ALL.iter().map(|c| r.value(*c)).collect(),
                 history: r
                     .history
