@@ -161,14 +161,25 @@ impl Slos {
     /// Counts one window for every SLO and evaluates; then saves the state.
     pub fn window(&mut self, snapshot: &Snapshot) -> Result<Vec<SloStatus>, StateError> {
         let end_unix_secs = snapshot.window_end_unix_ns / 1_000_000_000;
-        let gap = std::mem::take(&mut self.resumed_gap);
+        // A restart the pinned probes counted through is no gap; one they
+        // could not is, for every SLO.
+        let resumed_whole = snapshot
+            .restart
+            .as_ref()
+            .is_some_and(|r| r.follows_sequence.is_some() && r.gap.is_none());
+        let restart_gap = snapshot.restart.as_ref().and_then(|r| r.gap.clone());
+        let gap = std::mem::take(&mut self.resumed_gap) && !resumed_whole;
         let statuses = self
             .specs
             .iter()
             .zip(&mut self.trackers)
             .map(|(spec, tracker)| {
                 let mut counts = window_counts(spec, snapshot);
-                if gap {
+                if let Some(why) = &restart_gap {
+                    counts
+                        .incomplete_because
+                        .push(format!("the agent restarted: {why}"));
+                } else if gap {
                     counts.incomplete_because.push(
                         "the agent restarted: events before this window were not seen".into(),
                     );

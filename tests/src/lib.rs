@@ -26,6 +26,8 @@ mod memory;
 #[cfg(test)]
 mod otlp;
 #[cfg(test)]
+mod pin;
+#[cfg(test)]
 mod process;
 #[cfg(test)]
 mod prometheus;

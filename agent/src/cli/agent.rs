@@ -11,7 +11,11 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::{parse_duration, render, ProbeArgs, TlsArgs};
 use crate::{
-    export::{outbox::DEFAULT_MAX_BYTES, SinkConfig, Sinks},
+    checkpoint,
+    export::{
+        outbox::{Outbox, DEFAULT_MAX_BYTES},
+        SinkConfig, Sinks,
+    },
     local::server::LocalServer,
     model::{LossRecord, Snapshot},
     slo::Slos,
@@ -71,9 +75,17 @@ pub(super) struct Args {
     /// SLOs to evaluate: sonde.toml (`[[slo]]` tables) or OpenSLO v1 YAML.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Where the SLO history is kept across restarts.
+    /// Where the SLO history and, with --pin, the kernel checkpoint are
+    /// kept across restarts.
     #[arg(long, value_name = "DIR", default_value = crate::slo::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    /// Pin the probes' maps and links under this bpffs directory (without
+    /// DIR: /sys/fs/bpf/sonde): the kernel goes on counting while the agent
+    /// restarts, and the next agent resumes where this one's last window
+    /// ended. `sonde unpin` removes them.
+    #[arg(long, value_name = "DIR", num_args = 0..=1,
+          default_missing_value = crate::probes::pin::DEFAULT_DIR)]
+    pin: Option<PathBuf>,
     #[command(flatten)]
     probes: ProbeArgs,
 }
@@ -109,20 +121,41 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => super::slo::read_config(path)?,
         None => Vec::new(),
     };
-    let mut slos = if specs.is_empty() {
-        Slos::new(Vec::new(), None)?
-    } else {
+    if !specs.is_empty() || args.pin.is_some() {
         std::fs::create_dir_all(&args.state_dir).map_err(|e| {
             anyhow::anyhow!(
                 "cannot create the state directory {}: {e}; pass a writable one to --state-dir",
                 args.state_dir.display()
             )
         })?;
+    }
+    let mut slos = if specs.is_empty() {
+        Slos::new(Vec::new(), None)?
+    } else {
         Slos::new(specs, Some(args.state_dir.clone()))?
     };
     let thresholds = sonde_slo::spec::kernel_thresholds(slos.specs());
     let mut local = args.socket.as_deref().map(LocalServer::bind).transpose()?;
-    let mut sampler = args.probes.start_with(&thresholds)?;
+    let last_checkpoint = args.pin.as_ref().map(|_| checkpoint::load(&args.state_dir));
+    let manifest = last_checkpoint
+        .as_ref()
+        .and_then(|c| c.as_ref().ok()?.as_ref())
+        .map(|c| c.manifest.clone());
+    let probes = args
+        .probes
+        .load(&thresholds, args.pin.clone().map(|dir| (dir, manifest)))?;
+    let resume = last_checkpoint.and_then(|c| {
+        let next = args
+            .outbox_dir
+            .as_deref()
+            .and_then(Outbox::persisted_next_sequence);
+        checkpoint::resume(&probes, c, next)
+    });
+    if let Some(outcome) = probes.pin_outcome() {
+        eprintln!("sonde: {}", render::pin_line(outcome, resume.as_ref()));
+    }
+    let mut sampler = args.probes.sampler(probes, resume)?;
+    let mut checkpoint_failed = false;
     let mut sinks = Sinks::start(&config, sampler.window_start_unix_ns()).await?;
     if let Some(server) = &mut local {
         server.start(args.interval)?;
@@ -198,6 +231,28 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         } else {
             print!("{}", render::snapshot(&snapshot, args.top));
+        }
+        // Last: a crash before this line leaves the checkpoint one window
+        // behind, which a disk outbox's sequence shows (see `checkpoint`).
+        if args.pin.is_some() {
+            let saved = checkpoint::of(
+                sampler.probes(),
+                sequence,
+                snapshot.window_end_unix_ns,
+                sampler.last_reading(),
+            )
+            .map(|c| checkpoint::save(&args.state_dir, &c));
+            match saved {
+                Some(Err(e)) if !checkpoint_failed => {
+                    eprintln!(
+                        "sonde: warning: cannot write the checkpoint in {} ({e}); a restart will not resume and its first window will be flagged",
+                        args.state_dir.display()
+                    );
+                    checkpoint_failed = true;
+                }
+                Some(Ok(())) => checkpoint_failed = false,
+                _ => {}
+            }
         }
     }
     let waiting = sinks.drain(args.drain_timeout).await;

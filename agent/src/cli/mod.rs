@@ -9,6 +9,7 @@ mod render;
 mod slo;
 mod snapshot;
 mod top;
+mod unpin;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -52,6 +53,9 @@ enum Command {
     Fleet(fleet::Args),
     /// Where this node's SLOs stand; check a config; emit Prometheus rules.
     Slo(slo::Args),
+    /// Stop the probes an agent left pinned (`sonde agent --pin`): remove
+    /// their links and maps from bpffs.
+    Unpin(unpin::Args),
 }
 
 /// How to reach a collector securely, shared by `agent` and `fleet`.
@@ -123,8 +127,20 @@ impl ProbeArgs {
     /// As [`ProbeArgs::start`], handing the kernel the exact SLO latency
     /// thresholds (bucket key, ns).
     fn start_with(&self, thresholds: &[(usize, u64)]) -> anyhow::Result<Sampler> {
+        let probes = self.load(thresholds, None)?;
+        self.sampler(probes, None)
+    }
+
+    /// Loads the probes (pinned under a directory, adopting what the last
+    /// agent's manifest names) and refuses to go on when none attached.
+    fn load(
+        &self,
+        thresholds: &[(usize, u64)],
+        pin: Option<(std::path::PathBuf, Option<crate::probes::pin::Manifest>)>,
+    ) -> anyhow::Result<Probes> {
         let probes = Probes::load(ProbeOptions {
             latency_thresholds_ns: thresholds.to_vec(),
+            pin,
             ..self.options()
         })?;
         if !probes.any_attached() {
@@ -138,8 +154,18 @@ impl ProbeArgs {
                 eprintln!("sonde: warning: {} unavailable: {reason}", status.probe);
             }
         }
+        Ok(probes)
+    }
+
+    /// Opens the first window (where `resume` says, after a restart).
+    fn sampler(
+        &self,
+        probes: Probes,
+        resume: Option<crate::sampler::Resume>,
+    ) -> anyhow::Result<Sampler> {
         let options = SamplerOptions {
             kubelet_pods_dir: self.kubelet_pods_dir.clone(),
+            resume,
         };
         Sampler::start_with(probes, options).context("reading the probes' maps")
     }
@@ -156,6 +182,7 @@ impl ProbeArgs {
                 .filter(|f| !self.probes.is_empty() && !self.probes.iter().any(|p| p == f))
                 .collect(),
             latency_thresholds_ns: Vec::new(),
+            pin: None,
         }
     }
 }
@@ -172,6 +199,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Agent(args) => agent::run(*args).await,
         Command::Snapshot(args) => snapshot::run(args).await,
+        Command::Unpin(args) => unpin::run(args),
         Command::Top(args) => top::run(args).await,
         Command::Doctor(args) => doctor::run(args),
         Command::Events(args) => events::run(args).await,

@@ -7,6 +7,53 @@ use crate::{
     probes::{ProbeState, ProbeStatus},
 };
 
+/// What pinning found and did, in one line: `probes pinned under DIR: ...`.
+pub(super) fn pin_line(
+    outcome: &crate::probes::pin::PinOutcome,
+    resume: Option<&crate::sampler::Resume>,
+) -> String {
+    let mut parts = Vec::new();
+    if outcome.adopted {
+        parts.push("kept the programs the last agent left running".to_owned());
+    } else if outcome.replaced > 0 {
+        parts.push(format!(
+            "replaced {} links of an earlier agent",
+            outcome.replaced
+        ));
+    }
+    if outcome.reused > 0 {
+        parts.push(format!("reused {} pinned maps", outcome.reused));
+    }
+    if !outcome.recreated.is_empty() {
+        parts.push(format!(
+            "recreated maps with another layout: {}",
+            outcome.recreated.join(", ")
+        ));
+    }
+    if !outcome.unpinnable.is_empty() {
+        parts.push(format!(
+            "not pinnable on this kernel (they stop with the agent): {}",
+            outcome.unpinnable.join(", ")
+        ));
+    }
+    match resume.map(|r| &r.restart) {
+        Some(r) => {
+            if let Some(seq) = r.follows_sequence {
+                parts.push(format!("the first window follows window {seq}"));
+            }
+            if let Some(gap) = &r.gap {
+                parts.push(format!("the first window is incomplete: {gap}"));
+            }
+        }
+        None => parts.push("first start".to_owned()),
+    }
+    format!(
+        "probes pinned under {}: {}",
+        outcome.dir.display(),
+        parts.join("; ")
+    )
+}
+
 /// `syscalls=attached(raw_tracepoint:...)`, one entry per family.
 pub(super) fn statuses_line(statuses: &[ProbeStatus]) -> String {
     statuses

@@ -136,6 +136,23 @@ impl Outbox {
         Ok(outbox)
     }
 
+    /// The next sequence number a disk outbox in `dir` hands out, as its
+    /// files say (`None` for a new or unreadable directory).
+    pub fn persisted_next_sequence(dir: &Path) -> Option<u64> {
+        let persisted = fs::read_to_string(dir.join(NEXT_SEQUENCE))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        let after_files = fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| {
+                let name = e.ok()?.file_name();
+                name.to_str()?.strip_suffix(SUFFIX)?.parse::<u64>().ok()
+            })
+            .max()
+            .map(|s| s + 1);
+        persisted.into_iter().chain(after_files).max()
+    }
+
     /// Hands out the next sequence number (persisted first when on disk).
     pub fn next_sequence(&mut self) -> Result<u64, OutboxError> {
         let seq = self.next_sequence;

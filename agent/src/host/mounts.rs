@@ -67,13 +67,25 @@ impl Mounts {
 /// Mounts tracefs at its conventional place when it is missing (a fresh
 /// machine may not have it; classic tracepoints need it). Root only.
 pub fn mount_tracefs() -> std::io::Result<()> {
-    let target = Path::new(TRACEFS);
+    mount_fs("tracefs", TRACEFS)
+}
+
+/// Where the BPF file system is conventionally mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// Mounts the BPF file system at `target` (pinned maps and links live
+/// there; a fresh machine may not have it mounted). Root only.
+pub fn mount_bpffs(target: &Path) -> std::io::Result<()> {
+    mount_fs("bpf", target.to_str().unwrap_or(BPFFS))
+}
+
+fn mount_fs(fstype: &str, target: &str) -> std::io::Result<()> {
     let c = |s: &str| std::ffi::CString::new(s).map_err(std::io::Error::other);
-    let (source, target_c, fstype) = (c("tracefs")?, c(TRACEFS)?, c("tracefs")?);
-    if !target.is_dir() {
+    let (source, target_c, fstype_c) = (c(fstype)?, c(target)?, c(fstype)?);
+    if !Path::new(target).is_dir() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
-            "no /sys/kernel/tracing directory",
+            format!("no {target} directory"),
         ));
     }
     // SAFETY: all pointers are valid NUL-terminated strings for the call.
@@ -81,7 +93,7 @@ pub fn mount_tracefs() -> std::io::Result<()> {
         libc::mount(
             source.as_ptr(),
             target_c.as_ptr(),
-            fstype.as_ptr(),
+            fstype_c.as_ptr(),
             0,
             std::ptr::null(),
         )

@@ -57,6 +57,21 @@ pub struct Snapshot {
     pub slos: Vec<slo::SloStatus>,
     /// Block requests that failed in the window, oldest first.
     pub io_errors: Vec<IoErrorRecord>,
+    /// On the first window after the agent restarted with pinned probes:
+    /// how it joins the last run's last window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
+}
+
+/// How the first window after a restart joins the last run's windows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Restart {
+    /// The sequence of the last run's last window, when this window starts
+    /// where that one ended (the kernel counted through the restart).
+    pub follows_sequence: Option<u64>,
+    /// Why events of the restart are not all in this window, when they are
+    /// not: the window is then incomplete.
+    pub gap: Option<String>,
 }
 
 /// A block request that completed with an error. The completion runs in

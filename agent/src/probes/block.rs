@@ -12,7 +12,9 @@ use aya::{
 use sonde_common::block::{loss, op, BlockOffsets, DevBucketKey, IoKey};
 use sonde_slo::Histogram;
 
-use super::{explain, map, program, read_losses, unavailable, unload, ProbeState, ProbeStatus};
+use super::{
+    explain, map, program, read_losses, unavailable, unload, Links, ProbeState, ProbeStatus,
+};
 use crate::host::mounts::{mount_tracefs, Mounts};
 
 /// Family name in statuses and loss records.
@@ -32,13 +34,16 @@ pub const LOSSES: [(u32, &str); 4] = [
 ];
 
 /// Cumulative block counts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct BlockReading {
     /// Latency per (dev_t, op).
+    #[serde(with = "super::pairs")]
     pub latency: HashMap<(u32, u32), Histogram>,
     /// Requests per (dev_t, op, what): what is `sonde_common::block::what`.
+    #[serde(with = "super::pairs")]
     pub io: HashMap<(u32, u32, u32), u64>,
     /// Failed requests per (dev_t, op, errno).
+    #[serde(with = "super::pairs")]
     pub errors: HashMap<(u32, u32, u32), u64>,
     /// Loss counters, indexed by `sonde_common::block::loss`.
     pub loss: [u64; loss::COUNT as usize],
@@ -110,14 +115,18 @@ pub(super) fn configure<'a>(
     }
 }
 
-pub(super) fn attach(ebpf: &mut Ebpf, offsets: &Result<BlockOffsets, String>) -> ProbeStatus {
+pub(super) fn attach(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    offsets: &Result<BlockOffsets, String>,
+) -> ProbeStatus {
     if let Err(why) = offsets {
         return unavailable(PROBE, why.clone());
     }
     let result = HOOKS.iter().try_for_each(|(name, tp)| {
         let program: &mut TracePoint = program(ebpf, name)?.try_into()?;
         program.load()?;
-        program.attach("block", tp).map(drop)
+        links.tracepoint(program, name, "block", tp)
     });
     match result {
         Ok(()) => ProbeStatus {
@@ -127,7 +136,7 @@ pub(super) fn attach(ebpf: &mut Ebpf, offsets: &Result<BlockOffsets, String>) ->
             reason: None,
         },
         Err(e) => {
-            unload(ebpf, HOOKS.iter().map(|(name, _)| *name));
+            unload(ebpf, links, HOOKS.iter().map(|(name, _)| *name));
             unavailable(PROBE, format!("classic tracepoints: {}", explain(&e)))
         }
     }

@@ -10,7 +10,7 @@ use aya::{
 use sonde_common::{memory::loss, task::CgroupBucketKey};
 use sonde_slo::Histogram;
 
-use super::{attach_raw_tracepoints, map, read_losses, ProbeState, ProbeStatus};
+use super::{attach_raw_tracepoints, map, read_losses, Links, ProbeState, ProbeStatus};
 use crate::host::btf::Btf;
 
 /// Family name in statuses and loss records.
@@ -38,11 +38,13 @@ pub const LOSSES: [(u32, &str); 3] = [
 ];
 
 /// Cumulative memory counts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct MemoryReading {
     /// Reclaim stall latency per cgroup id.
+    #[serde(with = "super::pairs")]
     pub reclaim: HashMap<u64, Histogram>,
     /// OOM kills per cgroup id (of the victim).
+    #[serde(with = "super::pairs")]
     pub oom_kills: HashMap<u64, u64>,
     /// Loss counters, indexed by `sonde_common::memory::loss`.
     pub loss: [u64; loss::COUNT as usize],
@@ -67,12 +69,12 @@ pub(super) fn configure(loader: &mut EbpfLoader<'_>, task_arg: bool) {
     );
 }
 
-pub(super) fn attach(ebpf: &mut Ebpf) -> ProbeStatus {
-    let mut status = attach_raw_tracepoints(ebpf, PROBE, &HOOKS);
+pub(super) fn attach(ebpf: &mut Ebpf, links: &mut Links) -> ProbeStatus {
+    let mut status = attach_raw_tracepoints(ebpf, links, PROBE, &HOOKS);
     if status.state != ProbeState::Attached {
         return status;
     }
-    let memcg = attach_raw_tracepoints(ebpf, PROBE, &MEMCG_HOOKS);
+    let memcg = attach_raw_tracepoints(ebpf, links, PROBE, &MEMCG_HOOKS);
     if let Some(hook) = memcg.hook {
         status.hook = status
             .hook

@@ -8,18 +8,27 @@
 pub mod block;
 pub mod events;
 pub mod memory;
+pub mod pin;
 pub mod process;
 pub mod sched;
 pub mod syscalls;
 mod task;
 pub mod tcp;
 
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::Hash,
+    path::{Path, PathBuf},
+};
+
 use aya::{
     maps::{MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, RawTracePoint},
+    programs::{
+        links::FdLink, trace_point::TracePointLink, ProgramError, RawTracePoint, TracePoint,
+    },
     Ebpf, EbpfLoader,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use sonde_common::hist::THRESHOLD_SLOTS;
 
@@ -29,7 +38,7 @@ use crate::host::{btf::Btf, mounts::Mounts, Capabilities};
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde"));
 
 /// Whether a probe family is counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeState {
     /// Every program of the family is attached.
@@ -71,6 +80,9 @@ pub enum LoadError {
     /// The kernel refused the object (maps or BTF).
     #[error("the kernel refused sonde's eBPF object; run `sonde doctor` for details")]
     Object(#[source] aya::EbpfError),
+    /// The pin directory is unusable.
+    #[error("pinning: {0}")]
+    Pin(String),
 }
 
 /// Options for loading the probes.
@@ -90,6 +102,37 @@ pub struct ProbeOptions {
     /// Exact SLO latency thresholds for the kernel: (bucket key, ns), at
     /// most one per bucket (`sonde_slo::spec::kernel_thresholds`).
     pub latency_thresholds_ns: Vec<(usize, u64)>,
+    /// Pin maps and links under this bpffs directory, so that the kernel
+    /// goes on counting across a restart; with the manifest the last agent
+    /// left, its programs still running are adopted.
+    pub pin: Option<(PathBuf, Option<pin::Manifest>)>,
+}
+
+impl ProbeOptions {
+    /// What the kernel programs depend on, for the pin fingerprint.
+    fn identity(&self) -> String {
+        format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?}",
+            self.syscall_hook,
+            self.sched_hook,
+            self.syscall_hist_max_entries,
+            self.syscall_errors_max_entries,
+            self.disabled,
+            self.latency_thresholds_ns
+        )
+    }
+
+    /// Map bounds set at load, by map name.
+    fn max_entries(&self) -> Vec<(&'static str, u32)> {
+        let mut out = Vec::new();
+        if let Some(n) = self.syscall_hist_max_entries {
+            out.push(("SYSCALL_HIST", n));
+        }
+        if let Some(n) = self.syscall_errors_max_entries {
+            out.push(("SYSCALL_ERRORS", n));
+        }
+        out
+    }
 }
 
 /// Every family, in the order they are attached and reported.
@@ -103,7 +146,7 @@ pub const FAMILIES: [&str; 6] = [
 ];
 
 /// Cumulative counts of every family, as the kernel holds them now.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Reading {
     /// Syscall family.
     pub syscalls: syscalls::SyscallReading,
@@ -135,6 +178,172 @@ pub struct Probes {
     /// Families detached while running: their maps still hold what they
     /// counted before, and are still read.
     detached: Vec<&'static str>,
+    /// The programs' attachments.
+    links: Links,
+    /// With pinning: what was found and done, and the manifest's parts.
+    pinned: Option<Pinned>,
+}
+
+/// A pinning agent's view of its pins.
+struct Pinned {
+    outcome: pin::PinOutcome,
+    fingerprint: String,
+    maps: BTreeMap<String, u32>,
+}
+
+/// A program's attachment, taken from aya's program so that it can be
+/// pinned (and outlive the agent).
+enum KeptLink {
+    /// Held by its file descriptor: it ends with the agent.
+    Fd(FdLink),
+    /// Pinned under bpffs: it outlives the agent. The fd is held so the
+    /// link can be inspected; the pin is what keeps it.
+    Pinned {
+        path: PathBuf,
+        id: u32,
+        _held: FdLink,
+    },
+    /// A perf event attached through ioctls (classic tracepoints before
+    /// 5.15): it cannot be pinned.
+    Perf(TracePointLink),
+}
+
+/// Every program's attachments, by program name.
+#[derive(Default)]
+pub(crate) struct Links {
+    pinning: bool,
+    kept: Vec<(String, KeptLink)>,
+}
+
+impl Links {
+    fn new(pinning: bool) -> Self {
+        Self {
+            pinning,
+            kept: Vec::new(),
+        }
+    }
+
+    /// Keeps a link that has a file descriptor (raw and BTF tracepoints).
+    pub(crate) fn fd(&mut self, program: &str, link: impl Into<FdLink>) {
+        self.kept
+            .push((program.to_owned(), KeptLink::Fd(link.into())));
+    }
+
+    /// Attaches a classic tracepoint program and keeps its link: as an fd
+    /// link when pinning and the kernel made one (5.15+), else as is.
+    pub(crate) fn tracepoint(
+        &mut self,
+        program: &mut TracePoint,
+        name: &str,
+        category: &str,
+        tracepoint: &str,
+    ) -> Result<(), ProgramError> {
+        let id = program.attach(category, tracepoint)?;
+        let link = program.take_link(id)?;
+        if !self.pinning {
+            self.kept.push((name.to_owned(), KeptLink::Perf(link)));
+            return Ok(());
+        }
+        match FdLink::try_from(link) {
+            Ok(fd) => self.kept.push((name.to_owned(), KeptLink::Fd(fd))),
+            Err(_) => {
+                // The conversion dropped (and detached) an ioctl attachment:
+                // attach again, unpinnable.
+                let id = program.attach(category, tracepoint)?;
+                let link = program.take_link(id)?;
+                self.kept.push((name.to_owned(), KeptLink::Perf(link)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches `programs`: their links are dropped, and unpinned.
+    pub(crate) fn release<'a>(&mut self, programs: impl IntoIterator<Item = &'a str>) {
+        let programs: Vec<&str> = programs.into_iter().collect();
+        self.kept.retain(|(name, link)| {
+            if !programs.contains(&name.as_str()) {
+                return true;
+            }
+            if let KeptLink::Pinned { path, .. } = link {
+                if let Err(e) = std::fs::remove_file(path) {
+                    log::warn!("cannot unpin {}: {e}", path.display());
+                }
+            }
+            false
+        });
+    }
+
+    /// Pins every fd link under `dir/links`; returns the programs whose
+    /// link cannot be pinned.
+    fn pin_all(&mut self, dir: &Path) -> Vec<String> {
+        let mut unpinnable = Vec::new();
+        for (name, link) in std::mem::take(&mut self.kept) {
+            let link = match link {
+                KeptLink::Fd(fd) => {
+                    let path = dir.join("links").join(&name);
+                    let id = fd.info().map(|i| i.id()).unwrap_or(0);
+                    match fd.pin(&path) {
+                        Ok(pinned) => KeptLink::Pinned {
+                            path,
+                            id,
+                            _held: FdLink::from(pinned),
+                        },
+                        Err(e) => {
+                            // The link went with the error: the program stopped.
+                            log::warn!("cannot pin {name}'s link at {}: {e}", path.display());
+                            unpinnable.push(name);
+                            continue;
+                        }
+                    }
+                }
+                KeptLink::Perf(p) => {
+                    unpinnable.push(name.clone());
+                    KeptLink::Perf(p)
+                }
+                pinned @ KeptLink::Pinned { .. } => pinned,
+            };
+            self.kept.push((name, link));
+        }
+        unpinnable
+    }
+
+    /// Program → link id of the pinned links; 0 for one that is not pinned.
+    fn ids(&self) -> BTreeMap<String, u32> {
+        self.kept
+            .iter()
+            .map(|(name, link)| {
+                let id = match link {
+                    KeptLink::Pinned { id, .. } => *id,
+                    _ => 0,
+                };
+                (name.clone(), id)
+            })
+            .collect()
+    }
+}
+
+/// Serializes a map with compound keys as a list of pairs (JSON object
+/// keys must be strings).
+pub(crate) mod pairs {
+    use super::{Deserialize, Hash, HashMap, Serialize};
+
+    pub(crate) fn serialize<S, K, V>(map: &HashMap<K, V>, s: S) -> Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+        K: Serialize,
+        V: Serialize,
+    {
+        s.collect_seq(map.iter())
+    }
+
+    pub(crate) fn deserialize<'de, D, K, V>(d: D) -> Result<HashMap<K, V>, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+        K: Deserialize<'de> + Eq + Hash,
+        V: Deserialize<'de>,
+    {
+        Vec::<(K, V)>::deserialize(d).map(|pairs| pairs.into_iter().collect())
+    }
 }
 
 impl Probes {
@@ -174,7 +383,31 @@ impl Probes {
         let mounts = Mounts::current().unwrap_or(mounts);
         // aya's own view of the kernel's BTF: for relocations and tp_btf.
         let aya_btf = aya::Btf::from_sys_fs().ok();
+        // Pinning: maps whose pinned layout differs go first; the rest are
+        // reused by the loader.
+        let mut pin_names: Vec<(String, PathBuf)> = Vec::new();
+        let (mut recreated, mut reused) = (Vec::new(), 0);
+        if let Some((dir, _)) = &options.pin {
+            pin::prepare(dir).map_err(LoadError::Pin)?;
+            let layouts =
+                pin::expected_layouts(OBJECT, &options.max_entries()).map_err(LoadError::Pin)?;
+            recreated = pin::check_maps(dir, &layouts);
+            reused = layouts
+                .keys()
+                .filter(|name| dir.join("maps").join(name).exists())
+                .count();
+            pin_names = layouts
+                .into_keys()
+                .map(|name| {
+                    let path = dir.join("maps").join(&name);
+                    (name, path)
+                })
+                .collect();
+        }
         let mut loader = EbpfLoader::new();
+        for (name, path) in &pin_names {
+            loader.map_pin_path(name.as_str(), path.as_path());
+        }
         loader.btf(aya_btf.as_ref());
         let given = offsets.clone().unwrap_or_default();
         loader.override_global("TASK_OFFSETS", &given, true);
@@ -197,25 +430,79 @@ impl Probes {
                 None
             }
         };
-        // A disabled family is left out entirely: it neither counts nor
-        // makes a window incomplete.
-        let statuses = FAMILIES
-            .iter()
-            .filter(|family| !options.disabled.contains(family))
-            .map(|&family| match family {
-                sched::PROBE => {
-                    sched::attach(&mut ebpf, &offsets, aya_btf.as_ref(), options.sched_hook)
+        let mut links = Links::new(options.pin.is_some());
+        // With pins: the last agent's programs are adopted when its
+        // manifest names this object and these options, these maps and
+        // links that are all still pinned.
+        let mut pinned = None;
+        let mut adopted = None;
+        if let Some((dir, manifest)) = &options.pin {
+            let fingerprint = pin::fingerprint(OBJECT, &options.identity());
+            let maps = pin::map_ids(dir, pin_names.iter().map(|(name, _)| name));
+            let kept = manifest
+                .as_ref()
+                .filter(|m| m.fingerprint == fingerprint && m.maps == maps && recreated.is_empty())
+                .and_then(|m| Some((m.statuses(), pin::adopt_links(dir, m)?)));
+            let mut outcome = pin::PinOutcome {
+                dir: dir.clone(),
+                adopted: kept.is_some(),
+                recreated,
+                reused,
+                ..Default::default()
+            };
+            match kept {
+                Some((statuses, kept)) => {
+                    for (program, path, link) in kept {
+                        let id = link.info().map(|i| i.id()).unwrap_or(0);
+                        let kept = KeptLink::Pinned {
+                            path,
+                            id,
+                            _held: link,
+                        };
+                        links.kept.push((program, kept));
+                    }
+                    adopted = Some(statuses);
                 }
-                process::PROBE => process::attach(&mut ebpf, &offsets),
-                tcp::PROBE => tcp::attach(&mut ebpf, &tcp_setup),
-                block::PROBE => block::attach(&mut ebpf, &block_offsets),
-                memory::PROBE => match &offsets {
-                    Ok(_) => memory::attach(&mut ebpf),
-                    Err(why) => unavailable(memory::PROBE, why.clone()),
-                },
-                _ => syscalls::attach(&mut ebpf, options.syscall_hook, &mounts),
-            })
-            .collect();
+                // Whatever ran before stops before ours start.
+                None => outcome.replaced = pin::clear_links(dir),
+            }
+            pinned = Some(Pinned {
+                outcome,
+                fingerprint,
+                maps,
+            });
+        }
+        let statuses = match adopted {
+            Some(statuses) => statuses,
+            // A disabled family is left out entirely: it neither counts nor
+            // makes a window incomplete.
+            None => FAMILIES
+                .iter()
+                .filter(|family| !options.disabled.contains(family))
+                .map(|&family| match family {
+                    sched::PROBE => sched::attach(
+                        &mut ebpf,
+                        &mut links,
+                        &offsets,
+                        aya_btf.as_ref(),
+                        options.sched_hook,
+                    ),
+                    process::PROBE => process::attach(&mut ebpf, &mut links, &offsets),
+                    tcp::PROBE => tcp::attach(&mut ebpf, &mut links, &tcp_setup),
+                    block::PROBE => block::attach(&mut ebpf, &mut links, &block_offsets),
+                    memory::PROBE => match &offsets {
+                        Ok(_) => memory::attach(&mut ebpf, &mut links),
+                        Err(why) => unavailable(memory::PROBE, why.clone()),
+                    },
+                    _ => syscalls::attach(&mut ebpf, &mut links, options.syscall_hook, &mounts),
+                })
+                .collect(),
+        };
+        if let Some(p) = &mut pinned {
+            if !p.outcome.adopted {
+                p.outcome.unpinnable = links.pin_all(&p.outcome.dir);
+            }
+        }
         drop(aya_btf);
         // Parsing the kernel's BTF (twice: aya's and ours) is the agent's
         // largest allocation; give the freed heap back to the system.
@@ -240,6 +527,23 @@ impl Probes {
             malformed_events: 0,
             tcp_names: tcp_setup.names,
             detached: Vec::new(),
+            links,
+            pinned,
+        })
+    }
+
+    /// With pinning: what was found under the pin directory and done.
+    pub fn pin_outcome(&self) -> Option<&pin::PinOutcome> {
+        self.pinned.as_ref().map(|p| &p.outcome)
+    }
+
+    /// With pinning: what the next agent needs to adopt these programs.
+    pub fn manifest(&self) -> Option<pin::Manifest> {
+        self.pinned.as_ref().map(|p| pin::Manifest {
+            fingerprint: p.fingerprint.clone(),
+            maps: p.maps.clone(),
+            links: self.links.ids(),
+            statuses: pin::stored(&self.statuses),
         })
     }
 
@@ -273,7 +577,11 @@ impl Probes {
             .map(|(name, _)| name.to_owned())
             .filter(|name| name.starts_with(prefix))
             .collect();
-        unload(&mut self.ebpf, names.iter().map(String::as_str));
+        unload(
+            &mut self.ebpf,
+            &mut self.links,
+            names.iter().map(String::as_str),
+        );
         status.state = ProbeState::Unavailable;
         status.reason = Some(format!("detached while running: {reason}"));
         self.detached.push(status.probe);
@@ -347,10 +655,11 @@ impl Probes {
     /// the floor that any tracing on those hooks pays (benchmarks only).
     pub fn load_floor(family: &str) -> Result<Self, LoadError> {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(LoadError::Object)?;
+        let mut links = Links::default();
         let statuses = vec![match family {
-            sched::PROBE => sched::attach_floor(&mut ebpf),
-            tcp::PROBE => attach_raw_tracepoints(&mut ebpf, "floor", &tcp::FLOOR_HOOKS),
-            _ => attach_raw_tracepoints(&mut ebpf, "floor", &syscalls::FLOOR_HOOKS),
+            sched::PROBE => sched::attach_floor(&mut ebpf, &mut links),
+            tcp::PROBE => attach_raw_tracepoints(&mut ebpf, &mut links, "floor", &tcp::FLOOR_HOOKS),
+            _ => attach_raw_tracepoints(&mut ebpf, &mut links, "floor", &syscalls::FLOOR_HOOKS),
         }];
         Ok(Self {
             ebpf,
@@ -360,6 +669,8 @@ impl Probes {
             malformed_events: 0,
             tcp_names: tcp::TcpNames::default(),
             detached: Vec::new(),
+            links,
+            pinned: None,
         })
     }
 }
@@ -384,13 +695,16 @@ fn raise_memlock_rlimit() {
 /// Loads and attaches `hooks` (program, raw tracepoint) all or nothing.
 pub(crate) fn attach_raw_tracepoints(
     ebpf: &mut Ebpf,
+    links: &mut Links,
     probe: &'static str,
     hooks: &[(&str, &str)],
 ) -> ProbeStatus {
     let result = hooks.iter().try_for_each(|(name, tp)| {
         let program: &mut RawTracePoint = program(ebpf, name)?.try_into()?;
         program.load()?;
-        program.attach(tp).map(drop)
+        let id = program.attach(tp)?;
+        links.fd(name, program.take_link(id)?);
+        Ok::<_, ProgramError>(())
     });
     match result {
         Ok(()) => ProbeStatus {
@@ -407,7 +721,7 @@ pub(crate) fn attach_raw_tracepoints(
             reason: None,
         },
         Err(e) => {
-            unload(ebpf, hooks.iter().map(|(name, _)| *name));
+            unload(ebpf, links, hooks.iter().map(|(name, _)| *name));
             unavailable(probe, format!("raw tracepoints: {}", explain(&e)))
         }
     }
@@ -433,7 +747,6 @@ pub(crate) fn program<'a>(
         })
 }
 
-/// Detaches and unloads programs after a partial attach.
 /// The prefix of a family's kernel program names (`<family>_<hook>`).
 fn program_prefix(family: &str) -> &'static str {
     match family {
@@ -447,7 +760,15 @@ fn program_prefix(family: &str) -> &'static str {
     }
 }
 
-pub(crate) fn unload<'a>(ebpf: &mut Ebpf, programs: impl IntoIterator<Item = &'a str>) {
+/// Detaches and unloads programs (after a partial attach, or to detach a
+/// family).
+pub(crate) fn unload<'a>(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    programs: impl IntoIterator<Item = &'a str>,
+) {
+    let programs: Vec<&str> = programs.into_iter().collect();
+    links.release(programs.iter().copied());
     for name in programs {
         let result = match ebpf.program_mut(name) {
             Some(aya::programs::Program::RawTracePoint(p)) => p.unload(),

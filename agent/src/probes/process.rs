@@ -12,7 +12,7 @@ use sonde_common::{
     task::TaskOffsets,
 };
 
-use super::{attach_raw_tracepoints, map, read_losses, unavailable, ProbeStatus};
+use super::{attach_raw_tracepoints, map, read_losses, unavailable, Links, ProbeStatus};
 
 /// Family name in statuses and loss records.
 pub const PROBE: &str = "process";
@@ -26,19 +26,24 @@ pub const LOSSES: [(u32, &str); 2] = [
 ];
 
 /// Cumulative process terminations.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ProcessReading {
     /// Count per (cgroup id, how, code): how is `sonde_common::process::how`.
+    #[serde(with = "super::pairs")]
     pub exits: HashMap<(u64, u32, u32), u64>,
     /// Loss counters, indexed by `sonde_common::process::loss`.
     pub loss: [u64; loss::COUNT as usize],
 }
 
-pub(super) fn attach(ebpf: &mut Ebpf, offsets: &Result<TaskOffsets, String>) -> ProbeStatus {
+pub(super) fn attach(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    offsets: &Result<TaskOffsets, String>,
+) -> ProbeStatus {
     if let Err(why) = offsets {
         return unavailable(PROBE, why.clone());
     }
-    attach_raw_tracepoints(ebpf, PROBE, &HOOKS)
+    attach_raw_tracepoints(ebpf, links, PROBE, &HOOKS)
 }
 
 pub(super) fn read(ebpf: &Ebpf) -> Result<ProcessReading, MapError> {

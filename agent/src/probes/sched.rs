@@ -12,8 +12,8 @@ use sonde_common::{sched::loss, task::CgroupBucketKey};
 use sonde_slo::Histogram;
 
 use super::{
-    attach_raw_tracepoints, explain, map, program, read_losses, unavailable, unload, ProbeState,
-    ProbeStatus,
+    attach_raw_tracepoints, explain, map, program, read_losses, unavailable, unload, Links,
+    ProbeState, ProbeStatus,
 };
 
 /// Family name in statuses and loss records.
@@ -57,9 +57,9 @@ const FLOOR_RAW_HOOKS: [(&str, &str); 3] = [
 ];
 
 /// Attaches the empty programs on the hooks `attach` would pick.
-pub(super) fn attach_floor(ebpf: &mut Ebpf) -> ProbeStatus {
+pub(super) fn attach_floor(ebpf: &mut Ebpf, links: &mut Links) -> ProbeStatus {
     if let Ok(btf) = aya::Btf::from_sys_fs() {
-        if attach_btf(ebpf, &btf, &FLOOR_BTF_HOOKS).is_ok() {
+        if attach_btf(ebpf, links, &btf, &FLOOR_BTF_HOOKS).is_ok() {
             return ProbeStatus {
                 probe: "floor",
                 state: ProbeState::Attached,
@@ -67,9 +67,9 @@ pub(super) fn attach_floor(ebpf: &mut Ebpf) -> ProbeStatus {
                 reason: None,
             };
         }
-        unload(ebpf, FLOOR_BTF_HOOKS.iter().map(|(name, _)| *name));
+        unload(ebpf, links, FLOOR_BTF_HOOKS.iter().map(|(name, _)| *name));
     }
-    attach_raw_tracepoints(ebpf, "floor", &FLOOR_RAW_HOOKS)
+    attach_raw_tracepoints(ebpf, links, "floor", &FLOOR_RAW_HOOKS)
 }
 
 /// Loss counters: (index, stable name). All are real losses.
@@ -92,9 +92,10 @@ pub enum SchedHook {
 }
 
 /// Cumulative scheduler counts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SchedReading {
     /// Run-queue latency per cgroup id.
+    #[serde(with = "super::pairs")]
     pub runq: HashMap<u64, Histogram>,
     /// Loss counters, indexed by `sonde_common::sched::loss`.
     pub loss: [u64; loss::COUNT as usize],
@@ -102,6 +103,7 @@ pub struct SchedReading {
 
 pub(super) fn attach(
     ebpf: &mut Ebpf,
+    links: &mut Links,
     offsets: &Result<sonde_common::task::TaskOffsets, String>,
     btf: Option<&aya::Btf>,
     hook: SchedHook,
@@ -115,7 +117,7 @@ pub(super) fn attach(
         btf
     };
     let why_not_btf = match btf {
-        Some(btf) => match attach_btf(ebpf, btf, &BTF_HOOKS) {
+        Some(btf) => match attach_btf(ebpf, links, btf, &BTF_HOOKS) {
             Ok(()) => {
                 return ProbeStatus {
                     probe: PROBE,
@@ -125,7 +127,7 @@ pub(super) fn attach(
                 }
             }
             Err(e) => {
-                unload(ebpf, BTF_HOOKS.iter().map(|(name, _)| *name));
+                unload(ebpf, links, BTF_HOOKS.iter().map(|(name, _)| *name));
                 explain(&e)
             }
         },
@@ -135,14 +137,21 @@ pub(super) fn attach(
         return unavailable(PROBE, format!("BTF tracepoints: {why_not_btf}"));
     }
     log::debug!("sched: BTF tracepoints not used ({why_not_btf}); using raw tracepoints");
-    attach_raw_tracepoints(ebpf, PROBE, &RAW_HOOKS)
+    attach_raw_tracepoints(ebpf, links, PROBE, &RAW_HOOKS)
 }
 
-fn attach_btf(ebpf: &mut Ebpf, btf: &aya::Btf, hooks: &[(&str, &str)]) -> Result<(), ProgramError> {
+fn attach_btf(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    btf: &aya::Btf,
+    hooks: &[(&str, &str)],
+) -> Result<(), ProgramError> {
     hooks.iter().try_for_each(|(name, tp)| {
         let program: &mut BtfTracePoint = program(ebpf, name)?.try_into()?;
         program.load(tp, btf)?;
-        program.attach().map(drop)
+        let id = program.attach()?;
+        links.fd(name, program.take_link(id)?);
+        Ok(())
     })
 }
 

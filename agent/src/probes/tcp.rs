@@ -15,7 +15,9 @@ use sonde_common::{
 };
 use sonde_slo::Histogram;
 
-use super::{attach_raw_tracepoints, map, read_losses, unavailable, ProbeState, ProbeStatus};
+use super::{
+    attach_raw_tracepoints, map, read_losses, unavailable, Links, ProbeState, ProbeStatus,
+};
 use crate::host::btf::Btf;
 
 /// Family name in statuses and loss records.
@@ -152,17 +154,22 @@ impl TcpNames {
 }
 
 /// Cumulative TCP counts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct TcpReading {
     /// Connect latency per cgroup id (of the connecting task).
+    #[serde(with = "super::pairs")]
     pub connect_latency: HashMap<u64, Histogram>,
     /// Counts per (cgroup id, what): what is `sonde_common::tcp::what`.
+    #[serde(with = "super::pairs")]
     pub cgroup: HashMap<(u64, u32), u64>,
     /// Counts per (netns, counter): counter is `sonde_common::tcp::netns`.
+    #[serde(with = "super::pairs")]
     pub netns: HashMap<(u32, u32), u64>,
     /// Counts per (netns, port, what): what is `sonde_common::tcp::listen`.
+    #[serde(with = "super::pairs")]
     pub listen: HashMap<(u32, u16, u16), u64>,
     /// Dropped packets per (netns, kernel drop reason).
+    #[serde(with = "super::pairs")]
     pub drops: HashMap<(u32, u32), u64>,
     /// Loss counters, indexed by `sonde_common::tcp::loss`.
     pub loss: [u64; loss::COUNT as usize],
@@ -290,11 +297,11 @@ pub(super) fn configure<'a>(loader: &mut EbpfLoader<'a>, setup: &'a TcpSetup) {
         .override_global("TCP_RST_INVALID_SYN", &setup.rst_invalid_syn, true);
 }
 
-pub(super) fn attach(ebpf: &mut Ebpf, setup: &TcpSetup) -> ProbeStatus {
+pub(super) fn attach(ebpf: &mut Ebpf, links: &mut Links, setup: &TcpSetup) -> ProbeStatus {
     if let Err(why) = &setup.offsets {
         return unavailable(PROBE, why.clone());
     }
-    let mut status = attach_raw_tracepoints(ebpf, PROBE, &HOOKS);
+    let mut status = attach_raw_tracepoints(ebpf, links, PROBE, &HOOKS);
     if status.state != ProbeState::Attached {
         return status;
     }
@@ -306,14 +313,14 @@ pub(super) fn attach(ebpf: &mut Ebpf, setup: &TcpSetup) -> ProbeStatus {
         // (found by vm-test on 6.1; the namespace check shows it in OutRsts).
         missing.push("resets sent with no socket (to a closed port) are not counted: this kernel's tcp_send_reset has no reason argument (Linux 6.10+), and on such kernels (6.1 measured) it fires only for resets sent from a socket".to_owned());
     }
-    let synack = attach_raw_tracepoints(ebpf, PROBE, &SYNACK_HOOK);
+    let synack = attach_raw_tracepoints(ebpf, links, PROBE, &SYNACK_HOOK);
     match synack.reason {
         None => extend(&mut status, &SYNACK_HOOK),
         Some(why) => missing.push(format!("SYN-ACK retransmits not counted: {why}")),
     }
     match &setup.drop_reason_arg {
         Ok(()) => {
-            let drops = attach_raw_tracepoints(ebpf, PROBE, &DROP_HOOK);
+            let drops = attach_raw_tracepoints(ebpf, links, PROBE, &DROP_HOOK);
             match drops.reason {
                 None => extend(&mut status, &DROP_HOOK),
                 Some(why) => missing.push(format!("drops not counted: {why}")),

@@ -8,7 +8,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     hash::Hash,
     path::{Path, PathBuf},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use sonde_slo::Histogram;
@@ -18,7 +18,7 @@ use crate::{
     host::{mounts::Mounts, pressure, throttle},
     model::{
         CgroupCount, CgroupExits, CgroupHost, CgroupLatency, CgroupSyscalls, DeviceIo, EventRecord,
-        IoErrorRecord, LossRecord, Snapshot, SyscallSeries,
+        IoErrorRecord, LossRecord, Restart, Snapshot, SyscallSeries,
     },
     probes::{
         block::{self, BlockReading},
@@ -42,14 +42,28 @@ const MAX_PENDING_EVENTS: usize = 2 * MAX_EVENTS_PER_WINDOW;
 pub struct SamplerOptions {
     /// The kubelet's pod log directory (pod namespace and name).
     pub kubelet_pods_dir: PathBuf,
+    /// After a restart with pinned probes: where the first window starts.
+    pub resume: Option<Resume>,
 }
 
 impl Default for SamplerOptions {
     fn default() -> Self {
         Self {
             kubelet_pods_dir: PathBuf::from(KUBELET_PODS_DIR),
+            resume: None,
         }
     }
+}
+
+/// How a restarted agent's first window starts.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// The kernel's counts at the end of the last run's last window, and
+    /// that end (Unix ns): the first window starts there. `None` starts it
+    /// now.
+    pub baseline: Option<(Reading, u64)>,
+    /// What the first window says about the restart.
+    pub restart: Restart,
 }
 
 /// Reads the probes once per window and hands back snapshots.
@@ -67,6 +81,8 @@ pub struct Sampler {
     pending: Vec<KernelEvent>,
     /// Events read ahead that did not fit `pending` (counted as `window_full`).
     pending_overflow: u64,
+    /// Told by the first window after a restart.
+    restart: Option<Restart>,
 }
 
 /// Bound on the cgroups whose PSI and throttling are read per window.
@@ -83,19 +99,36 @@ impl Sampler {
         mut probes: Probes,
         options: SamplerOptions,
     ) -> Result<Self, aya::maps::MapError> {
-        let previous = probes.read()?;
+        let now = probes.read()?;
         let mounts = Mounts::current().unwrap_or_default();
         let tcp_counting = probes
             .statuses()
             .iter()
             .any(|s| s.probe == crate::probes::tcp::PROBE && s.state != ProbeState::Unavailable);
+        // The namespace check compares from now: /proc has no past.
         let netns_check =
-            tcp_counting.then(|| tcp::NetnsCheck::start(PathBuf::from("/proc"), &previous.tcp));
+            tcp_counting.then(|| tcp::NetnsCheck::start(PathBuf::from("/proc"), &now.tcp));
+        let (resumed, restart) = match options.resume {
+            Some(Resume { baseline, restart }) => (baseline, Some(restart)),
+            None => (None, None),
+        };
+        let (previous, previous_at) = match resumed {
+            Some((mut reading, end_unix_ns)) => {
+                // Decoding failures are counted by this process, from zero.
+                reading.malformed_events = 0;
+                let end = SystemTime::UNIX_EPOCH + Duration::from_nanos(end_unix_ns);
+                let ago = SystemTime::now().duration_since(end).unwrap_or_default();
+                let instant = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+                (reading, (instant, end))
+            }
+            None => (now, (Instant::now(), SystemTime::now())),
+        };
         Ok(Self {
             probes,
             netns_check,
             previous,
-            previous_at: (Instant::now(), SystemTime::now()),
+            previous_at,
+            restart,
             attributor: Attributor::new(mounts.cgroup2.clone(), options.kubelet_pods_dir),
             host_status: host_status(&mounts),
             mounts,
@@ -134,6 +167,12 @@ impl Sampler {
     /// Start of the current window, Unix time in nanoseconds.
     pub fn window_start_unix_ns(&self) -> u64 {
         unix_ns(self.previous_at.1)
+    }
+
+    /// The kernel's counts at the end of the last window: what a restarted
+    /// agent resumes from.
+    pub fn last_reading(&self) -> &Reading {
+        &self.previous
     }
 
     /// The loaded probes.
@@ -324,8 +363,10 @@ impl Sampler {
 
         let mut probes = self.probes.statuses().to_vec();
         probes.push(self.host_status.clone());
+        let restart = self.restart.take();
         let complete = losses.iter().all(|l| l.count == 0)
-            && probes.iter().all(|p| p.state == ProbeState::Attached);
+            && probes.iter().all(|p| p.state == ProbeState::Attached)
+            && restart.as_ref().is_none_or(|r| r.gap.is_none());
         let snapshot = Snapshot {
             window_start_unix_ns: unix_ns(self.previous_at.1),
             window_end_unix_ns: unix_now_ns,
@@ -346,6 +387,7 @@ impl Sampler {
             cgroups,
             slos: Vec::new(),
             io_errors,
+            restart,
         };
         self.previous = reading;
         self.previous_at = now;

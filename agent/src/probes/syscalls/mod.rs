@@ -18,7 +18,8 @@ use sonde_common::syscalls::{loss, SyscallErrKey, SyscallHistKey};
 use sonde_slo::Histogram;
 
 use super::{
-    attach_raw_tracepoints, explain, map, program, read_losses, unload, ProbeState, ProbeStatus,
+    attach_raw_tracepoints, explain, map, program, read_losses, unload, Links, ProbeState,
+    ProbeStatus,
 };
 use crate::host::mounts::{mount_tracefs, Mounts};
 
@@ -88,11 +89,13 @@ pub const LOSSES: [(u32, &str); 3] = [
 ];
 
 /// Cumulative syscall counts as the kernel holds them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SyscallReading {
     /// Latency histogram per (cgroup id, syscall nr).
+    #[serde(with = "crate::probes::pairs")]
     pub latency: HashMap<(u64, u32), Histogram>,
     /// Failures per (cgroup id, syscall nr, errno).
+    #[serde(with = "crate::probes::pairs")]
     pub errors: HashMap<(u64, u32, u32), u64>,
     /// Loss counters, indexed by `sonde_common::syscalls::loss`.
     pub loss: [u64; loss::COUNT as usize],
@@ -113,17 +116,22 @@ pub(super) fn configure(loader: &mut EbpfLoader<'_>, options: &super::ProbeOptio
 
 /// Attaches the family with the requested hook, falling back from raw to
 /// classic tracepoints under `Auto`.
-pub(super) fn attach(ebpf: &mut Ebpf, hook: SyscallHook, mounts: &Mounts) -> ProbeStatus {
+pub(super) fn attach(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    hook: SyscallHook,
+    mounts: &Mounts,
+) -> ProbeStatus {
     let mut failures = Vec::new();
     if matches!(hook, SyscallHook::Auto | SyscallHook::RawTracepoint) {
-        let status = attach_raw_tracepoints(ebpf, PROBE, &HOOKS);
+        let status = attach_raw_tracepoints(ebpf, links, PROBE, &HOOKS);
         match status.reason {
             None => return status,
             Some(why) => failures.push(why),
         }
     }
     if matches!(hook, SyscallHook::Auto | SyscallHook::Tracepoint) {
-        match attach_classic(ebpf, mounts) {
+        match attach_classic(ebpf, links, mounts) {
             Ok(()) => return attached("tracepoint:raw_syscalls/sys_enter+sys_exit"),
             Err(e) => failures.push(format!("classic tracepoints: {e}")),
         }
@@ -145,7 +153,7 @@ fn attached(hook: &str) -> ProbeStatus {
     }
 }
 
-fn attach_classic(ebpf: &mut Ebpf, mounts: &Mounts) -> Result<(), String> {
+fn attach_classic(ebpf: &mut Ebpf, links: &mut Links, mounts: &Mounts) -> Result<(), String> {
     if !mounts.tracefs_ready() {
         mount_tracefs().map_err(|e| {
             format!("tracefs is not mounted and mounting it failed ({e}); mount it: `mount -t tracefs tracefs /sys/kernel/tracing`")
@@ -158,10 +166,10 @@ fn attach_classic(ebpf: &mut Ebpf, mounts: &Mounts) -> Result<(), String> {
         .try_for_each(|(name, tp)| {
             let program: &mut TracePoint = program(ebpf, name)?.try_into()?;
             program.load()?;
-            program.attach("raw_syscalls", tp).map(drop)
+            links.tracepoint(program, name, "raw_syscalls", tp)
         });
     if result.is_err() {
-        unload(ebpf, programs);
+        unload(ebpf, links, programs);
     }
     result.map_err(|e| explain(&e))
 }

@@ -1,0 +1,249 @@
+//! Pinned probes across agent restarts: the kernel counts while no agent
+//! runs, the restarted agent resumes from the last window's checkpoint, and
+//! a pinned map of another layout is recreated, never reused.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::{
+    privileged,
+    procs::{agent_totals, Proc},
+    TestCgroup, Workload,
+};
+
+/// A pin directory of its own under bpffs, removed (with what is pinned in
+/// it) on drop, so no program outlives the test.
+struct PinDir {
+    dir: PathBuf,
+}
+
+impl PinDir {
+    fn new(name: &str) -> Self {
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/sonde-test-{name}-{}",
+            std::process::id()
+        ));
+        Self { dir }
+    }
+
+    fn arg(&self) -> String {
+        self.dir.to_str().expect("utf-8").to_owned()
+    }
+
+    fn unpin(&self) -> std::process::Output {
+        std::process::Command::new(crate::sonde_bin())
+            .args(["unpin", &self.arg()])
+            .output()
+            .expect("run sonde unpin")
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = sonde::probes::pin::unpin(&self.dir);
+    }
+}
+
+/// `n` batches of 20 openat calls that fail with ENOENT, 10 ms apart.
+fn failing_opens(batches: u32) -> impl FnOnce() {
+    move || {
+        let missing = c"/nonexistent/sonde-pin";
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 10_000_000,
+        };
+        for _ in 0..batches {
+            for _ in 0..20 {
+                // SAFETY: a valid NUL-terminated path.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_openat,
+                        libc::AT_FDCWD,
+                        missing.as_ptr(),
+                        libc::O_RDONLY,
+                    )
+                };
+            }
+            // SAFETY: a valid timespec.
+            unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+        }
+    }
+}
+
+fn restart_of(window: &Value) -> &Value {
+    &window["restart"]
+}
+
+fn last_sequence(agent: &Proc) -> u64 {
+    agent
+        .windows()
+        .last()
+        .and_then(|w| w["sequence"].as_u64())
+        .expect("a window")
+}
+
+fn agent_args<'a>(pin: &'a str, state: &'a str) -> Vec<&'a str> {
+    vec!["--pin", pin, "--state-dir", state, "--probes", "syscalls"]
+}
+
+#[test]
+fn restarts_with_pinned_probes_lose_and_double_nothing() {
+    if !privileged() {
+        return;
+    }
+    let pins = PinDir::new("restart");
+    let pin = pins.arg();
+    let state = tempfile::tempdir().expect("state dir");
+    let state_arg = state.path().to_str().expect("utf-8").to_owned();
+    let args = agent_args(&pin, &state_arg);
+    let cgroup = TestCgroup::new("pin-restart");
+    // 900 batches: about 10 s of failing opens, through two restarts.
+    let batches = 900;
+    let workload = Workload::fork(&cgroup, failing_opens(batches));
+
+    let mut first = Proc::agent(&args);
+    assert!(
+        first
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("probes pinned under") && l.contains("first start")),
+        "{:?}",
+        first.stderr_lines()
+    );
+    workload.go();
+    first.wait_windows(2, Duration::from_secs(20));
+    // A graceful stop: the programs stay, the kernel keeps counting.
+    assert_eq!(first.terminate(), 0);
+    let first_last = last_sequence(&first);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let mut second = Proc::agent(&args);
+    second.wait_windows(2, Duration::from_secs(20));
+    // SIGKILL mid-window: well after a window was printed and checkpointed.
+    std::thread::sleep(Duration::from_millis(300));
+    second.kill();
+    let second_last = last_sequence(&second);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let mut third = Proc::agent(&args);
+    workload.wait_exited();
+    let seen = third.windows().len();
+    third.wait_windows(seen + 2, Duration::from_secs(20));
+    assert_eq!(third.terminate(), 0);
+
+    // Each restarted agent kept the programs and started its first window
+    // where the last run's last window ended, complete.
+    for (agent, follows) in [(&second, first_last), (&third, second_last)] {
+        let lines = agent.stderr_lines();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("kept the programs the last agent left running")),
+            "{lines:?}"
+        );
+        let windows = agent.windows();
+        let restart = restart_of(&windows[0]);
+        assert_eq!(restart["follows_sequence"], follows, "{restart}");
+        assert!(restart["gap"].is_null(), "{restart}");
+        assert_eq!(windows[0]["complete"], true, "{}", windows[0]["losses"]);
+        let start = windows[0]["window_start_unix_ns"].as_u64().expect("start");
+        assert!(windows.iter().skip(1).all(|w| w["restart"].is_null()));
+        assert!(start > 0);
+    }
+    // Every failure the workload made is in exactly one window.
+    let key = format!("err|{}|openat|ENOENT", cgroup.v2_path());
+    let counted: u64 = [&first, &second, &third]
+        .iter()
+        .map(|a| {
+            agent_totals(&a.windows(), |_| true)
+                .get(&key)
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(counted, u64::from(batches) * 20, "{key}");
+    // The windows tile time: each run's first starts where the last run's
+    // last ended.
+    for (before, after) in [(&first, &second), (&second, &third)] {
+        let end = before.windows().last().expect("a window")["window_end_unix_ns"].clone();
+        assert_eq!(after.windows()[0]["window_start_unix_ns"], end);
+    }
+
+    // `sonde unpin` stops them: the programs behind the pins go.
+    let ours = sonde::probes::pin::pinned_programs(Path::new(&pin));
+    assert_eq!(ours.len(), 2, "sys_enter and sys_exit: {ours:?}");
+    let out = pins.unpin();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!Path::new(&pin).exists());
+    crate::wait_until_secs(10, || {
+        sonde::probes::program_stats(&["syscall_enter", "syscall_exit"])
+            .iter()
+            .all(|p| !ours.contains(&p.id))
+    });
+}
+
+#[test]
+fn a_pinned_map_of_another_layout_is_recreated_and_the_gap_flagged() {
+    if !privileged() {
+        return;
+    }
+    let pins = PinDir::new("layout");
+    let pin = pins.arg();
+    let state = tempfile::tempdir().expect("state dir");
+    let state_arg = state.path().to_str().expect("utf-8").to_owned();
+    let mut args = agent_args(&pin, &state_arg);
+    args.extend(["--syscall-hist-entries", "4096"]);
+    let mut first = Proc::agent(&args);
+    first.wait_windows(1, Duration::from_secs(20));
+    assert_eq!(first.terminate(), 0);
+    let maps = Path::new(&pin).join("maps");
+    let layout = |name: &str| {
+        sonde::probes::pin::pinned_layout(&maps.join(name))
+            .map(|(_, l)| l)
+            .expect("pinned")
+    };
+    assert_eq!(layout("SYSCALL_HIST").max_entries, 4096);
+    // Another map pinned where SYSCALL_ERRORS should be: a different type.
+    std::fs::rename(maps.join("SYSCALL_LOSS"), maps.join("SYSCALL_ERRORS"))
+        .expect("rename within bpffs");
+    let errors_before = layout("SYSCALL_ERRORS");
+
+    // Restarted with another bound: both maps are recreated, not reused.
+    let mut args = agent_args(&pin, &state_arg);
+    args.extend(["--syscall-hist-entries", "2048"]);
+    let mut second = Proc::agent(&args);
+    second.wait_windows(1, Duration::from_secs(20));
+    assert_eq!(second.terminate(), 0);
+    let lines = second.stderr_lines();
+    let line = lines
+        .iter()
+        .find(|l| l.contains("probes pinned under"))
+        .expect("the pin line");
+    assert!(
+        line.contains("recreated maps with another layout: SYSCALL_ERRORS, SYSCALL_HIST"),
+        "{line}"
+    );
+    assert!(line.contains("replaced"), "the old links went: {line}");
+    assert_eq!(layout("SYSCALL_HIST").max_entries, 2048);
+    let errors_after = layout("SYSCALL_ERRORS");
+    assert_ne!(errors_after, errors_before);
+    assert_eq!(
+        (errors_after.key_size, errors_after.value_size),
+        (16, 8),
+        "a (cgroup, syscall, errno) → count map again"
+    );
+    // The first window says its counts are not whole.
+    let windows = second.windows();
+    let restart = restart_of(&windows[0]);
+    assert!(restart["follows_sequence"].is_null(), "{restart}");
+    let gap = restart["gap"].as_str().expect("a gap");
+    assert!(
+        gap.contains("recreated (SYSCALL_ERRORS, SYSCALL_HIST)"),
+        "{gap}"
+    );
+    assert_eq!(windows[0]["complete"], false);
+}
