@@ -40,6 +40,13 @@ fn public_sonde(dir: &Path) -> PathBuf {
 
 /// `sonde doctor` as user nobody holding exactly `caps` (ambient).
 fn doctor_as_nobody(bin: &Path, caps: &[String]) -> (i32, String) {
+    let (code, out, _) = as_nobody(caps, &format!("{} doctor", bin.display()));
+    (code, out)
+}
+
+/// A shell command as user nobody holding exactly `caps` (ambient):
+/// (exit code, stdout, stderr).
+fn as_nobody(caps: &[String], command: &str) -> (i32, String, String) {
     let set = caps.join(",");
     let out = Command::new("capsh")
         .arg(format!(
@@ -48,12 +55,13 @@ fn doctor_as_nobody(bin: &Path, caps: &[String]) -> (i32, String) {
         .args(["--keep=1", "--user=nobody"])
         .arg(format!("--addamb={set}"))
         .args(["--", "-c"])
-        .arg(format!("exec {} doctor", bin.display()))
+        .arg(format!("exec {command}"))
         .output()
         .expect("run capsh (cargo xtask setup installs libcap2-bin)");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
@@ -134,6 +142,40 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
             "without {name}, doctor says:\n{out}"
         );
     }
+
+    // The unit's --pin: in a directory its ExecStartPre gives the service's
+    // user, that user pins, and the next start adopts what it pinned.
+    let unit = unit("sonde-agent.service");
+    assert!(
+        unit.contains("ExecStartPre=+/usr/bin/install -d -m 0700 -o sonde-agent /sys/fs/bpf/sonde")
+    );
+    assert!(unit.contains("sonde agent --pin /sys/fs/bpf/sonde "));
+    let pins = PathBuf::from(format!("/sys/fs/bpf/sonde-caps-{}", std::process::id()));
+    let state = dir.join("state");
+    for (path, mode) in [(&pins, "0700"), (&state, "0700")] {
+        let ok = Command::new("install")
+            .args(["-d", "-m", mode, "-o", "nobody"])
+            .arg(path)
+            .status()
+            .expect("install -d");
+        assert!(ok.success());
+    }
+    let agent = format!(
+        "timeout --preserve-status -s TERM 3 {} agent --probes syscalls --interval 1s --json --pin {} --state-dir {}",
+        bin.display(),
+        pins.display(),
+        state.display()
+    );
+    for expect in [
+        "first start",
+        "kept the programs the last agent left running",
+    ] {
+        let (code, out, err) = as_nobody(&caps, &agent);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains(expect), "{err}");
+        assert!(out.lines().count() >= 1, "windows: {out}");
+    }
+    sonde::probes::pin::unpin(&pins).expect("unpin");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

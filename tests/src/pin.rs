@@ -247,3 +247,52 @@ fn a_pinned_map_of_another_layout_is_recreated_and_the_gap_flagged() {
     );
     assert_eq!(windows[0]["complete"], false);
 }
+
+#[test]
+fn a_checkpoint_behind_the_disk_outbox_is_not_resumed_and_the_gap_flagged() {
+    if !privileged() {
+        return;
+    }
+    let pins = PinDir::new("outbox");
+    let pin = pins.arg();
+    let state = tempfile::tempdir().expect("state dir");
+    let state_arg = state.path().to_str().expect("utf-8").to_owned();
+    let outbox = state.path().join("outbox");
+    let outbox_arg = outbox.to_str().expect("utf-8").to_owned();
+    // No collector listens: every report stays in the disk outbox.
+    let url = format!("http://127.0.0.1:{}", crate::procs::free_port());
+    let mut args = agent_args(&pin, &state_arg);
+    args.extend(["--collector", &url, "--outbox-dir", &outbox_arg]);
+    let run = |expect: &str| {
+        let mut agent = Proc::agent(&args);
+        agent.wait_windows(2, Duration::from_secs(20));
+        assert_eq!(agent.terminate(), 0);
+        let lines = agent.stderr_lines();
+        assert!(lines.iter().any(|l| l.contains(expect)), "{lines:?}");
+        agent.windows()
+    };
+    let first = run("first start");
+    let last = first.last().expect("a window")["sequence"].clone();
+    // A clean restart resumes after the last window the outbox holds.
+    let second = run("kept the programs");
+    assert_eq!(second[0]["restart"]["follows_sequence"], last);
+    assert!(second[0]["restart"]["gap"].is_null());
+    // As if the agent died after sending a window and before its
+    // checkpoint: the outbox is one window ahead of the checkpoint.
+    let last = second.last().expect("a window")["sequence"]
+        .as_u64()
+        .expect("sequence");
+    std::fs::write(outbox.join("next_sequence"), (last + 2).to_string()).expect("write");
+    let third = run("kept the programs");
+    let restart = &third[0]["restart"];
+    assert!(restart["follows_sequence"].is_null(), "{restart}");
+    let gap = restart["gap"].as_str().expect("a gap");
+    assert!(
+        gap.contains(&format!(
+            "stopped between sending window {} and recording its checkpoint (window {last})",
+            last + 1
+        )),
+        "{gap}"
+    );
+    assert_eq!(third[0]["complete"], false);
+}

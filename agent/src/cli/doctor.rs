@@ -1,13 +1,13 @@
 //! `sonde doctor`: what this machine offers sonde, and each probe's state.
 
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
 
 use serde::Serialize;
 
 use super::ProbeArgs;
 use crate::{
     host::{kernel::VMLINUX_BTF, mounts::Mounts, Capabilities, KernelInfo},
-    probes::{LoadError, ProbeState, ProbeStatus, Probes},
+    probes::{pin, LoadError, ProbeState, ProbeStatus, Probes},
 };
 
 #[derive(Debug, clap::Args)]
@@ -29,6 +29,9 @@ struct Report {
     /// Capabilities some signals need, missing, with what for.
     missing_recommended: Vec<(&'static str, &'static str)>,
     probes: Vec<ProbeStatus>,
+    /// What an agent run with `--pin` left under the default pin directory:
+    /// (maps, links); links are programs still running.
+    pinned: Option<(usize, usize)>,
 }
 
 pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -72,6 +75,9 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         missing_capabilities: missing,
         missing_recommended,
         probes,
+        pinned: Path::new(pin::DEFAULT_DIR)
+            .exists()
+            .then(|| pin::census(Path::new(pin::DEFAULT_DIR))),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -113,6 +119,12 @@ fn print_report(r: &Report) {
             |p| format!("mounted at {p}")
         )
     );
+    if let Some((maps, links)) = r.pinned {
+        println!(
+            "pinned        {maps} maps, {links} running programs under {} (an agent with --pin; `sonde unpin` stops them)",
+            pin::DEFAULT_DIR
+        );
+    }
     println!("capabilities  {}", r.capabilities);
     if !r.missing_capabilities.is_empty() {
         println!(
