@@ -11,6 +11,7 @@
 //! calls the library.
 
 pub mod attribution;
+pub mod budget;
 pub mod checkpoint;
 pub mod cli;
 pub mod export;

@@ -53,6 +53,13 @@ pub const SLO_COMPLETE: &str = "slo.data.complete";
 pub const AGENT_SERIES_OVERFLOW: &str = "sonde.agent.series.overflow";
 /// Events the agent lost, by stage, reason and probe (counter).
 pub const AGENT_DROPPED: &str = "sonde.agent.dropped";
+/// The agent's own CPU time over the window, as a share of one core
+/// (gauge, `1`).
+pub const AGENT_CPU_UTILIZATION: &str = "sonde.agent.cpu.utilization";
+/// A family's time in its kernel programs over the window, as a share of
+/// one core, estimated from a sample of the kernel's statistics (gauge,
+/// `1`; `probe`).
+pub const PROBE_CPU_UTILIZATION: &str = "sonde.probe.cpu.utilization";
 
 /// UCUM unit of durations.
 pub const UNIT_SECONDS: &str = "s";

@@ -9,8 +9,11 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::probes::ProbeState;
+
 use super::{parse_duration, render, ProbeArgs, TlsArgs};
 use crate::{
+    budget::{Action, BudgetConfig, Governor, Meter},
     checkpoint,
     export::{
         outbox::{Outbox, DEFAULT_MAX_BYTES},
@@ -86,8 +89,28 @@ pub(super) struct Args {
     #[arg(long, value_name = "DIR", num_args = 0..=1,
           default_missing_value = crate::probes::pin::DEFAULT_DIR)]
     pin: Option<PathBuf>,
+    /// The most the agent may cost the node, in percent of one CPU core
+    /// (its own CPU time plus its programs' time in the kernel). Over it,
+    /// the most expensive optional family is shed (reported, its windows
+    /// flagged) and restored once the cost allows.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_budget)]
+    overhead_budget: Option<f64>,
+    /// How long, at the start of each window, the kernel's program
+    /// statistics are sampled for the budget (they cost ~100 ns per program
+    /// run while on); at most half the interval.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    overhead_sample: Duration,
     #[command(flatten)]
     probes: ProbeArgs,
+}
+
+fn parse_budget(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p > 0.0 && p.is_finite() => Ok(p),
+        _ => Err(format!(
+            "'{text}' is not a budget: give a percentage of one core above 0, e.g. 1 or 2.5"
+        )),
+    }
 }
 
 /// A window as printed with `--json`: its sequence number, then the snapshot.
@@ -156,6 +179,15 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut sampler = args.probes.sampler(probes, resume)?;
     let mut checkpoint_failed = false;
+    let sample = match args.overhead_budget {
+        Some(_) => args.overhead_sample.min(args.interval / 2),
+        None => Duration::ZERO,
+    };
+    let mut meter = Meter::new(sample);
+    let mut governor = args
+        .overhead_budget
+        .map(|p| Governor::new(BudgetConfig::new(p)));
+    meter.start_sample(sampler.probes());
     let mut sinks = Sinks::start(&config, sampler.window_start_unix_ns()).await?;
     if let Some(server) = &mut local {
         server.start(args.interval)?;
@@ -182,8 +214,13 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Events of the current window already sent to socket clients.
     let mut sent_events = 0usize;
     loop {
+        let sample_end = meter.sample_deadline();
         tokio::select! {
             _ = ticks.tick() => {}
+            _ = sleep_until(sample_end), if sample_end.is_some() => {
+                meter.end_sample(sampler.probes());
+                continue;
+            }
             _ = polls.tick(), if local.is_some() => {
                 if let Some(server) = &local {
                     for event in sampler.poll_events() {
@@ -197,6 +234,37 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = terminate.recv() => break,
         }
         let mut snapshot = sampler.tick().context("reading the probes' maps")?;
+        // A sample still running (a window shorter than it) ends here.
+        meter.end_sample(sampler.probes());
+        let counting: Vec<&'static str> = sampler
+            .probes()
+            .statuses()
+            .iter()
+            .filter(|s| s.state != ProbeState::Unavailable)
+            .map(|s| s.probe)
+            .collect();
+        let mut overhead = meter.window(&counting);
+        if let Some(g) = &mut governor {
+            overhead.budget_percent = args.overhead_budget;
+            // Shed during this window: what its statuses say.
+            overhead.shed = g.shed();
+            let action = g.decide(&overhead, &counting);
+            match action {
+                Some(Action::Shed(family, why)) => {
+                    eprintln!("sonde: warning: {family} {why}");
+                    sampler.detach(family, &why);
+                }
+                Some(Action::Restore(family)) => {
+                    let state = sampler.reattach(family).map(|s| s.state);
+                    eprintln!(
+                        "sonde: {family} restored: the cost is back under the budget ({state:?})"
+                    );
+                }
+                None => {}
+            }
+        }
+        snapshot.overhead = Some(overhead);
+        meter.start_sample(sampler.probes());
         if !slos.is_empty() {
             snapshot.slos = slos.window(&snapshot).context("keeping the SLO state")?;
         }
@@ -262,4 +330,12 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("sonde: agent stopped");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sleeps until `deadline` (never returns without one).
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }

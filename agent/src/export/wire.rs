@@ -420,6 +420,28 @@ pub fn report(
     );
 
     slos(&mut b, &snapshot.slos);
+    if let Some(o) = &snapshot.overhead {
+        let point = b.gauge(&[], o.agent_cpu_utilization);
+        b.metric(
+            names::AGENT_CPU_UTILIZATION,
+            names::UNIT_RATIO,
+            "The agent's own CPU time over the window, as a share of one core",
+            MetricKind::Gauge,
+            vec![point],
+        );
+        let points = o
+            .probes
+            .iter()
+            .map(|p| b.gauge(&[(names::ATTR_PROBE, p.probe)], p.cpu_utilization))
+            .collect();
+        b.metric(
+            names::PROBE_CPU_UTILIZATION,
+            names::UNIT_RATIO,
+            "Time in each family's kernel programs over the window, as a share of one core (sampled)",
+            MetricKind::Gauge,
+            points,
+        );
+    }
     let overflowed = std::mem::take(&mut b.overflowed);
     let points = overflowed
         .iter()

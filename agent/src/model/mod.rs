@@ -61,6 +61,10 @@ pub struct Snapshot {
     /// how it joins the last run's last window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart: Option<Restart>,
+    /// What the window cost the node (the agent's CPU, its programs'
+    /// kernel time) and what the overhead budget shed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overhead: Option<crate::budget::Overhead>,
 }
 
 /// How the first window after a restart joins the last run's windows.

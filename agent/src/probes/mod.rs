@@ -182,6 +182,17 @@ pub struct Probes {
     links: Links,
     /// With pinning: what was found and done, and the manifest's parts.
     pinned: Option<Pinned>,
+    /// What attaching a family needs, kept to attach one again after a
+    /// detach (`None` for the benchmark's floor programs).
+    setup: Option<Setup>,
+}
+
+/// What the families' attach functions need.
+struct Setup {
+    options: ProbeOptions,
+    offsets: Result<sonde_common::task::TaskOffsets, String>,
+    tcp: tcp::TcpSetup,
+    block: Result<sonde_common::block::BlockOffsets, String>,
 }
 
 /// A pinning agent's view of its pins.
@@ -472,6 +483,12 @@ impl Probes {
                 maps,
             });
         }
+        let setup = Setup {
+            options: options.clone(),
+            offsets,
+            tcp: tcp_setup,
+            block: block_offsets,
+        };
         let statuses = match adopted {
             Some(statuses) => statuses,
             // A disabled family is left out entirely: it neither counts nor
@@ -479,22 +496,15 @@ impl Probes {
             None => FAMILIES
                 .iter()
                 .filter(|family| !options.disabled.contains(family))
-                .map(|&family| match family {
-                    sched::PROBE => sched::attach(
+                .map(|&family| {
+                    attach_family(
                         &mut ebpf,
                         &mut links,
-                        &offsets,
+                        &setup,
+                        family,
                         aya_btf.as_ref(),
-                        options.sched_hook,
-                    ),
-                    process::PROBE => process::attach(&mut ebpf, &mut links, &offsets),
-                    tcp::PROBE => tcp::attach(&mut ebpf, &mut links, &tcp_setup),
-                    block::PROBE => block::attach(&mut ebpf, &mut links, &block_offsets),
-                    memory::PROBE => match &offsets {
-                        Ok(_) => memory::attach(&mut ebpf, &mut links),
-                        Err(why) => unavailable(memory::PROBE, why.clone()),
-                    },
-                    _ => syscalls::attach(&mut ebpf, &mut links, options.syscall_hook, &mounts),
+                        &mounts,
+                    )
                 })
                 .collect(),
         };
@@ -525,11 +535,63 @@ impl Probes {
             statuses,
             events,
             malformed_events: 0,
-            tcp_names: tcp_setup.names,
+            tcp_names: setup.tcp.names.clone(),
             detached: Vec::new(),
             links,
             pinned,
+            setup: Some(setup),
         })
+    }
+
+    /// Attaches again a family detached while running (when its cost is
+    /// back within the budget, say). Returns its new state; its maps kept
+    /// what it counted before, so readings go on from there.
+    pub fn reattach(&mut self, family: &str) -> Option<&ProbeStatus> {
+        let index = self.detached.iter().position(|&f| f == family)?;
+        let setup = self.setup.as_ref()?;
+        let aya_btf = (family == sched::PROBE)
+            .then(|| aya::Btf::from_sys_fs().ok())
+            .flatten();
+        let mounts = Mounts::current().unwrap_or_default();
+        let status = attach_family(
+            &mut self.ebpf,
+            &mut self.links,
+            setup,
+            self.detached[index],
+            aya_btf.as_ref(),
+            &mounts,
+        );
+        if let Some(p) = &self.pinned {
+            let dir = p.outcome.dir.clone();
+            self.links.pin_all(&dir);
+        }
+        if status.state != ProbeState::Unavailable {
+            self.detached.remove(index);
+        }
+        log::warn!("{family} attached again: {:?}", status.state);
+        let slot = self.statuses.iter_mut().find(|s| s.probe == status.probe)?;
+        *slot = status;
+        Some(slot)
+    }
+
+    /// Kernel program ids of every attached program, with its family.
+    pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
+        self.links
+            .kept
+            .iter()
+            .filter_map(|(name, link)| {
+                let family = FAMILIES
+                    .iter()
+                    .find(|f| name.starts_with(program_prefix(f)))?;
+                let id = match link {
+                    KeptLink::Fd(l) | KeptLink::Pinned { _held: l, .. } => {
+                        l.info().ok()?.program_id()
+                    }
+                    KeptLink::Perf(_) => self.ebpf.program(name)?.info().ok()?.id(),
+                };
+                Some((*family, id))
+            })
+            .collect()
     }
 
     /// With pinning: what was found under the pin directory and done.
@@ -671,7 +733,30 @@ impl Probes {
             detached: Vec::new(),
             links,
             pinned: None,
+            setup: None,
         })
+    }
+}
+
+/// Attaches one family's programs.
+fn attach_family(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    setup: &Setup,
+    family: &'static str,
+    btf: Option<&aya::Btf>,
+    mounts: &Mounts,
+) -> ProbeStatus {
+    match family {
+        sched::PROBE => sched::attach(ebpf, links, &setup.offsets, btf, setup.options.sched_hook),
+        process::PROBE => process::attach(ebpf, links, &setup.offsets),
+        tcp::PROBE => tcp::attach(ebpf, links, &setup.tcp),
+        block::PROBE => block::attach(ebpf, links, &setup.block),
+        memory::PROBE => match &setup.offsets {
+            Ok(_) => memory::attach(ebpf, links),
+            Err(why) => unavailable(memory::PROBE, why.clone()),
+        },
+        _ => syscalls::attach(ebpf, links, setup.options.syscall_hook, mounts),
     }
 }
 

@@ -185,6 +185,11 @@ impl Sampler {
         self.probes.detach(family, reason)
     }
 
+    /// Attaches a detached family again (see [`Probes::reattach`]).
+    pub fn reattach(&mut self, family: &str) -> Option<ProbeStatus> {
+        self.probes.reattach(family).cloned()
+    }
+
     /// Closes the current window and opens the next.
     pub fn tick(&mut self) -> Result<Snapshot, aya::maps::MapError> {
         // Those read ahead first: the order stays the kernel's.
@@ -388,6 +393,7 @@ impl Sampler {
             slos: Vec::new(),
             io_errors,
             restart,
+            overhead: None,
         };
         self.previous = reading;
         self.previous_at = now;
