@@ -193,14 +193,17 @@ pub struct Meter {
     cpu_at: (Instant, Duration),
     /// Held while the kernel's statistics are on for a sample.
     stats: Option<OwnedFd>,
-    /// Program id → (run time ns, runs) at the sample's start.
-    sample_start: Option<(Instant, HashMap<u32, (u64, u64)>)>,
+    /// When the running sample started, and the programs' statistics then.
+    sample_start: Option<(Instant, ProgramTotals)>,
     /// Family → (ns per second, runs per second) from the last sample.
     rates: HashMap<&'static str, (f64, f64)>,
     unmeasured: Option<String>,
     /// The sysctl keeps the statistics on: no need to enable them.
     always_on: bool,
 }
+
+/// Program id → (run time ns, runs).
+type ProgramTotals = HashMap<u32, (u64, u64)>;
 
 /// The process's CPU time, user and system.
 fn process_cpu() -> Duration {
@@ -217,7 +220,7 @@ fn process_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn program_stats(ids: &[(&'static str, u32)]) -> HashMap<u32, (u64, u64)> {
+fn program_stats(ids: &[(&'static str, u32)]) -> ProgramTotals {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .filter(|info| ids.iter().any(|&(_, id)| id == info.id()))
