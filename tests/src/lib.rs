@@ -271,6 +271,23 @@ impl Workload {
         self.pid
     }
 
+    /// Whether the child has exited (it stays a zombie until waited for).
+    pub fn exited(&self) -> bool {
+        // SAFETY: siginfo_t is plain data; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: polling our own child without reaping it.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
+            )
+        };
+        // SAFETY: waitid filled the pid field when a child changed state.
+        rc == 0 && unsafe { info.si_pid() } != 0
+    }
+
     /// Waits until the child has exited but leaves it a zombie, so that its
     /// `/proc/<pid>` files can still be read.
     pub fn wait_exited(&self) {

@@ -705,3 +705,112 @@ fn pipe() -> (libc::c_int, libc::c_int) {
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     (fds[1], fds[0])
 }
+
+/// Losses of `reason` summed over `snapshots`.
+fn lost(snapshots: &[Snapshot], reason: &str) -> u64 {
+    snapshots
+        .iter()
+        .flat_map(|s| &s.losses)
+        .filter(|l| l.reason == reason)
+        .map(|l| l.count)
+        .sum()
+}
+
+#[test]
+fn a_flood_of_ten_times_the_designed_event_rate_conserves_every_event() {
+    if !privileged() {
+        return;
+    }
+    let Some(probes) = probes(&[]) else {
+        return;
+    };
+    // Designed: a window's worth of TCP events (1024) per one-second window.
+    let designed_per_second = sonde::sampler::MAX_EVENTS_PER_WINDOW as f64;
+    let ns = TestNetns::new("flood");
+    let holder = Holder::new(&ns);
+    let cgroup = TestCgroup::new("tcp-flood");
+    let to = sockaddr([127, 0, 0, 1], CLOSED_PORT);
+    let counts = Shared::new(2);
+    let flood_secs = 3 * crate::vm_time_factor() as u64;
+    let client = Workload::fork(&cgroup, || {
+        deadline(60);
+        ns.enter();
+        let start = monotonic_ns();
+        let (mut refused, mut other) = (0, 0);
+        while monotonic_ns() - start < flood_secs * 1_000_000_000 {
+            match connect(&to) {
+                Err(libc::ECONNREFUSED) => refused += 1,
+                _ => other += 1,
+            }
+        }
+        counts.set(0, refused);
+        counts.set(1, monotonic_ns() - start);
+        // SAFETY: ends the forked child.
+        unsafe { libc::_exit(other.min(255) as i32) };
+    });
+    let kernel_before = holder.counters();
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    client.go();
+    // One-second windows, as the agent closes them, through the flood and
+    // one more to drain the ring.
+    let mut snapshots = Vec::new();
+    while !client.exited() {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        snapshots.push(sampler.tick().expect("a window"));
+    }
+    assert_eq!(client.wait(), 0, "every connect was refused");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    snapshots.push(sampler.tick().expect("a window"));
+    let kernel = holder.counters().since(&kernel_before);
+    let refused = counts.get(0);
+    let secs = counts.get(1) as f64 / 1e9;
+
+    // Produced: the workload's own count, which the kernel agrees with.
+    assert_eq!(kernel.attempt_fails, refused);
+    let rate = 2.0 * refused as f64 / secs;
+    assert!(
+        rate >= 10.0 * designed_per_second,
+        "a flood of {rate:.0} events/s is not 10x the designed {designed_per_second}/s"
+    );
+    // Delivered, and each stage's losses: they add up, kind by kind.
+    let delivered = |kind: &str| -> u64 {
+        snapshots
+            .iter()
+            .flat_map(|s| &s.tcp.events)
+            .filter(|e| e.netns == ns.inode() && e.kind == kind)
+            .count() as u64
+    };
+    for kind in ["tcp_connect_failed", "tcp_reset_received"] {
+        let name = kind.trim_start_matches("tcp_");
+        let (ring, window) = (
+            lost(&snapshots, &format!("ring_full_{kind}")),
+            lost(&snapshots, &format!("window_full_{kind}")),
+        );
+        assert_eq!(
+            delivered(name) + ring + window,
+            refused,
+            "{kind}: delivered {} + ring full {ring} + window full {window}",
+            delivered(name)
+        );
+        eprintln!(
+            "{kind}: produced {refused} in {secs:.2} s ({rate:.0} events/s of both kinds), delivered {}, ring full {ring}, window full {window}",
+            delivered(name)
+        );
+        assert!(ring > 0 && window > 0, "{kind}: both stages overflowed");
+    }
+    // Every window that lost events says so.
+    for s in &snapshots {
+        let lost_any = s.losses.iter().any(|l| l.count > 0);
+        assert_eq!(
+            s.complete,
+            !lost_any && s.probes.iter().all(|p| p.state == ProbeState::Attached)
+        );
+    }
+    // The maps' counts, unlike events, lose nothing under the flood.
+    let tcp = snapshots
+        .iter()
+        .filter_map(|s| s.tcp_cgroup(cgroup.id()))
+        .map(|c| c.connect_failures.get("refused").copied().unwrap_or(0))
+        .sum::<u64>();
+    assert_eq!(tcp, refused);
+}

@@ -20,6 +20,17 @@ pub const LOSSES: [(u32, &str); 6] = [
     (kind::IO_ERROR, "ring_full_io_error"),
 ];
 
+/// Userspace losses: events read from the ring that a window had no room
+/// for, per kind (same order as [`LOSSES`]).
+pub const WINDOW_FULL: [(u32, &str); 6] = [
+    (kind::OOM_KILL, "window_full_oom_kill"),
+    (kind::CRASH, "window_full_crash"),
+    (kind::TCP_RESET_SENT, "window_full_tcp_reset_sent"),
+    (kind::TCP_RESET_RECEIVED, "window_full_tcp_reset_received"),
+    (kind::TCP_CONNECT_FAILED, "window_full_tcp_connect_failed"),
+    (kind::IO_ERROR, "window_full_io_error"),
+];
+
 /// One record of the ring buffer: a task's event or a connection's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelEvent {
@@ -29,6 +40,17 @@ pub enum KernelEvent {
     Tcp(TcpEvent),
     /// A block request that failed.
     Block(BlockEvent),
+}
+
+impl KernelEvent {
+    /// Its kind (`sonde_common::events::kind`).
+    pub fn kind(&self) -> u32 {
+        match self {
+            Self::Task(e) => e.kind,
+            Self::Tcp(e) => e.kind,
+            Self::Block(_) => kind::IO_ERROR,
+        }
+    }
 }
 
 /// Reads a `T` from a record of exactly its size.

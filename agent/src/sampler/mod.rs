@@ -79,8 +79,9 @@ pub struct Sampler {
     netns_check: Option<tcp::NetnsCheck>,
     /// Events read by [`Sampler::poll_events`], waiting for the window's close.
     pending: Vec<KernelEvent>,
-    /// Events read ahead that did not fit `pending` (counted as `window_full`).
-    pending_overflow: u64,
+    /// Events read ahead that did not fit `pending`, per kind (counted as
+    /// `window_full_<kind>`).
+    pending_overflow: [u64; sonde_common::events::kind::COUNT as usize],
     /// Told by the first window after a restart.
     restart: Option<Restart>,
 }
@@ -133,7 +134,7 @@ impl Sampler {
             host_status: host_status(&mounts),
             mounts,
             pending: Vec::new(),
-            pending_overflow: 0,
+            pending_overflow: Default::default(),
         })
     }
 
@@ -148,7 +149,9 @@ impl Sampler {
         let mut out = Vec::new();
         for e in fresh {
             if self.pending.len() >= MAX_PENDING_EVENTS {
-                self.pending_overflow += 1;
+                if let Some(n) = self.pending_overflow.get_mut(e.kind() as usize) {
+                    *n += 1;
+                }
                 continue;
             }
             if let KernelEvent::Task(t) = &e {
@@ -279,13 +282,21 @@ impl Sampler {
         }
         let kept = raw_events.len().min(MAX_EVENTS_PER_WINDOW);
         let tcp_kept = tcp_events.len().min(MAX_EVENTS_PER_WINDOW);
-        losses.push(LossRecord {
-            stage: "userspace",
-            probe: "events",
-            reason: "window_full",
-            count: (raw_events.len() - kept + tcp_events.len() - tcp_kept) as u64
-                + std::mem::take(&mut self.pending_overflow),
-        });
+        let mut window_full = std::mem::take(&mut self.pending_overflow);
+        let dropped = raw_events.iter().skip(kept).map(|e| e.kind);
+        for kind in dropped.chain(tcp_events.iter().skip(tcp_kept).map(|e| e.kind)) {
+            if let Some(n) = window_full.get_mut(kind as usize) {
+                *n += 1;
+            }
+        }
+        for (index, reason) in events::WINDOW_FULL {
+            losses.push(LossRecord {
+                stage: "userspace",
+                probe: "events",
+                reason,
+                count: window_full[index as usize],
+            });
+        }
         losses.push(LossRecord {
             stage: "userspace",
             probe: "events",
