@@ -746,7 +746,7 @@ fn a_flood_of_ten_times_the_designed_event_rate_conserves_every_event() {
         counts.set(0, refused);
         counts.set(1, monotonic_ns() - start);
         // SAFETY: ends the forked child.
-        unsafe { libc::_exit(other.min(255) as i32) };
+        unsafe { libc::_exit(other.min(255)) };
     });
     let kernel_before = holder.counters();
     let mut sampler = Sampler::start(probes).expect("first reading");
