@@ -202,7 +202,6 @@ pub struct Meter {
     always_on: bool,
 }
 
-/// Program id → (run time ns, runs).
 type ProgramTotals = HashMap<u32, (u64, u64)>;
 
 /// The process's CPU time, user and system.
@@ -218,17 +217,6 @@ fn process_cpu() -> Duration {
             + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
     };
     tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-fn program_stats(ids: &[(&'static str, u32)]) -> ProgramTotals {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|info| ids.iter().any(|&(_, id)| id == info.id()))
-        .map(|info| {
-            let ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
-            (info.id(), (ns, info.run_count()))
-        })
-        .collect()
 }
 
 impl Meter {
@@ -261,7 +249,7 @@ impl Meter {
             return;
         }
         if !self.always_on && self.stats.is_none() {
-            match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+            match crate::probes::enable_stats() {
                 Ok(fd) => self.stats = Some(fd),
                 Err(e) => {
                     self.unmeasured = Some(format!(
@@ -273,7 +261,7 @@ impl Meter {
         }
         self.unmeasured = None;
         let ids = probes.program_ids();
-        self.sample_start = Some((Instant::now(), program_stats(&ids)));
+        self.sample_start = Some((Instant::now(), crate::probes::program_totals(&ids)));
     }
 
     /// Ends the sample: per-family rates, and the statistics off again.
@@ -282,7 +270,7 @@ impl Meter {
             return;
         };
         let ids = probes.program_ids();
-        let after = program_stats(&ids);
+        let after = crate::probes::program_totals(&ids);
         self.stats = None;
         let secs = start.elapsed().as_secs_f64().max(1e-3);
         self.rates.clear();

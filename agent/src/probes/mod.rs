@@ -927,6 +927,25 @@ pub struct ProgramStats {
     pub run_time_ns: u64,
 }
 
+/// Switches the kernel's program statistics on until the returned fd is
+/// dropped (`BPF_ENABLE_STATS`, 5.8+; needs CAP_SYS_ADMIN).
+pub fn enable_stats() -> Result<std::os::fd::OwnedFd, aya::sys::SyscallError> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
+}
+
+/// Program id → (time in the program in ns, runs) of the programs `ids`
+/// names, while the kernel's statistics are on.
+pub fn program_totals(ids: &[(&str, u32)]) -> HashMap<u32, (u64, u64)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|info| ids.iter().any(|&(_, id)| id == info.id()))
+        .map(|info| {
+            let ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
+            (info.id(), (ns, info.run_count()))
+        })
+        .collect()
+}
+
 /// Run statistics of every loaded program whose name is in `names`, from
 /// any process (the benchmark reads the agent's programs this way).
 pub fn program_stats(names: &[&str]) -> Vec<ProgramStats> {
