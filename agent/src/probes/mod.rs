@@ -71,6 +71,20 @@ pub enum LoadError {
     /// The kernel refused the object (maps or BTF).
     #[error("the kernel refused sonde's eBPF object; run `sonde doctor` for details")]
     Object(#[source] aya::EbpfError),
+    /// This binary was built with `AYA_BUILD_SKIP=1`: it embeds no kernel
+    /// programs (a build for the fuzz targets, which need only the parsers).
+    #[error(
+        "this sonde was built without its kernel programs (AYA_BUILD_SKIP=1); rebuild without it"
+    )]
+    NoKernelPrograms,
+}
+
+/// The embedded object, or why there is none.
+fn object() -> Result<&'static [u8], LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NoKernelPrograms);
+    }
+    Ok(OBJECT)
 }
 
 /// Options for loading the probes.
@@ -189,7 +203,7 @@ impl Probes {
         memory::configure(&mut loader, victim_is_task);
         block::configure(&mut loader, &block_offsets);
         tcp::configure(&mut loader, &tcp_setup);
-        let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
+        let mut ebpf = loader.load(object()?).map_err(LoadError::Object)?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
             Err(e) => {
@@ -346,7 +360,9 @@ impl Probes {
     /// Attaches empty programs on a family's hooks instead of sonde's own:
     /// the floor that any tracing on those hooks pays (benchmarks only).
     pub fn load_floor(family: &str) -> Result<Self, LoadError> {
-        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(LoadError::Object)?;
+        let mut ebpf = EbpfLoader::new()
+            .load(object()?)
+            .map_err(LoadError::Object)?;
         let statuses = vec![match family {
             sched::PROBE => sched::attach_floor(&mut ebpf),
             tcp::PROBE => attach_raw_tracepoints(&mut ebpf, "floor", &tcp::FLOOR_HOOKS),
