@@ -361,6 +361,36 @@ mod tests {
     }
 
     #[test]
+    fn names_and_numbers_of_the_directory() {
+        assert_eq!(record_sequence(&file_name(42)), Some(42));
+        assert_eq!(record_sequence("7.report"), Some(7));
+        for name in ["+5.report", ".report", "x.report", "5.report.tmp", "5"] {
+            assert_eq!(record_sequence(name), None, "{name}");
+        }
+        assert_eq!(parse_next_sequence(" 7\n"), Some(7));
+        assert_eq!(parse_next_sequence("+7"), None);
+        // Nothing could follow u64::MAX: such a file is not ours.
+        assert_eq!(record_sequence(&file_name(u64::MAX)), None);
+        assert_eq!(parse_next_sequence(&u64::MAX.to_string()), None);
+    }
+
+    #[test]
+    fn the_last_number_is_refused_not_wrapped() {
+        // The u64::MAX + 1 that these files led to overflowed.
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(file_name(u64::MAX)), b"x").unwrap();
+        let mut o = Outbox::open(dir.path(), 100, 1).unwrap();
+        assert_eq!((o.len(), o.next_sequence().unwrap()), (0, 1));
+        fs::write(dir.path().join(NEXT_SEQUENCE), u64::MAX.to_string()).unwrap();
+        assert!(matches!(
+            Outbox::open(dir.path(), 100, 1),
+            Err(OutboxError::Corrupt { .. })
+        ));
+        let mut last = Outbox::in_memory(100, u64::MAX);
+        assert!(matches!(last.next_sequence(), Err(OutboxError::Exhausted)));
+    }
+
+    #[test]
     fn a_disk_outbox_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         {
