@@ -3,6 +3,12 @@
 //! budgets, burn rates and alert states; and the state file that carries
 //! the history across a restart.
 
+// A decoder of untrusted input: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::{
     collections::BTreeMap,
     fs,
@@ -80,20 +86,25 @@ impl StateFile {
                 })
             }
         };
-        let state: StateFile = serde_json::from_str(&text).map_err(|e| StateError::Format {
-            path: path.clone(),
+        Self::parse(&path, &text).map(Some)
+    }
+
+    /// Parses a state file's text (read from `path`, named in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<StateFile, StateError> {
+        let state: StateFile = serde_json::from_str(text).map_err(|e| StateError::Format {
+            path: path.to_owned(),
             reason: e.to_string(),
         })?;
         if state.version != STATE_VERSION {
             return Err(StateError::Format {
-                path,
+                path: path.to_owned(),
                 reason: format!(
                     "version {}, this agent writes {STATE_VERSION}",
                     state.version
                 ),
             });
         }
-        Ok(Some(state))
+        Ok(state)
     }
 
     /// Writes it to `dir` atomically (a temporary file renamed over the old).

@@ -3,6 +3,12 @@
 //! A refused report ends that stream with a status that says why; every
 //! other stream goes on.
 
+// A decoder of untrusted input: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::{pin::Pin, sync::atomic::Ordering, sync::Arc};
 
 use sonde_proto::{
@@ -84,32 +90,47 @@ impl Ingest for IngestService {
                         break;
                     }
                 };
-                if let Err(e) = validate::report(&report) {
-                    let r = Rejection::from(e);
-                    state.rejections.count(&r, &peer);
-                    let _ = tx.send(Err(r.into())).await;
-                    break;
-                }
-                let sequence = report.sequence;
-                let outcome = state.fleet().apply(report, now_unix_ns());
-                let duplicate = outcome == Outcome::Duplicate;
-                if duplicate {
-                    state.duplicates.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    state.accepted.fetch_add(1, Ordering::Relaxed);
-                }
-                if tx
-                    .send(Ok(Ack {
-                        sequence,
-                        duplicate,
-                    }))
-                    .await
-                    .is_err()
-                {
+                let ack = match accept(&state, report, now_unix_ns(), &peer) {
+                    Ok(ack) => ack,
+                    Err(r) => {
+                        let _ = tx.send(Err(r.into())).await;
+                        break;
+                    }
+                };
+                if tx.send(Ok(ack)).await.is_err() {
                     break;
                 }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// What the collector does with one decoded report of a stream from `peer`:
+/// checks it whole, applies it to the fleet (or recognises a duplicate) and
+/// counts it. Returns the ack to send, or the refusal (counted) that ends
+/// the stream.
+pub fn accept(
+    state: &State,
+    report: AgentReport,
+    now_unix_ns: u64,
+    peer: &str,
+) -> Result<Ack, Rejection> {
+    if let Err(e) = validate::report(&report) {
+        let r = Rejection::from(e);
+        state.rejections.count(&r, peer);
+        return Err(r);
+    }
+    let sequence = report.sequence;
+    let duplicate = state.fleet().apply(report, now_unix_ns) == Outcome::Duplicate;
+    let counter = if duplicate {
+        &state.duplicates
+    } else {
+        &state.accepted
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    Ok(Ack {
+        sequence,
+        duplicate,
+    })
 }

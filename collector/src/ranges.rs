@@ -1,6 +1,12 @@
 //! Sequence numbers received, as sorted closed ranges: the collector's
 //! duplicate filter. In-order delivery extends the last range in O(1).
 
+// A decoder of untrusted input: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 /// Ranges kept before the two oldest are merged (the gap between them is
 /// then taken as received: a copy of a report that old would be accepted
 /// again, which bounds memory against a pathological sender).
@@ -39,19 +45,32 @@ impl RangeSet {
                 return false;
             }
         }
-        let joins_prev = i > 0 && self.ranges[i - 1].1.checked_add(1) == Some(seq);
+        let prev = i.checked_sub(1);
+        let joins_prev = prev
+            .and_then(|p| self.ranges.get(p))
+            .is_some_and(|&(_, hi)| hi.checked_add(1) == Some(seq));
         let joins_next = self
             .ranges
             .get(i)
             .is_some_and(|&(lo, _)| seq.checked_add(1) == Some(lo));
-        match (joins_prev, joins_next) {
-            (true, true) => {
-                self.ranges[i - 1].1 = self.ranges[i].1;
-                self.ranges.remove(i);
+        match (prev, joins_prev, joins_next) {
+            (Some(p), true, true) => {
+                let hi = self.ranges.remove(i).1;
+                if let Some(range) = self.ranges.get_mut(p) {
+                    range.1 = hi;
+                }
             }
-            (true, false) => self.ranges[i - 1].1 = seq,
-            (false, true) => self.ranges[i].0 = seq,
-            (false, false) => {
+            (Some(p), true, false) => {
+                if let Some(range) = self.ranges.get_mut(p) {
+                    range.1 = seq;
+                }
+            }
+            (_, _, true) => {
+                if let Some(range) = self.ranges.get_mut(i) {
+                    range.0 = seq;
+                }
+            }
+            _ => {
                 self.ranges.insert(i, (seq, seq));
                 self.bound();
             }
@@ -61,8 +80,12 @@ impl RangeSet {
 
     fn bound(&mut self) {
         if self.ranges.len() > MAX_RANGES {
+            // Merge the two lowest ranges (the sequences between them count
+            // as seen).
             let (_, hi) = self.ranges.remove(1);
-            self.ranges[0].1 = hi;
+            if let Some(first) = self.ranges.first_mut() {
+                first.1 = hi;
+            }
         }
     }
 

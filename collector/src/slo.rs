@@ -3,6 +3,12 @@
 //! the SLO of the same name (`slo.sli.good` / `slo.sli.total` in their
 //! reports). Pure: reports in, statuses out.
 
+// A decoder of untrusted input: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::collections::BTreeSet;
 
 use sonde_proto::{
@@ -34,24 +40,30 @@ pub struct FleetSlos {
 /// `*` any run, `?` any one character; everything else literal.
 pub fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
+    // Greedy with backtracking to the last `*`: (pattern index, text index)
+    // to resume from.
+    let (mut pi, mut ti, mut star) = (0, 0, None::<(usize, usize)>);
+    while let Some(&c) = t.get(ti) {
+        match p.get(pi) {
+            Some(&pc) if pc == '?' || pc == c => {
+                pi += 1;
+                ti += 1;
+            }
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            _ => match star {
+                Some((s, mark)) => {
+                    pi = s + 1;
+                    ti = mark + 1;
+                    star = Some((s, mark + 1));
+                }
+                None => return false,
+            },
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p.get(pi..).unwrap_or_default().iter().all(|&c| c == '*')
 }
 
 impl FleetSlos {
@@ -158,8 +170,9 @@ fn counts(report: &AgentReport, name: &str) -> Option<WindowCounts> {
     };
     let names_slo = |labels: &[u32]| {
         labels.chunks_exact(2).any(|kv| {
-            report.strings.get(kv[0] as usize).map(String::as_str) == Some(names::ATTR_SLO_NAME)
-                && report.strings.get(kv[1] as usize).map(String::as_str) == Some(name)
+            let &[k, v] = kv else { return false };
+            report.strings.get(k as usize).map(String::as_str) == Some(names::ATTR_SLO_NAME)
+                && report.strings.get(v as usize).map(String::as_str) == Some(name)
         })
     };
     // Only the SLO metrics' points are looked at: a report holds thousands

@@ -1,6 +1,12 @@
 //! Wire histograms (`sonde.v1.ExponentialHistogram`) and `sonde-slo`'s
 //! [`Histogram`]: the same buckets, dense on the wire, sparse in memory.
 
+// A decoder of untrusted input: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use sonde_slo::Histogram;
 
 use crate::v1::ExponentialHistogram;
@@ -96,9 +102,12 @@ pub fn merge_into(acc: &mut ExponentialHistogram, add: &ExponentialHistogram) {
         .unwrap_or(first_nonzero);
     let add_lo = add.offset + first_nonzero as i32;
     let add_hi = add.offset + last_nonzero as i32; // inclusive
+    let Some(added) = add.bucket_counts.get(first_nonzero..=last_nonzero) else {
+        return;
+    };
     if acc.bucket_counts.is_empty() {
         acc.offset = add_lo;
-        acc.bucket_counts = add.bucket_counts[first_nonzero..=last_nonzero].to_vec();
+        acc.bucket_counts = added.to_vec();
         return;
     }
     if add_lo < acc.offset {
@@ -111,13 +120,10 @@ pub fn merge_into(acc: &mut ExponentialHistogram, add: &ExponentialHistogram) {
         acc.bucket_counts
             .resize(acc.bucket_counts.len() + (add_hi - acc_hi) as usize, 0);
     }
-    let shift = (add.offset - acc.offset) as isize;
-    for (i, &c) in add.bucket_counts[first_nonzero..=last_nonzero]
-        .iter()
-        .enumerate()
-    {
-        let at = (first_nonzero as isize + i as isize + shift) as usize;
-        acc.bucket_counts[at] = acc.bucket_counts[at].saturating_add(c);
+    // `acc` now spans [add_lo, add_hi].
+    let start = (add_lo - acc.offset) as usize;
+    for (slot, &c) in acc.bucket_counts.iter_mut().skip(start).zip(added) {
+        *slot = slot.saturating_add(c);
     }
 }
 

@@ -7,6 +7,12 @@
 //! to shared strings, and a series is then found by hashing the addresses of
 //! its label strings, so merging a report allocates nothing for known series.
 
+// A decoder of untrusted input: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::{
     hash::{BuildHasher as _, Hasher as _},
     sync::Arc,
@@ -144,9 +150,10 @@ impl Series {
                 let mut labels = std::mem::take(&mut self.scratch);
                 labels.clear();
                 labels.extend(p.label_refs.chunks_exact(2).filter_map(|kv| {
+                    let &[k, v] = kv else { return None };
                     Some((
-                        table.get(kv[0] as usize)?.clone(),
-                        table.get(kv[1] as usize)?.clone(),
+                        table.get(k as usize)?.clone(),
+                        table.get(v as usize)?.clone(),
                     ))
                 }));
                 self.add_point(at, &labels, p.count, p.histogram.as_ref(), p.value, window);

@@ -2,6 +2,12 @@
 //! workbook's scheme), over a stream of per-window good/total counts.
 //! Pure: the agent and the collector feed it counts, it hands back states.
 
+// A decoder of untrusted input: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -384,14 +390,18 @@ impl Tracker {
             let long = self.span(now, rule.long_secs);
             let short = self.span(now, rule.short_secs);
             let (long_burn, short_burn) = (long.burn_rate(target), short.burn_rate(target));
-            let firing = if self.firing[i] {
+            // `new` and `resume` keep one flag per rule.
+            let was_firing = self.firing.get(i).copied().unwrap_or(false);
+            let firing = if was_firing {
                 // Hysteresis: stays until the short window cools below the clear level.
                 short_burn >= rule.factor * self.objective.clear_ratio
                     && long_burn >= rule.factor * self.objective.clear_ratio
             } else {
                 long_burn >= rule.factor && short_burn >= rule.factor
             };
-            self.firing[i] = firing;
+            if let Some(flag) = self.firing.get_mut(i) {
+                *flag = firing;
+            }
             complete &= long.complete && short.complete;
             if firing && rule.severity > severity {
                 severity = rule.severity;

@@ -2,6 +2,12 @@
 //! from text and checked; a bad spec is refused with its file, line and
 //! reason. Pure: the caller reads the file.
 
+// A decoder of untrusted input: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::{collections::BTreeMap, fmt, ops::Range};
 
 use serde::{Deserialize, Serialize};
@@ -660,14 +666,12 @@ mod openslo {
 
     /// Lines where each YAML document starts (after a `---` line).
     fn document_lines(text: &str) -> Vec<usize> {
-        let mut lines = vec![1];
+        let starts_with_separator = text.lines().next().is_some_and(|l| l.trim_end() == "---");
+        let mut lines = vec![if starts_with_separator { 2 } else { 1 }];
         for (i, line) in text.lines().enumerate() {
             if line.trim_end() == "---" && i > 0 {
                 lines.push(i + 2);
             }
-        }
-        if text.lines().next().is_some_and(|l| l.trim_end() == "---") {
-            lines[0] = 2;
         }
         lines
     }

@@ -1,8 +1,9 @@
-//! `cargo xtask setup | build | run | test | vm-test | bench`: sonde's developer
+//! `cargo xtask setup | build | run | test | fuzz | vm-test | bench`: sonde's developer
 //! workflow. Every command that builds calls `setup` first, so a fresh
 //! machine needs nothing but `cargo`.
 
 mod bench;
+mod fuzz;
 mod setup;
 mod vm;
 
@@ -49,11 +50,20 @@ enum Task {
         args: Vec<String>,
     },
     /// Lints, unit tests, the privileged integration tests, the static
-    /// build, then a vm-test of two kernels.
+    /// build, each fuzz target briefly, then a vm-test of two kernels.
     Test {
         /// Skip fmt and clippy.
         #[arg(long)]
         no_lint: bool,
+    },
+    /// Fuzz every decoder (cargo-fuzz targets in `fuzz/`): build them, run
+    /// each for some seconds on its seeds and grown corpus; fails on a crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets (default: every one).
+        targets: Vec<String>,
     },
     /// The integration tests on other kernels and arm64, under QEMU: a
     /// matrix of kernel × arch × probe family (default: every kernel, both
@@ -129,6 +139,10 @@ fn run(cli: Cli) -> Result<()> {
         Task::Test { no_lint } => {
             setup::run(false)?;
             test(!no_lint)
+        }
+        Task::Fuzz { seconds, targets } => {
+            setup::run(false)?;
+            fuzz::run(seconds, &targets)
         }
         Task::VmTest {
             arches,
@@ -213,10 +227,17 @@ fn build_static() -> Result<()> {
     )
 }
 
+/// Seconds each fuzz target runs in `cargo xtask test` (CI).
+const CI_FUZZ_SECONDS: u64 = 5;
+
 fn test(lint: bool) -> Result<()> {
     if lint {
         step("cargo fmt --check");
         sh("cargo", &["fmt", "--all", "--", "--check"])?;
+        sh(
+            "cargo",
+            &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"],
+        )?;
         step("clippy (host crates)");
         sh(
             "cargo",
@@ -297,6 +318,10 @@ fn test(lint: bool) -> Result<()> {
     // The container image's build steps, without the engine (none runs here).
     step("static build, as deploy/Dockerfile runs it");
     build_static()?;
+    step(&format!(
+        "fuzz: every target for {CI_FUZZ_SECONDS} s (`cargo xtask fuzz` runs them longer)"
+    ));
+    fuzz::run(CI_FUZZ_SECONDS, &[])?;
     step("vm-test --ci: the integration tests on an older x86_64 kernel and on arm64, under QEMU (`cargo xtask vm-test` runs every kernel)");
     vm::run(&vm::Options::ci())
 }

@@ -10,6 +10,8 @@ use crate::sh;
 
 /// bpf-linker release built against the nightly's own LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz release that builds and runs the fuzz targets (`cargo xtask fuzz`).
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
 /// Debian packages the integration tests use, each with the shell check
 /// that says it is there: `unshare`, `setpriv`, `losetup`, `mount`; fusepy
 /// for the FUSE fixture that injects block I/O errors; capsh and
@@ -50,6 +52,7 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "command -v bpftrace")];
 pub fn run(bench: bool) -> Result<()> {
     rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     let mut packages = TEST_PACKAGES.to_vec();
     if bench {
         packages.extend_from_slice(BENCH_PACKAGES);
@@ -193,6 +196,34 @@ fn bpf_linker() -> Result<()> {
     output("bpf-linker", &["--version"])
         .context("bpf-linker was installed but does not run; is ~/.cargo/bin on PATH?")?;
     say("bpf-linker: installed");
+    Ok(())
+}
+
+/// cargo-fuzz, from crates.io with its own lock file (it drives nightly's
+/// libFuzzer support; nothing else to install).
+fn cargo_fuzz() -> Result<()> {
+    if let Some(v) = output("cargo", &["fuzz", "--version"]) {
+        if v.contains(CARGO_FUZZ_VERSION) {
+            say(&format!("cargo-fuzz {CARGO_FUZZ_VERSION}: present"));
+            return Ok(());
+        }
+    }
+    say(&format!(
+        "cargo-fuzz: installing {CARGO_FUZZ_VERSION} (about a minute)"
+    ));
+    sh(
+        "cargo",
+        &[
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+            "--force",
+        ],
+    )?;
+    output("cargo", &["fuzz", "--version"])
+        .context("cargo-fuzz was installed but does not run; is ~/.cargo/bin on PATH?")?;
     Ok(())
 }
 

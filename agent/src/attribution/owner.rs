@@ -3,6 +3,12 @@
 //! those of the kubelet's systemd and cgroupfs drivers with containerd,
 //! CRI-O and Docker, and of Docker and systemd on their own.
 
+// A decoder of untrusted input: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use serde::{Deserialize, Serialize};
 
 /// The owner of a cgroup.
@@ -68,7 +74,7 @@ fn kubernetes(parts: &[&str]) -> Option<Owner> {
     let start = parts
         .iter()
         .position(|p| *p == "kubepods.slice" || *p == "kubepods")?;
-    let rest = &parts[start + 1..];
+    let rest = parts.get(start + 1..)?;
     let mut qos = "guaranteed".to_owned();
     let mut i = 0;
     for class in ["burstable", "besteffort"] {
@@ -83,8 +89,7 @@ fn kubernetes(parts: &[&str]) -> Option<Owner> {
     let pod_part = rest.get(i)?;
     let uid = if let Some(slice) = pod_part.strip_suffix(".slice") {
         // kubepods-burstable-pod<uid with _>.slice
-        let at = slice.rfind("-pod")?;
-        slice[at + 4..].replace('_', "-")
+        slice.rsplit_once("-pod")?.1.replace('_', "-")
     } else {
         pod_part.strip_prefix("pod")?.to_owned()
     };
@@ -147,7 +152,8 @@ fn docker(parts: &[&str]) -> Option<Owner> {
             });
         }
     }
-    if parts.len() >= 2 && parts[parts.len() - 2] == "docker" && is_container_id(last) {
+    let parent = parts.len().checked_sub(2).and_then(|i| parts.get(i));
+    if parent == Some(&"docker") && is_container_id(last) {
         return Some(Owner::Container {
             container_id: (*last).to_owned(),
             runtime: "docker".to_owned(),
@@ -163,13 +169,14 @@ fn unit(parts: &[&str]) -> Option<Owner> {
     let at = parts
         .iter()
         .rposition(|p| UNIT_SUFFIXES.iter().any(|s| p.ends_with(s)))?;
-    let slice = parts[..at]
+    let (unit, outer) = parts.get(..=at)?.split_last()?;
+    let slice = outer
         .iter()
         .rev()
         .find(|p| p.ends_with(".slice"))
         .map(|s| (*s).to_owned());
     Some(Owner::Unit {
-        unit: parts[at].to_owned(),
+        unit: (*unit).to_owned(),
         slice,
     })
 }

@@ -10,6 +10,12 @@
 //! a temporary name, synced and renamed; `next_sequence` holds the next
 //! number to hand out, updated the same way before the number is used.
 
+// A decoder of untrusted input: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::{
     collections::VecDeque,
     fs,
@@ -34,7 +40,7 @@ pub enum OutboxError {
         #[source]
         source: std::io::Error,
     },
-    /// `next_sequence` holds something else than a number.
+    /// `next_sequence` holds something else than a sequence number.
     #[error("outbox {path}: not a sequence number: '{text}'")]
     Corrupt {
         /// The file.
@@ -42,6 +48,9 @@ pub enum OutboxError {
         /// What it holds.
         text: String,
     },
+    /// Every sequence number up to `u64::MAX` was handed out.
+    #[error("outbox: sequence numbers exhausted")]
+    Exhausted,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
@@ -94,11 +103,9 @@ impl Outbox {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if let Some(seq) = name
-                .strip_suffix(SUFFIX)
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                found.push((seq, path));
+            // A name that is not a report's (u64::MAX included) is not ours.
+            if let Some(sequence) = record_sequence(name) {
+                found.push((sequence, path));
             } else if name.ends_with(".tmp") {
                 // A write that did not finish: never acked, never complete.
                 let _ = fs::remove_file(&path);
@@ -108,17 +115,17 @@ impl Outbox {
         let seq_path = dir.join(NEXT_SEQUENCE);
         let persisted = match fs::read_to_string(&seq_path) {
             Ok(text) => Some(
-                text.trim()
-                    .parse::<u64>()
-                    .map_err(|_| OutboxError::Corrupt {
-                        path: seq_path.clone(),
-                        text: text.trim().to_owned(),
-                    })?,
+                parse_next_sequence(&text).ok_or_else(|| OutboxError::Corrupt {
+                    path: seq_path.clone(),
+                    text: text.trim().to_owned(),
+                })?,
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(&seq_path)(e)),
         };
-        let after_files = found.last().map(|(s, _)| s + 1);
+        // record_sequence refuses u64::MAX, so the one after the last file
+        // is a number.
+        let after_files = found.last().and_then(|(s, _)| s.checked_add(1));
         let next_sequence = persisted
             .into_iter()
             .chain(after_files)
@@ -141,13 +148,10 @@ impl Outbox {
     pub fn persisted_next_sequence(dir: &Path) -> Option<u64> {
         let persisted = fs::read_to_string(dir.join(NEXT_SEQUENCE))
             .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok());
+            .and_then(|t| parse_next_sequence(&t));
         let after_files = fs::read_dir(dir)
             .ok()?
-            .filter_map(|e| {
-                let name = e.ok()?.file_name();
-                name.to_str()?.strip_suffix(SUFFIX)?.parse::<u64>().ok()
-            })
+            .filter_map(|e| record_sequence(e.ok()?.file_name().to_str()?))
             .max()
             .map(|s| s + 1);
         persisted.into_iter().chain(after_files).max()
@@ -156,10 +160,11 @@ impl Outbox {
     /// Hands out the next sequence number (persisted first when on disk).
     pub fn next_sequence(&mut self) -> Result<u64, OutboxError> {
         let seq = self.next_sequence;
+        let next = seq.checked_add(1).ok_or(OutboxError::Exhausted)?;
         if let Some(dir) = &self.dir {
-            write_atomically(&dir.join(NEXT_SEQUENCE), (seq + 1).to_string().as_bytes())?;
+            write_atomically(&dir.join(NEXT_SEQUENCE), next.to_string().as_bytes())?;
         }
-        self.next_sequence = seq + 1;
+        self.next_sequence = next;
         Ok(seq)
     }
 
@@ -279,8 +284,29 @@ impl Outbox {
     }
 }
 
-fn file_name(sequence: u64) -> String {
+/// The file name of report `sequence`.
+pub fn file_name(sequence: u64) -> String {
     format!("{sequence:020}{SUFFIX}")
+}
+
+/// The sequence number of a report file name (`<digits>.report`); `None`
+/// for any other name, and for `u64::MAX` (no number could follow it).
+pub fn record_sequence(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok().filter(|&s| s < u64::MAX)
+}
+
+/// Parses `next_sequence`'s text: a decimal number, surrounding white
+/// space allowed; `None` otherwise, and for `u64::MAX` (nothing follows it).
+pub fn parse_next_sequence(text: &str) -> Option<u64> {
+    let digits = text.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok().filter(|&s| s < u64::MAX)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
@@ -346,6 +372,36 @@ mod tests {
         assert!(!o.ack(11).unwrap());
         assert_eq!(o.after(Some(10)).unwrap().0, 12);
         assert_eq!(o.len(), 2);
+    }
+
+    #[test]
+    fn names_and_numbers_of_the_directory() {
+        assert_eq!(record_sequence(&file_name(42)), Some(42));
+        assert_eq!(record_sequence("7.report"), Some(7));
+        for name in ["+5.report", ".report", "x.report", "5.report.tmp", "5"] {
+            assert_eq!(record_sequence(name), None, "{name}");
+        }
+        assert_eq!(parse_next_sequence(" 7\n"), Some(7));
+        assert_eq!(parse_next_sequence("+7"), None);
+        // Nothing could follow u64::MAX: such a file is not ours.
+        assert_eq!(record_sequence(&file_name(u64::MAX)), None);
+        assert_eq!(parse_next_sequence(&u64::MAX.to_string()), None);
+    }
+
+    #[test]
+    fn the_last_number_is_refused_not_wrapped() {
+        // The u64::MAX + 1 that these files led to overflowed.
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(file_name(u64::MAX)), b"x").unwrap();
+        let mut o = Outbox::open(dir.path(), 100, 1).unwrap();
+        assert_eq!((o.len(), o.next_sequence().unwrap()), (0, 1));
+        fs::write(dir.path().join(NEXT_SEQUENCE), u64::MAX.to_string()).unwrap();
+        assert!(matches!(
+            Outbox::open(dir.path(), 100, 1),
+            Err(OutboxError::Corrupt { .. })
+        ));
+        let mut last = Outbox::in_memory(100, u64::MAX);
+        assert!(matches!(last.next_sequence(), Err(OutboxError::Exhausted)));
     }
 
     #[test]

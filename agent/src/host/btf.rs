@@ -8,6 +8,12 @@
 //! has some 150,000 types; sonde asks about a dozen). Format:
 //! `include/uapi/linux/btf.h`.
 
+// A decoder of untrusted input: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 /// Why a BTF blob failed to parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BtfError {
@@ -25,6 +31,13 @@ pub enum BtfError {
 }
 
 const MAGIC: u16 = 0xeb9f;
+/// How deep a lookup follows references (typedef chains, nested arrays,
+/// anonymous members) before it gives up: the kernel's own BTF needs a
+/// handful, a blob that loops would need forever.
+const MAX_DEPTH: u32 = 32;
+/// Members one `member` lookup may visit, anonymous ones' included (the
+/// kernel's `task_struct` has a few hundred).
+const MEMBER_BUDGET: u32 = 1 << 16;
 /// Size of a type record's fixed part (`struct btf_type`).
 const TYPE_HEADER: usize = 12;
 
@@ -81,8 +94,10 @@ pub struct Btf {
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, BtfError> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    at.checked_add(4)
+        .and_then(|end| b.get(at..end))
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_le_bytes)
         .ok_or(BtfError::Invalid("truncated"))
 }
 
@@ -121,7 +136,10 @@ impl Btf {
 
     /// Parses a little-endian BTF blob, keeping it (no copy).
     pub fn from_vec(blob: Vec<u8>) -> Result<Self, BtfError> {
-        let magic = blob.get(0..2).map(|m| u16::from_le_bytes([m[0], m[1]]));
+        let magic = blob
+            .get(0..2)
+            .and_then(|m| m.try_into().ok())
+            .map(u16::from_le_bytes);
         if magic != Some(MAGIC) {
             return Err(BtfError::Invalid("bad magic (not little-endian BTF)"));
         }
@@ -180,7 +198,7 @@ impl Btf {
         let strings = self.types.get(self.strings.clone()).unwrap_or(&[]);
         let rest = strings.get(off as usize..).unwrap_or(&[]);
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-        std::str::from_utf8(&rest[..end]).unwrap_or("")
+        std::str::from_utf8(rest.get(..end).unwrap_or_default()).unwrap_or("")
     }
 
     /// The first type called `name` whose kind passes `want`.
@@ -200,7 +218,7 @@ impl Btf {
 
     /// Follows typedefs and qualifiers.
     fn resolve(&self, mut id: u32) -> Option<Type> {
-        for _ in 0..32 {
+        for _ in 0..MAX_DEPTH {
             let ty = self.ty(id)?;
             match ty.kind {
                 kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT | kind::TYPE_TAG => {
@@ -212,33 +230,56 @@ impl Btf {
         None
     }
 
-    /// Size in bytes of type `id`.
-    fn size_of(&self, id: u32) -> Option<u32> {
-        let ty = self.resolve(id)?;
-        match ty.kind {
-            kind::INT | kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::FLOAT => {
-                Some(ty.size_or_type)
-            }
-            kind::PTR => Some(8),
-            kind::ARRAY => {
-                let (elem, n) = (self.word(&ty, 0, 12, 0)?, self.word(&ty, 0, 12, 2)?);
-                self.size_of(elem).map(|s| s * n)
-            }
-            _ => None,
+    /// Size in bytes of type `id`; `None` past `u32::MAX` and for arrays
+    /// nested deeper than [`MAX_DEPTH`] (a blob may make an array its own
+    /// element).
+    fn size_of(&self, mut id: u32) -> Option<u32> {
+        let mut elements: u32 = 1;
+        for _ in 0..MAX_DEPTH {
+            let ty = self.resolve(id)?;
+            let size = match ty.kind {
+                kind::INT
+                | kind::STRUCT
+                | kind::UNION
+                | kind::ENUM
+                | kind::ENUM64
+                | kind::FLOAT => ty.size_or_type,
+                kind::PTR => 8,
+                kind::ARRAY => {
+                    let (elem, n) = (self.word(&ty, 0, 12, 0)?, self.word(&ty, 0, 12, 2)?);
+                    elements = elements.checked_mul(n)?;
+                    id = elem;
+                    continue;
+                }
+                _ => return None,
+            };
+            return elements.checked_mul(size);
         }
+        None
     }
 
     /// The member `member` of struct `strukt`, searching anonymous members
     /// too; `None` when the kernel has no such member (or it is a bitfield).
     pub fn member(&self, strukt: &str, member: &str) -> Option<Member> {
-        self.find_member(&self.composite(strukt)?, member, 0, 0)
+        let mut budget = MEMBER_BUDGET;
+        self.find_member(&self.composite(strukt)?, member, 0, 0, &mut budget)
     }
 
-    fn find_member(&self, ty: &Type, member: &str, base_bits: u32, depth: u32) -> Option<Member> {
+    fn find_member(
+        &self,
+        ty: &Type,
+        member: &str,
+        base_bits: u32,
+        depth: u32,
+        budget: &mut u32,
+    ) -> Option<Member> {
         if depth > 8 {
             return None;
         }
         for i in 0..ty.vlen {
+            // Anonymous members that refer back to their struct would
+            // otherwise cost vlen^depth.
+            *budget = budget.checked_sub(1)?;
             let (name_off, type_id, offset) = (
                 self.word(ty, i, 12, 0)?,
                 self.word(ty, i, 12, 1)?,
@@ -249,7 +290,7 @@ impl Btf {
             } else {
                 (0, offset)
             };
-            let bits = base_bits + bit_offset;
+            let bits = base_bits.checked_add(bit_offset)?;
             let name = self.name(name_off);
             if name == member {
                 if bitfield_size != 0 || !bits.is_multiple_of(8) {
@@ -263,7 +304,7 @@ impl Btf {
             if name.is_empty() {
                 let inner = self.resolve(type_id)?;
                 if matches!(inner.kind, kind::STRUCT | kind::UNION) {
-                    if let Some(found) = self.find_member(&inner, member, bits, depth + 1) {
+                    if let Some(found) = self.find_member(&inner, member, bits, depth + 1, budget) {
                         return Some(found);
                     }
                 }
@@ -411,6 +452,40 @@ mod tests {
             btf.enum_values("numbers").unwrap(),
             vec![(1, "ONE".to_owned()), (2, "TWO".to_owned())]
         );
+    }
+
+    #[test]
+    fn array_sizes_that_overflow_or_loop_are_unknown() {
+        // Found by the btf fuzz target: an array's size overflowed u32, and
+        // an array that is its own element recursed without end.
+        let mut b = Builder::new();
+        b.ty("int", kind::INT, 0, false, 4, &[32]); // 1
+        b.ty("", kind::ARRAY, 0, false, 0, &[1, 1, u32::MAX]); // 2: int[4G]
+        b.ty("", kind::ARRAY, 0, false, 0, &[3, 1, 2]); // 3: its own element
+        let (big, selfish, ok) = (b.s("big"), b.s("selfish"), b.s("ok"));
+        b.ty(
+            "s",
+            kind::STRUCT,
+            3,
+            false,
+            8,
+            &[big, 2, 0, selfish, 3, 0, ok, 1, 32],
+        ); // 4
+        let btf = Btf::parse(&b.blob()).unwrap();
+        assert_eq!(btf.member("s", "big"), None);
+        assert_eq!(btf.member("s", "selfish"), None);
+        assert_eq!(btf.member("s", "ok"), Some(Member { offset: 4, size: 4 }));
+    }
+
+    #[test]
+    fn anonymous_members_that_loop_end() {
+        // A struct whose anonymous members are the struct itself: the
+        // lookup gives up instead of visiting vlen^depth members.
+        let mut b = Builder::new();
+        let words: Vec<u32> = (0..64).flat_map(|_| [0, 1, 0]).collect();
+        b.ty("loop", kind::STRUCT, 64, false, 8, &words); // 1
+        let btf = Btf::parse(&b.blob()).unwrap();
+        assert_eq!(btf.member("loop", "x"), None);
     }
 
     #[test]

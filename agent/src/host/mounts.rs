@@ -1,6 +1,12 @@
 //! Mount points sonde depends on: tracefs (classic tracepoints) and the
 //! cgroup v2 hierarchy (cgroup ids), found in `/proc/self/mountinfo`.
 
+// A decoder of untrusted input: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::path::{Path, PathBuf};
 
 /// Where tracefs is conventionally mounted.
@@ -105,27 +111,35 @@ fn mount_fs(fstype: &str, target: &str) -> std::io::Result<()> {
     }
 }
 
-/// mountinfo escapes space, tab, newline and backslash as octal.
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`);
+/// a backslash not followed by three octal digits of a byte stays as it is.
 fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'\\' {
+            if let Some(byte) = tail.get(..3).and_then(octal_byte) {
+                out.push(byte);
+                rest = tail.get(3..).unwrap_or_default();
+                continue;
+            }
         }
+        out.push(first);
+        rest = tail;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Three octal digits as a byte; `None` past `\377` or for a non-digit.
+fn octal_byte(digits: &[u8]) -> Option<u8> {
+    let mut value: u32 = 0;
+    for &d in digits {
+        if !(b'0'..=b'7').contains(&d) {
+            return None;
+        }
+        value = value * 8 + u32::from(d - b'0');
+    }
+    u8::try_from(value).ok()
 }
 
 #[cfg(test)]
@@ -169,5 +183,15 @@ mod tests {
     fn unescapes_octal() {
         assert_eq!(unescape("/mnt/with\\040space"), "/mnt/with space");
         assert_eq!(unescape("trailing\\04"), "trailing\\04");
+    }
+
+    #[test]
+    fn keeps_escapes_past_a_byte() {
+        // Found by the proc_text fuzz target: `\777` overflowed a byte.
+        assert_eq!(unescape("/a\\777b"), "/a\\777b");
+        assert_eq!(unescape("\\377"), "\u{fffd}");
+        assert_eq!(unescape("\\134x"), "\\x");
+        let m = Mounts::parse_mountinfo("1 2 0:3 / /m\\777 rw - cgroup2 cgroup2 rw\n");
+        assert_eq!(m.cgroup2.as_deref(), Some(Path::new("/m\\777")));
     }
 }

@@ -2,6 +2,12 @@
 //! v1/v2 hybrids where the cpu controller lives in v1, from the v1 `cpu`
 //! cgroup of a process in it.
 
+// A decoder of untrusted input: no panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::path::Path;
 
 use serde::Serialize;
@@ -86,7 +92,8 @@ pub fn read(v2_dir: &Path, v1_cpu_root: Option<&Path>) -> Option<Throttling> {
     }
     let root = v1_cpu_root?;
     let procs = std::fs::read_to_string(v2_dir.join("cgroup.procs")).ok()?;
-    let pid = procs.lines().next()?.trim();
+    // A number, so that the path below stays under /proc.
+    let pid: u32 = procs.lines().next()?.trim().parse().ok()?;
     let proc_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let path = v1_cpu_path(&proc_cgroup)?;
     let text =

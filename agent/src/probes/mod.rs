@@ -83,6 +83,20 @@ pub enum LoadError {
     /// The pin directory is unusable.
     #[error("pinning: {0}")]
     Pin(String),
+    /// This binary was built with `AYA_BUILD_SKIP=1`: it embeds no kernel
+    /// programs (a build for the fuzz targets, which need only the parsers).
+    #[error(
+        "this sonde was built without its kernel programs (AYA_BUILD_SKIP=1); rebuild without it"
+    )]
+    NoKernelPrograms,
+}
+
+/// The embedded object, or why there is none.
+fn object() -> Result<&'static [u8], LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NoKernelPrograms);
+    }
+    Ok(OBJECT)
 }
 
 /// Options for loading the probes.
@@ -401,7 +415,7 @@ impl Probes {
         if let Some((dir, _)) = &options.pin {
             pin::prepare(dir).map_err(LoadError::Pin)?;
             let layouts =
-                pin::expected_layouts(OBJECT, &options.max_entries()).map_err(LoadError::Pin)?;
+                pin::expected_layouts(object()?, &options.max_entries()).map_err(LoadError::Pin)?;
             recreated = pin::check_maps(dir, &layouts);
             reused = layouts
                 .keys()
@@ -433,7 +447,7 @@ impl Probes {
         memory::configure(&mut loader, victim_is_task);
         block::configure(&mut loader, &block_offsets);
         tcp::configure(&mut loader, &tcp_setup);
-        let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
+        let mut ebpf = loader.load(object()?).map_err(LoadError::Object)?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
             Err(e) => {
@@ -448,7 +462,7 @@ impl Probes {
         let mut pinned = None;
         let mut adopted = None;
         if let Some((dir, manifest)) = &options.pin {
-            let fingerprint = pin::fingerprint(OBJECT, &options.identity());
+            let fingerprint = pin::fingerprint(object()?, &options.identity());
             let maps = pin::map_ids(dir, pin_names.iter().map(|(name, _)| name));
             let kept = manifest
                 .as_ref()
@@ -716,7 +730,9 @@ impl Probes {
     /// Attaches empty programs on a family's hooks instead of sonde's own:
     /// the floor that any tracing on those hooks pays (benchmarks only).
     pub fn load_floor(family: &str) -> Result<Self, LoadError> {
-        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(LoadError::Object)?;
+        let mut ebpf = EbpfLoader::new()
+            .load(object()?)
+            .map_err(LoadError::Object)?;
         let mut links = Links::default();
         let statuses = vec![match family {
             sched::PROBE => sched::attach_floor(&mut ebpf, &mut links),
