@@ -124,6 +124,11 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut local = args.socket.as_deref().map(LocalServer::bind).transpose()?;
     let mut sampler = args.probes.start_with(&thresholds)?;
     let mut sinks = Sinks::start(&config, sampler.window_start_unix_ns()).await?;
+    // An agent before this one stopped (its outbox numbering is here): the
+    // kernel events since it stopped were never read, so the first window
+    // says so. Counters resumed from the kernel would make this stretch
+    // whole; today the probes start from zero.
+    let mut restart_gap = sinks.resumed();
     if let Some(server) = &mut local {
         server.start(args.interval)?;
         eprintln!(
@@ -164,6 +169,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = terminate.recv() => break,
         }
         let mut snapshot = sampler.tick().context("reading the probes' maps")?;
+        snapshot.flag_restart_gap(std::mem::take(&mut restart_gap));
         if !slos.is_empty() {
             snapshot.slos = slos.window(&snapshot).context("keeping the SLO state")?;
         }
