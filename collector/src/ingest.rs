@@ -91,8 +91,21 @@ impl Ingest for IngestService {
                     break;
                 }
                 let sequence = report.sequence;
+                // One line per report at debug level: what this instance
+                // applied, even if it dies before it can say so otherwise.
+                let witness = log::log_enabled!(log::Level::Debug).then(|| {
+                    let node = report.node.as_ref();
+                    (
+                        node.map(|n| n.node_name.clone()).unwrap_or_default(),
+                        node.map(|n| n.boot_id.clone()).unwrap_or_default(),
+                    )
+                });
                 let outcome = state.fleet().apply(report, now_unix_ns());
                 let duplicate = outcome == Outcome::Duplicate;
+                if let Some((node, boot)) = witness {
+                    let what = if duplicate { "duplicate" } else { "applied" };
+                    log::debug!("report node={node} boot={boot} sequence={sequence} {what}");
+                }
                 if duplicate {
                     state.duplicates.fetch_add(1, Ordering::Relaxed);
                 } else {
