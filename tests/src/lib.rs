@@ -12,6 +12,8 @@ mod attribution;
 #[cfg(test)]
 mod block;
 #[cfg(test)]
+mod chaos;
+#[cfg(test)]
 mod cli;
 #[cfg(test)]
 mod collector;
