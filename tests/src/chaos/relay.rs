@@ -22,6 +22,8 @@ const POLL: Duration = Duration::from_millis(100);
 
 struct Shared {
     stop: AtomicBool,
+    /// Bumped by [`Relay::cut`]: the accept loop closes every connection.
+    cuts: AtomicU64,
     delay_ms: AtomicU64,
     connections: AtomicU64,
     bytes: AtomicU64,
@@ -44,6 +46,7 @@ impl Relay {
     ) -> Self {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
+            cuts: AtomicU64::new(0),
             delay_ms: AtomicU64::new(delay.as_millis() as u64),
             connections: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -77,6 +80,12 @@ impl Relay {
             .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Closes every open connection both ways, as a path that breaks
+    /// would; whatever was held in the relay is lost.
+    pub fn cut(&self) {
+        self.shared.cuts.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::Relaxed)
@@ -99,7 +108,16 @@ impl Drop for Relay {
 
 fn accept_loop(listener: &TcpListener, upstream: SocketAddrV4, shared: &Arc<Shared>) {
     let mut pumps = Vec::new();
+    let mut open: Vec<TcpStream> = Vec::new();
+    let mut cuts = 0;
     while !shared.stop.load(Ordering::Relaxed) {
+        let now = shared.cuts.load(Ordering::Relaxed);
+        if now != cuts {
+            cuts = now;
+            for s in open.drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
         let client = match listener.accept() {
             Ok((client, _)) => client,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -116,6 +134,7 @@ fn accept_loop(listener: &TcpListener, upstream: SocketAddrV4, shared: &Arc<Shar
             let _ = client.shutdown(Shutdown::Both);
             continue;
         };
+        open.extend([&client, &server].map(|s| s.try_clone().expect("clone")));
         for (from, to) in [(&client, &server), (&server, &client)] {
             let (from, to) = (
                 from.try_clone().expect("clone"),
