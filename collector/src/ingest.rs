@@ -122,7 +122,20 @@ pub fn accept(
         return Err(r);
     }
     let sequence = report.sequence;
+    // One line per report at debug level: what this instance applied, even
+    // if it dies before it can say so otherwise.
+    let witness = log::log_enabled!(log::Level::Debug).then(|| {
+        let node = report.node.as_ref();
+        (
+            node.map(|n| n.node_name.clone()).unwrap_or_default(),
+            node.map(|n| n.boot_id.clone()).unwrap_or_default(),
+        )
+    });
     let duplicate = state.fleet().apply(report, now_unix_ns) == Outcome::Duplicate;
+    if let Some((node, boot)) = witness {
+        let what = if duplicate { "duplicate" } else { "applied" };
+        log::debug!("report node={node} boot={boot} sequence={sequence} {what}");
+    }
     let counter = if duplicate {
         &state.duplicates
     } else {

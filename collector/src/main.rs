@@ -232,14 +232,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .map(|t| format!("{}:{}", t.name, t.count))
             .collect();
+        let losses: Vec<String> = n
+            .losses
+            .iter()
+            .map(|l| format!("{}/{}/{}:{}", l.stage, l.reason, l.probe, l.count))
+            .collect();
         eprintln!(
-            "sonde-collector: at exit: node={} boot={} sequences={} reports={} duplicates={} totals={}",
+            "sonde-collector: at exit: node={} boot={} sequences={} reports={} duplicates={} totals={} losses={}",
             id.node_name,
             id.boot_id,
             ranges.join(","),
             n.reports,
             n.duplicates,
-            totals.join(",")
+            totals.join(","),
+            losses.join(",")
         );
     }
     eprintln!("sonde-collector: stopped");

@@ -54,7 +54,7 @@ fn exit_line(collector: &Proc, node: &str) -> (Vec<(u64, u64)>, BTreeMap<String,
     )
 }
 
-fn sum_prefix(totals: &BTreeMap<String, u64>, prefix: &str) -> u64 {
+pub(crate) fn sum_prefix(totals: &BTreeMap<String, u64>, prefix: &str) -> u64 {
     totals
         .iter()
         .filter(|(k, _)| k.starts_with(prefix))
@@ -460,7 +460,7 @@ fn rogue_report_stream(port: u16, pki: &Pki) -> tonic::Status {
 }
 
 /// The reports an agent left in its outbox directory, by sequence.
-fn outbox_reports(dir: &std::path::Path) -> Vec<sonde_proto::v1::AgentReport> {
+pub(crate) fn outbox_reports(dir: &std::path::Path) -> Vec<sonde_proto::v1::AgentReport> {
     let mut reports: Vec<sonde_proto::v1::AgentReport> = std::fs::read_dir(dir)
         .expect("outbox")
         .filter_map(|e| {
@@ -476,7 +476,7 @@ fn outbox_reports(dir: &std::path::Path) -> Vec<sonde_proto::v1::AgentReport> {
 }
 
 /// The keys of [`agent_totals`] from wire reports.
-fn report_totals(reports: &[sonde_proto::v1::AgentReport]) -> BTreeMap<String, u64> {
+pub(crate) fn report_totals(reports: &[sonde_proto::v1::AgentReport]) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for r in reports {
         let text = |i: u32| r.strings[i as usize].as_str();

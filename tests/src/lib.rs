@@ -14,6 +14,8 @@ mod block;
 #[cfg(test)]
 mod budget;
 #[cfg(test)]
+mod chaos;
+#[cfg(test)]
 mod cli;
 #[cfg(test)]
 mod collector;

@@ -59,6 +59,11 @@ impl TestNetns {
         &self.name
     }
 
+    /// A descriptor of it, open as long as this lives (for `setns`).
+    pub fn fd(&self) -> libc::c_int {
+        self.fd
+    }
+
     /// Its inode number: how sonde names it.
     pub fn inode(&self) -> u32 {
         self.inode

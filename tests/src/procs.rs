@@ -64,10 +64,41 @@ fn collect(
     });
 }
 
+/// Where and how to start a [`Proc`] beyond its arguments.
+#[derive(Default)]
+pub struct Place<'a> {
+    /// Run in this network namespace (only the network namespace changes:
+    /// the process still sees the host's mounts, cgroups and kernel).
+    pub netns: Option<&'a crate::netns::TestNetns>,
+    /// Extra environment variables.
+    pub env: Vec<(&'a str, &'a str)>,
+}
+
 impl Proc {
     /// Starts `program args`.
     pub fn spawn(name: &str, program: &Path, args: &[String]) -> Self {
-        let mut child = Command::new(program)
+        Self::spawn_at(name, program, args, &Place::default())
+    }
+
+    /// Starts `program args` as `place` says.
+    pub fn spawn_at(name: &str, program: &Path, args: &[String], place: &Place<'_>) -> Self {
+        let mut command = Command::new(program);
+        command.envs(place.env.iter().copied());
+        if let Some(ns) = place.netns {
+            use std::os::unix::process::CommandExt as _;
+            let fd = ns.fd();
+            // SAFETY: setns is async-signal-safe; the closure touches nothing else.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -96,9 +127,14 @@ impl Proc {
 
     /// A collector on `port` with extra arguments; returns once it listens.
     pub fn collector(port: u16, extra: &[&str]) -> Self {
+        Self::collector_at(port, extra, &Place::default())
+    }
+
+    /// [`Proc::collector`] as `place` says.
+    pub fn collector_at(port: u16, extra: &[&str], place: &Place<'_>) -> Self {
         let mut args = vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let p = Self::spawn("collector", &collector_bin(), &args);
+        let p = Self::spawn_at("collector", &collector_bin(), &args, place);
         p.wait_stderr("listening on", Duration::from_secs(10));
         p
     }
@@ -106,14 +142,26 @@ impl Proc {
     /// A `sonde agent --json --interval 1s` with extra arguments; returns
     /// once its probes are attached.
     pub fn agent(extra: &[&str]) -> Self {
+        Self::agent_at(extra, &Place::default())
+    }
+
+    /// [`Proc::agent`] as `place` says.
+    pub fn agent_at(extra: &[&str], place: &Place<'_>) -> Self {
         let mut args: Vec<String> = ["agent", "--json", "--interval", "1s"]
             .iter()
             .map(|s| s.to_string())
             .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let p = Self::spawn("agent", &sonde_bin(), &args);
+        let p = Self::spawn_at("agent", &sonde_bin(), &args, place);
         p.wait_stderr("agent ready", Duration::from_secs(20));
         p
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_none()))
     }
 
     /// Waits until a line of stderr contains `needle`.
@@ -152,7 +200,8 @@ impl Proc {
         });
     }
 
-    fn signal(&self, sig: libc::c_int) {
+    /// Sends `sig` (e.g. SIGSTOP, SIGCONT) without waiting for anything.
+    pub fn signal(&self, sig: libc::c_int) {
         if let Some(child) = &self.child {
             // SAFETY: signalling our own child by its pid.
             unsafe { libc::kill(child.id() as libc::pid_t, sig) };
@@ -161,8 +210,23 @@ impl Proc {
 
     /// SIGTERM, then waits for the exit (at most 20 s) and for the output.
     pub fn terminate(&mut self) -> i32 {
+        self.terminate_within(Duration::from_secs(20))
+    }
+
+    /// SIGTERM, then waits for the exit (at most `timeout`) and for the output.
+    pub fn terminate_within(&mut self, timeout: Duration) -> i32 {
         self.signal(libc::SIGTERM);
-        self.wait(Duration::from_secs(20))
+        self.wait(timeout)
+    }
+
+    /// Lines of stderr so far, counted without copying them.
+    pub fn stderr_len(&self) -> usize {
+        self.stderr.lock().expect("lines").len()
+    }
+
+    /// Lines of stdout so far, counted without copying them.
+    pub fn stdout_len(&self) -> usize {
+        self.stdout.lock().expect("lines").len()
     }
 
     /// SIGKILL and reap.
@@ -203,7 +267,27 @@ impl Drop for Proc {
 
 /// Runs `sonde fleet <args> --json` and parses its answer.
 pub fn fleet_json(args: &[&str]) -> Value {
-    let out = Command::new(sonde_bin())
+    fleet_json_in(None, args)
+}
+
+/// [`fleet_json`] from inside a network namespace.
+pub fn fleet_json_in(netns: Option<&crate::netns::TestNetns>, args: &[&str]) -> Value {
+    let mut command = Command::new(sonde_bin());
+    if let Some(ns) = netns {
+        use std::os::unix::process::CommandExt as _;
+        let fd = ns.fd();
+        // SAFETY: setns is async-signal-safe; the closure touches nothing else.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let out = command
         .arg("fleet")
         .args(args)
         .arg("--json")

@@ -1,4 +1,4 @@
-//! `cargo xtask setup | build | run | test | fuzz | vm-test | bench`: sonde's developer
+//! `cargo xtask setup | build | run | test | fuzz | vm-test | chaos | bench`: sonde's developer
 //! workflow. Every command that builds calls `setup` first, so a fresh
 //! machine needs nothing but `cargo`.
 
@@ -88,6 +88,20 @@ enum Task {
         #[arg(long, conflicts_with_all = ["arches", "kernels", "tests"])]
         ci: bool,
     },
+    /// The chaos suite, minutes per scenario (not part of `test`): the
+    /// collector down for minutes, 5 % loss and seconds of delay on a veth
+    /// pair, the agent SIGKILLed mid-flush, the collector restarted under
+    /// load. Needs root; everything runs on loopback or in test network
+    /// namespaces it removes.
+    Chaos {
+        /// Only this scenario: outage, lossy_link, agent_kills or
+        /// collector_restarts (default: all four, one after the other).
+        filter: Option<String>,
+        /// Length of each scenario's fault phase in minutes (default: the
+        /// scenario's own, 1 to 3).
+        #[arg(long)]
+        minutes: Option<f64>,
+    },
     /// Benchmarks: sonde on versus off in the same run.
     Bench {
         /// Which benchmark.
@@ -163,6 +177,10 @@ fn run(cli: Cli) -> Result<()> {
                 options.timeout = std::time::Duration::from_secs(secs);
             }
             vm::run(&options)
+        }
+        Task::Chaos { filter, minutes } => {
+            setup::run(false)?;
+            chaos(filter.as_deref(), minutes)
         }
         Task::Bench { which, ops, rounds } => {
             setup::run(true)?;
@@ -282,10 +300,7 @@ fn test(lint: bool) -> Result<()> {
     )?;
     step("integration tests (root, real kernel)");
     build(false)?;
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))?;
+    let is_root = is_root()?;
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     if !is_root && ci {
         bail!(
@@ -324,6 +339,61 @@ fn test(lint: bool) -> Result<()> {
     fuzz::run(CI_FUZZ_SECONDS, &[])?;
     step("vm-test --ci: the integration tests on an older x86_64 kernel and on arm64, under QEMU (`cargo xtask vm-test` runs every kernel)");
     vm::run(&vm::Options::ci())
+}
+
+fn is_root() -> Result<bool> {
+    Ok(Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))?)
+}
+
+/// Runs the chaos scenarios (the tests crate's `#[ignore]`d `chaos::`
+/// tests) one at a time and prints each one's figures.
+fn chaos(filter: Option<&str>, minutes: Option<f64>) -> Result<()> {
+    step("build");
+    build(false)?;
+    if !is_root()? {
+        bail!("the chaos suite loads eBPF programs and creates cgroups and network namespaces: run it as root");
+    }
+    let results = root().join("target/chaos/results.jsonl");
+    std::fs::create_dir_all(results.parent().unwrap_or(Path::new(".")))?;
+    let _ = std::fs::remove_file(&results);
+    let filter = format!("chaos::{}", filter.unwrap_or(""));
+    step(&format!("chaos scenarios matching {filter}"));
+    let mut command = Command::new("cargo");
+    command
+        .args([
+            "test",
+            "--package",
+            "sonde-tests",
+            "--lib",
+            "--",
+            "--ignored",
+            "--test-threads=1",
+            &filter,
+        ])
+        .env("SONDE_BIN", root().join("target/debug/sonde"))
+        .env(
+            "SONDE_COLLECTOR_BIN",
+            root().join("target/debug/sonde-collector"),
+        )
+        .env("SONDE_PYTHON", setup::venv()?.join("bin/python"))
+        .env("SONDE_CHAOS_RESULTS", &results)
+        .current_dir(root());
+    if let Some(m) = minutes {
+        command.env("SONDE_CHAOS_MINUTES", m.to_string());
+    }
+    let status = command.status()?;
+    let figures = std::fs::read_to_string(&results).unwrap_or_default();
+    for line in figures.lines() {
+        eprintln!("xtask: chaos: {line}");
+    }
+    eprintln!("xtask: chaos figures in {}", results.display());
+    if !status.success() {
+        bail!("a chaos scenario failed");
+    }
+    Ok(())
 }
 
 fn step(what: &str) {

@@ -189,6 +189,11 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|p| Governor::new(BudgetConfig::new(p)));
     meter.start_sample(sampler.probes());
     let mut sinks = Sinks::start(&config, sampler.window_start_unix_ns()).await?;
+    // An agent before this one stopped (its outbox numbering is here): the
+    // kernel events since it stopped were never read, so the first window
+    // says so — unless pinned probes counted them and the first window
+    // resumed from the last one's checkpoint.
+    let mut restart_gap = sinks.resumed();
     if let Some(server) = &mut local {
         server.start(args.interval)?;
         eprintln!(
@@ -265,6 +270,15 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         snapshot.overhead = Some(overhead);
         meter.start_sample(sampler.probes());
+        // The first window after a restart: pinned probes that resumed from
+        // the checkpoint joined the windows (no gap); otherwise the stretch
+        // no agent watched is a gap, counted once.
+        let joined = snapshot
+            .restart
+            .as_ref()
+            .is_some_and(|r| r.follows_sequence.is_some() && r.gap.is_none());
+        let pinned_gap = snapshot.restart.as_ref().is_some_and(|r| r.gap.is_some());
+        snapshot.flag_restart_gap((std::mem::take(&mut restart_gap) && !joined) || pinned_gap);
         if !slos.is_empty() {
             snapshot.slos = slos.window(&snapshot).context("keeping the SLO state")?;
         }

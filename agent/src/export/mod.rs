@@ -215,15 +215,15 @@ impl Sinks {
                     sequence,
                     vec![
                         LossRecord {
-                            stage: "outbox",
+                            stage: outbox::STAGE,
                             probe: "all",
-                            reason: "outbox_full",
+                            reason: outbox::REASON_FULL,
                             count: dropped,
                         },
                         LossRecord {
-                            stage: "outbox",
+                            stage: outbox::STAGE,
                             probe: "all",
-                            reason: "refused_by_collector",
+                            reason: outbox::REASON_REFUSED,
                             count: refused,
                         },
                     ],
@@ -248,6 +248,13 @@ impl Sinks {
             tick.notify_one();
         }
         Ok(sequence)
+    }
+
+    /// Whether the outbox directory held a previous run's numbering: this
+    /// agent follows another that stopped, and the kernel events between
+    /// the two were read by neither.
+    pub fn resumed(&self) -> bool {
+        self.shared.as_ref().is_some_and(|s| s.outbox().resumed())
     }
 
     /// Waits until the collector has acked everything, at most `timeout`;

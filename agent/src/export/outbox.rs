@@ -6,6 +6,11 @@
 //! that a restarted agent with the same directory goes on numbering where it
 //! stopped.
 //!
+//! A report the outbox drops may itself carry the count of reports dropped
+//! before it: that count goes back into the one to report next, so that the
+//! sum of the counts that reach the collector is exactly the number of
+//! reports dropped.
+//!
 //! On disk: one file per report, `<sequence, 20 digits>.report`, written to
 //! a temporary name, synced and renamed; `next_sequence` holds the next
 //! number to hand out, updated the same way before the number is used.
@@ -23,10 +28,18 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use sonde_proto::v1::AgentReport;
+
 /// Default bound: 64 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 const SUFFIX: &str = ".report";
 const NEXT_SEQUENCE: &str = "next_sequence";
+/// The loss records the outbox's counts ride in (`sonde.agent.dropped`).
+pub const STAGE: &str = "outbox";
+/// A report dropped to make room, or larger than the whole bound.
+pub const REASON_FULL: &str = "outbox_full";
+/// A report the collector refused for good.
+pub const REASON_REFUSED: &str = "refused_by_collector";
 
 /// Why the outbox failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +88,8 @@ pub struct Outbox {
     dropped_unreported: u64,
     dropped_total: u64,
     refused_unreported: u64,
+    /// Whether the directory held the numbering of a previous run.
+    resumed: bool,
 }
 
 impl Outbox {
@@ -89,6 +104,7 @@ impl Outbox {
             dropped_unreported: 0,
             dropped_total: 0,
             refused_unreported: 0,
+            resumed: false,
         }
     }
 
@@ -126,6 +142,7 @@ impl Outbox {
         // record_sequence refuses u64::MAX, so the one after the last file
         // is a number.
         let after_files = found.last().and_then(|(s, _)| s.checked_add(1));
+        let resumed = persisted.is_some() || after_files.is_some();
         let next_sequence = persisted
             .into_iter()
             .chain(after_files)
@@ -134,6 +151,7 @@ impl Outbox {
         let mut outbox = Self {
             dir: Some(dir.to_owned()),
             next_sequence,
+            resumed,
             ..Self::in_memory(max_bytes, first_sequence)
         };
         for (sequence, path) in found {
@@ -174,6 +192,7 @@ impl Outbox {
     pub fn push(&mut self, sequence: u64, bytes: Vec<u8>) -> Result<(), OutboxError> {
         if bytes.len() as u64 > self.max_bytes {
             self.count_dropped(1);
+            self.recarry(&bytes);
             return Ok(());
         }
         if let Some(dir) = &self.dir {
@@ -186,6 +205,7 @@ impl Outbox {
         let size = bytes.len() as u64;
         if size > self.max_bytes {
             self.count_dropped(1);
+            self.recarry(&bytes);
             return self.remove_file(sequence);
         }
         while self.bytes + size > self.max_bytes {
@@ -194,6 +214,7 @@ impl Outbox {
             };
             self.bytes -= old.bytes.len() as u64;
             self.count_dropped(1);
+            self.recarry(&old.bytes);
             self.remove_file(old.sequence)?;
         }
         self.bytes += size;
@@ -204,6 +225,15 @@ impl Outbox {
     fn count_dropped(&mut self, n: u64) {
         self.dropped_unreported += n;
         self.dropped_total += n;
+    }
+
+    /// A dropped report's own outbox counts (reports dropped or refused
+    /// before it) would go with it: they are carried by the next report
+    /// instead.
+    fn recarry(&mut self, bytes: &[u8]) {
+        let (dropped, refused) = carried(bytes);
+        self.dropped_unreported += dropped;
+        self.refused_unreported += refused;
     }
 
     fn remove_file(&self, sequence: u64) -> Result<(), OutboxError> {
@@ -254,6 +284,7 @@ impl Outbox {
         self.bytes -= e.bytes.len() as u64;
         self.refused_unreported += 1;
         self.dropped_total += 1;
+        self.recarry(&e.bytes);
         self.remove_file(e.sequence)?;
         Ok(Some(e.sequence))
     }
@@ -266,6 +297,12 @@ impl Outbox {
     /// Reports dropped since the outbox was opened.
     pub fn dropped_total(&self) -> u64 {
         self.dropped_total
+    }
+
+    /// Whether the directory held the numbering of a previous run: this
+    /// agent resumes after a stretch no agent watched.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     /// Reports waiting.
@@ -282,6 +319,23 @@ impl Outbox {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+}
+
+/// The outbox counts an encoded report carries: (`outbox_full`,
+/// `refused_by_collector`). Bytes that do not decode carry none.
+fn carried(bytes: &[u8]) -> (u64, u64) {
+    let Ok(report) = <AgentReport as prost::Message>::decode(bytes) else {
+        return (0, 0);
+    };
+    report
+        .losses
+        .iter()
+        .filter(|l| l.stage == STAGE)
+        .fold((0, 0), |(full, refused), l| match l.reason.as_str() {
+            REASON_FULL => (full + l.count, refused),
+            REASON_REFUSED => (full, refused + l.count),
+            _ => (full, refused),
+        })
 }
 
 /// The file name of report `sequence`.
@@ -341,6 +395,46 @@ mod tests {
         // A report larger than the bound is dropped itself.
         o.push(4, report(101)).unwrap();
         assert_eq!((o.len(), o.take_dropped(), o.dropped_total()), (2, 1, 2));
+    }
+
+    fn carrying(full: u64, refused: u64) -> Vec<u8> {
+        padded(full, refused, 0)
+    }
+
+    /// A report carrying these counts, `pad` bytes longer.
+    fn padded(full: u64, refused: u64, pad: usize) -> Vec<u8> {
+        use sonde_proto::v1::LossRecord;
+        let record = |reason: &str, count| LossRecord {
+            stage: STAGE.into(),
+            probe: "all".into(),
+            reason: reason.into(),
+            count,
+        };
+        prost::Message::encode_to_vec(&AgentReport {
+            losses: vec![record(REASON_FULL, full), record(REASON_REFUSED, refused)],
+            strings: vec!["x".repeat(pad)],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_counts_a_dropped_report_carried_go_to_the_next() {
+        let one = carrying(3, 1).len() as u64;
+        let mut o = Outbox::in_memory(one + 10, 1);
+        o.push(1, carrying(3, 1)).unwrap();
+        o.push(2, carrying(0, 0)).unwrap();
+        // Report 1 went, and with it its own count of three dropped before
+        // it and one refused: all of it is to be reported again.
+        assert_eq!(o.after(None).unwrap().0, 2);
+        assert_eq!((o.take_dropped(), o.take_refused()), (4, 1));
+        // The same for a refused report, and for one too large to keep.
+        assert_eq!(o.drop_refused().unwrap(), Some(2));
+        o.push(3, carrying(2, 0)).unwrap();
+        assert_eq!(o.drop_refused().unwrap(), Some(3));
+        assert_eq!((o.take_dropped(), o.take_refused()), (2, 2));
+        o.push(4, padded(5, 0, 20)).unwrap();
+        assert_eq!(o.len(), 0);
+        assert_eq!((o.take_dropped(), o.dropped_total()), (6, 4));
     }
 
     #[test]
@@ -409,6 +503,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut o = Outbox::open(dir.path(), 1000, 500).unwrap();
+            assert!(!o.resumed(), "a new directory");
             for n in 0..4 {
                 let seq = o.next_sequence().unwrap();
                 o.push(seq, report(10 + n)).unwrap();
@@ -419,6 +514,7 @@ mod tests {
             fs::write(dir.path().join("junk.tmp"), b"half").unwrap();
         }
         let mut o = Outbox::open(dir.path(), 1000, 1).unwrap();
+        assert!(o.resumed(), "a previous run numbered from here");
         let seqs: Vec<u64> = o.entries.iter().map(|e| e.sequence).collect();
         assert_eq!(seqs, vec![500, 502, 503]);
         assert_eq!(o.after(Some(500)).unwrap().1.len(), 12);

@@ -423,6 +423,23 @@ impl Snapshot {
             .unwrap_or(0)
     }
 
+    /// Records whether the window follows a stretch no agent watched (the
+    /// first window of an agent that took over from a stopped one): the
+    /// loss record `agent/restart_gap` counts one such stretch, and the
+    /// window is then incomplete. The record is there, zero or not, in
+    /// every window of the agent.
+    pub fn flag_restart_gap(&mut self, gap: bool) {
+        self.losses.push(LossRecord {
+            stage: "agent",
+            probe: "all",
+            reason: "restart_gap",
+            count: u64::from(gap),
+        });
+        if gap {
+            self.complete = false;
+        }
+    }
+
     /// Total events lost in the window.
     pub fn lost(&self) -> u64 {
         self.losses.iter().map(|l| l.count).sum()
