@@ -150,7 +150,9 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
         unit.contains("ExecStartPre=+/usr/bin/install -d -m 0700 -o sonde-agent /sys/fs/bpf/sonde")
     );
     assert!(unit.contains("sonde agent --pin /sys/fs/bpf/sonde "));
-    let pins = PathBuf::from(format!("/sys/fs/bpf/sonde-caps-{}", std::process::id()));
+    // Unpinned on drop, whatever happens.
+    let pin_dir = crate::pin::PinDir::new("caps");
+    let pins = PathBuf::from(pin_dir.arg());
     let state = dir.join("state");
     for (path, mode) in [(&pins, "0700"), (&state, "0700")] {
         let ok = Command::new("install")
@@ -175,7 +177,8 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
         assert!(err.contains(expect), "{err}");
         assert!(out.lines().count() >= 1, "windows: {out}");
     }
-    sonde::probes::pin::unpin(&pins).expect("unpin");
+    drop(pin_dir);
+    assert!(!pins.exists(), "unpinned");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -17,12 +17,12 @@ use crate::{
 
 /// A pin directory of its own under bpffs, removed (with what is pinned in
 /// it) on drop, so no program outlives the test.
-struct PinDir {
+pub(crate) struct PinDir {
     dir: PathBuf,
 }
 
 impl PinDir {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let dir = PathBuf::from(format!(
             "/sys/fs/bpf/sonde-test-{name}-{}",
             std::process::id()
@@ -30,7 +30,7 @@ impl PinDir {
         Self { dir }
     }
 
-    fn arg(&self) -> String {
+    pub(crate) fn arg(&self) -> String {
         self.dir.to_str().expect("utf-8").to_owned()
     }
 
@@ -58,15 +58,7 @@ fn failing_opens(batches: u32) -> impl FnOnce() {
         };
         for _ in 0..batches {
             for _ in 0..20 {
-                // SAFETY: a valid NUL-terminated path.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_openat,
-                        libc::AT_FDCWD,
-                        missing.as_ptr(),
-                        libc::O_RDONLY,
-                    )
-                };
+                crate::procs::open_missing(missing);
             }
             // SAFETY: a valid timespec.
             unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };

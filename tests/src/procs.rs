@@ -419,6 +419,20 @@ pub fn url_encode(text: &str) -> String {
         .collect()
 }
 
+/// One `openat` of `missing`, a path that does not exist: it fails with
+/// ENOENT (async-signal-safe).
+pub fn open_missing(missing: &std::ffi::CStr) {
+    // SAFETY: a valid NUL-terminated path.
+    unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            missing.as_ptr(),
+            libc::O_RDONLY,
+        )
+    };
+}
+
 /// A workload for the forked child: `openat` of a missing file, in batches
 /// of `batch` with a 5 ms pause, forever (kill it). Syscalls only.
 pub fn failing_opens_forever(batch: u32) -> impl FnOnce() {
@@ -430,15 +444,7 @@ pub fn failing_opens_forever(batch: u32) -> impl FnOnce() {
         };
         loop {
             for _ in 0..batch {
-                // SAFETY: a valid NUL-terminated path.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_openat,
-                        libc::AT_FDCWD,
-                        missing.as_ptr(),
-                        libc::O_RDONLY,
-                    )
-                };
+                crate::procs::open_missing(missing);
             }
             // SAFETY: a valid timespec.
             unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
@@ -451,15 +457,7 @@ pub fn failing_opens(n: u64) -> impl FnOnce() {
     move || {
         let missing = c"/nonexistent/sonde-e2e";
         for _ in 0..n {
-            // SAFETY: a valid NUL-terminated path.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_openat,
-                    libc::AT_FDCWD,
-                    missing.as_ptr(),
-                    libc::O_RDONLY,
-                )
-            };
+            crate::procs::open_missing(missing);
         }
     }
 }

@@ -232,15 +232,7 @@ pub fn counted_failing_opens(shared: &Shared, batch: u32) -> impl FnOnce() + '_ 
         let mut done = 0u64;
         while shared.get(STOP) == 0 {
             for _ in 0..batch {
-                // SAFETY: a valid NUL-terminated path.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_openat,
-                        libc::AT_FDCWD,
-                        missing.as_ptr(),
-                        libc::O_RDONLY,
-                    )
-                };
+                crate::procs::open_missing(missing);
                 done += 1;
                 shared.set(COUNT, done);
             }
