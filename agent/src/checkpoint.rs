@@ -31,8 +31,8 @@ pub const FILE: &str = "kernel-checkpoint.json";
 /// Changes when the meaning of a checkpoint changes.
 const FORMAT: &str = "sonde-checkpoint/1";
 
-/// What a window leaves for the next agent.
-#[derive(Debug, Serialize, Deserialize)]
+/// What a window leaves for the next agent (as read back).
+#[derive(Debug, Deserialize)]
 pub struct Checkpoint {
     /// `FORMAT`.
     pub format: String,
@@ -71,33 +71,60 @@ pub fn load(state_dir: &Path) -> Result<Option<Checkpoint>, String> {
     }
 }
 
-/// Writes the checkpoint atomically (temporary file, fsync, rename).
-pub fn save(state_dir: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
-    let path = path(state_dir);
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        serde_json::to_writer(&mut std::io::BufWriter::new(&mut file), checkpoint)?;
-        file.flush()?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)
+/// A [`Checkpoint`] as written: borrowed, so that a window's counts are
+/// not copied to be saved.
+#[derive(Serialize)]
+struct Written<'a> {
+    format: &'a str,
+    manifest: &'a Manifest,
+    sequence: u64,
+    window_end_unix_ns: u64,
+    reading: &'a Reading,
 }
 
-/// A checkpoint of the window just closed.
-pub fn of(
+/// Writes the checkpoint of the window just closed, atomically (temporary
+/// file, fsync, rename); `None` when the probes are not pinned.
+pub fn save(
+    state_dir: &Path,
     probes: &Probes,
     sequence: u64,
     window_end_unix_ns: u64,
     reading: &Reading,
-) -> Option<Checkpoint> {
-    Some(Checkpoint {
-        format: FORMAT.to_owned(),
-        manifest: probes.manifest()?,
+) -> Option<std::io::Result<()>> {
+    let manifest = probes.manifest()?;
+    let written = Written {
+        format: FORMAT,
+        manifest: &manifest,
         sequence,
         window_end_unix_ns,
-        reading: reading.clone(),
-    })
+        reading,
+    };
+    let path = path(state_dir);
+    let tmp = path.with_extension("json.tmp");
+    let write = || {
+        let mut file = std::fs::File::create(&tmp)?;
+        let mut out = std::io::BufWriter::new(&mut file);
+        serde_json::to_writer(&mut out, &written)?;
+        out.flush()?;
+        drop(out);
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    Some(write())
+}
+
+/// The first window of an agent that follows another without pinned
+/// probes: what the kernel saw between the two is in no window.
+pub fn unwatched() -> Resume {
+    Resume {
+        baseline: None,
+        restart: Restart {
+            follows_sequence: None,
+            gap: Some(
+                "kernel events since the last agent stopped were not read (--pin keeps the probes counting)".into(),
+            ),
+        },
+    }
 }
 
 /// How the first window starts, from what the probes found pinned, the

@@ -79,14 +79,31 @@ fn a_syscall_storm_over_the_budget_sheds_the_family_and_calm_restores_it() {
             .any(|l| l.contains("syscalls shed: the agent cost"))
     });
     storm.wait_exited();
-    crate::procs::wait_for("the restore", Duration::from_secs(30), || {
+    // Restored once the storm is over (a try during the storm sheds again).
+    let restores = || {
         agent
             .stderr_lines()
             .iter()
-            .any(|l| l.contains("syscalls restored"))
+            .filter(|l| l.contains("syscalls restored"))
+            .count()
+    };
+    let shed_lines = || {
+        agent
+            .stderr_lines()
+            .iter()
+            .filter(|l| l.contains("syscalls shed"))
+            .count()
+    };
+    crate::procs::wait_for("the restore", Duration::from_secs(60), || {
+        restores() == shed_lines()
     });
-    let restored_at = agent.windows().len();
-    agent.wait_windows(restored_at + 2, Duration::from_secs(10));
+    // Counting again, exactly: a workload's 300 failing opens.
+    let after = TestCgroup::new("budget-after");
+    let opens = Workload::fork(&after, crate::procs::failing_opens(300));
+    opens.go();
+    opens.wait_exited();
+    let seen = agent.windows().len();
+    agent.wait_windows(seen + 2, Duration::from_secs(10));
     assert_eq!(agent.terminate(), 0);
 
     let windows = agent.windows();
@@ -123,5 +140,7 @@ fn a_syscall_storm_over_the_budget_sheds_the_family_and_calm_restores_it() {
         .as_array()
         .expect("shed")
         .is_empty());
-    assert!(!last["syscalls"].as_array().expect("syscalls").is_empty());
+    let key = format!("err|{}|openat|ENOENT", after.v2_path());
+    let totals = crate::procs::agent_totals(&windows, |_| true);
+    assert_eq!(totals.get(&key), Some(&300), "{key}");
 }

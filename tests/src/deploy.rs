@@ -168,6 +168,7 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
         pins.display(),
         state.display()
     );
+    let mut last_sequence = None;
     for expect in [
         "first start",
         "kept the programs the last agent left running",
@@ -175,7 +176,19 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
         let (code, out, err) = as_nobody(&caps, &agent);
         assert_eq!(code, 0, "{err}");
         assert!(err.contains(expect), "{err}");
-        assert!(out.lines().count() >= 1, "windows: {out}");
+        let windows: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON window"))
+            .collect();
+        let first = windows.first().expect("a window");
+        // The second run's first window follows the first run's last.
+        assert_eq!(
+            first["restart"]["follows_sequence"].as_u64(),
+            last_sequence,
+            "{}",
+            first["restart"]
+        );
+        last_sequence = windows.last().and_then(|w| w["sequence"].as_u64());
     }
     drop(pin_dir);
     assert!(!pins.exists(), "unpinned");

@@ -142,9 +142,7 @@ fn restarts_with_pinned_probes_lose_and_double_nothing() {
         assert_eq!(restart["follows_sequence"], follows, "{restart}");
         assert!(restart["gap"].is_null(), "{restart}");
         assert_eq!(windows[0]["complete"], true, "{}", windows[0]["losses"]);
-        let start = windows[0]["window_start_unix_ns"].as_u64().expect("start");
         assert!(windows.iter().skip(1).all(|w| w["restart"].is_null()));
-        assert!(start > 0);
     }
     // Every failure the workload made is in exactly one window.
     let key = format!("err|{}|openat|ENOENT", cgroup.v2_path());

@@ -9,8 +9,6 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::probes::ProbeState;
-
 use super::{parse_duration, render, ProbeArgs, TlsArgs};
 use crate::{
     budget::{Action, BudgetConfig, Governor, Meter},
@@ -21,6 +19,7 @@ use crate::{
     },
     local::server::LocalServer,
     model::{LossRecord, Snapshot},
+    probes::ProbeState,
     slo::Slos,
 };
 
@@ -167,13 +166,16 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let probes = args
         .probes
         .load(&thresholds, args.pin.clone().map(|dir| (dir, manifest)))?;
-    let resume = last_checkpoint.and_then(|c| {
-        let next = args
-            .outbox_dir
-            .as_deref()
-            .and_then(Outbox::persisted_next_sequence);
-        checkpoint::resume(&probes, c, next)
-    });
+    // A disk outbox a previous agent numbered: that agent stopped, and
+    // what the kernel saw since is in no window unless pinned probes
+    // counted it and the first window resumes from its checkpoint.
+    let previous_run = args
+        .outbox_dir
+        .as_deref()
+        .and_then(Outbox::persisted_next_sequence);
+    let resume = last_checkpoint
+        .and_then(|c| checkpoint::resume(&probes, c, previous_run))
+        .or_else(|| previous_run.map(|_| checkpoint::unwatched()));
     if let Some(outcome) = probes.pin_outcome() {
         eprintln!("sonde: {}", render::pin_line(outcome, resume.as_ref()));
     }
@@ -189,11 +191,6 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|p| Governor::new(BudgetConfig::new(p)));
     meter.start_sample(sampler.probes());
     let mut sinks = Sinks::start(&config, sampler.window_start_unix_ns()).await?;
-    // An agent before this one stopped (its outbox numbering is here): the
-    // kernel events since it stopped were never read, so the first window
-    // says so — unless pinned probes counted them and the first window
-    // resumed from the last one's checkpoint.
-    let mut restart_gap = sinks.resumed();
     if let Some(server) = &mut local {
         server.start(args.interval)?;
         eprintln!(
@@ -270,15 +267,6 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         snapshot.overhead = Some(overhead);
         meter.start_sample(sampler.probes());
-        // The first window after a restart: pinned probes that resumed from
-        // the checkpoint joined the windows (no gap); otherwise the stretch
-        // no agent watched is a gap, counted once.
-        let joined = snapshot
-            .restart
-            .as_ref()
-            .is_some_and(|r| r.follows_sequence.is_some() && r.gap.is_none());
-        let pinned_gap = snapshot.restart.as_ref().is_some_and(|r| r.gap.is_some());
-        snapshot.flag_restart_gap((std::mem::take(&mut restart_gap) && !joined) || pinned_gap);
         if !slos.is_empty() {
             snapshot.slos = slos.window(&snapshot).context("keeping the SLO state")?;
         }
@@ -316,25 +304,23 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         // Last: a crash before this line leaves the checkpoint one window
         // behind, which a disk outbox's sequence shows (see `checkpoint`).
-        if args.pin.is_some() {
-            let saved = checkpoint::of(
-                sampler.probes(),
-                sequence,
-                snapshot.window_end_unix_ns,
-                sampler.last_reading(),
-            )
-            .map(|c| checkpoint::save(&args.state_dir, &c));
-            match saved {
-                Some(Err(e)) if !checkpoint_failed => {
-                    eprintln!(
-                        "sonde: warning: cannot write the checkpoint in {} ({e}); a restart will not resume and its first window will be flagged",
-                        args.state_dir.display()
-                    );
-                    checkpoint_failed = true;
-                }
-                Some(Ok(())) => checkpoint_failed = false,
-                _ => {}
+        let saved = checkpoint::save(
+            &args.state_dir,
+            sampler.probes(),
+            sequence,
+            snapshot.window_end_unix_ns,
+            sampler.last_reading(),
+        );
+        match saved {
+            Some(Err(e)) if !checkpoint_failed => {
+                eprintln!(
+                    "sonde: warning: cannot write the checkpoint in {} ({e}); a restart will not resume and its first window will be flagged",
+                    args.state_dir.display()
+                );
+                checkpoint_failed = true;
             }
+            Some(Ok(())) => checkpoint_failed = false,
+            _ => {}
         }
     }
     let waiting = sinks.drain(args.drain_timeout).await;

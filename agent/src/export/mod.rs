@@ -250,13 +250,6 @@ impl Sinks {
         Ok(sequence)
     }
 
-    /// Whether the outbox directory held a previous run's numbering: this
-    /// agent follows another that stopped, and the kernel events between
-    /// the two were read by neither.
-    pub fn resumed(&self) -> bool {
-        self.shared.as_ref().is_some_and(|s| s.outbox().resumed())
-    }
-
     /// Waits until the collector has acked everything, at most `timeout`;
     /// returns the reports still waiting.
     pub async fn drain(&self, timeout: Duration) -> usize {

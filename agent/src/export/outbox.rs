@@ -88,8 +88,6 @@ pub struct Outbox {
     dropped_unreported: u64,
     dropped_total: u64,
     refused_unreported: u64,
-    /// Whether the directory held the numbering of a previous run.
-    resumed: bool,
 }
 
 impl Outbox {
@@ -104,7 +102,6 @@ impl Outbox {
             dropped_unreported: 0,
             dropped_total: 0,
             refused_unreported: 0,
-            resumed: false,
         }
     }
 
@@ -142,7 +139,6 @@ impl Outbox {
         // record_sequence refuses u64::MAX, so the one after the last file
         // is a number.
         let after_files = found.last().and_then(|(s, _)| s.checked_add(1));
-        let resumed = persisted.is_some() || after_files.is_some();
         let next_sequence = persisted
             .into_iter()
             .chain(after_files)
@@ -151,7 +147,6 @@ impl Outbox {
         let mut outbox = Self {
             dir: Some(dir.to_owned()),
             next_sequence,
-            resumed,
             ..Self::in_memory(max_bytes, first_sequence)
         };
         for (sequence, path) in found {
@@ -297,12 +292,6 @@ impl Outbox {
     /// Reports dropped since the outbox was opened.
     pub fn dropped_total(&self) -> u64 {
         self.dropped_total
-    }
-
-    /// Whether the directory held the numbering of a previous run: this
-    /// agent resumes after a stretch no agent watched.
-    pub fn resumed(&self) -> bool {
-        self.resumed
     }
 
     /// Reports waiting.
@@ -503,7 +492,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut o = Outbox::open(dir.path(), 1000, 500).unwrap();
-            assert!(!o.resumed(), "a new directory");
+            assert_eq!(
+                Outbox::persisted_next_sequence(dir.path()),
+                None,
+                "a new directory"
+            );
             for n in 0..4 {
                 let seq = o.next_sequence().unwrap();
                 o.push(seq, report(10 + n)).unwrap();
@@ -513,8 +506,12 @@ mod tests {
             o.next_sequence().unwrap();
             fs::write(dir.path().join("junk.tmp"), b"half").unwrap();
         }
+        assert_eq!(
+            Outbox::persisted_next_sequence(dir.path()),
+            Some(505),
+            "a previous run numbered from here"
+        );
         let mut o = Outbox::open(dir.path(), 1000, 1).unwrap();
-        assert!(o.resumed(), "a previous run numbered from here");
         let seqs: Vec<u64> = o.entries.iter().map(|e| e.sequence).collect();
         assert_eq!(seqs, vec![500, 502, 503]);
         assert_eq!(o.after(Some(500)).unwrap().1.len(), 12);

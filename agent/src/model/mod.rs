@@ -423,11 +423,11 @@ impl Snapshot {
             .unwrap_or(0)
     }
 
-    /// Records whether the window follows a stretch no agent watched (the
-    /// first window of an agent that took over from a stopped one): the
-    /// loss record `agent/restart_gap` counts one such stretch, and the
-    /// window is then incomplete. The record is there, zero or not, in
-    /// every window of the agent.
+    /// Records whether the window follows a stretch whose kernel events no
+    /// window holds (the first window of an agent that took over from a
+    /// stopped one, without pinned probes to resume from): the loss record
+    /// `agent/restart_gap` counts one such stretch, and the window is then
+    /// incomplete. The record is there, zero or not, in every window.
     pub fn flag_restart_gap(&mut self, gap: bool) {
         self.losses.push(LossRecord {
             stage: "agent",

@@ -381,9 +381,9 @@ impl Sampler {
         probes.push(self.host_status.clone());
         let restart = self.restart.take();
         let complete = losses.iter().all(|l| l.count == 0)
-            && probes.iter().all(|p| p.state == ProbeState::Attached)
-            && restart.as_ref().is_none_or(|r| r.gap.is_none());
-        let snapshot = Snapshot {
+            && probes.iter().all(|p| p.state == ProbeState::Attached);
+        let gap = restart.as_ref().is_some_and(|r| r.gap.is_some());
+        let mut snapshot = Snapshot {
             window_start_unix_ns: unix_ns(self.previous_at.1),
             window_end_unix_ns: unix_now_ns,
             window_secs,
@@ -406,6 +406,7 @@ impl Sampler {
             restart,
             overhead: None,
         };
+        snapshot.flag_restart_gap(gap);
         self.previous = reading;
         self.previous_at = now;
         Ok(snapshot)
