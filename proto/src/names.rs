@@ -31,8 +31,10 @@ pub const TCP_CONNECT_FAILURES: &str = "network.tcp.connect.failures";
 pub const TCP_RETRANSMITS: &str = "network.tcp.retransmits";
 /// TCP resets (counter; `network.io.direction`).
 pub const TCP_RESETS: &str = "network.tcp.resets";
-/// Listen-queue overflows (counter).
+/// Handshakes refused at their last ACK by a full accept queue (counter; `server.port`).
 pub const TCP_LISTEN_OVERFLOWS: &str = "network.tcp.listen.overflows";
+/// Packets dropped by listening sockets, their own count: SYNs refused by a full queue and more (counter; `server.port`).
+pub const TCP_LISTEN_DROPS: &str = "network.tcp.listen.drops";
 /// Packets dropped, by the kernel's reason (OTel `system.network.packet.dropped`).
 pub const PACKETS_DROPPED: &str = "system.network.packet.dropped";
 /// SLO good events (counter; `slo.name`).

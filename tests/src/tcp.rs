@@ -3,7 +3,10 @@
 //! namespace, nftables rule counters, what the client measured itself).
 
 use sonde::{
-    model::{tcp::NetnsTcp, Snapshot},
+    model::{
+        tcp::{ListenSockets, NetnsTcp},
+        Snapshot,
+    },
     probes::{ProbeOptions, ProbeState, Probes},
     sampler::Sampler,
 };
@@ -649,13 +652,15 @@ fn handshakes_refused_by_a_full_accept_queue_counted_per_port() {
     // SAFETY: one byte to the client's pipe.
     assert_eq!(unsafe { libc::write(go_data, b"g".as_ptr().cast(), 1) }, 1);
     assert_eq!(client.wait(), 0);
+    // Read while the listening socket lives: it takes its counts with it.
+    let snapshot = sampler.tick().expect("second reading");
+    let kernel_after = hold_b.counters().since(&kernel_before);
     // SAFETY: ending our own child.
     unsafe { libc::kill(server.pid(), libc::SIGKILL) };
     let _ = server.wait_status();
-    let snapshot = sampler.tick().expect("second reading");
-    let kernel_after = hold_b.counters().since(&kernel_before);
 
     assert_eq!(kernel_after.listen_overflows, 1, "one handshake refused");
+    assert_eq!(kernel_after.listen_drops, 1);
     let listener = snapshot
         .tcp
         .listeners
@@ -664,6 +669,19 @@ fn handshakes_refused_by_a_full_accept_queue_counted_per_port() {
         .expect("the listening port");
     assert_eq!(listener.overflows, 1, "{listener:?}");
     assert_eq!(listener.accepted, BACKLOG as u64 + 1, "{listener:?}");
+    // The socket's own drop count: the refused handshake (ListenDrops), and
+    // the two packets discarded at the socket, the refused ACK (counted
+    // twice by the kernel) and the reset that ended the handshake. The
+    // queue holds one more than its bound: it is full only beyond it.
+    assert_eq!(
+        listener.sockets,
+        Some(ListenSockets {
+            drops: kernel_after.listen_drops + listener.overflows + listener.failed_handshakes,
+            accept_queue: BACKLOG as u64 + 1,
+            accept_queue_max: BACKLOG as u64,
+        }),
+        "{listener:?}"
+    );
     // The refused handshake stayed a request socket; the client's reset
     // ended it: an AttemptFail on the listening side.
     assert_eq!(listener.failed_handshakes, 1, "{listener:?}");
@@ -679,6 +697,132 @@ fn handshakes_refused_by_a_full_accept_queue_counted_per_port() {
         libc::close(go_data);
         libc::close(data_go);
     }
+    assert_eq!(snapshot.lost(), 0, "{:?}", snapshot.losses);
+}
+
+const FULL_QUEUE_PORT: u16 = 7016;
+/// Connections the accept queue of `listen(fd, 1)` takes: it is full only
+/// beyond its bound.
+const QUEUED: usize = 2;
+/// Connects whose SYNs find that queue full.
+const REFUSED_SYNS: usize = 5;
+
+/// SYNs refused at their arrival because the accept queue is full are freed
+/// without a drop reason and no tracepoint sees them: sonde counts them per
+/// port from the listening socket's own drop count, which must equal the
+/// namespace's ListenDrops exactly, on every kernel.
+#[test]
+fn syns_refused_by_a_full_accept_queue_counted_per_port() {
+    if !privileged() {
+        return;
+    }
+    let Some(probes) = probes(&[]) else {
+        return;
+    };
+    let pair = NetnsPair::new("syn");
+    let (hold_a, hold_b) = (Holder::new(&pair.a), Holder::new(&pair.b));
+    let (client_cg, server_cg) = (TestCgroup::new("tcp-syn-c"), TestCgroup::new("tcp-syn-s"));
+    let at = sockaddr(ADDR_B, FULL_QUEUE_PORT);
+    let server = Workload::fork(&server_cg, || {
+        deadline(20);
+        pair.b.enter();
+        let _l = listen(&at, 1);
+        // SAFETY: waits for the signal that ends it; nobody accepts.
+        unsafe { libc::pause() };
+    });
+    let client = Workload::fork(&client_cg, || {
+        deadline(20);
+        pair.a.enter();
+        let mut fds = Vec::new();
+        for _ in 0..QUEUED {
+            match connect(&at) {
+                Ok(fd) => fds.push(fd),
+                // SAFETY: ends the forked child.
+                Err(_) => unsafe { libc::_exit(97) },
+            }
+        }
+        for _ in 0..REFUSED_SYNS {
+            // SAFETY: a non-blocking connect whose SYN is refused: it stays
+            // in SYN_SENT, retransmitting its SYN, until closed.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+                let rc = libc::connect(
+                    fd,
+                    (&at as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                );
+                if fd < 0 || rc == 0 || errno() != libc::EINPROGRESS {
+                    libc::_exit(96);
+                }
+                fds.push(fd);
+            }
+        }
+        // Long enough for the SYNs to be sent once more (after ~1 s).
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        for fd in fds {
+            // SAFETY: closing our own sockets.
+            unsafe { libc::close(fd) };
+        }
+    });
+    let (kernel_a, kernel_b) = (hold_a.counters(), hold_b.counters());
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    server.go();
+    wait_listening(hold_b.pid(), FULL_QUEUE_PORT);
+    client.go();
+    assert_eq!(client.wait(), 0);
+    let snapshot = sampler.tick().expect("second reading");
+    let (kernel_a, kernel_b) = (
+        hold_a.counters().since(&kernel_a),
+        hold_b.counters().since(&kernel_b),
+    );
+    // SAFETY: ending our own child.
+    unsafe { libc::kill(server.pid(), libc::SIGKILL) };
+    let _ = server.wait_status();
+
+    // Every SYN the client sent after the queue filled was refused: the
+    // first of each connect, and each one it retransmitted.
+    let refused = REFUSED_SYNS as u64 + kernel_a.retrans_segs;
+    assert!(kernel_a.retrans_segs >= REFUSED_SYNS as u64, "{kernel_a:?}");
+    assert_eq!(kernel_b.listen_drops, refused, "{kernel_b:?}");
+    assert_eq!(kernel_b.listen_overflows, refused, "{kernel_b:?}");
+    let listener = snapshot
+        .tcp
+        .listeners
+        .iter()
+        .find(|l| l.netns == pair.b.inode() && l.port == FULL_QUEUE_PORT)
+        .expect("the listening port");
+    assert_eq!(listener.accepted, QUEUED as u64, "{listener:?}");
+    assert_eq!(listener.overflows, 0, "none at the last ACK: {listener:?}");
+    assert_eq!(
+        listener.sockets,
+        Some(ListenSockets {
+            drops: refused,
+            accept_queue: QUEUED as u64,
+            accept_queue_max: 1,
+        }),
+        "{listener:?}"
+    );
+    // The namespace check: the probes' ListenOverflows misses exactly the
+    // SYNs refused at arrival, which only the sockets' count holds;
+    // everything else agrees.
+    let entry = snapshot.tcp_netns(pair.b.inode()).expect("namespace b");
+    assert_eq!(entry.listeners_unread, None);
+    for c in entry.check.as_ref().expect("namespace b checked") {
+        let expected = if c.counter == "ListenOverflows" {
+            refused as i64
+        } else {
+            0
+        };
+        assert_eq!(c.discrepancy, expected, "{c:?} in {:?}", entry.check);
+    }
+    let client_side = agreed(&snapshot, &pair.a);
+    assert_eq!(
+        kernel(client_side, "ActiveOpens"),
+        (QUEUED + REFUSED_SYNS) as u64
+    );
+    // Closed in SYN_SENT: no failed attempt (only a connect that ends on
+    // its own, by a reset or a timeout, is one).
+    assert_eq!(kernel(client_side, "AttemptFails"), 0);
     assert_eq!(snapshot.lost(), 0, "{:?}", snapshot.losses);
 }
 

@@ -15,8 +15,12 @@ use anyhow::{bail, Context as _, Result};
 use crate::{root, step};
 
 /// Every target, with the decoders it covers.
-pub const TARGETS: [(&str, &str); 7] = [
+pub const TARGETS: [(&str, &str); 8] = [
     ("ring_record", "ring-buffer event records"),
+    (
+        "sock_diag",
+        "sock_diag answers: a namespace's listening sockets",
+    ),
     (
         "collector_report",
         "AgentReport bytes → decode → validate → fleet and fleet SLOs",

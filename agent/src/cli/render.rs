@@ -272,9 +272,16 @@ fn tcp(out: &mut String, t: &crate::model::tcp::TcpWindow, top: usize) {
         );
     }
     for l in t.listeners.iter().take(top) {
+        let sockets = match &l.sockets {
+            Some(s) => format!(
+                "  socket drops {}  queue {}/{}",
+                s.drops, s.accept_queue, s.accept_queue_max
+            ),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "LISTEN    netns {} port {:<6} accepted {}  overflows {}  failed handshakes {}  drops {}",
+            "LISTEN    netns {} port {:<6} accepted {}  overflows {}  failed handshakes {}  drops {}{sockets}",
             l.netns, l.port, l.accepted, l.overflows, l.failed_handshakes, l.drops
         );
     }

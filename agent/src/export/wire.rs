@@ -401,9 +401,24 @@ pub fn report(
     b.metric(
         names::TCP_LISTEN_OVERFLOWS,
         names::UNIT_SEGMENTS,
-        "Handshakes dropped because a listen queue was full, per port",
+        "Handshakes refused at their last ACK because the accept queue was full, per port",
         MetricKind::Counter,
         overflows,
+    );
+    let socket_drops: Vec<Point> = snapshot
+        .tcp
+        .listeners
+        .iter()
+        .filter_map(|l| Some((l.port, l.sockets?.drops)))
+        .filter(|&(_, n)| n > 0)
+        .map(|(port, n)| b.counter(&[(names::ATTR_SERVER_PORT, &port.to_string())], n))
+        .collect();
+    b.metric(
+        names::TCP_LISTEN_DROPS,
+        names::UNIT_SEGMENTS,
+        "Packets the listening sockets dropped, per port: their own count, which alone holds the SYNs refused by a full SYN or accept queue",
+        MetricKind::Counter,
+        socket_drops,
     );
     let mut dropped = Vec::new();
     for d in &snapshot.tcp.drops {

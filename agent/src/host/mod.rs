@@ -6,6 +6,7 @@ pub mod kernel;
 pub mod mounts;
 pub mod netns;
 pub mod pressure;
+pub mod sockdiag;
 pub mod throttle;
 
 pub use caps::Capabilities;

@@ -15,7 +15,8 @@ use std::{collections::HashMap, path::Path};
 
 use serde::Serialize;
 
-/// The kernel's TCP counters that sonde's probes also keep, per namespace.
+/// The kernel's TCP counters of a namespace that sonde checks its probes
+/// against, and `ListenDrops`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct TcpCounters {
     /// `Tcp: ActiveOpens`.
@@ -28,10 +29,14 @@ pub struct TcpCounters {
     pub out_rsts: u64,
     /// `TcpExt: ListenOverflows`.
     pub listen_overflows: u64,
+    /// `TcpExt: ListenDrops`: SYNs and handshakes a listening socket
+    /// refused. Not in the check: sonde reads the listening sockets' own
+    /// drop counts instead, which count some refusals twice.
+    pub listen_drops: u64,
 }
 
 impl TcpCounters {
-    /// The counters as (kernel name, value), in a fixed order.
+    /// The checked counters as (kernel name, value), in a fixed order.
     pub fn named(&self) -> [(&'static str, u64); 5] {
         [
             ("ActiveOpens", self.active_opens),
@@ -52,6 +57,7 @@ impl TcpCounters {
             retrans_segs: d(self.retrans_segs, earlier.retrans_segs),
             out_rsts: d(self.out_rsts, earlier.out_rsts),
             listen_overflows: d(self.listen_overflows, earlier.listen_overflows),
+            listen_drops: d(self.listen_drops, earlier.listen_drops),
         }
     }
 }
@@ -90,6 +96,7 @@ pub fn parse_tcp_counters(snmp: &str, netstat: &str) -> Option<TcpCounters> {
         retrans_segs: get(&tcp, "RetransSegs")?,
         out_rsts: get(&tcp, "OutRsts")?,
         listen_overflows: get(&ext, "ListenOverflows")?,
+        listen_drops: get(&ext, "ListenDrops")?,
     })
 }
 
@@ -170,6 +177,7 @@ MPTcpExt: 0
                 retrans_segs: 121,
                 out_rsts: 7,
                 listen_overflows: 4,
+                listen_drops: 6,
             })
         );
         let tcp = section(SNMP, "Tcp").unwrap();

@@ -108,14 +108,39 @@ pub struct ListenerTcp {
     pub accepted: u64,
     /// Handshakes refused at their last ACK because the accept queue was
     /// full (`SKB_DROP_REASON_TCP_LISTEN_OVERFLOW`). SYNs refused for the
-    /// same reason are freed without a drop reason and are not seen here:
-    /// the namespace check's `ListenOverflows` shows them.
+    /// same reason are freed without a drop reason, unseen by any probe:
+    /// `sockets.drops` holds them.
     pub overflows: u64,
     /// Handshakes the client broke off before they completed (a reset, or
     /// a SYN inside the handshake): the listening side's AttemptFails.
     pub failed_handshakes: u64,
     /// Other packets the kernel dropped at the listening socket.
     pub drops: u64,
+    /// What the port's listening sockets themselves report; `None` when
+    /// their namespace could not be read (its `listeners_unread` says why)
+    /// or no socket listens on the port any more.
+    pub sockets: Option<ListenSockets>,
+}
+
+/// A port's listening sockets as the kernel keeps them (through
+/// sock_diag, summed over the port's sockets: IPv4, IPv6, reuseport).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ListenSockets {
+    /// Packets the sockets dropped in the window: their own drop count
+    /// (`sk_drops`, what `ss -tlm` shows as `d`). It holds every SYN
+    /// refused at its arrival because the SYN or the accept queue was full
+    /// (`ListenDrops`), which the kernel frees without a drop reason, so
+    /// that this is the only per-port count of them; a handshake refused at
+    /// its last ACK (`overflows`) counts twice in it (refused, then
+    /// discarded), and a packet discarded at the socket (a reset ending a
+    /// handshake, a full backlog) once. A socket closed between two
+    /// readings takes its last counts with it.
+    pub drops: u64,
+    /// Connections waiting to be accepted, at the window's end.
+    pub accept_queue: u64,
+    /// The accept queues' bound (the `listen()` backlog, capped by
+    /// `net.core.somaxconn`).
+    pub accept_queue_max: u64,
 }
 
 /// Packets dropped in one network namespace.
@@ -140,6 +165,9 @@ pub struct NetnsTcp {
     /// counter as the kernel and as sonde counted it; `None` when no
     /// process in the namespace could be read.
     pub check: Option<Vec<CounterCheck>>,
+    /// Why the namespace's listening sockets could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listeners_unread: Option<String>,
 }
 
 impl NetnsTcp {

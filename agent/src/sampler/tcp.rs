@@ -18,11 +18,14 @@ use sonde_common::{
 use super::{histogram_deltas, loss_records};
 use crate::{
     attribution::CgroupRef,
-    host::netns::{self as ns_host, TcpCounters},
+    host::{
+        netns::{self as ns_host, TcpCounters},
+        sockdiag::{Diag, DiagError},
+    },
     model::{
         tcp::{
-            CgroupTcp, CounterCheck, Destination, ListenerTcp, NetnsDrops, NetnsTcp, TcpCounts,
-            TcpEventRecord, TcpWindow,
+            CgroupTcp, CounterCheck, Destination, ListenSockets, ListenerTcp, NetnsDrops, NetnsTcp,
+            TcpCounts, TcpEventRecord, TcpWindow,
         },
         LossRecord,
     },
@@ -43,7 +46,8 @@ pub const TOP_DESTINATIONS: usize = 5;
 const MIN_RESCAN: Duration = Duration::from_secs(2);
 
 /// The per-namespace check: the kernel's counters and sonde's at a
-/// baseline, and a process through which each namespace can be read.
+/// baseline, and a process through which each namespace can be read; and
+/// each namespace's listening sockets, read through sock_diag.
 #[derive(Debug)]
 pub struct NetnsCheck {
     proc_root: PathBuf,
@@ -52,7 +56,17 @@ pub struct NetnsCheck {
     /// Namespace → a process living in it, from the last scan.
     pids: HashMap<u32, u32>,
     scanned_at: Instant,
+    diag: Diag,
+    /// Namespace → its listening sockets' drop counts at the last reading,
+    /// by socket cookie. A socket missing here is new since then and counts
+    /// from zero; at the start, every socket's count is the baseline.
+    socket_drops: HashMap<u32, HashMap<u64, u32>>,
+    /// Namespaces that cannot be entered, and why (asked once).
+    unreadable: HashMap<u32, String>,
 }
+
+/// One namespace's listening ports in a window.
+type PortSockets = BTreeMap<u16, ListenSockets>;
 
 /// sonde's counters of namespace `ns`, named like the kernel's.
 pub fn sonde_counters(reading: &TcpReading, ns: u32) -> TcpCounters {
@@ -63,6 +77,8 @@ pub fn sonde_counters(reading: &TcpReading, ns: u32) -> TcpCounters {
         retrans_segs: get(netns::RETRANS_SEGS),
         out_rsts: get(netns::OUT_RSTS),
         listen_overflows: get(netns::LISTEN_OVERFLOWS),
+        // Not a probe's: the listening sockets' own counts stand for it.
+        listen_drops: 0,
     }
 }
 
@@ -70,23 +86,35 @@ impl NetnsCheck {
     /// Takes the baseline of every namespace that has a process now.
     pub fn start(proc_root: PathBuf, reading: &TcpReading) -> Self {
         let pids = ns_host::with_a_process(&proc_root, MAX_NAMESPACES);
-        let baselines = pids
+        let baselines: HashMap<u32, (TcpCounters, TcpCounters)> = pids
             .iter()
             .filter_map(|(&ns, &pid)| {
                 let kernel = ns_host::tcp_counters(&proc_root, pid)?;
                 Some((ns, (kernel, sonde_counters(reading, ns))))
             })
             .collect();
-        Self {
+        let own = ns_host::of_pid(&proc_root, std::process::id());
+        let mut check = Self {
             proc_root,
             baselines,
             pids,
             scanned_at: Instant::now(),
+            diag: Diag::new(own),
+            socket_drops: HashMap::new(),
+            unreadable: HashMap::new(),
+        };
+        // The sockets' counts now are the baselines.
+        let mut namespaces: Vec<u32> = check.baselines.keys().copied().collect();
+        namespaces.sort_unstable();
+        for ns in namespaces {
+            let _ = check.listeners(ns);
         }
+        check
     }
 
     /// The namespaces to report: those baselined and those sonde counted
-    /// something in during the window.
+    /// something in during the window (a handshake at a listening port
+    /// included).
     fn namespaces(&self, before: &TcpReading, after: &TcpReading) -> Vec<u32> {
         let mut all: Vec<u32> = self
             .baselines
@@ -98,6 +126,13 @@ impl NetnsCheck {
                     .keys()
                     .filter(|k| delta(&before.netns, &after.netns, k) > 0)
                     .map(|&(ns, _)| ns),
+            )
+            .chain(
+                after
+                    .listen
+                    .keys()
+                    .filter(|k| delta(&before.listen, &after.listen, k) > 0)
+                    .map(|&(ns, _, _)| ns),
             )
             .filter(|&ns| ns != 0)
             .collect();
@@ -122,7 +157,47 @@ impl NetnsCheck {
             self.pids = ns_host::with_a_process(&self.proc_root, MAX_NAMESPACES);
             let pids = &self.pids;
             self.baselines.retain(|ns, _| pids.contains_key(ns));
+            self.socket_drops.retain(|ns, _| pids.contains_key(ns));
+            self.unreadable.retain(|ns, _| pids.contains_key(ns));
+            self.diag.retain(|ns| pids.contains_key(&ns));
         }
+    }
+
+    /// Namespace `ns`'s listening ports: per port, what its sockets dropped
+    /// since the last reading and their accept queues now; `Err` says why
+    /// they cannot be read.
+    fn listeners(&mut self, ns: u32) -> Result<PortSockets, String> {
+        if let Some(why) = self.unreadable.get(&ns) {
+            return Err(why.clone());
+        }
+        let pid = *self
+            .pids
+            .get(&ns)
+            .ok_or("no process found in the namespace")?;
+        let sockets = match self.diag.listeners(&self.proc_root, ns, pid) {
+            Ok(sockets) => sockets,
+            Err(e @ DiagError::Enter { .. }) => {
+                self.unreadable.insert(ns, e.to_string());
+                return Err(e.to_string());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let last = self.socket_drops.remove(&ns).unwrap_or_default();
+        let mut now = HashMap::with_capacity(sockets.len());
+        let mut ports = PortSockets::new();
+        for s in sockets {
+            let Some(drops) = s.drops else {
+                return Err("this kernel does not report sockets' drops".to_owned());
+            };
+            now.insert(s.cookie, drops);
+            let port = ports.entry(s.port).or_default();
+            // The kernel's count is 32 bits and wraps.
+            port.drops += u64::from(drops.wrapping_sub(last.get(&s.cookie).copied().unwrap_or(0)));
+            port.accept_queue += u64::from(s.accept_queue);
+            port.accept_queue_max += u64::from(s.accept_queue_max);
+        }
+        self.socket_drops.insert(ns, now);
+        Ok(ports)
     }
 
     /// Namespace `ns` now, kernel against sonde, since its baseline; a
@@ -285,27 +360,66 @@ pub fn tcp_window(
             .then(a.cgroup.cgroup_id.cmp(&b.cgroup.cgroup_id))
     });
 
-    // Per listening port.
+    // Per namespace: its listening sockets, the window's counts, the check.
+    let mut sockets: BTreeMap<(u32, u16), ListenSockets> = BTreeMap::new();
+    if let Some(check) = check {
+        let namespaces = check.namespaces(before, after);
+        check.refresh(&namespaces);
+        window.namespaces = namespaces
+            .into_iter()
+            .map(|ns| {
+                let counts = sonde_counters(after, ns).since(&sonde_counters(before, ns));
+                let unread = match check.listeners(ns) {
+                    Ok(ports) => {
+                        sockets.extend(ports.into_iter().map(|(port, s)| ((ns, port), s)));
+                        None
+                    }
+                    Err(why) => Some(why),
+                };
+                NetnsTcp {
+                    netns: ns,
+                    window: counts.named().into_iter().collect(),
+                    check: check.check(ns, after),
+                    listeners_unread: unread,
+                }
+            })
+            .collect();
+    }
+
+    // Per listening port: the probes' counts, and what the sockets say.
     let mut listeners: BTreeMap<(u32, u16), ListenerTcp> = BTreeMap::new();
+    let listener = |(ns, port): (u32, u16)| ListenerTcp {
+        netns: ns,
+        port,
+        accepted: 0,
+        overflows: 0,
+        failed_handshakes: 0,
+        drops: 0,
+        sockets: None,
+    };
     for key in after.listen.keys() {
         let n = delta(&before.listen, &after.listen, key);
         if n == 0 {
             continue;
         }
         let (ns, port, counter) = *key;
-        let l = listeners.entry((ns, port)).or_insert(ListenerTcp {
-            netns: ns,
-            port,
-            accepted: 0,
-            overflows: 0,
-            failed_handshakes: 0,
-            drops: 0,
-        });
+        let l = listeners
+            .entry((ns, port))
+            .or_insert_with(|| listener((ns, port)));
         match counter {
             listen::ACCEPTED => l.accepted += n,
             listen::OVERFLOWS => l.overflows += n,
             listen::FAILED => l.failed_handshakes += n,
             _ => l.drops += n,
+        }
+    }
+    // An idle port with an empty queue and nothing dropped is left out.
+    for (key, s) in sockets {
+        if s.drops > 0 || s.accept_queue > 0 || listeners.contains_key(&key) {
+            listeners
+                .entry(key)
+                .or_insert_with(|| listener(key))
+                .sockets = Some(s);
         }
     }
     window.listeners = listeners.into_values().collect();
@@ -326,23 +440,6 @@ pub fn tcp_window(
         *d.reasons.entry(input.names.drop_reason(key.1)).or_default() += n;
     }
     window.drops = drops.into_values().collect();
-
-    // Per namespace: the window's counts, and the check.
-    if let Some(check) = check {
-        let namespaces = check.namespaces(before, after);
-        check.refresh(&namespaces);
-        window.namespaces = namespaces
-            .into_iter()
-            .map(|ns| {
-                let counts = sonde_counters(after, ns).since(&sonde_counters(before, ns));
-                NetnsTcp {
-                    netns: ns,
-                    window: counts.named().into_iter().collect(),
-                    check: check.check(ns, after),
-                }
-            })
-            .collect();
-    }
 
     window.events = input
         .events
