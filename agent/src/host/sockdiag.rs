@@ -144,7 +144,8 @@ pub fn parse_answers(buf: &[u8], seq: u32) -> Result<Answers, DiagError> {
             }
             NLMSG_ERROR => {
                 let errno = u32_at(payload, 0).ok_or(DiagError::Malformed("short error"))? as i32;
-                return Err(DiagError::Kernel(-errno));
+                // The kernel sends -errno; any i32 is taken, i32::MIN too.
+                return Err(DiagError::Kernel(errno.wrapping_neg()));
             }
             SOCK_DIAG_BY_FAMILY => out.sockets.push(parse_socket(payload)?),
             _ => {}
@@ -469,6 +470,12 @@ mod tests {
     fn errors_and_garbage_are_errors() {
         let err = message(NLMSG_ERROR, 0, 3, &(-13i32).to_ne_bytes());
         assert!(matches!(parse_answers(&err, 3), Err(DiagError::Kernel(13))));
+        // Found by the fuzzer: negating i32::MIN overflowed.
+        let min = message(NLMSG_ERROR, 0, 3, &i32::MIN.to_ne_bytes());
+        assert!(matches!(
+            parse_answers(&min, 3),
+            Err(DiagError::Kernel(i32::MIN))
+        ));
         let mut long = message(SOCK_DIAG_BY_FAMILY, 0, 3, &socket(1, 1, 0, 0, Some(0)));
         long[0] = 0xff; // longer than the buffer
         assert!(parse_answers(&long, 3).is_err());
