@@ -12,6 +12,8 @@ mod attribution;
 #[cfg(test)]
 mod block;
 #[cfg(test)]
+mod bounds;
+#[cfg(test)]
 mod budget;
 #[cfg(test)]
 mod chaos;

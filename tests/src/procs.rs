@@ -157,6 +157,11 @@ impl Proc {
         p
     }
 
+    /// The process id (0 once it was reaped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         self.child

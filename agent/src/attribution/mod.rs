@@ -86,6 +86,16 @@ impl Attributor {
         }
     }
 
+    /// Of `ids` (seen counting at `seen`), those whose cgroups have been
+    /// removed (see [`CgroupPaths::gone`]).
+    pub fn gone(
+        &mut self,
+        ids: &std::collections::HashSet<u64>,
+        seen: Instant,
+    ) -> std::collections::HashSet<u64> {
+        self.paths.gone(ids, seen)
+    }
+
     fn pod(&mut self, uid: &str) -> Option<(String, String)> {
         if !self.pods.contains_key(uid)
             && self.pods_read_at.is_none_or(|t| t.elapsed() >= MIN_REREAD)

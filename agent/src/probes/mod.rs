@@ -7,6 +7,7 @@
 
 pub mod block;
 pub mod events;
+mod gone;
 pub mod memory;
 pub mod pin;
 pub mod process;

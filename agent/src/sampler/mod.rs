@@ -84,6 +84,9 @@ pub struct Sampler {
     pending_overflow: [u64; sonde_common::events::kind::COUNT as usize],
     /// Told by the first window after a restart.
     restart: Option<Restart>,
+    /// Cgroups found removed after the last reading: their keys go after
+    /// the next one.
+    gone: std::collections::HashSet<u64>,
 }
 
 /// Bound on the cgroups whose PSI and throttling are read per window.
@@ -135,6 +138,7 @@ impl Sampler {
             mounts,
             pending: Vec::new(),
             pending_overflow: Default::default(),
+            gone: Default::default(),
         })
     }
 
@@ -407,9 +411,34 @@ impl Sampler {
             overhead: None,
         };
         snapshot.flag_restart_gap(gap);
+        let mut reading = reading;
+        self.forget_removed_cgroups(&mut reading, now.0);
         self.previous = reading;
         self.previous_at = now;
         Ok(snapshot)
+    }
+}
+
+impl Sampler {
+    /// Deletes the keys of removed cgroups, in the kernel and in `reading`
+    /// (taken at `read_at`) alike, so that cgroup churn does not fill the
+    /// maps (see `probes/gone.rs`). A cgroup is deleted one window after a
+    /// walk that began after a reading found it gone: it was removed before
+    /// this reading, which therefore holds all its counts. (Deleting those
+    /// the walk just missed would lose what they counted between this
+    /// reading and their removal.)
+    fn forget_removed_cgroups(&mut self, reading: &mut Reading, read_at: Instant) {
+        let gone = std::mem::take(&mut self.gone);
+        if !gone.is_empty() {
+            match self.probes.forget_cgroups(&gone) {
+                Ok(_) => reading.forget_cgroups(&gone),
+                // Keys deleted before the error are absent from the next
+                // reading, which makes no series of them: nothing is
+                // counted twice. The rest are found gone again.
+                Err(e) => log::warn!("deleting the keys of removed cgroups: {e}"),
+            }
+        }
+        self.gone = self.attributor.gone(&reading.cgroup_ids(), read_at);
     }
 }
 
@@ -708,6 +737,23 @@ pub fn syscall_window(
             .push(SyscallSeries::new(name, nr, latency, errnos, window_secs));
     }
 
+    // Failures whose latency sample found the latency map full (counted
+    // as hist_map_full) are still failures: a series of their own, without
+    // latency, rather than nothing.
+    for ((cgroup, nr), errnos) in errnos {
+        let name = syscalls::name(nr).into_owned();
+        per_cgroup
+            .entry(cgroup)
+            .or_default()
+            .push(SyscallSeries::new(
+                name,
+                nr,
+                Histogram::new(),
+                errnos,
+                window_secs,
+            ));
+    }
+
     let mut out: Vec<CgroupSyscalls> = per_cgroup
         .into_iter()
         .map(|(cgroup_id, mut series)| {
@@ -790,6 +836,27 @@ mod tests {
             .unwrap();
         assert_eq!(collisions.count, 5);
         assert_eq!(losses.len(), 3, "exit_unmatched is not a loss");
+    }
+
+    #[test]
+    fn failures_without_a_latency_sample_are_still_reported() {
+        // The latency map was full when cgroup 7's openat failed (its
+        // sample counted as hist_map_full); the failure map had room.
+        let openat = syscalls::number("openat").unwrap();
+        let before = reading(&[], &[]);
+        let mut after = reading(
+            &[(8, openat, 1000)],
+            &[(7, openat, 2, 3), (8, openat, 2, 1)],
+        );
+        after.loss[loss::HIST_MAP_FULL as usize] = 3;
+        let (cgroups, _) = syscall_window(&before, &after, 1.0, &mut named);
+        let seven = cgroups.iter().find(|c| c.cgroup.cgroup_id == 7).unwrap();
+        let s = &seven.syscalls[0];
+        assert_eq!((s.name.as_str(), s.calls, s.errors), ("openat", 0, 3));
+        assert_eq!(s.errnos.get("ENOENT"), Some(&3));
+        assert_eq!((seven.calls, seven.errors), (0, 3));
+        let total: u64 = cgroups.iter().map(|c| c.errors).sum();
+        assert_eq!(total, 4);
     }
 
     #[test]
