@@ -62,24 +62,48 @@ pub fn parse(text: &str) -> Option<Psi> {
             avg300: 0.0,
             total_us: 0,
         };
-        let mut seen = 0;
+        // Each of the four keys exactly once.
+        let mut seen = 0u8;
         for word in words {
             let (key, value) = word.split_once('=')?;
-            match key {
-                "avg10" => l.avg10 = value.parse().ok()?,
-                "avg60" => l.avg60 = value.parse().ok()?,
-                "avg300" => l.avg300 = value.parse().ok()?,
-                "total" => l.total_us = value.parse().ok()?,
+            let bit = match key {
+                "avg10" => {
+                    l.avg10 = average(value)?;
+                    1
+                }
+                "avg60" => {
+                    l.avg60 = average(value)?;
+                    2
+                }
+                "avg300" => {
+                    l.avg300 = average(value)?;
+                    4
+                }
+                "total" => {
+                    l.total_us = value.parse().ok()?;
+                    8
+                }
                 _ => continue,
+            };
+            if seen & bit != 0 {
+                return None;
             }
-            seen += 1;
+            seen |= bit;
         }
-        if seen != 4 {
+        if seen != 0b1111 {
             return None;
         }
         *slot = Some(l);
     }
     Some(Psi { some: some?, full })
+}
+
+/// A PSI average: a percentage.
+fn average(value: &str) -> Option<f64> {
+    value
+        .parse()
+        .ok()
+        .filter(|v: &f64| (0.0..=100.0).contains(v))
 }
 
 fn read_dir(dir: &Path, suffix: &str) -> Pressure {
@@ -127,6 +151,11 @@ mod tests {
         assert!(parse("").is_none());
         assert!(parse("some avg10=x avg60=0 avg300=0 total=1").is_none());
         assert!(parse("some avg10=0.00 total=1").is_none());
+        // Found by the fuzzer: a key twice stood in for a missing one, and
+        // an average far above 100 % was taken.
+        assert!(parse("some avg10=0.00 avg60=0.43 avg300=2.39 total=155442534\nfull avg10=0.00 avg60=0.00 avg60=0.43 avg300=106891196\n").is_none());
+        assert!(parse("some avg10=0.00 avg60=0.00 avg300=100.01 total=1").is_none());
+        assert!(parse("some avg10=NaN avg60=0.00 avg300=0.00 total=1").is_none());
         assert!(
             parse("full avg10=0 avg60=0 avg300=0 total=1").is_none(),
             "some is required"
