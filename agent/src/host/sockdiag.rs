@@ -81,12 +81,25 @@ pub enum DiagError {
     Moved { pid: u32, netns: u32 },
     #[error("sock_diag: {0}")]
     Io(#[from] io::Error),
-    #[error("sock_diag answered error {0}")]
+    #[error("{}", refused(*.0))]
     Kernel(i32),
     #[error("sock_diag answer malformed: {0}")]
     Malformed(&'static str),
     #[error("the socket table changed while it was read, twice")]
     Interrupted,
+}
+
+/// The kernel's refusal, said plainly.
+fn refused(errno: i32) -> String {
+    let hint = if errno == libc::ENOENT {
+        " (no sock_diag handler for TCP: load the tcp_diag module)"
+    } else {
+        ""
+    };
+    format!(
+        "sock_diag refused the dump: {}{hint}",
+        io::Error::from_raw_os_error(errno)
+    )
 }
 
 /// The request for every listening TCP socket of `family` (`AF_INET`,

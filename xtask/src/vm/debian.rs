@@ -244,7 +244,10 @@ pub fn kernel(spec: KernelSpec) -> Result<Kernel> {
     let image = dir.join("vmlinuz");
     let package_file = dir.join("package");
     let modules_dir = dir.join("modules");
-    if image.exists() && package_file.exists() && modules_dir.join(COMPLETE).exists() {
+    // The marker holds the module list it was made for: a new list remakes it.
+    let modules_done = std::fs::read_to_string(modules_dir.join(COMPLETE))
+        .is_ok_and(|list| list == GUEST_MODULES.join(" "));
+    if image.exists() && package_file.exists() && modules_done {
         let package = std::fs::read_to_string(&package_file)?.trim().to_owned();
         say(&format!(
             "kernel {} {}: cached ({package})",
@@ -336,10 +339,18 @@ const COMPLETE: &str = ".complete";
 
 /// The modules the guest loads, with what they depend on: the loop driver
 /// (block tests), veth and nf_tables with numgen (the TCP tests' namespace
-/// pairs and loss rules). crc32c first: libcrc32c (nf_tables' dependency
-/// before 6.12) asks the crypto API for it at load. A module the kernel has
-/// built in is simply not found.
-const GUEST_MODULES: &[&str] = &["crc32c_generic", "loop", "veth", "nf_tables", "nft_numgen"];
+/// pairs and loss rules), tcp_diag (sock_diag for TCP sockets, which a host
+/// loads on demand and the guest, without modprobe, cannot). crc32c first:
+/// libcrc32c (nf_tables' dependency before 6.12) asks the crypto API for it
+/// at load. A module the kernel has built in is simply not found.
+const GUEST_MODULES: &[&str] = &[
+    "crc32c_generic",
+    "loop",
+    "veth",
+    "nf_tables",
+    "nft_numgen",
+    "tcp_diag",
+];
 
 /// Copies `GUEST_MODULES` and their dependencies out of an unpacked kernel
 /// package into `into`, uncompressed (busybox's insmod reads plain ELF),
@@ -387,7 +398,7 @@ fn guest_modules(unpacked: &Path, into: &Path) -> Result<()> {
     for (i, (name, bytes)) in order.iter().enumerate() {
         std::fs::write(into.join(format!("{i:02}-{name}.ko")), bytes)?;
     }
-    std::fs::write(into.join(COMPLETE), "")?;
+    std::fs::write(into.join(COMPLETE), GUEST_MODULES.join(" "))?;
     Ok(())
 }
 
