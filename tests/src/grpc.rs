@@ -110,14 +110,7 @@ fn collector_stopped_for_30s_every_window_arrives_exactly_once() {
     let target = agent.windows().len() + 3;
     agent.wait_windows(target, Duration::from_secs(30));
     assert_eq!(agent.terminate(), 0, "the agent drains and exits");
-    assert!(
-        agent
-            .stderr_lines()
-            .iter()
-            .any(|l| l == "sonde: agent stopped"),
-        "everything acked: {:?}",
-        agent.stderr_lines()
-    );
+    agent.assert_stopped_acked();
     workload.kill();
 
     let windows = agent.windows();
@@ -212,14 +205,7 @@ fn agent_killed_with_a_disk_outbox_loses_nothing_it_wrote() {
     let collector = Proc::collector(port, &[]);
     restarted.wait_windows(3, Duration::from_secs(20));
     assert_eq!(restarted.terminate(), 0);
-    assert!(
-        restarted
-            .stderr_lines()
-            .iter()
-            .any(|l| l == "sonde: agent stopped"),
-        "everything acked: {:?}",
-        restarted.stderr_lines()
-    );
+    restarted.assert_stopped_acked();
     let later = restarted.windows();
     let after = sequences(&later);
     let last_written = written_seqs[written_seqs.len() - 1];

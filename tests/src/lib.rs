@@ -277,36 +277,31 @@ impl Workload {
 
     /// Whether the child has exited (it stays a zombie until waited for).
     pub fn exited(&self) -> bool {
-        // SAFETY: siginfo_t is plain data; waitid fills it.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: polling our own child without reaping it.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                self.pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
-            )
-        };
-        // SAFETY: waitid filled the pid field when a child changed state.
-        rc == 0 && unsafe { info.si_pid() } != 0
+        self.exit_seen(libc::WNOHANG)
     }
 
     /// Waits until the child has exited but leaves it a zombie, so that its
     /// `/proc/<pid>` files can still be read.
     pub fn wait_exited(&self) {
+        assert!(self.exit_seen(0), "waitid");
+    }
+
+    /// `waitid` for the child's exit without reaping it, with `flags`
+    /// added: whether it had exited.
+    fn exit_seen(&self, flags: libc::c_int) -> bool {
         // SAFETY: siginfo_t is plain data; waitid fills it.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waiting for our own child without reaping it.
+        // SAFETY: our own child, not reaped (WNOWAIT).
         let rc = unsafe {
             libc::waitid(
                 libc::P_PID,
                 self.pid as libc::id_t,
                 &mut info,
-                libc::WEXITED | libc::WNOWAIT,
+                libc::WEXITED | libc::WNOWAIT | flags,
             )
         };
-        assert_eq!(rc, 0, "waitid");
+        // SAFETY: waitid filled the pid field when a child changed state.
+        rc == 0 && unsafe { info.si_pid() } != 0
     }
 
     /// Kills the child (for endless workloads) and reaps it.

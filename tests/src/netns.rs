@@ -69,6 +69,22 @@ impl TestNetns {
         self.inode
     }
 
+    /// Makes `command`'s child enter it before it runs its program.
+    pub fn enter_on_exec(&self, command: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt as _;
+        let fd = self.fd;
+        // SAFETY: setns is async-signal-safe; the closure touches nothing else.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+
     /// Moves the calling (single-threaded, forked) process into it;
     /// async-signal-safe.
     pub fn enter(&self) {

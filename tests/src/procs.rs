@@ -85,18 +85,7 @@ impl Proc {
         let mut command = Command::new(program);
         command.envs(place.env.iter().copied());
         if let Some(ns) = place.netns {
-            use std::os::unix::process::CommandExt as _;
-            let fd = ns.fd();
-            // SAFETY: setns is async-signal-safe; the closure touches nothing else.
-            unsafe {
-                command.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
+            ns.enter_on_exec(&mut command);
         }
         let mut child = command
             .args(args)
@@ -190,6 +179,16 @@ impl Proc {
         self.stderr.lock().expect("lines").clone()
     }
 
+    /// Asserts the agent's last word after a stop: every window acked
+    /// (`sonde: agent stopped`), showing its stderr otherwise.
+    pub fn assert_stopped_acked(&self) {
+        let lines = self.stderr_lines();
+        assert!(
+            lines.iter().any(|l| l == "sonde: agent stopped"),
+            "everything acked: {lines:?}"
+        );
+    }
+
     /// The agent's windows so far (its JSON lines).
     pub fn windows(&self) -> Vec<Value> {
         self.stdout_lines()
@@ -279,18 +278,7 @@ pub fn fleet_json(args: &[&str]) -> Value {
 pub fn fleet_json_in(netns: Option<&crate::netns::TestNetns>, args: &[&str]) -> Value {
     let mut command = Command::new(sonde_bin());
     if let Some(ns) = netns {
-        use std::os::unix::process::CommandExt as _;
-        let fd = ns.fd();
-        // SAFETY: setns is async-signal-safe; the closure touches nothing else.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        ns.enter_on_exec(&mut command);
     }
     let out = command
         .arg("fleet")

@@ -588,13 +588,7 @@ fn handshakes_refused_by_a_full_accept_queue_counted_per_port() {
     let at = sockaddr(ADDR_B, BACKLOG_PORT);
     let held = HELD_PORTS.map(|port| sockaddr(crate::netns::ADDR_A, port));
     let progress = Shared::new(1);
-    let server = Workload::fork(&server_cg, || {
-        deadline(20);
-        pair.b.enter();
-        let _l = listen(&at, BACKLOG as i32);
-        // SAFETY: waits for the signal that ends it; nobody accepts.
-        unsafe { libc::pause() };
-    });
+    let server = idle_listener(&server_cg, &pair.b, &at, BACKLOG as i32);
     let (go_data, data_go) = pipe();
     let client = Workload::fork(&client_cg, || {
         deadline(20);
@@ -723,13 +717,7 @@ fn syns_refused_by_a_full_accept_queue_counted_per_port() {
     let (hold_a, hold_b) = (Holder::new(&pair.a), Holder::new(&pair.b));
     let (client_cg, server_cg) = (TestCgroup::new("tcp-syn-c"), TestCgroup::new("tcp-syn-s"));
     let at = sockaddr(ADDR_B, FULL_QUEUE_PORT);
-    let server = Workload::fork(&server_cg, || {
-        deadline(20);
-        pair.b.enter();
-        let _l = listen(&at, 1);
-        // SAFETY: waits for the signal that ends it; nobody accepts.
-        unsafe { libc::pause() };
-    });
+    let server = idle_listener(&server_cg, &pair.b, &at, 1);
     let client = Workload::fork(&client_cg, || {
         deadline(20);
         pair.a.enter();
@@ -824,6 +812,23 @@ fn syns_refused_by_a_full_accept_queue_counted_per_port() {
     // its own, by a reset or a timeout, is one).
     assert_eq!(kernel(client_side, "AttemptFails"), 0);
     assert_eq!(snapshot.lost(), 0, "{:?}", snapshot.losses);
+}
+
+/// A server in `cgroup` and `ns` listening on `at` that never accepts,
+/// until it is killed.
+fn idle_listener(
+    cgroup: &TestCgroup,
+    ns: &TestNetns,
+    at: &libc::sockaddr_in,
+    backlog: i32,
+) -> Workload {
+    Workload::fork(cgroup, || {
+        deadline(20);
+        ns.enter();
+        let _l = listen(at, backlog);
+        // SAFETY: waits for the signal that ends it; nobody accepts.
+        unsafe { libc::pause() };
+    })
 }
 
 /// A TCP socket bound to `from`, connected to `to`; async-signal-safe.

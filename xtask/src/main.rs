@@ -310,23 +310,7 @@ fn test(lint: bool) -> Result<()> {
     if !is_root {
         eprintln!("xtask: not root: the integration tests will skip; run `sudo -E cargo xtask test` for them");
     }
-    let status = Command::new("cargo")
-        .args([
-            "test",
-            "--package",
-            "sonde-tests",
-            "--lib",
-            "--",
-            "--test-threads=1",
-        ])
-        .env("SONDE_BIN", root().join("target/debug/sonde"))
-        .env(
-            "SONDE_COLLECTOR_BIN",
-            root().join("target/debug/sonde-collector"),
-        )
-        .env("SONDE_PYTHON", setup::venv()?.join("bin/python"))
-        .current_dir(root())
-        .status()?;
+    let status = integration_tests(&[])?.status()?;
     if !status.success() {
         bail!("integration tests failed");
     }
@@ -339,6 +323,24 @@ fn test(lint: bool) -> Result<()> {
     fuzz::run(CI_FUZZ_SECONDS, &[])?;
     step("vm-test --ci: the integration tests on an older x86_64 kernel and on arm64, under QEMU (`cargo xtask vm-test` runs every kernel)");
     vm::run(&vm::Options::ci())
+}
+
+/// The tests crate's run, one test at a time, against the debug binaries,
+/// with `args` for the test harness.
+fn integration_tests(args: &[&str]) -> Result<Command> {
+    let mut command = Command::new("cargo");
+    command
+        .args(["test", "--package", "sonde-tests", "--lib", "--"])
+        .arg("--test-threads=1")
+        .args(args)
+        .env("SONDE_BIN", root().join("target/debug/sonde"))
+        .env(
+            "SONDE_COLLECTOR_BIN",
+            root().join("target/debug/sonde-collector"),
+        )
+        .env("SONDE_PYTHON", setup::venv()?.join("bin/python"))
+        .current_dir(root());
+    Ok(command)
 }
 
 fn is_root() -> Result<bool> {
@@ -361,26 +363,8 @@ fn chaos(filter: Option<&str>, minutes: Option<f64>) -> Result<()> {
     let _ = std::fs::remove_file(&results);
     let filter = format!("chaos::{}", filter.unwrap_or(""));
     step(&format!("chaos scenarios matching {filter}"));
-    let mut command = Command::new("cargo");
-    command
-        .args([
-            "test",
-            "--package",
-            "sonde-tests",
-            "--lib",
-            "--",
-            "--ignored",
-            "--test-threads=1",
-            &filter,
-        ])
-        .env("SONDE_BIN", root().join("target/debug/sonde"))
-        .env(
-            "SONDE_COLLECTOR_BIN",
-            root().join("target/debug/sonde-collector"),
-        )
-        .env("SONDE_PYTHON", setup::venv()?.join("bin/python"))
-        .env("SONDE_CHAOS_RESULTS", &results)
-        .current_dir(root());
+    let mut command = integration_tests(&["--ignored", &filter])?;
+    command.env("SONDE_CHAOS_RESULTS", &results);
     if let Some(m) = minutes {
         command.env("SONDE_CHAOS_MINUTES", m.to_string());
     }

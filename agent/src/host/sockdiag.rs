@@ -22,7 +22,7 @@
 )]
 
 use std::{
-    collections::HashMap,
+    collections::{hash_map::Entry, HashMap},
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::Path,
@@ -225,6 +225,8 @@ pub struct Diag {
     own_netns: Option<u32>,
     sockets: HashMap<u32, OwnedFd>,
     seq: u32,
+    /// Where answers are read, kept from one dump to the next.
+    buf: Vec<u8>,
 }
 
 impl Diag {
@@ -235,6 +237,7 @@ impl Diag {
             own_netns,
             sockets: HashMap::new(),
             seq: 0,
+            buf: Vec::new(),
         }
     }
 
@@ -246,24 +249,19 @@ impl Diag {
         netns: u32,
         pid: u32,
     ) -> Result<Vec<ListenSocket>, DiagError> {
-        if !self.sockets.contains_key(&netns) {
-            let fd = if self.own_netns == Some(netns) {
-                diag_socket()?
-            } else {
-                socket_in(proc_root, netns, pid)?
-            };
-            self.sockets.insert(netns, fd);
-        }
-        let Some(fd) = self.sockets.get(&netns) else {
-            return Ok(Vec::new());
+        let fd = match self.sockets.entry(netns) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) if self.own_netns == Some(netns) => e.insert(diag_socket()?),
+            Entry::Vacant(e) => e.insert(socket_in(proc_root, netns, pid)?),
         };
+        self.buf.resize(RECV_BUFFER, 0);
         let mut all = Vec::new();
         for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
             // A dump the kernel flags as inconsistent is read once more.
             let mut tries = 0;
             loop {
                 self.seq = self.seq.wrapping_add(1);
-                match dump(fd, family, self.seq)? {
+                match dump(fd, family, self.seq, &mut self.buf)? {
                     Some(sockets) => {
                         all.extend(sockets);
                         break;
@@ -348,14 +346,18 @@ fn socket_in(proc_root: &Path, netns: u32, pid: u32) -> Result<OwnedFd, DiagErro
 
 /// The listening sockets of one family; `None` when the kernel flagged the
 /// dump as inconsistent.
-fn dump(fd: &OwnedFd, family: u8, seq: u32) -> Result<Option<Vec<ListenSocket>>, DiagError> {
+fn dump(
+    fd: &OwnedFd,
+    family: u8,
+    seq: u32,
+    buf: &mut [u8],
+) -> Result<Option<Vec<ListenSocket>>, DiagError> {
     let request = dump_request(family, seq);
     // SAFETY: sends our buffer to the kernel (the socket's default peer).
     let sent = unsafe { libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
     if sent < 0 {
         return Err(io::Error::last_os_error().into());
     }
-    let mut buf = vec![0u8; RECV_BUFFER];
     let mut sockets = Vec::new();
     let mut interrupted = false;
     loop {
@@ -503,9 +505,12 @@ mod tests {
 
     #[test]
     fn reads_this_namespace_listeners() {
-        // A listener of our own, on an ephemeral loopback port.
+        // A listener of our own, on an ephemeral loopback port, with a
+        // backlog of 7.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        // SAFETY: listen() again on our own bound socket sets its backlog.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 7) }, 0);
         let own = crate::host::netns::of_pid(Path::new("/proc"), std::process::id());
         let mut diag = Diag::new(own);
         let all = diag
@@ -514,6 +519,6 @@ mod tests {
         let mine = all.iter().find(|s| s.port == port).expect("our listener");
         assert_eq!(mine.accept_queue, 0);
         assert_eq!(mine.drops, Some(0));
-        assert!(mine.accept_queue_max > 0);
+        assert_eq!(mine.accept_queue_max, 7);
     }
 }

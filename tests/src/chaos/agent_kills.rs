@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{
     applied_once, collector, counted_failing_opens, counter, failures_key, fault_phase, holes,
@@ -52,6 +52,17 @@ struct Known {
     restart_gap: u64,
     /// Its per-series totals.
     totals: BTreeMap<String, u64>,
+}
+
+impl Known {
+    /// A window instance `instance` printed.
+    fn printed(window: &Value, instance: usize) -> Self {
+        Self {
+            instance,
+            restart_gap: window_loss(window, "agent", "restart_gap"),
+            totals: agent_totals(std::slice::from_ref(window), |_| true),
+        }
+    }
 }
 
 fn wire_restart_gap(r: &sonde_proto::v1::AgentReport) -> u64 {
@@ -90,7 +101,7 @@ fn restart_gaps_flagged(
     known: &BTreeMap<u64, Known>,
     resumed: &[bool],
     complete: &BTreeMap<u64, bool>,
-    summary: &serde_json::Value,
+    summary: &Value,
     holes: &[(u64, u64)],
 ) -> usize {
     let mut firsts: BTreeMap<usize, u64> = BTreeMap::new();
@@ -189,14 +200,7 @@ fn agent_sigkilled_mid_flush_repeatedly() {
         kills.push((windows, offset));
         caught_writing += usize::from(tmp_files(&outbox) > 0);
         for w in agent.windows() {
-            known.insert(
-                sequence(&w),
-                Known {
-                    instance,
-                    restart_gap: window_loss(&w, "agent", "restart_gap"),
-                    totals: agent_totals(std::slice::from_ref(&w), |_| true),
-                },
-            );
+            known.insert(sequence(&w), Known::printed(&w, instance));
         }
         // Written but not printed: on disk, and this instance's.
         for r in outbox_reports(&outbox) {
@@ -217,21 +221,9 @@ fn agent_sigkilled_mid_flush_repeatedly() {
     let n = last.stdout_len();
     last.wait_windows(n + 2, Duration::from_secs(20));
     assert_eq!(last.terminate_within(Duration::from_secs(60)), 0);
-    assert!(
-        last.stderr_lines()
-            .iter()
-            .any(|l| l == "sonde: agent stopped"),
-        "everything acked"
-    );
+    last.assert_stopped_acked();
     for w in last.windows() {
-        known.insert(
-            sequence(&w),
-            Known {
-                instance,
-                restart_gap: window_loss(&w, "agent", "restart_gap"),
-                totals: agent_totals(std::slice::from_ref(&w), |_| true),
-            },
-        );
+        known.insert(sequence(&w), Known::printed(&w, instance));
     }
     assert!(
         outbox_reports(&outbox).is_empty(),

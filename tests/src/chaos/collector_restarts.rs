@@ -153,10 +153,7 @@ fn collector_restarted_under_load() {
     }
     for a in &mut agents {
         assert_eq!(a.terminate_within(Duration::from_secs(90)), 0);
-        assert!(
-            a.stderr_lines().iter().any(|l| l == "sonde: agent stopped"),
-            "everything acked"
-        );
+        a.assert_stopped_acked();
     }
     let details: Vec<serde_json::Value> = NODES
         .iter()

@@ -136,14 +136,7 @@ fn five_percent_loss_and_seconds_of_delay() {
         0,
         "the agent drains and exits"
     );
-    assert!(
-        agent
-            .stderr_lines()
-            .iter()
-            .any(|l| l == "sonde: agent stopped"),
-        "everything acked: {:?}",
-        agent.stderr_lines().last()
-    );
+    agent.assert_stopped_acked();
     let (seen_packets, dropped_packets) = packets(agent_ns);
     let connections = relay.connections();
     let relayed_bytes = relay.bytes();

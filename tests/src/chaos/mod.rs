@@ -155,19 +155,18 @@ pub fn sequence(window: &Value) -> u64 {
 
 /// A window's count of loss `stage/reason` (agent JSON), summed over probes.
 pub fn window_loss(window: &Value, stage: &str, reason: &str) -> u64 {
-    window["losses"]
-        .as_array()
-        .expect("losses")
-        .iter()
-        .filter(|l| l["stage"] == stage && l["reason"] == reason)
-        .map(|l| l["count"].as_u64().expect("count"))
-        .sum()
+    loss_sum(&window["losses"], stage, reason)
 }
 
 /// A collector's cumulative count of loss `stage/reason` for a node
 /// (`NodeSummary.losses`).
 pub fn summary_loss(summary: &Value, stage: &str, reason: &str) -> u64 {
-    summary["losses"]
+    loss_sum(&summary["losses"], stage, reason)
+}
+
+/// The counts of loss `stage/reason` in a JSON list of losses, summed.
+fn loss_sum(losses: &Value, stage: &str, reason: &str) -> u64 {
+    losses
         .as_array()
         .expect("losses")
         .iter()

@@ -118,10 +118,7 @@ fn collector_down_for_minutes() {
     }
     for a in [&mut roomy, &mut cramped] {
         assert_eq!(a.terminate(), 0, "the agent drains and exits");
-        assert!(
-            a.stderr_lines().iter().any(|l| l == "sonde: agent stopped"),
-            "everything acked"
-        );
+        a.assert_stopped_acked();
     }
 
     let (w1, w2) = (witness(&first), witness(&second));
