@@ -360,30 +360,37 @@ pub fn tcp_window(
             .then(a.cgroup.cgroup_id.cmp(&b.cgroup.cgroup_id))
     });
 
-    // Per namespace: its listening sockets, the window's counts, the check.
+    // Per namespace: the window's counts and the check, then its listening
+    // sockets. Every namespace's counters are read first: the kernel keeps
+    // counting after the probes' maps were read, and anything slower in
+    // between (entering a namespace for its sockets) would widen that gap
+    // into a discrepancy.
     let mut sockets: BTreeMap<(u32, u16), ListenSockets> = BTreeMap::new();
     if let Some(check) = check {
         let namespaces = check.namespaces(before, after);
         check.refresh(&namespaces);
         window.namespaces = namespaces
             .into_iter()
-            .map(|ns| {
-                let counts = sonde_counters(after, ns).since(&sonde_counters(before, ns));
-                let unread = match check.listeners(ns) {
-                    Ok(ports) => {
-                        sockets.extend(ports.into_iter().map(|(port, s)| ((ns, port), s)));
-                        None
-                    }
-                    Err(why) => Some(why),
-                };
-                NetnsTcp {
-                    netns: ns,
-                    window: counts.named().into_iter().collect(),
-                    check: check.check(ns, after),
-                    listeners_unread: unread,
-                }
+            .map(|ns| NetnsTcp {
+                netns: ns,
+                window: sonde_counters(after, ns)
+                    .since(&sonde_counters(before, ns))
+                    .named()
+                    .into_iter()
+                    .collect(),
+                check: check.check(ns, after),
+                listeners_unread: None,
             })
             .collect();
+        for entry in &mut window.namespaces {
+            match check.listeners(entry.netns) {
+                Ok(ports) => {
+                    let ns = entry.netns;
+                    sockets.extend(ports.into_iter().map(|(port, s)| ((ns, port), s)));
+                }
+                Err(why) => entry.listeners_unread = Some(why),
+            }
+        }
     }
 
     // Per listening port: the probes' counts, and what the sockets say.
