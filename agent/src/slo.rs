@@ -458,6 +458,7 @@ mod tests {
                 state: ProbeState::Attached,
                 hook: None,
                 reason: None,
+                gaps: Vec::new(),
             }],
             syscalls,
             ..Default::default()

@@ -24,6 +24,8 @@ mod collector;
 #[cfg(test)]
 mod deploy;
 #[cfg(test)]
+mod doctor;
+#[cfg(test)]
 mod grpc;
 #[cfg(test)]
 mod host;

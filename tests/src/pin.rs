@@ -22,7 +22,12 @@ pub(crate) struct PinDir {
 }
 
 impl PinDir {
+    /// A directory name under bpffs, which is mounted first if it is not
+    /// (as the agent does before it pins): on a freshly booted machine
+    /// nothing has mounted it yet, and a test must not lean on an earlier
+    /// test or run that did.
     pub(crate) fn new(name: &str) -> Self {
+        sonde::host::mounts::ensure_bpffs().expect("bpffs at /sys/fs/bpf");
         let dir = PathBuf::from(format!(
             "/sys/fs/bpf/sonde-test-{name}-{}",
             std::process::id()

@@ -87,6 +87,14 @@ enum Task {
         /// arm64, every test.
         #[arg(long, conflicts_with_all = ["arches", "kernels", "tests"])]
         ci: bool,
+        /// Boot each kernel this many times (a test that fails now and then
+        /// shows as the count of clean boots).
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
+        /// Make the guest's sonde fail to load this program, as a verifier
+        /// rejection would (repeatable): the matrix must then fail.
+        #[arg(long = "refuse-program")]
+        refuse_programs: Vec<String>,
     },
     /// The chaos suite, minutes per scenario (not part of `test`): the
     /// collector down for minutes, 5 % loss and seconds of delay on a veth
@@ -164,6 +172,8 @@ fn run(cli: Cli) -> Result<()> {
             tests,
             timeout_secs,
             ci,
+            repeat,
+            refuse_programs,
         } => {
             setup::run(false)?;
             let mut options = if ci {
@@ -176,6 +186,8 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(secs) = timeout_secs {
                 options.timeout = std::time::Duration::from_secs(secs);
             }
+            options.repeat = repeat.max(1);
+            options.refuse_programs = refuse_programs;
             vm::run(&options)
         }
         Task::Chaos { filter, minutes } => {
@@ -261,6 +273,27 @@ fn test(lint: bool) -> Result<()> {
             "cargo",
             &["clippy", "--all-targets", "--", "-D", "warnings"],
         )?;
+        step("clippy (fuzz targets)");
+        // Their own workspace, checked in the main target directory so that
+        // what both share (dependencies, the agent's build script and its
+        // kernel object) is not built twice.
+        let target = root().join("target");
+        let status = Command::new("cargo")
+            .args([
+                "clippy",
+                "--manifest-path",
+                "fuzz/Cargo.toml",
+                "--all-targets",
+            ])
+            .arg("--target-dir")
+            .arg(&target)
+            .args(["--", "-D", "warnings"])
+            .current_dir(root())
+            .status()
+            .context("cannot run cargo clippy")?;
+        if !status.success() {
+            bail!("clippy on the fuzz targets failed ({status})");
+        }
         step("clippy (kernel programs, bpfel-unknown-none)");
         sh(
             "cargo",

@@ -6,6 +6,7 @@
 
 mod cpio;
 mod debian;
+pub mod expect;
 mod guest;
 mod matrix;
 
@@ -113,6 +114,11 @@ pub struct Options {
     pub timeout: Duration,
     /// Where the matrix JSON goes.
     pub out: PathBuf,
+    /// Boots of each kernel (a test that fails now and then shows in N).
+    pub repeat: u32,
+    /// Programs the guest's sonde must fail to load, as a verifier
+    /// rejection would (to show the matrix fails such a run).
+    pub refuse_programs: Vec<String>,
 }
 
 impl Options {
@@ -136,6 +142,8 @@ impl Options {
             kernels,
             tests: Vec::new(),
             timeout: Duration::from_secs(1800),
+            repeat: 1,
+            refuse_programs: Vec::new(),
             out: root().join("target/vm-test/matrix.json"),
         })
     }
@@ -155,6 +163,8 @@ impl Options {
         Self {
             kernels,
             tests: Vec::new(),
+            repeat: 1,
+            refuse_programs: Vec::new(),
             timeout: Duration::from_secs(900),
             out: root().join("target/vm-test/ci-matrix.json"),
         }
@@ -230,29 +240,46 @@ pub fn run(options: &Options) -> Result<()> {
                     modules: &kernel.modules,
                     tools: &tools,
                     tests: &options.tests,
+                    refuse_programs: &options.refuse_programs,
                 },
                 &initrd,
             )?;
-            let log = work.join(format!("{}-{}.console.log", arch.name(), spec.version));
-            say(&format!(
-                "booting {} {} ({}), console in {}",
-                arch.name(),
-                spec.version,
-                kernel.package,
-                log.display()
-            ));
-            let run = boot(&kernel, &initrd, &log, options.timeout)?;
-            say(&format!(
-                "{} {}: {:?}, {} passed, {} failed, {} skipped in {:.0} s",
-                arch.name(),
-                spec.version,
-                run.outcome,
-                run.tests.passed.len(),
-                run.tests.failed.len(),
-                run.tests.skipped.len(),
-                run.boot_to_poweroff_secs
-            ));
-            runs.push(run);
+            for boot_number in 1..=options.repeat {
+                let suffix = if options.repeat > 1 {
+                    format!("-{boot_number}")
+                } else {
+                    String::new()
+                };
+                let log = work.join(format!(
+                    "{}-{}{suffix}.console.log",
+                    arch.name(),
+                    spec.version
+                ));
+                say(&format!(
+                    "booting {} {} ({}){}, console in {}",
+                    arch.name(),
+                    spec.version,
+                    kernel.package,
+                    if options.repeat > 1 {
+                        format!(", boot {boot_number} of {}", options.repeat)
+                    } else {
+                        String::new()
+                    },
+                    log.display()
+                ));
+                let run = boot(&kernel, &initrd, &log, options.timeout)?;
+                say(&format!(
+                    "{} {}: {}, {} passed, {} failed, {} skipped in {:.0} s",
+                    arch.name(),
+                    spec.version,
+                    if run.ok() { "clean" } else { "NOT CLEAN" },
+                    run.tests.passed.len(),
+                    run.tests.failed.len(),
+                    run.tests.skipped.len(),
+                    run.boot_to_poweroff_secs
+                ));
+                runs.push(run);
+            }
         }
     }
     let table = matrix::render(&runs);
@@ -276,6 +303,13 @@ pub fn run(options: &Options) -> Result<()> {
         .filter(|r| !r.ok())
         .map(|r| format!("{} {}", r.arch, r.kernel))
         .collect();
+    if options.repeat > 1 {
+        say(&format!(
+            "{} of {} boots clean",
+            runs.len() - bad.len(),
+            runs.len()
+        ));
+    }
     if !bad.is_empty() {
         bail!("not clean on: {}", bad.join(", "));
     }
@@ -434,6 +468,10 @@ fn boot(
         outcome,
         tests_exit: verdict["tests_exit"].as_i64(),
         probes: matrix::probes(&verdict),
+        problems: match verdict.get("doctor") {
+            Some(doctor) if !doctor.is_null() => expect::problems(doctor),
+            _ => Vec::new(),
+        },
         tests: parsed.tests,
         kernel_warnings: parsed.kernel_warnings,
         boot_to_poweroff_secs: started.elapsed().as_secs_f64(),

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::ProbeArgs;
 use crate::{
     host::{kernel::VMLINUX_BTF, mounts::Mounts, Capabilities, KernelInfo},
-    probes::{pin, LoadError, ProbeState, ProbeStatus, Probes},
+    probes::{pin, KernelFeatures, LoadError, ProbeState, ProbeStatus, Probes},
 };
 
 #[derive(Debug, clap::Args)]
@@ -29,6 +29,10 @@ struct Report {
     /// Capabilities some signals need, missing, with what for.
     missing_recommended: Vec<(&'static str, &'static str)>,
     probes: Vec<ProbeStatus>,
+    /// What the kernel offers that decides whether each family counts whole
+    /// (from its BTF): feature → present. A degraded family's `gaps` follow
+    /// from the features missing here.
+    kernel_features: KernelFeatures,
     /// What an agent run with `--pin` left under the default pin directory:
     /// (maps, links); links are programs still running.
     pinned: Option<(usize, usize)>,
@@ -44,8 +48,12 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let missing_recommended = caps
         .map(|c| c.missing_recommended(memlock_charged(&kernel.release)))
         .unwrap_or_default();
+    let mut kernel_features = KernelFeatures::new();
     let probes = match Probes::load(args.probes.options()) {
-        Ok(p) => p.statuses().to_vec(),
+        Ok(p) => {
+            kernel_features.clone_from(p.kernel_features());
+            p.statuses().to_vec()
+        }
         Err(e) => {
             let reason = match e {
                 LoadError::NoPrivilege { .. } => format!("no privilege: {e}"),
@@ -58,6 +66,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     state: ProbeState::Unavailable,
                     hook: None,
                     reason: Some(reason.clone()),
+                    gaps: Vec::new(),
                 })
                 .collect()
         }
@@ -75,6 +84,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         missing_capabilities: missing,
         missing_recommended,
         probes,
+        kernel_features,
         pinned: Path::new(pin::DEFAULT_DIR)
             .exists()
             .then(|| pin::census(Path::new(pin::DEFAULT_DIR))),

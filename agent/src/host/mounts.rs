@@ -85,6 +85,36 @@ pub fn mount_bpffs(target: &Path) -> std::io::Result<()> {
     mount_fs("bpf", target.to_str().unwrap_or(BPFFS))
 }
 
+/// `statfs` magic of the BPF file system.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `path` lies on a BPF file system.
+pub fn on_bpffs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs fills the zeroed struct; the path is NUL-terminated.
+    unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut buf) == 0 && buf.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+/// Mounts bpffs at its conventional place unless it is there already (a
+/// freshly booted machine without systemd has none; systemd mounts it at
+/// boot). What the agent does before it pins, and what a test that makes a
+/// directory for pins does first. Root only when a mount is needed.
+pub fn ensure_bpffs() -> Result<(), String> {
+    let bpffs = Path::new(BPFFS);
+    if on_bpffs(bpffs) {
+        return Ok(());
+    }
+    mount_bpffs(bpffs).map_err(|e| {
+        format!("bpffs is not mounted at {BPFFS} and mounting it failed ({e}); mount it: `mount -t bpf bpf {BPFFS}`")
+    })
+}
+
 fn mount_fs(fstype: &str, target: &str) -> std::io::Result<()> {
     let c = |s: &str| std::ffi::CString::new(s).map_err(std::io::Error::other);
     let (source, target_c, fstype_c) = (c(fstype)?, c(target)?, c(fstype)?);

@@ -140,6 +140,7 @@ pub(super) fn attach(
             state: ProbeState::Attached,
             hook: Some("tracepoint:block/block_rq_issue+block_rq_complete".to_owned()),
             reason: None,
+            gaps: Vec::new(),
         },
         Err(e) => {
             unload(ebpf, links, HOOKS.iter().map(|(name, _)| *name));

@@ -10,7 +10,10 @@ use aya::{
 use sonde_common::{memory::loss, task::CgroupBucketKey};
 use sonde_slo::Histogram;
 
-use super::{attach_raw_tracepoints, map, read_losses, Links, ProbeState, ProbeStatus};
+use super::{
+    attach_raw_tracepoints, feature, map, read_losses, Gap, KernelFeatures, Links, ProbeState,
+    ProbeStatus,
+};
 use crate::host::btf::Btf;
 
 /// Family name in statuses and loss records.
@@ -85,8 +88,17 @@ pub(super) fn attach(ebpf: &mut Ebpf, links: &mut Links) -> ProbeStatus {
             "cgroup-limit reclaim not traced: {}",
             memcg.reason.unwrap_or_default()
         ));
+        status.gaps = vec![Gap::MemoryCgroupReclaim];
     }
     status
+}
+
+/// What this kernel offers the family, for `sonde doctor`.
+pub(super) fn features(btf: Option<&Btf>, into: &mut KernelFeatures) {
+    into.insert(
+        feature::TP_MEMCG_RECLAIM,
+        btf.is_some_and(|b| b.tracepoint_arg_is_pointer(MEMCG_HOOKS[0].1, 0).is_some()),
+    );
 }
 
 pub(super) fn read(ebpf: &Ebpf) -> Result<MemoryReading, MapError> {

@@ -9,6 +9,7 @@ pub mod block;
 pub mod events;
 mod gone;
 pub mod memory;
+mod missed;
 pub mod pin;
 pub mod process;
 pub mod sched;
@@ -61,6 +62,50 @@ pub struct ProbeStatus {
     pub hook: Option<String>,
     /// Why the family is degraded or unavailable, with the fix.
     pub reason: Option<String>,
+    /// What a degraded family does not count, by name (the reason says it
+    /// in words). Each should follow from a kernel feature that doctor
+    /// reports missing (`kernel_features`); vm-test's table of
+    /// expectations checks that it does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<Gap>,
+}
+
+/// Something a degraded family does not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gap {
+    /// tcp: resets sent with no socket (to a closed port).
+    TcpResetsWithoutSocket,
+    /// tcp: SYN-ACK retransmits.
+    TcpSynackRetransmits,
+    /// tcp: packet drops by reason.
+    TcpDrops,
+    /// tcp: drops at a listening socket (which listener refused them).
+    TcpListenerDrops,
+    /// tcp: listen overflows and failed handshakes per port.
+    TcpListenOverflows,
+    /// memory: reclaim forced by a cgroup's limit.
+    MemoryCgroupReclaim,
+}
+
+/// What the running kernel offers that decides whether a family counts
+/// whole, as sonde read it from the kernel's BTF: feature name → present.
+pub type KernelFeatures = BTreeMap<&'static str, bool>;
+
+/// The features sonde checks, by name.
+pub mod feature {
+    /// `tcp_send_reset` has its `reason` argument (Linux 6.10+).
+    pub const TCP_SEND_RESET_REASON: &str = "tcp_send_reset.reason";
+    /// `kfree_skb` has its `reason` argument (Linux 5.17+).
+    pub const KFREE_SKB_REASON: &str = "kfree_skb.reason";
+    /// `kfree_skb` has its `rx_sk` argument (Linux 6.12+).
+    pub const KFREE_SKB_RX_SK: &str = "kfree_skb.rx_sk";
+    /// `SKB_DROP_REASON_TCP_LISTEN_OVERFLOW` exists (Linux 6.15+).
+    pub const DROP_REASON_LISTEN_OVERFLOW: &str = "skb_drop_reason.TCP_LISTEN_OVERFLOW";
+    /// The `tcp_retransmit_synack` tracepoint exists.
+    pub const TP_TCP_RETRANSMIT_SYNACK: &str = "tracepoint.tcp_retransmit_synack";
+    /// The `mm_vmscan_memcg_reclaim_begin` tracepoint exists.
+    pub const TP_MEMCG_RECLAIM: &str = "tracepoint.mm_vmscan_memcg_reclaim_begin";
 }
 
 /// Why the probes could not be loaded at all.
@@ -179,6 +224,10 @@ pub struct Reading {
     pub event_loss: [u64; sonde_common::events::kind::COUNT as usize],
     /// Ring-buffer records that could not be decoded (cumulative).
     pub malformed_events: u64,
+    /// Per family, the runs of its programs the kernel skipped (cumulative
+    /// over the programs' lives; see `missed`).
+    #[serde(default)]
+    pub program_missed: BTreeMap<String, u64>,
 }
 
 /// The loaded object and its attached families.
@@ -189,6 +238,7 @@ pub struct Probes {
     statuses: Vec<ProbeStatus>,
     events: Option<RingBuf<MapData>>,
     malformed_events: u64,
+    features: KernelFeatures,
     tcp_names: tcp::TcpNames,
     /// Families detached while running: their maps still hold what they
     /// counted before, and are still read.
@@ -396,6 +446,9 @@ impl Probes {
         let offsets = task::offsets(btf.as_ref());
         let victim_is_task = memory::victim_arg_is_task(btf.as_ref());
         let tcp_setup = tcp::setup(btf.as_ref());
+        let mut features = KernelFeatures::new();
+        tcp::features(&tcp_setup, btf.as_ref(), &mut features);
+        memory::features(btf.as_ref(), &mut features);
         // Done with our reading of BTF before aya parses it too: one at a time
         // keeps the agent's peak memory down.
         drop(btf);
@@ -550,6 +603,7 @@ impl Probes {
             statuses,
             events,
             malformed_events: 0,
+            features,
             tcp_names: setup.tcp.names.clone(),
             detached: Vec::new(),
             links,
@@ -699,7 +753,26 @@ impl Probes {
             PerCpuArray::try_from(map(&self.ebpf, "EVENT_LOSS")?)?;
         reading.event_loss = events::read_loss(&event_loss)?;
         reading.malformed_events = self.malformed_events;
+        reading.program_missed = self.program_missed();
         Ok(reading)
+    }
+
+    /// Per family, the kernel's count of the runs it skipped of the
+    /// family's attached programs. A program whose count cannot be read
+    /// (gone between the listing and the read) adds nothing.
+    fn program_missed(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (family, id) in self.program_ids() {
+            let missed = missed::recursion_misses(id).unwrap_or(0);
+            *out.entry(family.to_owned()).or_insert(0) += missed;
+        }
+        out
+    }
+
+    /// What the running kernel offers that decides whether each family
+    /// counts whole (read from its BTF at load).
+    pub fn kernel_features(&self) -> &KernelFeatures {
+        &self.features
     }
 
     /// Takes the events the kernel sent since the last call.
@@ -746,6 +819,7 @@ impl Probes {
             statuses,
             events: None,
             malformed_events: 0,
+            features: KernelFeatures::new(),
             tcp_names: tcp::TcpNames::default(),
             detached: Vec::new(),
             links,
@@ -821,6 +895,7 @@ pub(crate) fn attach_raw_tracepoints(
                     .join("+")
             )),
             reason: None,
+            gaps: Vec::new(),
         },
         Err(e) => {
             unload(ebpf, links, hooks.iter().map(|(name, _)| *name));
@@ -836,13 +911,26 @@ pub(crate) fn unavailable(probe: &'static str, reason: String) -> ProbeStatus {
         state: ProbeState::Unavailable,
         hook: None,
         reason: Some(reason),
+        gaps: Vec::new(),
     }
 }
+
+/// The environment variable that makes the named programs (comma-separated)
+/// fail as a verifier rejection would: a test switch, so that the kernel
+/// matrix can show it fails a run whose family lost a program for no reason
+/// the kernel explains (`cargo xtask vm-test --refuse-program NAME`).
+pub const REFUSE_PROGRAMS_ENV: &str = "SONDE_REFUSE_PROGRAMS";
 
 pub(crate) fn program<'a>(
     ebpf: &'a mut Ebpf,
     name: &str,
 ) -> Result<&'a mut aya::programs::Program, ProgramError> {
+    if std::env::var(REFUSE_PROGRAMS_ENV).is_ok_and(|v| v.split(',').any(|p| p == name)) {
+        return Err(ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_prog_load (refused by SONDE_REFUSE_PROGRAMS, a test switch)",
+            io_error: std::io::Error::from_raw_os_error(libc::EACCES),
+        }));
+    }
     ebpf.program_mut(name)
         .ok_or_else(|| ProgramError::InvalidName {
             name: name.to_owned(),

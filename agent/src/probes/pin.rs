@@ -10,8 +10,6 @@
 
 use std::{
     collections::BTreeMap,
-    ffi::CString,
-    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
 };
 
@@ -22,14 +20,11 @@ use aya::{
 use aya_obj::EbpfSectionKind;
 use serde::{Deserialize, Serialize};
 
-use super::{ProbeState, ProbeStatus, FAMILIES};
-use crate::host::mounts::{mount_bpffs, BPFFS};
+use super::{Gap, ProbeState, ProbeStatus, FAMILIES};
+use crate::host::mounts::{ensure_bpffs, on_bpffs, BPFFS};
 
 /// Where the agent pins by default.
 pub const DEFAULT_DIR: &str = "/sys/fs/bpf/sonde";
-
-/// `statfs` magic of the BPF file system.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// Changes when what the kernel keeps, or what a manifest means, changes.
 const FORMAT: &str = "sonde-pins/1";
@@ -74,6 +69,9 @@ pub struct StoredStatus {
     pub hook: Option<String>,
     /// Why it was degraded or unavailable.
     pub reason: Option<String>,
+    /// What it did not count (absent from manifests of earlier versions).
+    #[serde(default)]
+    pub gaps: Vec<Gap>,
 }
 
 /// What an agent pinned: enough for the next one to decide whether the
@@ -168,11 +166,8 @@ pub(super) fn expected_layouts(
 /// Makes sure `dir` is on a BPF file system (mounting bpffs at its usual
 /// place when nothing is mounted there) and holds `maps/` and `links/`.
 pub(super) fn prepare(dir: &Path) -> Result<(), String> {
-    let bpffs = Path::new(BPFFS);
-    if dir.starts_with(bpffs) && !on_bpffs(bpffs) {
-        mount_bpffs(bpffs).map_err(|e| {
-            format!("bpffs is not mounted at {BPFFS} and mounting it failed ({e}); mount it: `mount -t bpf bpf {BPFFS}`")
-        })?;
+    if dir.starts_with(BPFFS) {
+        ensure_bpffs()?;
     }
     for sub in ["maps", "links"] {
         let path = dir.join(sub);
@@ -186,17 +181,6 @@ pub(super) fn prepare(dir: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn on_bpffs(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs fills the zeroed struct; the path is NUL-terminated.
-    unsafe {
-        let mut buf: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut buf) == 0 && buf.f_type as i64 == BPF_FS_MAGIC
-    }
 }
 
 /// The layout of the map pinned at `path`, if one is.
@@ -352,6 +336,7 @@ impl Manifest {
                     state: s.state,
                     hook: s.hook.clone(),
                     reason: s.reason.clone(),
+                    gaps: s.gaps.clone(),
                 })
             })
             .collect()
@@ -367,6 +352,7 @@ pub(super) fn stored(statuses: &[ProbeStatus]) -> Vec<StoredStatus> {
             state: s.state,
             hook: s.hook.clone(),
             reason: s.reason.clone(),
+            gaps: s.gaps.clone(),
         })
         .collect()
 }

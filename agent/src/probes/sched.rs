@@ -65,6 +65,7 @@ pub(super) fn attach_floor(ebpf: &mut Ebpf, links: &mut Links) -> ProbeStatus {
                 state: ProbeState::Attached,
                 hook: Some("tp_btf (empty programs)".to_owned()),
                 reason: None,
+                gaps: Vec::new(),
             };
         }
         unload(ebpf, links, FLOOR_BTF_HOOKS.iter().map(|(name, _)| *name));
@@ -124,6 +125,7 @@ pub(super) fn attach(
                     state: ProbeState::Attached,
                     hook: Some("tp_btf:sched_wakeup+sched_wakeup_new+sched_switch".to_owned()),
                     reason: None,
+                    gaps: Vec::new(),
                 }
             }
             Err(e) => {

@@ -16,7 +16,8 @@ use sonde_common::{
 use sonde_slo::Histogram;
 
 use super::{
-    attach_raw_tracepoints, map, read_losses, unavailable, Links, ProbeState, ProbeStatus,
+    attach_raw_tracepoints, feature, map, read_losses, unavailable, Gap, KernelFeatures, Links,
+    ProbeState, ProbeStatus,
 };
 use crate::host::btf::Btf;
 
@@ -305,42 +306,77 @@ pub(super) fn attach(ebpf: &mut Ebpf, links: &mut Links, setup: &TcpSetup) -> Pr
     if status.state != ProbeState::Attached {
         return status;
     }
-    let mut missing = Vec::new();
+    let mut missing: Vec<(Gap, String)> = Vec::new();
     if !setup.reset_reason_arg {
         // The kernels whose tcp_send_reset has no reason argument (before
         // 6.10) fire it only for resets sent from a socket: a reset answering
         // a segment that found none (a SYN to a closed port) is not seen
         // (found by vm-test on 6.1; the namespace check shows it in OutRsts).
-        missing.push("resets sent with no socket (to a closed port) are not counted: this kernel's tcp_send_reset has no reason argument (Linux 6.10+), and on such kernels (6.1 measured) it fires only for resets sent from a socket".to_owned());
+        missing.push((Gap::TcpResetsWithoutSocket, "resets sent with no socket (to a closed port) are not counted: this kernel's tcp_send_reset has no reason argument (Linux 6.10+), and on such kernels (6.1 measured) it fires only for resets sent from a socket".to_owned()));
     }
     let synack = attach_raw_tracepoints(ebpf, links, PROBE, &SYNACK_HOOK);
     match synack.reason {
         None => extend(&mut status, &SYNACK_HOOK),
-        Some(why) => missing.push(format!("SYN-ACK retransmits not counted: {why}")),
+        Some(why) => missing.push((
+            Gap::TcpSynackRetransmits,
+            format!("SYN-ACK retransmits not counted: {why}"),
+        )),
     }
     match &setup.drop_reason_arg {
         Ok(()) => {
             let drops = attach_raw_tracepoints(ebpf, links, PROBE, &DROP_HOOK);
             match drops.reason {
                 None => extend(&mut status, &DROP_HOOK),
-                Some(why) => missing.push(format!("drops not counted: {why}")),
-            }
-            if !setup.drop_rx_sk_arg {
-                // Before 6.12 a drop does not say which socket refused it.
-                missing.push("kfree_skb has no rx_sk argument (Linux 6.12+): listen overflows and listener drops are not counted".to_owned());
-            } else if setup.listen_overflow_reason == NO_REASON {
-                // 6.12 to 6.14 name the listener but not why its handshake
-                // was dropped (found by vm-test on 6.12).
-                missing.push("no TCP_LISTEN_OVERFLOW drop reason (Linux 6.15+): listen overflows and failed handshakes per port are not counted".to_owned());
+                Some(why) => missing.push((Gap::TcpDrops, format!("drops not counted: {why}"))),
             }
         }
-        Err(why) => missing.push(format!("drops not counted: {why}")),
+        Err(why) => missing.push((Gap::TcpDrops, format!("drops not counted: {why}"))),
+    }
+    // Each gap is said on its own, even where a wider one covers it, so that
+    // every feature the kernel lacks shows as what it costs.
+    if !setup.drop_rx_sk_arg {
+        // Before 6.12 a drop does not say which socket refused it.
+        missing.push((
+            Gap::TcpListenerDrops,
+            "kfree_skb has no rx_sk argument (Linux 6.12+): listener drops are not counted"
+                .to_owned(),
+        ));
+    }
+    if setup.listen_overflow_reason == NO_REASON {
+        // 6.12 to 6.14 name the listener but not why its handshake was
+        // dropped (found by vm-test on 6.12).
+        missing.push((Gap::TcpListenOverflows, "no TCP_LISTEN_OVERFLOW drop reason (Linux 6.15+): listen overflows and failed handshakes per port are not counted".to_owned()));
     }
     if !missing.is_empty() {
         status.state = ProbeState::Degraded;
-        status.reason = Some(missing.join("; "));
+        status.reason = Some(
+            missing
+                .iter()
+                .map(|(_, why)| why.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        status.gaps = missing.into_iter().map(|(gap, _)| gap).collect();
     }
     status
+}
+
+/// What this kernel offers the family, for `sonde doctor`.
+pub(super) fn features(setup: &TcpSetup, btf: Option<&Btf>, into: &mut KernelFeatures) {
+    into.insert(feature::TCP_SEND_RESET_REASON, setup.reset_reason_arg);
+    into.insert(feature::KFREE_SKB_REASON, setup.drop_reason_arg.is_ok());
+    into.insert(feature::KFREE_SKB_RX_SK, setup.drop_rx_sk_arg);
+    into.insert(
+        feature::DROP_REASON_LISTEN_OVERFLOW,
+        setup.listen_overflow_reason != NO_REASON,
+    );
+    into.insert(
+        feature::TP_TCP_RETRANSMIT_SYNACK,
+        btf.is_some_and(|b| {
+            b.tracepoint_arg_is_pointer("tcp_retransmit_synack", 0)
+                .is_some()
+        }),
+    );
 }
 
 fn extend(status: &mut ProbeStatus, hooks: &[(&str, &str)]) {

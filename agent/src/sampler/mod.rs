@@ -284,6 +284,10 @@ impl Sampler {
         ] {
             losses.extend(loss_records(probe, reasons, b, a));
         }
+        losses.extend(missed_records(
+            &before.program_missed,
+            &reading.program_missed,
+        ));
         let kept = raw_events.len().min(MAX_EVENTS_PER_WINDOW);
         let tcp_kept = tcp_events.len().min(MAX_EVENTS_PER_WINDOW);
         let mut window_full = std::mem::take(&mut self.pending_overflow);
@@ -459,6 +463,7 @@ pub fn host_status(mounts: &Mounts) -> ProbeStatus {
         reason: (!psi).then(|| {
             "no /proc/pressure: the kernel lacks CONFIG_PSI or was booted with psi=0; boot with psi=1".to_owned()
         }),
+        gaps: Vec::new(),
     }
 }
 
@@ -684,6 +689,34 @@ pub fn loss_records(
         .collect()
 }
 
+/// The reason of the loss record that counts the runs the kernel skipped of
+/// a family's programs (an event on a CPU where the same program was still
+/// running, interrupted or preempted).
+pub const PROGRAM_MISSED: &str = "program_missed";
+
+/// One loss record per family: the runs of its programs the kernel skipped
+/// between two readings. A family that was not attached has none to skip.
+pub fn missed_records(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> Vec<LossRecord> {
+    crate::probes::FAMILIES
+        .iter()
+        .filter_map(|&probe| {
+            let now = *after.get(probe)?;
+            let then = before.get(probe).copied().unwrap_or(0);
+            Some(LossRecord {
+                stage: "kernel",
+                probe,
+                reason: PROGRAM_MISSED,
+                // A program loaded anew (a restart that did not adopt)
+                // starts from zero: its whole count is this window's.
+                count: if now >= then { now - then } else { now },
+            })
+        })
+        .collect()
+}
+
 /// Per-cgroup latency histograms of the window, most samples first.
 pub fn latency_window(
     before: &HashMap<u64, Histogram>,
@@ -785,6 +818,32 @@ pub fn syscall_window(
 mod tests {
     use super::*;
     use sonde_common::syscalls::loss;
+
+    #[test]
+    fn skipped_program_runs_are_a_loss_per_family() {
+        let map = |pairs: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
+            pairs.iter().map(|&(f, n)| (f.to_owned(), n)).collect()
+        };
+        let records = missed_records(
+            &map(&[("process", 4), ("syscalls", 10)]),
+            &map(&[("process", 7), ("syscalls", 10), ("tcp", 2)]),
+        );
+        let count = |probe: &str| {
+            records
+                .iter()
+                .find(|r| r.probe == probe)
+                .map(|r| (r.stage, r.reason, r.count))
+        };
+        assert_eq!(count("process"), Some(("kernel", PROGRAM_MISSED, 3)));
+        assert_eq!(count("syscalls"), Some(("kernel", PROGRAM_MISSED, 0)));
+        // New in this reading: all of it is this window's.
+        assert_eq!(count("tcp"), Some(("kernel", PROGRAM_MISSED, 2)));
+        // Not attached: no record.
+        assert_eq!(count("sched"), None);
+        // Reloaded programs count from zero again.
+        let reloaded = missed_records(&map(&[("process", 9)]), &map(&[("process", 1)]));
+        assert_eq!(reloaded[0].count, 1);
+    }
 
     fn reading(samples: &[(u64, u32, u64)], errors: &[(u64, u32, u32, u64)]) -> SyscallReading {
         let mut r = SyscallReading::default();

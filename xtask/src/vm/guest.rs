@@ -27,8 +27,16 @@ const DIRS: &[&str] = &[
 
 /// The guest's `/init`: a busybox shell script. `tests` are libtest
 /// arguments (filters, `--skip`, `--exact`).
-pub fn init_script(tests: &[String]) -> String {
+pub fn init_script(tests: &[String], refuse_programs: &[String]) -> String {
     let args: Vec<String> = tests.iter().map(|t| shell_quote(t)).collect();
+    let refuse = if refuse_programs.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "export SONDE_REFUSE_PROGRAMS={}\n",
+            shell_quote(&refuse_programs.join(","))
+        )
+    };
     format!(
         r#"#!/bin/busybox sh
 # busybox's applets in a folder of their own, last on PATH: iproute2's ip
@@ -58,7 +66,7 @@ done
 # Full paths: Debian's busybox shell runs its own applets before PATH.
 /bin/ip -V; /usr/sbin/nft --version
 export SONDE_VM=1 SONDE_BIN=/bin/sonde SONDE_VM_SKIPS=/tmp/skips HOME=/root TMPDIR=/tmp
-echo "SONDE-VM-BOOTED $(uname -r) $(uname -m) $(nproc) cpus"
+{refuse}echo "SONDE-VM-BOOTED $(uname -r) $(uname -m) $(nproc) cpus"
 /bin/sonde doctor --json > /tmp/doctor.json 2> /tmp/doctor.err
 doctor_exit=$?
 /bin/sonde doctor 2>&1
@@ -76,7 +84,7 @@ echo "{VERDICT}{{\"release\":\"$(uname -r)\",\"machine\":\"$(uname -m)\",\"docto
 sync
 poweroff -f
 "#,
-        args = args.join(" ")
+        args = args.join(" "),
     )
 }
 
@@ -131,6 +139,7 @@ pub struct Payload<'a> {
     /// A folder of unpacked Debian packages laid over the root.
     pub tools: &'a Path,
     pub tests: &'a [String],
+    pub refuse_programs: &'a [String],
 }
 
 /// Writes the gzip-compressed `newc` initramfs to `out`.
@@ -182,7 +191,7 @@ pub fn initramfs(payload: &Payload<'_>, out: &Path) -> Result<()> {
     entries.push(Entry::File {
         path: "init".into(),
         mode: 0o755,
-        data: init_script(payload.tests).into_bytes(),
+        data: init_script(payload.tests, payload.refuse_programs).into_bytes(),
     });
     // Parents before children, each path once (the first wins).
     let mut seen = std::collections::BTreeSet::new();
@@ -209,7 +218,7 @@ mod tests {
 
     #[test]
     fn init_runs_the_chosen_tests_and_prints_the_verdict() {
-        let init = init_script(&["syscalls::".into(), "it's".into()]);
+        let init = init_script(&["syscalls::".into(), "it's".into()], &[]);
         assert!(init.starts_with("#!/bin/busybox sh\n"));
         assert!(init.contains("/bin/sonde-tests --test-threads=1 'syscalls::' 'it'\\''s'\n"));
         assert!(init.contains("export SONDE_VM=1 "));

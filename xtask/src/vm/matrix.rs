@@ -70,23 +70,24 @@ pub struct Run {
     pub tests: Tests,
     /// Kernel warnings and traces in the guest's log.
     pub kernel_warnings: Vec<String>,
+    /// What doctor reported that the table of expectations does not accept
+    /// (`expect::problems`).
+    pub problems: Vec<String>,
     pub boot_to_poweroff_secs: f64,
 }
 
 impl Run {
     /// Whether everything in this run is as it should be: a verdict, no
-    /// test failed, and every family attached, or degraded with a stated
-    /// reason (a kernel that lacks one of its hooks; the README lists
-    /// those). A family unavailable is not.
+    /// test failed, nothing in the kernel's log, and every family as this
+    /// kernel allows (attached, or degraded by exactly the gaps that the
+    /// features it lacks explain: `expect::TABLE`).
     pub fn ok(&self) -> bool {
         self.outcome == Outcome::Completed
             && self.tests.failed.is_empty()
             && self.tests_exit == Some(0)
             && !self.probes.is_empty()
-            && self
-                .probes
-                .iter()
-                .all(|p| p.state == "attached" || (p.state == "degraded" && p.reason.is_some()))
+            && self.problems.is_empty()
+            && self.kernel_warnings.is_empty()
     }
 }
 
@@ -108,6 +109,10 @@ pub fn parse_console(text: &str) -> Console {
         if let Some(json) = line.find(VERDICT).map(|i| &line[i + VERDICT.len()..]) {
             console.verdict = serde_json::from_str(json.trim()).ok();
         } else if let Some(warning) = line.find(DMESG).map(|i| &line[i + DMESG.len()..]) {
+            // Relayed from dmesg after the tests: a bug there is a bug.
+            if console.kernel_bug.is_none() && is_kernel_bug(warning) {
+                console.kernel_bug = Some(warning.trim().to_owned());
+            }
             console.kernel_warnings.push(warning.trim().to_owned());
         } else if let Some(skip) = line.find(SKIP).map(|i| &line[i + SKIP.len()..]) {
             if let Some((test, reason)) = skip.split_once('|') {
@@ -269,6 +274,9 @@ pub fn render(runs: &[Run]) -> String {
                 p.reason.as_deref().unwrap_or("no reason given")
             );
         }
+        for problem in &run.problems {
+            let _ = writeln!(out, "! {name}: doctor: {problem}");
+        }
         for w in &run.kernel_warnings {
             let _ = writeln!(out, "! {name}: kernel log: {w}");
         }
@@ -368,6 +376,7 @@ SONDE-VM-RESULT {\"release\":\"6.1.0-56-cloud-amd64\",\"tests_exit\":101,\"docto
             tests_exit: v["tests_exit"].as_i64(),
             probes: probes(&v),
             tests: c.tests,
+            problems: super::super::expect::problems(&v["doctor"]),
             kernel_warnings: c.kernel_warnings,
             boot_to_poweroff_secs: 41.4,
         };
@@ -386,5 +395,40 @@ SONDE-VM-RESULT {\"release\":\"6.1.0-56-cloud-amd64\",\"tests_exit\":101,\"docto
         assert!(table.contains("! x86_64 6.1.0-56-cloud-amd64: test failed: memory::"));
         assert!(table.contains("skipped in the guest: otlp::"));
         assert!(table.contains("kernel log: [   12.5] WARNING"));
+        assert!(
+            table.contains("doctor: tcp: unavailable: no BTF"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_kernel_warning_or_bug_from_dmesg_fails_the_run() {
+        let c = parse_console(
+            "SONDE-VM-DMESG [ 9.1] BUG: sleeping function called from invalid context\n",
+        );
+        assert_eq!(
+            c.kernel_bug.as_deref(),
+            Some("[ 9.1] BUG: sleeping function called from invalid context")
+        );
+        let c = parse_console("SONDE-VM-DMESG [ 9.2] WARNING: CPU: 1 PID: 7 at mm/x.c:1\n");
+        let run = Run {
+            arch: "x86_64".into(),
+            kernel: "6.12".into(),
+            package: String::new(),
+            release: None,
+            outcome: Outcome::Completed,
+            tests_exit: Some(0),
+            probes: vec![Probe {
+                probe: "syscalls".into(),
+                state: "attached".into(),
+                hook: None,
+                reason: None,
+            }],
+            tests: Tests::default(),
+            kernel_warnings: c.kernel_warnings,
+            problems: Vec::new(),
+            boot_to_poweroff_secs: 1.0,
+        };
+        assert!(!run.ok(), "a kernel warning fails the run");
     }
 }

@@ -141,6 +141,7 @@ pub(super) fn attach(
         state: ProbeState::Unavailable,
         hook: None,
         reason: Some(failures.join("; ")),
+        gaps: Vec::new(),
     }
 }
 
@@ -150,6 +151,7 @@ fn attached(hook: &str) -> ProbeStatus {
         state: ProbeState::Attached,
         hook: Some(hook.to_owned()),
         reason: None,
+        gaps: Vec::new(),
     }
 }
 
