@@ -8,6 +8,7 @@
 pub mod block;
 pub mod events;
 pub mod hist;
+pub mod loss;
 pub mod memory;
 pub mod process;
 pub mod sched;
@@ -29,6 +30,7 @@ macro_rules! user_pod {
 
 #[cfg(feature = "user")]
 user_pod!(
+    loss::CgroupLossKey,
     syscalls::SyscallHistKey,
     syscalls::SyscallErrKey,
     syscalls::SyscallStart,

@@ -11,6 +11,7 @@ use aya_ebpf::{
 use sonde_common::{
     events::{kind, Event, RING_BYTES},
     hist::{latency_bucket_key, AT_OR_BELOW_THRESHOLD, THRESHOLD_SLOTS},
+    loss::{CgroupLossKey, CGROUP_LOSS_MAX_ENTRIES},
     task::{TaskOffsets, COMM_LEN},
 };
 
@@ -114,6 +115,33 @@ pub fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K, n: u64) -> bool {
         }
         None => false,
     }
+}
+
+/// Losses by the cgroup whose event was lost (see `sonde_common::loss`).
+#[map]
+static LOSS_BY_CGROUP: PerCpuHashMap<CgroupLossKey, u64> =
+    PerCpuHashMap::with_max_entries(CGROUP_LOSS_MAX_ENTRIES, 0);
+
+/// Counts a lost event of `cgroup_id` under (cgroup, `family`, `index`);
+/// when that table is full, in counter `index` of the family's per-kind
+/// array, as unattributed. Returns the CPU's new unattributed total (0 when
+/// attributed), as `count_loss` does.
+#[inline(always)]
+pub fn count_cgroup_loss(
+    losses: &PerCpuArray<u64>,
+    family: u32,
+    index: u32,
+    cgroup_id: u64,
+) -> u64 {
+    let key = CgroupLossKey {
+        cgroup_id,
+        family,
+        reason: index,
+    };
+    if bump(&LOSS_BY_CGROUP, &key, 1) {
+        return 0;
+    }
+    count_loss(losses, index)
 }
 
 /// Adds one to counter `index` of a per-CPU loss array; returns the CPU's

@@ -20,12 +20,13 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use aya_log_ebpf::debug;
+use sonde_common::loss::family;
 use sonde_common::syscalls::{
     loss, SyscallErrKey, SyscallHistKey, SyscallStart, ERR_MAX_ENTRIES, HIST_MAX_ENTRIES,
     MAX_ERRNO, START_SLOTS, START_SLOT_MASK,
 };
 
-use crate::common::{bump, count_loss, latency_key};
+use crate::common::{bump, count_cgroup_loss, count_loss, latency_key};
 
 /// Syscall numbers that never return (`exit`, `exit_group`), set by the agent
 /// from its per-architecture table. Their entries must not take a slot, or
@@ -145,7 +146,7 @@ fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         bucket: latency_key(now_ns.wrapping_sub(start.start_ns)),
     };
     if !bump(&SYSCALL_HIST, &key, 1) {
-        lost(ctx, loss::HIST_MAP_FULL);
+        lost_for(ctx, loss::HIST_MAP_FULL, cgroup_id);
     }
 
     if (-MAX_ERRNO..0).contains(&ret) {
@@ -155,8 +156,21 @@ fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
             errno: (-ret) as u32,
         };
         if !bump(&SYSCALL_ERRORS, &key, 1) {
-            lost(ctx, loss::ERR_MAP_FULL);
+            lost_for(ctx, loss::ERR_MAP_FULL, cgroup_id);
         }
+    }
+}
+
+/// Counts one lost event of `cgroup_id` against that cgroup (unattributed
+/// when the table of such counts is full; the first of those on each CPU is
+/// logged).
+#[inline(always)]
+fn lost_for<C: EbpfContext>(ctx: &C, index: u32, cgroup_id: u64) {
+    if count_cgroup_loss(&SYSCALL_LOSS, family::SYSCALLS, index, cgroup_id) == 1 {
+        debug!(
+            ctx,
+            "syscalls: first unattributed loss of kind {} on this CPU (the table of losses by cgroup is full)", index
+        );
     }
 }
 

@@ -400,10 +400,41 @@ pub fn window_counts(spec: &SloSpec, s: &Snapshot) -> Counts {
         .iter()
         .filter(|l| l.count > 0 && (l.probe == family || l.probe == "all"))
     {
-        c.incomplete_because.push(format!(
-            "{} {} events lost ({} {})",
-            loss.count, loss.probe, loss.stage, loss.reason
-        ));
+        let by_cgroup = crate::sampler::BY_CGROUP.contains(&(loss.probe, loss.reason));
+        if !by_cgroup {
+            c.incomplete_because.push(format!(
+                "{} {} events lost ({} {})",
+                loss.count, loss.probe, loss.stage, loss.reason
+            ));
+            continue;
+        }
+        // Counted by cgroup: only this SLO's cgroups' losses, and those no
+        // cgroup could be named for, make it incomplete.
+        let ours: u64 = s
+            .losses_by_cgroup
+            .iter()
+            .filter(|l| l.probe == loss.probe && l.reason == loss.reason)
+            .filter(|l| selects(sel, &l.cgroup))
+            .map(|l| l.count)
+            .sum();
+        if ours > 0 {
+            c.incomplete_because.push(format!(
+                "{ours} {} events of this SLO's cgroups lost ({} {})",
+                loss.probe, loss.stage, loss.reason
+            ));
+        }
+        let unattributed: u64 = s
+            .losses_unattributed
+            .iter()
+            .filter(|l| l.probe == loss.probe && l.reason == loss.reason)
+            .map(|l| l.count)
+            .sum();
+        if unattributed > 0 {
+            c.incomplete_because.push(format!(
+                "{unattributed} {} events lost that no cgroup could be named for ({} {}, unattributed)",
+                loss.probe, loss.stage, loss.reason
+            ));
+        }
     }
     if (sel.by_owner() || sel.cgroup.is_some()) && s.unattributed_series > 0 {
         c.incomplete_because.push(format!(
@@ -547,6 +578,7 @@ mod tests {
             reason: "x",
             count: 3,
         });
+        s.losses_unattributed.push(s.losses[0].clone());
         s.unattributed_series = 2;
         s.probes[0].state = ProbeState::Unavailable;
         let why = window_counts(&slo, &s).incomplete_because;
@@ -555,7 +587,54 @@ mod tests {
             why[0].starts_with("probe syscalls is not attached"),
             "{why:?}"
         );
-        assert_eq!(why[1], "3 syscalls events lost (kernel hist_map_full)");
+        assert_eq!(
+            why[1],
+            "3 syscalls events lost that no cgroup could be named for (kernel hist_map_full, unattributed)"
+        );
+    }
+
+    #[test]
+    fn only_the_slos_own_cgroups_losses_make_it_incomplete() {
+        let slo = spec("[[slo]]\nname=\"a\"\nsignal=\"syscall.errors\"\nobjective_percent=99\nselector.cgroup=\"/shop\"\n");
+        let mut s = snapshot(vec![]);
+        let lost = |path: &str, count| crate::model::CgroupLoss {
+            cgroup: cgroup(path),
+            probe: "syscalls",
+            reason: "errors_map_full",
+            count,
+        };
+        // Another cgroup lost failures: this SLO's data is whole.
+        s.losses.push(LossRecord {
+            stage: "kernel",
+            probe: "syscalls",
+            reason: "errors_map_full",
+            count: 5,
+        });
+        s.losses_by_cgroup.push(lost("/other", 5));
+        s.losses_unattributed.push(LossRecord {
+            stage: "kernel",
+            probe: "syscalls",
+            reason: "errors_map_full",
+            count: 0,
+        });
+        assert_eq!(
+            window_counts(&slo, &s).incomplete_because,
+            Vec::<String>::new()
+        );
+        // Its own cgroup lost some: incomplete, by exactly those.
+        s.losses[0].count = 7;
+        s.losses_by_cgroup.push(lost("/shop/web", 2));
+        assert_eq!(
+            window_counts(&slo, &s).incomplete_because,
+            vec!["2 syscalls events of this SLO's cgroups lost (kernel errors_map_full)"]
+        );
+        // A loss no cgroup could be named for: every SLO of the family.
+        s.losses_by_cgroup.pop();
+        s.losses_unattributed[0].count = 2;
+        assert_eq!(
+            window_counts(&slo, &s).incomplete_because,
+            vec!["2 syscalls events lost that no cgroup could be named for (kernel errors_map_full, unattributed)"]
+        );
     }
 
     #[test]

@@ -128,6 +128,33 @@ fn lost(windows: &[Value], probe: &str, reason: &str) -> u64 {
         .sum()
 }
 
+/// Sum over `windows` of the syscall family's `reason` losses counted
+/// against the cgroups `ids`.
+fn lost_by_cgroup(windows: &[Value], reason: &str, ids: &HashSet<u64>) -> u64 {
+    windows
+        .iter()
+        .flat_map(|w| w["losses_by_cgroup"].as_array().expect("losses_by_cgroup"))
+        .filter(|l| l["probe"] == "syscalls" && l["reason"] == reason)
+        .filter(|l| ids.contains(&l["cgroup_id"].as_u64().expect("cgroup_id")))
+        .map(|l| l["count"].as_u64().expect("count"))
+        .sum()
+}
+
+/// Sum over `windows` of the syscall family's `reason` losses that no
+/// cgroup could be named for.
+fn lost_unattributed(windows: &[Value], reason: &str) -> u64 {
+    windows
+        .iter()
+        .flat_map(|w| {
+            w["losses_unattributed"]
+                .as_array()
+                .expect("losses_unattributed")
+        })
+        .filter(|l| l["probe"] == "syscalls" && l["reason"] == reason)
+        .map(|l| l["count"].as_u64().expect("count"))
+        .sum()
+}
+
 /// Every loss record with a count, summed by `probe/reason`.
 fn all_losses(windows: &[Value]) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
@@ -292,6 +319,7 @@ fn a_full_failure_map_drops_only_what_it_counts() {
         return;
     }
     const CGROUPS: usize = 120;
+    const NEIGHBOURS: usize = 60;
     const OPENS: u32 = 40;
     // 64 keys: the machine's own failures take some, the workload's
     // cgroups (one key each) the rest, and more of them fail than fit.
@@ -306,30 +334,45 @@ fn a_full_failure_map_drops_only_what_it_counts() {
     let first = agent.stdout_len();
 
     let parent = ChurnParent::new("full");
+    // A noisy neighbour: other cgroups failing the same syscall while the
+    // map is full, whose drops must not count as the workload's.
+    let neighbour = std::thread::spawn(|| {
+        let parent = ChurnParent::new("full-noise");
+        let ids: HashSet<u64> = (0..NEIGHBOURS)
+            .map(|i| short_lived_cgroup(&parent.child(i), OPENS))
+            .collect();
+        (parent, ids)
+    });
     let mut ids = HashSet::new();
     for i in 0..CGROUPS {
         ids.insert(short_lived_cgroup(&parent.child(i), OPENS));
     }
+    let (noise_parent, noise_ids) = neighbour.join().expect("the neighbour's thread");
     wait_window_after(
         &agent,
         std::time::SystemTime::now(),
         Duration::from_secs(20),
     );
     assert_eq!(agent.terminate(), 0);
+    drop(noise_parent);
 
     let windows = agent.windows();
     assert_contiguous(&windows);
     let during = &windows[first..];
     let (by_id, _) = openat_enoent_by_id(during, &ids);
     let delivered: u64 = by_id.values().sum();
-    let dropped = lost(during, "syscalls", "errors_map_full");
+    let dropped = lost_by_cgroup(during, "errors_map_full", &ids);
+    let dropped_neighbour = lost_by_cgroup(during, "errors_map_full", &noise_ids);
+    let dropped_all = lost(during, "syscalls", "errors_map_full");
+    let unattributed = lost_unattributed(during, "errors_map_full");
     let collisions = lost(during, "syscalls", "start_slot_collision");
     let produced = CGROUPS as u64 * u64::from(OPENS);
     let whole = by_id.values().filter(|&&n| n == u64::from(OPENS)).count();
     eprintln!(
         "{produced} failures in {CGROUPS} cgroups: {delivered} delivered ({whole} cgroups whole, \
-         {} in part), {dropped} dropped as errors_map_full, {collisions} start slot collisions, \
-         over {} windows",
+         {} in part), {dropped} dropped as errors_map_full in those cgroups, {dropped_neighbour} \
+         in the neighbour's {NEIGHBOURS}, {dropped_all} in all ({unattributed} unattributed), \
+         {collisions} start slot collisions, over {} windows",
         by_id.len() - whole,
         during.len()
     );
@@ -341,8 +384,16 @@ fn a_full_failure_map_drops_only_what_it_counts() {
         whole < CGROUPS,
         "every cgroup got in whole: the map never filled"
     );
-    // produced = delivered + dropped, exactly (a foreign failure dropped
-    // while the map was full would show here as more dropped than missing).
+    assert!(
+        dropped_neighbour > 0,
+        "the neighbour lost nothing: the test shows no attribution"
+    );
+    // Every drop named its cgroup (the table of losses by cgroup has room
+    // for far more than these), and the node's total holds them all.
+    assert_eq!(unattributed, 0);
+    assert!(dropped_all >= dropped + dropped_neighbour);
+    // produced = delivered + dropped for these cgroups, exactly, whatever
+    // else on the machine failed syscalls meanwhile.
     assert_eq!(
         delivered + dropped + collisions,
         produced,

@@ -56,6 +56,19 @@ enum Task {
         #[arg(long)]
         no_lint: bool,
     },
+    /// Only the privileged integration tests, one at a time (what `test`
+    /// runs after the unit tests), optionally in a random order.
+    Integration {
+        /// Run the tests in a random order (libtest's shuffle; the seed is
+        /// printed), to show that none depends on another's leftovers.
+        #[arg(long)]
+        shuffle: bool,
+        /// Shuffle with this seed (repeats an earlier order).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// libtest filters (test names or parts of them).
+        filters: Vec<String>,
+    },
     /// Fuzz every decoder (cargo-fuzz targets in `fuzz/`): build them, run
     /// each for some seconds on its seeds and grown corpus; fails on a crash.
     Fuzz {
@@ -161,6 +174,51 @@ fn run(cli: Cli) -> Result<()> {
         Task::Test { no_lint } => {
             setup::run(false)?;
             test(!no_lint)
+        }
+        Task::Integration {
+            shuffle,
+            seed,
+            filters,
+        } => {
+            setup::run(false)?;
+            build(false)?;
+            let seed = seed.map(|n| n.to_string());
+            let mut args: Vec<&str> = filters.iter().map(String::as_str).collect();
+            if shuffle || seed.is_some() {
+                args.extend(["-Z", "unstable-options", "--shuffle"]);
+            }
+            if let Some(seed) = &seed {
+                args.extend(["--shuffle-seed", seed]);
+            }
+            let status = if shuffle || seed.is_some() {
+                // libtest's shuffle is an unstable option of the stable test
+                // harness, which RUSTC_BOOTSTRAP lets the test binary accept.
+                // Set for the binary alone: on cargo it would rebuild all.
+                let out = Command::new("cargo")
+                    .args(["test", "--package", "sonde-tests", "--lib", "--no-run"])
+                    .arg("--message-format=json")
+                    .current_dir(root())
+                    .stderr(std::process::Stdio::inherit())
+                    .output()
+                    .context("cannot run cargo")?;
+                if !out.status.success() {
+                    bail!("building the integration tests failed");
+                }
+                let binary = vm::test_executable(&String::from_utf8_lossy(&out.stdout))
+                    .context("cargo named no test executable for sonde-tests")?;
+                let mut command = Command::new(binary);
+                command.arg("--test-threads=1").args(&args);
+                integration_env(&mut command)?;
+                // Where cargo runs a package's tests.
+                command.current_dir(root().join("tests"));
+                command.env("RUSTC_BOOTSTRAP", "1").status()?
+            } else {
+                integration_tests(&args)?.status()?
+            };
+            if !status.success() {
+                bail!("integration tests failed");
+            }
+            Ok(())
         }
         Task::Fuzz { seconds, targets } => {
             setup::run(false)?;
@@ -365,7 +423,14 @@ fn integration_tests(args: &[&str]) -> Result<Command> {
     command
         .args(["test", "--package", "sonde-tests", "--lib", "--"])
         .arg("--test-threads=1")
-        .args(args)
+        .args(args);
+    integration_env(&mut command)?;
+    Ok(command)
+}
+
+/// What the integration tests find their binaries and Python by.
+fn integration_env(command: &mut Command) -> Result<()> {
+    command
         .env("SONDE_BIN", root().join("target/debug/sonde"))
         .env(
             "SONDE_COLLECTOR_BIN",
@@ -373,7 +438,7 @@ fn integration_tests(args: &[&str]) -> Result<Command> {
         )
         .env("SONDE_PYTHON", setup::venv()?.join("bin/python"))
         .current_dir(root());
-    Ok(command)
+    Ok(())
 }
 
 fn is_root() -> Result<bool> {

@@ -372,7 +372,7 @@ fn build(arch: Arch, work: &Path) -> Result<(PathBuf, PathBuf)> {
 }
 
 /// The test executable in `cargo test --no-run --message-format=json`.
-fn test_executable(messages: &str) -> Option<PathBuf> {
+pub(crate) fn test_executable(messages: &str) -> Option<PathBuf> {
     messages
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

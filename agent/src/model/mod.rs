@@ -29,6 +29,13 @@ pub struct Snapshot {
     pub complete: bool,
     /// Every counted loss in the window, zero counts included.
     pub losses: Vec<LossRecord>,
+    /// Of `losses`, those counted against the cgroup whose events they were
+    /// (map-full drops of the syscall family).
+    pub losses_by_cgroup: Vec<CgroupLoss>,
+    /// Of `losses` that are counted by cgroup, those no cgroup could be
+    /// named for (the kernel's table of losses by cgroup was full): they
+    /// make every SLO of the family incomplete.
+    pub losses_unattributed: Vec<LossRecord>,
     /// Series whose cgroup could not be resolved to a path (it vanished
     /// first): they are kept, under owner `unknown`, and counted here.
     pub unattributed_series: u64,
@@ -269,6 +276,21 @@ impl CgroupLatency {
             latency,
         }
     }
+}
+
+/// Events of one cgroup that the kernel lost, for one reason, in one probe
+/// (map-full drops, counted against the cgroup they were for).
+#[derive(Debug, Clone, Serialize)]
+pub struct CgroupLoss {
+    /// The cgroup whose events were lost, and its owner.
+    #[serde(flatten)]
+    pub cgroup: CgroupRef,
+    /// Probe family.
+    pub probe: &'static str,
+    /// Why, as in `LossRecord::reason`.
+    pub reason: &'static str,
+    /// Events lost in the window.
+    pub count: u64,
 }
 
 /// A count of events lost at one stage, for one reason, in one probe.

@@ -18,6 +18,7 @@ use aya::{
     Ebpf, Pod,
 };
 use sonde_common::{
+    loss::CgroupLossKey,
     process::ExitKey,
     syscalls::{SyscallErrKey, SyscallHistKey},
     task::CgroupBucketKey,
@@ -47,7 +48,7 @@ impl Probes {
         ];
         let counting: Vec<&str> = families.into_iter().filter(|f| self.attached(f)).collect();
         let ebpf = &mut self.ebpf;
-        let mut n = 0;
+        let mut n = forget::<CgroupLossKey>(ebpf, "LOSS_BY_CGROUP", |k| k.cgroup_id, gone)?;
         for family in counting {
             n += match family {
                 syscalls::PROBE => {
@@ -113,6 +114,7 @@ impl Reading {
         ids.extend(self.process.exits.keys().map(|k| k.0));
         ids.extend(self.tcp.connect_latency.keys());
         ids.extend(self.tcp.cgroup.keys().map(|k| k.0));
+        ids.extend(self.cgroup_losses.keys().map(|k| k.0));
         ids.remove(&NODE);
         ids
     }
@@ -129,6 +131,7 @@ impl Reading {
         self.process.exits.retain(|k, _| keep(&k.0));
         self.tcp.connect_latency.retain(|k, _| keep(k));
         self.tcp.cgroup.retain(|k, _| keep(&k.0));
+        self.cgroup_losses.retain(|k, _| keep(&k.0));
     }
 }
 

@@ -24,7 +24,7 @@ use std::{
 };
 
 use aya::{
-    maps::{MapData, MapError, PerCpuArray, RingBuf},
+    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         links::FdLink, trace_point::TracePointLink, ProgramError, RawTracePoint, TracePoint,
     },
@@ -32,7 +32,7 @@ use aya::{
 };
 use serde::{Deserialize, Serialize};
 
-use sonde_common::hist::THRESHOLD_SLOTS;
+use sonde_common::{hist::THRESHOLD_SLOTS, loss::CgroupLossKey};
 
 use crate::host::{btf::Btf, mounts::Mounts, Capabilities};
 
@@ -228,6 +228,10 @@ pub struct Reading {
     /// over the programs' lives; see `missed`).
     #[serde(default)]
     pub program_missed: BTreeMap<String, u64>,
+    /// Lost events by (cgroup, family, reason), cumulative; see
+    /// `sonde_common::loss`.
+    #[serde(with = "pairs", default)]
+    pub cgroup_losses: HashMap<(u64, u32, u32), u64>,
 }
 
 /// The loaded object and its attached families.
@@ -754,6 +758,15 @@ impl Probes {
         reading.event_loss = events::read_loss(&event_loss)?;
         reading.malformed_events = self.malformed_events;
         reading.program_missed = self.program_missed();
+        let by_cgroup: PerCpuHashMap<&MapData, CgroupLossKey, u64> =
+            PerCpuHashMap::try_from(map(&self.ebpf, "LOSS_BY_CGROUP")?)?;
+        for item in by_cgroup.iter() {
+            let (key, values) = item?;
+            let count: u64 = values.iter().sum();
+            reading
+                .cgroup_losses
+                .insert((key.cgroup_id, key.family, key.reason), count);
+        }
         Ok(reading)
     }
 
@@ -935,6 +948,20 @@ pub(crate) fn program<'a>(
         .ok_or_else(|| ProgramError::InvalidName {
             name: name.to_owned(),
         })
+}
+
+/// A family's number in the kernel's table of losses by cgroup.
+pub fn loss_family(family: &str) -> Option<u32> {
+    use sonde_common::loss::family as f;
+    Some(match family {
+        syscalls::PROBE => f::SYSCALLS,
+        sched::PROBE => f::SCHED,
+        block::PROBE => f::BLOCK,
+        memory::PROBE => f::MEMORY,
+        process::PROBE => f::PROCESS,
+        tcp::PROBE => f::TCP,
+        _ => return None,
+    })
 }
 
 /// The prefix of a family's kernel program names (`<family>_<hook>`).

@@ -17,8 +17,8 @@ use crate::{
     attribution::{Attributor, CgroupRef, Owner, KUBELET_PODS_DIR},
     host::{mounts::Mounts, pressure, throttle},
     model::{
-        CgroupCount, CgroupExits, CgroupHost, CgroupLatency, CgroupSyscalls, DeviceIo, EventRecord,
-        IoErrorRecord, LossRecord, Restart, Snapshot, SyscallSeries,
+        CgroupCount, CgroupExits, CgroupHost, CgroupLatency, CgroupLoss, CgroupSyscalls, DeviceIo,
+        EventRecord, IoErrorRecord, LossRecord, Restart, Snapshot, SyscallSeries,
     },
     probes::{
         block::{self, BlockReading},
@@ -231,6 +231,9 @@ impl Sampler {
             window_secs,
             &mut resolve,
         );
+        let losses_by_cgroup =
+            cgroup_loss_window(&before.cgroup_losses, &reading.cgroup_losses, &mut resolve);
+        let losses_unattributed = attribute_losses(&mut losses, &losses_by_cgroup);
         let runqueue = latency_window(&before.sched.runq, &reading.sched.runq, &mut resolve);
         let reclaim = latency_window(
             &before.memory.reclaim,
@@ -398,6 +401,8 @@ impl Sampler {
             probes,
             complete,
             losses,
+            losses_by_cgroup,
+            losses_unattributed,
             unattributed_series: unattributed,
             syscalls,
             runqueue,
@@ -689,6 +694,83 @@ pub fn loss_records(
         .collect()
 }
 
+/// The losses the kernel counts against the cgroup whose event was lost:
+/// (probe, reason). Only when its table of such counts is full does one go
+/// to the family's per-kind counter, unattributed.
+pub const BY_CGROUP: [(&str, &str); 2] = [
+    (syscalls::PROBE, "hist_map_full"),
+    (syscalls::PROBE, "errors_map_full"),
+];
+
+/// The name of loss `index` of the family numbered `family` in the
+/// kernel's table of losses by cgroup.
+fn loss_name(family: u32, index: u32) -> Option<(&'static str, &'static str)> {
+    let probe = *crate::probes::FAMILIES
+        .iter()
+        .find(|f| crate::probes::loss_family(f) == Some(family))?;
+    let reasons: &[(u32, &'static str)] = match probe {
+        syscalls::PROBE => &syscalls::LOSSES,
+        sched::PROBE => &sched::LOSSES,
+        block::PROBE => &block::LOSSES,
+        memory::PROBE => &memory::LOSSES,
+        process::PROBE => &process::LOSSES,
+        crate::probes::tcp::PROBE => &crate::probes::tcp::LOSSES,
+        _ => return None,
+    };
+    let reason = reasons.iter().find(|(i, _)| *i == index)?.1;
+    Some((probe, reason))
+}
+
+/// Per cgroup, the events the kernel lost between two readings of its
+/// table of losses by cgroup.
+pub fn cgroup_loss_window(
+    before: &HashMap<(u64, u32, u32), u64>,
+    after: &HashMap<(u64, u32, u32), u64>,
+    resolve: &mut dyn FnMut(u64) -> CgroupRef,
+) -> Vec<CgroupLoss> {
+    let mut out: Vec<CgroupLoss> = after
+        .iter()
+        .filter_map(|(&(cgroup_id, family, index), &now)| {
+            let then = before
+                .get(&(cgroup_id, family, index))
+                .copied()
+                .unwrap_or(0);
+            // A smaller count means the key was deleted and made anew.
+            let count = now.checked_sub(then).unwrap_or(now);
+            let (probe, reason) = loss_name(family, index)?;
+            (count > 0).then(|| CgroupLoss {
+                cgroup: resolve(cgroup_id),
+                probe,
+                reason,
+                count,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (a.probe, a.reason, a.cgroup.cgroup_id).cmp(&(b.probe, b.reason, b.cgroup.cgroup_id))
+    });
+    out
+}
+
+/// Makes the records of losses counted by cgroup whole (their per-kind
+/// counters hold only the unattributed part: the attributed part is added),
+/// and returns the unattributed part of each.
+pub fn attribute_losses(losses: &mut [LossRecord], by_cgroup: &[CgroupLoss]) -> Vec<LossRecord> {
+    let mut unattributed = Vec::new();
+    for record in losses.iter_mut() {
+        if !BY_CGROUP.contains(&(record.probe, record.reason)) {
+            continue;
+        }
+        unattributed.push(record.clone());
+        record.count += by_cgroup
+            .iter()
+            .filter(|l| l.probe == record.probe && l.reason == record.reason)
+            .map(|l| l.count)
+            .sum::<u64>();
+    }
+    unattributed
+}
+
 /// The reason of the loss record that counts the runs the kernel skipped of
 /// a family's programs (an event on a CPU where the same program was still
 /// running, interrupted or preempted).
@@ -818,6 +900,42 @@ pub fn syscall_window(
 mod tests {
     use super::*;
     use sonde_common::syscalls::loss;
+
+    #[test]
+    fn losses_by_cgroup_make_the_family_totals_whole() {
+        use sonde_common::loss::family;
+        let before: HashMap<(u64, u32, u32), u64> =
+            [((7, family::SYSCALLS, loss::ERR_MAP_FULL), 10)].into();
+        let after: HashMap<(u64, u32, u32), u64> = [
+            ((7, family::SYSCALLS, loss::ERR_MAP_FULL), 14),
+            ((8, family::SYSCALLS, loss::ERR_MAP_FULL), 3),
+            ((8, family::SYSCALLS, loss::HIST_MAP_FULL), 0),
+        ]
+        .into();
+        let by_cgroup = cgroup_loss_window(&before, &after, &mut named);
+        let got: Vec<(u64, &str, u64)> = by_cgroup
+            .iter()
+            .map(|l| (l.cgroup.cgroup_id, l.reason, l.count))
+            .collect();
+        assert_eq!(got, [(7, "errors_map_full", 4), (8, "errors_map_full", 3)]);
+        // The per-kind counters held 2 unattributed drops.
+        let mut losses = loss_records(
+            syscalls::PROBE,
+            &syscalls::LOSSES,
+            &[0; loss::COUNT as usize],
+            &[0, 2, 0, 0],
+        );
+        let unattributed = attribute_losses(&mut losses, &by_cgroup);
+        let count = |records: &[LossRecord], reason: &str| {
+            records.iter().find(|r| r.reason == reason).map(|r| r.count)
+        };
+        assert_eq!(count(&losses, "errors_map_full"), Some(9));
+        assert_eq!(count(&unattributed, "errors_map_full"), Some(2));
+        assert_eq!(count(&losses, "hist_map_full"), Some(0));
+        assert_eq!(count(&unattributed, "hist_map_full"), Some(0));
+        // Not counted by cgroup: neither split nor listed.
+        assert_eq!(count(&unattributed, "start_slot_collision"), None);
+    }
 
     #[test]
     fn skipped_program_runs_are_a_loss_per_family() {

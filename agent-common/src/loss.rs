@@ -1,0 +1,42 @@
+//! Losses counted against the cgroup whose event was lost, so that a
+//! window can say which cgroups' SLIs are short, and by how much.
+//!
+//! A map-full drop knows the cgroup it was for. The kernel counts it in
+//! `LOSS_BY_CGROUP` under (cgroup, family, reason); only when that table is
+//! itself full does the drop go to the family's per-kind counter, where it
+//! is reported as unattributed (and every SLO of the family is incomplete).
+
+/// Families, as numbered in `CgroupLossKey::family`.
+pub mod family {
+    /// Syscalls.
+    pub const SYSCALLS: u32 = 0;
+    /// Scheduler.
+    pub const SCHED: u32 = 1;
+    /// Block I/O.
+    pub const BLOCK: u32 = 2;
+    /// Memory.
+    pub const MEMORY: u32 = 3;
+    /// Processes.
+    pub const PROCESS: u32 = 4;
+    /// TCP.
+    pub const TCP: u32 = 5;
+}
+
+/// Bound of `LOSS_BY_CGROUP`, in (cgroup, family, reason) keys: the
+/// cgroups losing events at once on one node. Beyond it a loss is counted,
+/// unattributed, in its family's per-kind counter.
+pub const CGROUP_LOSS_MAX_ENTRIES: u32 = 1024;
+
+/// Key of `LOSS_BY_CGROUP`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CgroupLossKey {
+    /// cgroup v2 id of the task or socket whose event was lost.
+    pub cgroup_id: u64,
+    /// `family::*`.
+    pub family: u32,
+    /// The family's loss index (e.g. `syscalls::loss::ERR_MAP_FULL`).
+    pub reason: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<CgroupLossKey>() == 16);
