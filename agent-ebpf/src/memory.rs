@@ -21,12 +21,14 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use sonde_common::{
     events::{flag, kind, Event},
+    loss::family,
     memory::{loss, OOM_MAX_ENTRIES, RECLAIM_HIST_MAX_ENTRIES, RECLAIM_SLOTS, RECLAIM_SLOT_MASK},
     task::{CgroupBucketKey, StartSlot},
 };
 
 use crate::common::{
-    bump, count_loss, emit, latency_key, offsets, read, task_cgroup_id, task_comm, task_pid,
+    bump, count_cgroup_loss, count_loss, emit, latency_key, offsets, read, task_cgroup_id,
+    task_comm, task_pid,
 };
 
 /// 1 when `mark_victim`'s first argument is a task pointer (set by the agent
@@ -110,14 +112,17 @@ fn reclaim_end<C: EbpfContext>(ctx: &C) {
     }
     // SAFETY: as above.
     unsafe { (*slot).id = 0 };
+    // SAFETY: a plain helper call with no arguments.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let key = CgroupBucketKey {
-        // SAFETY: a plain helper call with no arguments.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        cgroup_id,
         bucket: latency_key(now.wrapping_sub(start.ts_ns)),
         _pad: 0,
     };
-    if !bump(&RECLAIM_HIST, &key, 1) {
-        lost(ctx, loss::HIST_MAP_FULL);
+    if !bump(&RECLAIM_HIST, &key, 1)
+        && count_cgroup_loss(&MEM_LOSS, family::MEMORY, loss::HIST_MAP_FULL, cgroup_id) == 1
+    {
+        debug!(ctx, "memory: first unattributed map-full loss on this CPU");
     }
 }
 
@@ -145,7 +150,12 @@ fn try_oom(arg: u64) -> Result<(), i32> {
         }
     }
     if !bump(&OOM_KILLS, &event.cgroup_id, 1) {
-        count_loss(&MEM_LOSS, loss::OOM_MAP_FULL);
+        count_cgroup_loss(
+            &MEM_LOSS,
+            family::MEMORY,
+            loss::OOM_MAP_FULL,
+            event.cgroup_id,
+        );
     }
     emit(event);
     Ok(())

@@ -19,12 +19,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use sonde_common::{
+    loss::family,
     sched::{loss, RUNQ_HIST_MAX_ENTRIES, RUNQ_SLOTS, RUNQ_SLOT_MASK},
     task::{CgroupBucketKey, StartSlot},
 };
 
 use crate::common::{
-    bump, cgroup_id_with, count_loss, latency_key, offsets, Direct, KernelRead, Probed,
+    bump, cgroup_id_with, count_cgroup_loss, count_loss, latency_key, offsets, Direct, KernelRead,
+    Probed,
 };
 
 /// `TASK_RUNNING`: a switched-out task in this state is still runnable.
@@ -131,8 +133,10 @@ fn on_switch<R: KernelRead, C: EbpfContext>(ctx: &C, prev: *const u8, next: *con
         bucket: latency_key(now.wrapping_sub(start.ts_ns)),
         _pad: 0,
     };
-    if !bump(&RUNQ_HIST, &key, 1) {
-        lost(ctx, loss::HIST_MAP_FULL);
+    if !bump(&RUNQ_HIST, &key, 1)
+        && count_cgroup_loss(&RUNQ_LOSS, family::SCHED, loss::HIST_MAP_FULL, cgroup_id) == 1
+    {
+        debug!(ctx, "sched: first unattributed map-full loss on this CPU");
     }
 }
 

@@ -106,5 +106,15 @@ fn crashes_and_exit_statuses_counted_exactly() {
         assert_eq!(event.comm, comm);
         assert!(!event.core_dumped);
     }
-    assert_eq!(snapshot.lost(), 0, "{:?}", snapshot.losses);
+    // Nothing of this family, or of the ring that carried its events, was
+    // lost: not a map-full drop, not a run of its program the kernel
+    // skipped (`program_missed`, the kernel's own count). Other families'
+    // losses (the syscall family's skipped runs on kernels that run its
+    // tracepoints preemptibly) are theirs to report.
+    let ours: Vec<_> = snapshot
+        .losses
+        .iter()
+        .filter(|l| l.count > 0 && (l.probe == "process" || l.probe == "events"))
+        .collect();
+    assert!(ours.is_empty(), "{ours:?}");
 }

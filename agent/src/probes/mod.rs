@@ -853,7 +853,7 @@ fn attach_family(
 ) -> ProbeStatus {
     match family {
         sched::PROBE => sched::attach(ebpf, links, &setup.offsets, btf, setup.options.sched_hook),
-        process::PROBE => process::attach(ebpf, links, &setup.offsets),
+        process::PROBE => process::attach(ebpf, links, &setup.offsets, mounts),
         tcp::PROBE => tcp::attach(ebpf, links, &setup.tcp),
         block::PROBE => block::attach(ebpf, links, &setup.block),
         memory::PROBE => match &setup.offsets {

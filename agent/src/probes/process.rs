@@ -12,7 +12,13 @@ use sonde_common::{
     task::TaskOffsets,
 };
 
-use super::{attach_raw_tracepoints, map, read_losses, unavailable, Links, ProbeStatus};
+use aya::programs::TracePoint;
+
+use super::{
+    attach_raw_tracepoints, explain, map, program, read_losses, unavailable, unload, Links,
+    ProbeState, ProbeStatus,
+};
+use crate::host::mounts::{mount_tracefs, Mounts};
 
 /// Family name in statuses and loss records.
 pub const PROBE: &str = "process";
@@ -35,15 +41,50 @@ pub struct ProcessReading {
     pub loss: [u64; loss::COUNT as usize],
 }
 
+/// The classic tracepoint program (preferred: see agent-ebpf/src/process.rs).
+const CLASSIC: &str = "proc_exit_tp";
+
 pub(super) fn attach(
     ebpf: &mut Ebpf,
     links: &mut Links,
     offsets: &Result<TaskOffsets, String>,
+    mounts: &Mounts,
 ) -> ProbeStatus {
     if let Err(why) = offsets {
         return unavailable(PROBE, why.clone());
     }
-    attach_raw_tracepoints(ebpf, links, PROBE, &HOOKS)
+    let classic = attach_classic(ebpf, links, mounts);
+    if classic.is_ok() {
+        return ProbeStatus {
+            probe: PROBE,
+            state: ProbeState::Attached,
+            hook: Some("tracepoint:sched/sched_process_exit".to_owned()),
+            reason: None,
+            gaps: Vec::new(),
+        };
+    }
+    let mut status = attach_raw_tracepoints(ebpf, links, PROBE, &HOOKS);
+    if let (Err(why), Some(reason)) = (classic, status.reason.as_mut()) {
+        *reason = format!("classic tracepoint: {why}; {reason}");
+    }
+    status
+}
+
+fn attach_classic(ebpf: &mut Ebpf, links: &mut Links, mounts: &Mounts) -> Result<(), String> {
+    if !mounts.tracefs_ready() {
+        mount_tracefs().map_err(|e| {
+            format!("tracefs is not mounted and mounting it failed ({e}); mount it: `mount -t tracefs tracefs /sys/kernel/tracing`")
+        })?;
+    }
+    let result = (|| {
+        let program: &mut TracePoint = program(ebpf, CLASSIC)?.try_into()?;
+        program.load()?;
+        links.tracepoint(program, CLASSIC, "sched", "sched_process_exit")
+    })();
+    if result.is_err() {
+        unload(ebpf, links, [CLASSIC]);
+    }
+    result.map_err(|e| explain(&e))
 }
 
 pub(super) fn read(ebpf: &Ebpf) -> Result<ProcessReading, MapError> {

@@ -697,9 +697,13 @@ pub fn loss_records(
 /// The losses the kernel counts against the cgroup whose event was lost:
 /// (probe, reason). Only when its table of such counts is full does one go
 /// to the family's per-kind counter, unattributed.
-pub const BY_CGROUP: [(&str, &str); 2] = [
+pub const BY_CGROUP: [(&str, &str); 6] = [
     (syscalls::PROBE, "hist_map_full"),
     (syscalls::PROBE, "errors_map_full"),
+    (sched::PROBE, "hist_map_full"),
+    (memory::PROBE, "hist_map_full"),
+    (memory::PROBE, "oom_map_full"),
+    (process::PROBE, "map_full"),
 ];
 
 /// The name of loss `index` of the family numbered `family` in the
