@@ -538,9 +538,17 @@ impl CpuLimit {
             };
         }
         let own = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
-        let own = sonde::host::throttle::v1_cpu_path(&own)
-            .expect("no v1 cpu cgroup and no v2 cpu controller")
-            .to_owned();
+        let own = own
+            .lines()
+            .find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == "cpu")
+                    .then(|| path.to_owned())
+            })
+            .expect("no v1 cpu cgroup and no v2 cpu controller");
         let root = Mounts::current()
             .expect("mountinfo")
             .cgroup1_cpu
@@ -563,18 +571,42 @@ impl CpuLimit {
         self.v1.as_ref().map(|d| d.join("cgroup.procs"))
     }
 
-    /// The kernel's own throttling counters for this cgroup.
-    pub fn read(&self) -> sonde::host::throttle::Throttling {
-        match &self.v1 {
-            Some(dir) => sonde::host::throttle::parse_v1(
-                &std::fs::read_to_string(dir.join("cpu.stat")).expect("cpu.stat"),
-            ),
-            None => sonde::host::throttle::parse_v2(
-                &std::fs::read_to_string(self.v2.join("cpu.stat")).expect("cpu.stat"),
-            ),
+    /// The kernel's own throttling counters for this cgroup, from its
+    /// `cpu.stat`, read by the tests' own parser (not sonde's).
+    pub fn read(&self) -> CpuStat {
+        let (dir, source, throttled, ns_per_unit) = match &self.v1 {
+            Some(dir) => (dir, "cgroup1", "throttled_time", 1),
+            None => (&self.v2, "cgroup2", "throttled_usec", 1_000),
+        };
+        let text = std::fs::read_to_string(dir.join("cpu.stat")).expect("cpu.stat");
+        let field = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {name} in cpu.stat: {text}"))
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{name} in cpu.stat: {e}"))
+        };
+        CpuStat {
+            periods: field("nr_periods"),
+            throttled_periods: field("nr_throttled"),
+            throttled_ns: field(throttled) * ns_per_unit,
+            source,
         }
-        .expect("throttling fields in cpu.stat")
     }
+}
+
+/// A cgroup's CPU throttling counters as its `cpu.stat` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuStat {
+    /// `nr_periods`.
+    pub periods: u64,
+    /// `nr_throttled`.
+    pub throttled_periods: u64,
+    /// `throttled_usec` (v2) or `throttled_time` (v1), in nanoseconds.
+    pub throttled_ns: u64,
+    /// `cgroup2` or `cgroup1`: where they were read.
+    pub source: &'static str,
 }
 
 impl Drop for CpuLimit {
