@@ -391,6 +391,21 @@ pub fn run_delay_ns(pid: libc::pid_t) -> u64 {
         .expect("number")
 }
 
+/// The bucket a latency of `secs` falls in, in the layout sonde's
+/// histograms use (OTLP exponential at scale 3: bucket `i` holds
+/// `(2^(i/8), 2^((i+1)/8)]` seconds), computed from that definition alone.
+pub fn otlp_bucket(secs: f64) -> i32 {
+    (secs.log2() * 8.0).ceil() as i32 - 1
+}
+
+#[test]
+fn otlp_buckets_by_definition() {
+    assert_eq!(otlp_bucket(1.0), -1, "an edge belongs to the bucket below");
+    assert_eq!(otlp_bucket(1.05), 0);
+    assert_eq!(otlp_bucket(2.0), 7);
+    assert_eq!(otlp_bucket(0.010), -54);
+}
+
 /// Pins the calling thread to one CPU (async-signal-safe: for forked children).
 pub fn pin_to_cpu(cpu: usize) {
     // SAFETY: cpu_set_t is plain data; the macros only set bits in it.
