@@ -56,8 +56,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use sonde::host::mounts::Mounts;
-
 /// Whether the tests may use privileges. Outside CI, a non-root run skips
 /// with a line that says so; in CI (`CI=true`) a missing privilege fails.
 pub fn privileged() -> bool {
@@ -125,6 +123,36 @@ pub fn vm_skip(reason: &str) {
     }
 }
 
+/// Where a filesystem of type `fstype` is mounted (the first such mount in
+/// `/proc/self/mountinfo`), with `option` among its super options when
+/// given (`cpu` for the v1 hierarchy that holds that controller). Read by
+/// the tests' own code: the cgroup paths tests expect sonde to report rest
+/// on it, so it must not be sonde's own mount table parser.
+pub fn mount_point(fstype: &str, option: Option<&str>) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    text.lines().find_map(|line| {
+        // `<id> <parent> <dev> <root> <mount point> <options> ... - <type> <source> <super options>`
+        let (left, right) = line.split_once(" - ")?;
+        let mut after = right.split(' ');
+        let (ty, _source, options) = (after.next()?, after.next()?, after.next()?);
+        let wanted = ty == fstype && option.is_none_or(|o| options.split(',').any(|x| x == o));
+        if !wanted {
+            return None;
+        }
+        left.split(' ').nth(4).map(PathBuf::from)
+    })
+}
+
+#[test]
+fn mount_points_by_type_and_option() {
+    let v2 = mount_point("cgroup2", None).expect("cgroup2 mounted");
+    assert!(v2.join("cgroup.procs").is_file(), "{}", v2.display());
+    if let Some(cpu) = mount_point("cgroup", Some("cpu")) {
+        assert!(cpu.join("cpu.cfs_quota_us").is_file(), "{}", cpu.display());
+    }
+    assert_eq!(mount_point("no-such-fs", None), None);
+}
+
 /// A fresh cgroup v2 directory under the test process's own cgroup, removed
 /// on drop.
 pub struct TestCgroup {
@@ -142,8 +170,7 @@ impl TestCgroup {
     /// Creates `<own v2 cgroup>/sonde-test-<name>-<pid>/<rel>`, every level
     /// of `rel` included (for layouts such as the kubelet's).
     pub fn nested(name: &str, rel: &str) -> Self {
-        let mounts = Mounts::current().expect("read mountinfo");
-        let root = mounts.cgroup2.expect("a cgroup v2 hierarchy is mounted");
+        let root = mount_point("cgroup2", None).expect("a cgroup v2 hierarchy is mounted");
         let own = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
         let own = own
             .lines()
@@ -177,8 +204,7 @@ impl TestCgroup {
     /// The path sonde reports (`linux.cgroup.path`): relative to the v2
     /// hierarchy's root, with a leading `/`.
     pub fn v2_path(&self) -> String {
-        let mounts = Mounts::current().expect("read mountinfo");
-        let root = mounts.cgroup2.expect("a cgroup v2 hierarchy is mounted");
+        let root = mount_point("cgroup2", None).expect("a cgroup v2 hierarchy is mounted");
         let rel = self
             .path
             .strip_prefix(&root)
@@ -564,10 +590,7 @@ impl CpuLimit {
                     .then(|| path.to_owned())
             })
             .expect("no v1 cpu cgroup and no v2 cpu controller");
-        let root = Mounts::current()
-            .expect("mountinfo")
-            .cgroup1_cpu
-            .expect("v1 cpu controller mounted");
+        let root = mount_point("cgroup", Some("cpu")).expect("v1 cpu controller mounted");
         let dir = root
             .join(own.trim_start_matches('/'))
             .join(format!("sonde-test-{name}-{}", std::process::id()));
