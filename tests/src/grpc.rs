@@ -542,6 +542,13 @@ fn series_beyond_the_cap_fold_into_an_overflow_series_and_every_count_arrives() 
     let produced = sum_prefix(&agent_totals(&windows, |_| true), "err|");
     let delivered = sum_prefix(&collector_totals(&detail), "err|");
     assert_eq!(delivered, produced);
+    // Of them, each of our cgroups' failures, exactly: the other failures
+    // are the rest of the machine's.
+    let totals = agent_totals(&windows, |_| true);
+    for (i, cgroup) in cgroups.iter().enumerate() {
+        let key = format!("err|{}|openat|ENOENT", cgroup.v2_path());
+        assert_eq!(totals.get(&key), Some(&(10 * (i as u64 + 1))), "{key}");
+    }
     let ours: u64 = (1..=CGROUPS).map(|i| 10 * i).sum();
     assert!(produced >= ours);
     // The latest window carried no more than the cap, overflow included.

@@ -58,8 +58,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use sonde::host::mounts::Mounts;
-
 /// Whether the tests may use privileges. Outside CI, a non-root run skips
 /// with a line that says so; in CI (`CI=true`) a missing privilege fails.
 pub fn privileged() -> bool {
@@ -127,6 +125,36 @@ pub fn vm_skip(reason: &str) {
     }
 }
 
+/// Where a filesystem of type `fstype` is mounted (the first such mount in
+/// `/proc/self/mountinfo`), with `option` among its super options when
+/// given (`cpu` for the v1 hierarchy that holds that controller). Read by
+/// the tests' own code: the cgroup paths tests expect sonde to report rest
+/// on it, so it must not be sonde's own mount table parser.
+pub fn mount_point(fstype: &str, option: Option<&str>) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    text.lines().find_map(|line| {
+        // `<id> <parent> <dev> <root> <mount point> <options> ... - <type> <source> <super options>`
+        let (left, right) = line.split_once(" - ")?;
+        let mut after = right.split(' ');
+        let (ty, _source, options) = (after.next()?, after.next()?, after.next()?);
+        let wanted = ty == fstype && option.is_none_or(|o| options.split(',').any(|x| x == o));
+        if !wanted {
+            return None;
+        }
+        left.split(' ').nth(4).map(PathBuf::from)
+    })
+}
+
+#[test]
+fn mount_points_by_type_and_option() {
+    let v2 = mount_point("cgroup2", None).expect("cgroup2 mounted");
+    assert!(v2.join("cgroup.procs").is_file(), "{}", v2.display());
+    if let Some(cpu) = mount_point("cgroup", Some("cpu")) {
+        assert!(cpu.join("cpu.cfs_quota_us").is_file(), "{}", cpu.display());
+    }
+    assert_eq!(mount_point("no-such-fs", None), None);
+}
+
 /// A fresh cgroup v2 directory under the test process's own cgroup, removed
 /// on drop.
 pub struct TestCgroup {
@@ -144,8 +172,7 @@ impl TestCgroup {
     /// Creates `<own v2 cgroup>/sonde-test-<name>-<pid>/<rel>`, every level
     /// of `rel` included (for layouts such as the kubelet's).
     pub fn nested(name: &str, rel: &str) -> Self {
-        let mounts = Mounts::current().expect("read mountinfo");
-        let root = mounts.cgroup2.expect("a cgroup v2 hierarchy is mounted");
+        let root = mount_point("cgroup2", None).expect("a cgroup v2 hierarchy is mounted");
         let own = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
         let own = own
             .lines()
@@ -179,8 +206,7 @@ impl TestCgroup {
     /// The path sonde reports (`linux.cgroup.path`): relative to the v2
     /// hierarchy's root, with a leading `/`.
     pub fn v2_path(&self) -> String {
-        let mounts = Mounts::current().expect("read mountinfo");
-        let root = mounts.cgroup2.expect("a cgroup v2 hierarchy is mounted");
+        let root = mount_point("cgroup2", None).expect("a cgroup v2 hierarchy is mounted");
         let rel = self
             .path
             .strip_prefix(&root)
@@ -393,6 +419,21 @@ pub fn run_delay_ns(pid: libc::pid_t) -> u64 {
         .expect("number")
 }
 
+/// The bucket a latency of `secs` falls in, in the layout sonde's
+/// histograms use (OTLP exponential at scale 3: bucket `i` holds
+/// `(2^(i/8), 2^((i+1)/8)]` seconds), computed from that definition alone.
+pub fn otlp_bucket(secs: f64) -> i32 {
+    (secs.log2() * 8.0).ceil() as i32 - 1
+}
+
+#[test]
+fn otlp_buckets_by_definition() {
+    assert_eq!(otlp_bucket(1.0), -1, "an edge belongs to the bucket below");
+    assert_eq!(otlp_bucket(1.05), 0);
+    assert_eq!(otlp_bucket(2.0), 7);
+    assert_eq!(otlp_bucket(0.010), -54);
+}
+
 /// Pins the calling thread to one CPU (async-signal-safe: for forked children).
 pub fn pin_to_cpu(cpu: usize) {
     // SAFETY: cpu_set_t is plain data; the macros only set bits in it.
@@ -540,13 +581,18 @@ impl CpuLimit {
             };
         }
         let own = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
-        let own = sonde::host::throttle::v1_cpu_path(&own)
-            .expect("no v1 cpu cgroup and no v2 cpu controller")
-            .to_owned();
-        let root = Mounts::current()
-            .expect("mountinfo")
-            .cgroup1_cpu
-            .expect("v1 cpu controller mounted");
+        let own = own
+            .lines()
+            .find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == "cpu")
+                    .then(|| path.to_owned())
+            })
+            .expect("no v1 cpu cgroup and no v2 cpu controller");
+        let root = mount_point("cgroup", Some("cpu")).expect("v1 cpu controller mounted");
         let dir = root
             .join(own.trim_start_matches('/'))
             .join(format!("sonde-test-{name}-{}", std::process::id()));
@@ -565,18 +611,42 @@ impl CpuLimit {
         self.v1.as_ref().map(|d| d.join("cgroup.procs"))
     }
 
-    /// The kernel's own throttling counters for this cgroup.
-    pub fn read(&self) -> sonde::host::throttle::Throttling {
-        match &self.v1 {
-            Some(dir) => sonde::host::throttle::parse_v1(
-                &std::fs::read_to_string(dir.join("cpu.stat")).expect("cpu.stat"),
-            ),
-            None => sonde::host::throttle::parse_v2(
-                &std::fs::read_to_string(self.v2.join("cpu.stat")).expect("cpu.stat"),
-            ),
+    /// The kernel's own throttling counters for this cgroup, from its
+    /// `cpu.stat`, read by the tests' own parser (not sonde's).
+    pub fn read(&self) -> CpuStat {
+        let (dir, source, throttled, ns_per_unit) = match &self.v1 {
+            Some(dir) => (dir, "cgroup1", "throttled_time", 1),
+            None => (&self.v2, "cgroup2", "throttled_usec", 1_000),
+        };
+        let text = std::fs::read_to_string(dir.join("cpu.stat")).expect("cpu.stat");
+        let field = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {name} in cpu.stat: {text}"))
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{name} in cpu.stat: {e}"))
+        };
+        CpuStat {
+            periods: field("nr_periods"),
+            throttled_periods: field("nr_throttled"),
+            throttled_ns: field(throttled) * ns_per_unit,
+            source,
         }
-        .expect("throttling fields in cpu.stat")
     }
+}
+
+/// A cgroup's CPU throttling counters as its `cpu.stat` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuStat {
+    /// `nr_periods`.
+    pub periods: u64,
+    /// `nr_throttled`.
+    pub throttled_periods: u64,
+    /// `throttled_usec` (v2) or `throttled_time` (v1), in nanoseconds.
+    pub throttled_ns: u64,
+    /// `cgroup2` or `cgroup1`: where they were read.
+    pub source: &'static str,
 }
 
 impl Drop for CpuLimit {

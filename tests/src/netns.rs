@@ -215,7 +215,8 @@ impl Holder {
             }
         }
         let holder = Self { pid };
-        wait_until(|| sonde::host::netns::of_pid("/proc".as_ref(), pid as u32) == Some(ns.inode()));
+        let link = format!("/proc/{pid}/ns/net");
+        wait_until(|| std::fs::metadata(&link).is_ok_and(|m| m.ino() == u64::from(ns.inode())));
         holder
     }
 
@@ -224,11 +225,109 @@ impl Holder {
         self.pid as u32
     }
 
-    /// The kernel's TCP counters of its namespace.
-    pub fn counters(&self) -> sonde::host::netns::TcpCounters {
-        sonde::host::netns::tcp_counters("/proc".as_ref(), self.pid())
-            .expect("read the namespace's snmp and netstat")
+    /// The kernel's TCP counters of its namespace, read by the tests' own
+    /// parser (not sonde's: a shared bug would agree with itself).
+    pub fn counters(&self) -> TcpCounters {
+        let read = |file: &str| {
+            let path = format!("/proc/{}/net/{file}", self.pid);
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+        };
+        let (snmp, netstat) = (read("snmp"), read("netstat"));
+        let tcp = |name: &str| proc_net_counter(&snmp, "Tcp", name);
+        let ext = |name: &str| proc_net_counter(&netstat, "TcpExt", name);
+        TcpCounters {
+            active_opens: tcp("ActiveOpens"),
+            attempt_fails: tcp("AttemptFails"),
+            retrans_segs: tcp("RetransSegs"),
+            out_rsts: tcp("OutRsts"),
+            listen_overflows: ext("ListenOverflows"),
+            listen_drops: ext("ListenDrops"),
+        }
     }
+}
+
+/// The TCP counters of a namespace the tests check sonde against, from
+/// `/proc/<pid>/net/snmp` (`Tcp:`) and `netstat` (`TcpExt:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpCounters {
+    /// `Tcp: ActiveOpens`.
+    pub active_opens: u64,
+    /// `Tcp: AttemptFails`.
+    pub attempt_fails: u64,
+    /// `Tcp: RetransSegs`.
+    pub retrans_segs: u64,
+    /// `Tcp: OutRsts`.
+    pub out_rsts: u64,
+    /// `TcpExt: ListenOverflows`.
+    pub listen_overflows: u64,
+    /// `TcpExt: ListenDrops`.
+    pub listen_drops: u64,
+}
+
+impl TcpCounters {
+    /// The counters sonde checks per namespace, as (kernel name, value).
+    pub fn named(&self) -> [(&'static str, u64); 5] {
+        [
+            ("ActiveOpens", self.active_opens),
+            ("AttemptFails", self.attempt_fails),
+            ("RetransSegs", self.retrans_segs),
+            ("OutRsts", self.out_rsts),
+            ("ListenOverflows", self.listen_overflows),
+        ]
+    }
+
+    /// Counter by counter, `self - earlier`; a counter must not go back.
+    pub fn since(&self, earlier: &TcpCounters) -> TcpCounters {
+        let d = |now: u64, then: u64| {
+            now.checked_sub(then)
+                .unwrap_or_else(|| panic!("a counter went back: {earlier:?} then {self:?}"))
+        };
+        TcpCounters {
+            active_opens: d(self.active_opens, earlier.active_opens),
+            attempt_fails: d(self.attempt_fails, earlier.attempt_fails),
+            retrans_segs: d(self.retrans_segs, earlier.retrans_segs),
+            out_rsts: d(self.out_rsts, earlier.out_rsts),
+            listen_overflows: d(self.listen_overflows, earlier.listen_overflows),
+            listen_drops: d(self.listen_drops, earlier.listen_drops),
+        }
+    }
+}
+
+/// Counter `name` of section `prefix` in a `/proc/net/snmp` or `netstat`
+/// text: a line `Tcp: Name1 Name2 ...` of names, then a line `Tcp: 1 2 ...`
+/// of their values.
+pub fn proc_net_counter(text: &str, prefix: &str, name: &str) -> u64 {
+    let tag = format!("{prefix}:");
+    let mut lines = text
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(tag.as_str()));
+    let (names, values) = (lines.next(), lines.next());
+    let (Some(names), Some(values)) = (names, values) else {
+        panic!("no {prefix} header and value lines in:\n{text}");
+    };
+    let at = names
+        .split_whitespace()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no {prefix} {name} in: {names}"));
+    values
+        .split_whitespace()
+        .nth(at)
+        .unwrap_or_else(|| panic!("no value for {prefix} {name} in: {values}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{prefix} {name}: {e}"))
+}
+
+#[test]
+fn proc_net_counters_by_name() {
+    let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n\
+                   TcpExt: 0 4 6\n\
+                   MPTcpExt: ListenOverflows\n\
+                   MPTcpExt: 9\n";
+    let snmp = "Tcp: RtoAlgorithm MaxConn ActiveOpens\nTcp: 1 -1 42\n";
+    assert_eq!(proc_net_counter(netstat, "TcpExt", "ListenOverflows"), 4);
+    assert_eq!(proc_net_counter(netstat, "TcpExt", "ListenDrops"), 6);
+    assert_eq!(proc_net_counter(netstat, "MPTcpExt", "ListenOverflows"), 9);
+    assert_eq!(proc_net_counter(snmp, "Tcp", "ActiveOpens"), 42);
 }
 
 impl Drop for Holder {

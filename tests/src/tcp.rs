@@ -10,12 +10,11 @@ use sonde::{
     probes::{ProbeOptions, ProbeState, Probes},
     sampler::Sampler,
 };
-use sonde_slo::Histogram;
 
 use crate::{
     netns::{
         connect, deadline, drain, errno, finish, listen, monotonic_ns, sockaddr, wait_listening,
-        Holder, NetnsPair, Shared, TestNetns, ADDR_B,
+        Holder, NetnsPair, Shared, TcpCounters, TestNetns, ADDR_B,
     },
     privileged, TestCgroup, Workload,
 };
@@ -85,6 +84,30 @@ fn agreed<'a>(snapshot: &'a Snapshot, ns: &TestNetns) -> &'a NetnsTcp {
     entry
 }
 
+/// [`agreed`], and the kernel's counts sonde read for the window equal
+/// `theirs`: the test's own reading of the namespace's counters, taken
+/// before the window opened and after it closed (nothing else runs in a
+/// test namespace, so the two windows count the same).
+fn agreed_with<'a>(snapshot: &'a Snapshot, ns: &TestNetns, theirs: &TcpCounters) -> &'a NetnsTcp {
+    let entry = agreed(snapshot, ns);
+    for (counter, value) in theirs.named() {
+        let read = entry
+            .check
+            .iter()
+            .flatten()
+            .find(|c| c.counter == counter)
+            .unwrap_or_else(|| panic!("{counter} not checked in {}", ns.name()));
+        assert_eq!(
+            read.kernel,
+            value,
+            "{counter} in {}: sonde read {}, the test {value}",
+            ns.name(),
+            read.kernel
+        );
+    }
+    entry
+}
+
 fn kernel(entry: &NetnsTcp, counter: &str) -> u64 {
     entry
         .check
@@ -131,7 +154,7 @@ fn refused_connects_counted_exactly() {
     assert_eq!(kernel_after.active_opens, REFUSED);
     assert_eq!(kernel_after.attempt_fails, REFUSED);
     assert_eq!(kernel_after.out_rsts, REFUSED);
-    let entry = agreed(&snapshot, &ns);
+    let entry = agreed_with(&snapshot, &ns, &kernel_after);
     assert_eq!(kernel(entry, "AttemptFails"), REFUSED);
     assert_eq!(entry.window.get("ActiveOpens"), Some(&REFUSED));
     assert_eq!(entry.window.get("AttemptFails"), Some(&REFUSED));
@@ -233,6 +256,7 @@ fn connect_latency_with_a_lost_syn_matches_the_client() {
             finish(fd);
         }
     });
+    let (kernel_a, kernel_b) = (hold_a.counters(), hold_b.counters());
     let mut sampler = Sampler::start(probes).expect("first reading");
     server.go();
     wait_listening(hold_b.pid(), SYN_PORT);
@@ -240,8 +264,13 @@ fn connect_latency_with_a_lost_syn_matches_the_client() {
     assert_eq!(client.wait(), 0);
     assert_eq!(server.wait(), 0);
     let snapshot = sampler.tick().expect("second reading");
+    let (kernel_a, kernel_b) = (
+        hold_a.counters().since(&kernel_a),
+        hold_b.counters().since(&kernel_b),
+    );
 
-    // The client's own measures, bucketed as sonde buckets.
+    // The client's own measures, in the buckets of the histograms' layout
+    // (computed by the test, not by sonde's bucketing code).
     let mut theirs: Vec<i32> = (0..SLOW_CONNECTS)
         .map(|i| {
             let ns = measured.get(i);
@@ -249,9 +278,7 @@ fn connect_latency_with_a_lost_syn_matches_the_client() {
                 ns > 900_000_000,
                 "connect {i} took {ns} ns: the SYN was not lost"
             );
-            let mut h = Histogram::new();
-            h.record_binary_ns(sonde_common::hist::ns_to_binary_ns(ns));
-            *h.buckets.keys().next().expect("one bucket")
+            crate::otlp_bucket(ns as f64 / 1e9)
         })
         .collect();
     theirs.sort_unstable();
@@ -271,14 +298,14 @@ fn connect_latency_with_a_lost_syn_matches_the_client() {
     }
     // Each lost SYN was retransmitted once: RetransSegs, and the drops the
     // rule counted.
-    let entry = agreed(&snapshot, &pair.a);
+    let entry = agreed_with(&snapshot, &pair.a, &kernel_a);
     assert_eq!(kernel(entry, "RetransSegs"), SLOW_CONNECTS as u64);
     assert_eq!(tcp.counts.retransmit_segments, SLOW_CONNECTS as u64);
     let dropped = pair.a.nft_counter("sonde");
     assert_eq!(dropped, SLOW_CONNECTS as u64);
     assert_eq!(snapshot.drops(pair.a.inode(), "NETFILTER_DROP"), dropped);
     // The server side: handshakes accepted on its port.
-    agreed(&snapshot, &pair.b);
+    agreed_with(&snapshot, &pair.b, &kernel_b);
     let listener = snapshot
         .tcp
         .listeners
@@ -361,7 +388,7 @@ fn retransmits_under_loss_equal_retranssegs() {
     let retransmits = kernel_after.retrans_segs;
     eprintln!("RetransSegs {retransmits}");
     assert!(retransmits > 0, "the rule made no loss");
-    let entry = agreed(&snapshot, &pair.a);
+    let entry = agreed_with(&snapshot, &pair.a, &kernel_after);
     assert_eq!(kernel(entry, "RetransSegs"), retransmits);
     assert_eq!(entry.window.get("RetransSegs"), Some(&retransmits));
     let tcp = snapshot
@@ -449,7 +476,7 @@ fn abortive_closes_count_resets_like_outrsts() {
     let kernel_after = hold_a.counters().since(&kernel_before);
 
     assert_eq!(kernel_after.out_rsts, RESETS as u64);
-    let entry = agreed(&snapshot, &pair.a);
+    let entry = agreed_with(&snapshot, &pair.a, &kernel_after);
     assert_eq!(entry.window.get("OutRsts"), Some(&(RESETS as u64)));
     let client_tcp = snapshot
         .tcp_cgroup(client_cg.id())
@@ -528,15 +555,20 @@ fn netfilter_drops_equal_the_rule_counter() {
             }
         }
     });
+    let (kernel_a, kernel_b) = (hold_a.counters(), hold_b.counters());
     let mut sampler = Sampler::start(probes).expect("first reading");
     client.go();
     assert_eq!(client.wait(), 0);
     let snapshot = sampler.tick().expect("second reading");
+    let (kernel_a, kernel_b) = (
+        hold_a.counters().since(&kernel_a),
+        hold_b.counters().since(&kernel_b),
+    );
 
     let dropped = pair.b.nft_counter("sonde");
     assert_eq!(dropped, FILTERED as u64);
     assert_eq!(snapshot.drops(pair.b.inode(), "NETFILTER_DROP"), dropped);
-    let entry = agreed(&snapshot, &pair.a);
+    let entry = agreed_with(&snapshot, &pair.a, &kernel_a);
     assert_eq!(kernel(entry, "ActiveOpens"), FILTERED as u64);
     assert_eq!(kernel(entry, "AttemptFails"), 0);
     let tcp = snapshot.tcp_cgroup(cgroup.id());
@@ -544,7 +576,7 @@ fn netfilter_drops_equal_the_rule_counter() {
         tcp.is_none_or(|t| t.failures() == 0 && t.connects == 0),
         "{tcp:?}"
     );
-    agreed(&snapshot, &pair.b);
+    agreed_with(&snapshot, &pair.b, &kernel_b);
     drop((hold_a, hold_b));
     assert_eq!(snapshot.lost(), 0, "{:?}", snapshot.losses);
 }
@@ -683,7 +715,7 @@ fn handshakes_refused_by_a_full_accept_queue_counted_per_port() {
     // Both held handshakes had their SYN-ACK sent again.
     assert_eq!(kernel_after.retrans_segs, 2);
     assert_eq!(snapshot.drops(pair.b.inode(), "TCP_LISTEN_OVERFLOW"), 1);
-    agreed(&snapshot, &pair.b);
+    agreed_with(&snapshot, &pair.b, &kernel_after);
     agreed(&snapshot, &pair.a);
     drop((hold_a, hold_b));
     // SAFETY: closing our pipe ends.
@@ -795,7 +827,8 @@ fn syns_refused_by_a_full_accept_queue_counted_per_port() {
     // everything else agrees.
     let entry = snapshot.tcp_netns(pair.b.inode()).expect("namespace b");
     assert_eq!(entry.listeners_unread, None);
-    for c in entry.check.as_ref().expect("namespace b checked") {
+    let checked = entry.check.as_ref().expect("namespace b checked");
+    for c in checked {
         let expected = if c.counter == "ListenOverflows" {
             refused as i64
         } else {
@@ -803,7 +836,11 @@ fn syns_refused_by_a_full_accept_queue_counted_per_port() {
         };
         assert_eq!(c.discrepancy, expected, "{c:?} in {:?}", entry.check);
     }
-    let client_side = agreed(&snapshot, &pair.a);
+    for (counter, value) in kernel_b.named() {
+        let c = checked.iter().find(|c| c.counter == counter);
+        assert_eq!(c.map(|c| c.kernel), Some(value), "{counter}: {checked:?}");
+    }
+    let client_side = agreed_with(&snapshot, &pair.a, &kernel_a);
     assert_eq!(
         kernel(client_side, "ActiveOpens"),
         (QUEUED + REFUSED_SYNS) as u64

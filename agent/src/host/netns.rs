@@ -228,6 +228,27 @@ MPTcpExt: 0
         assert!(all.contains_key(&own));
         let pid = all[&own];
         assert_eq!(of_pid(root, pid), Some(own));
+        // This kernel's own files, read once: each counter equals the
+        // value the test finds itself, by the column of its name.
+        let read = |f: &str| std::fs::read_to_string(format!("/proc/self/net/{f}")).unwrap();
+        let (snmp, netstat) = (read("snmp"), read("netstat"));
+        let theirs = |text: &str, tag: &str, name: &str| -> u64 {
+            let mut lines = text.lines().filter(|l| l.starts_with(&format!("{tag}: ")));
+            let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+            let at = names.split(' ').position(|n| n == name).unwrap();
+            values.split(' ').nth(at).unwrap().parse().unwrap()
+        };
+        assert_eq!(
+            parse_tcp_counters(&snmp, &netstat),
+            Some(TcpCounters {
+                active_opens: theirs(&snmp, "Tcp", "ActiveOpens"),
+                attempt_fails: theirs(&snmp, "Tcp", "AttemptFails"),
+                retrans_segs: theirs(&snmp, "Tcp", "RetransSegs"),
+                out_rsts: theirs(&snmp, "Tcp", "OutRsts"),
+                listen_overflows: theirs(&netstat, "TcpExt", "ListenOverflows"),
+                listen_drops: theirs(&netstat, "TcpExt", "ListenDrops"),
+            })
+        );
         assert!(tcp_counters(root, std::process::id()).is_some());
     }
 }
