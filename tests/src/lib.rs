@@ -484,17 +484,7 @@ impl MemoryLimit {
                 v2: cgroup.path().to_owned(),
             };
         }
-        let own = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
-        let own = own
-            .lines()
-            .find_map(|l| {
-                let mut parts = l.splitn(3, ':');
-                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-                controllers
-                    .split(',')
-                    .any(|c| c == "memory")
-                    .then(|| path.to_owned())
-            })
+        let own = own_v1_cgroup("memory")
             .expect("neither a v2 memory controller nor a v1 memory cgroup");
         let dir = Path::new("/sys/fs/cgroup/memory")
             .join(own.trim_start_matches('/'))
@@ -580,18 +570,7 @@ impl CpuLimit {
                 v2: cgroup.path().to_owned(),
             };
         }
-        let own = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
-        let own = own
-            .lines()
-            .find_map(|l| {
-                let mut parts = l.splitn(3, ':');
-                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-                controllers
-                    .split(',')
-                    .any(|c| c == "cpu")
-                    .then(|| path.to_owned())
-            })
-            .expect("no v1 cpu cgroup and no v2 cpu controller");
+        let own = own_v1_cgroup("cpu").expect("no v1 cpu cgroup and no v2 cpu controller");
         let root = mount_point("cgroup", Some("cpu")).expect("v1 cpu controller mounted");
         let dir = root
             .join(own.trim_start_matches('/'))
@@ -886,4 +865,18 @@ pub fn spawn_sonde(args: &[&str], ready: &str) -> std::process::Child {
         let _ = stderr.read_to_end(&mut rest);
     });
     child
+}
+
+/// This process's cgroup in the v1 hierarchy of `controller`, from
+/// `/proc/self/cgroup` (`id:controllers:path` lines).
+fn own_v1_cgroup(controller: &str) -> Option<String> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
+    own.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.to_owned())
+    })
 }
