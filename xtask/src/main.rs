@@ -131,7 +131,8 @@ enum Task {
         /// Operations per measurement (default: each benchmark's own).
         #[arg(long)]
         ops: Option<u64>,
-        /// Rounds; conditions alternate within each round.
+        /// Rounds; each runs every condition once, in an order rotated by
+        /// one from the round before.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
     },

@@ -36,14 +36,36 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent: load the probes and report one window per interval.
+    ///
+    /// Each window goes to stdout (a table, or JSON lines) and to the
+    /// configured sinks: a collector over gRPC, OTLP, a Prometheus endpoint,
+    /// the local socket. The agent also evaluates the SLOs of `--config`,
+    /// keeps to `--overhead-budget`, and with `--pin` leaves its probes
+    /// counting across a restart.
     Agent(Box<agent::Args>),
-    /// Watch for a while and print per-cgroup syscall SLIs.
+    /// Watch for a while and print one window of every family.
+    ///
+    /// The table shows, per cgroup, syscall latency and errors, run-queue
+    /// waits, reclaim stalls, CPU throttling, exits and crashes, OOM kills
+    /// and TCP (connects, failures, retransmits, resets, listening ports,
+    /// drops, the namespace check); the node's pressure; every lost event.
+    /// `--json` prints the whole window: every series and histogram, block
+    /// I/O, events and loss counters.
     Snapshot(snapshot::Args),
     /// Live terminal view of the node and each cgroup, worst first.
+    ///
+    /// Standalone on its own probes, or attached to a running agent's local
+    /// socket (`--attach`); attached to an agent that evaluates SLOs
+    /// (`sonde agent --config`), each SLO's burn and budget above the table.
     Top(top::Args),
     /// Report what this machine offers sonde and the state of each probe.
     Doctor(doctor::Args),
-    /// Stream the rare events (OOM kills, crashes) as they happen.
+    /// Stream the rare events as they happen: OOM kills, crashes, TCP resets
+    /// and failed connects, failed block requests.
+    ///
+    /// Each with its process, connection or device and its owner, as lines
+    /// or JSON lines; from this process's own probes, or from a running
+    /// agent's local socket (`--attach`).
     Events(events::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionArgs),

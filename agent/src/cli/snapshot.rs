@@ -1,4 +1,5 @@
-//! `sonde snapshot`: watch for a while, print per-cgroup syscall SLIs.
+//! `sonde snapshot`: watch for a while, print every family's window (as
+//! tables, or the whole snapshot as JSON).
 
 use std::{process::ExitCode, time::Duration};
 

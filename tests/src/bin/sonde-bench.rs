@@ -1,6 +1,10 @@
 //! Benchmark driver, run as root by `cargo xtask bench`. Each benchmark times
-//! a workload under several conditions in the same run, rounds alternating
-//! the conditions so that drift hits them all alike, and reports medians:
+//! a workload under several conditions in the same run. The conditions run
+//! in a rotated order from round to round (round r starts with condition
+//! r mod n), so that drift over the run lands on every condition in turn;
+//! the cost of a condition is the median over rounds of its paired
+//! difference (its time minus the no-probe time of the same round), with the
+//! smallest and largest of those differences as the spread:
 //!
 //! - `syscalls`: a tight getppid loop (ns per call) with no probes, empty
 //!   programs on the same hooks (the floor), sonde's syscall probes (the real
@@ -10,11 +14,21 @@
 //! - `tcp-connect`: a loopback connect/accept storm (ns per connection:
 //!   connect, accept, close on both sides) and `tcp-bulk`: one loopback
 //!   transfer (ns per MiB), each in a network namespace of its own, with no
-//!   probes, empty programs on the TCP hooks, and sonde's TCP probes.
+//!   probes, empty programs on the TCP hooks, and sonde's TCP probes;
+//! - `helpers`: what the pieces of a latency measurement cost in the kernel,
+//!   from `BPF_PROG_TEST_RUN` of small socket-filter programs: a
+//!   `bpf_ktime_get_ns` call, a per-CPU hash lookup with an add in place
+//!   (sonde's `bump`), a per-CPU hash update of an existing key; and
+//!   `clock_gettime` in user space;
+//! - `agent`: the whole agent (every family, 1 s windows) on the machine as
+//!   it is: steady and peak RSS (`VmRSS`, `VmHWM`) and CPU (utime + stime).
 //!
-//! A last pass with `kernel.bpf_stats_enabled=1` gives each program's share
-//! (the stats' own cost stays out of the timings) and the agent's CPU and
-//! peak RSS under the load.
+//! After the timed rounds of each workload benchmark, a last pass with
+//! `kernel.bpf_stats_enabled=1` runs the whole agent under that load for each
+//! program's ns per run and share (the stats' own cost stays out of the
+//! timings), and the agent's CPU and memory under the load.
+//!
+//! Everything printed is also written, with every sample, as JSON (`--out`).
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -25,11 +39,16 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use serde_json::json;
+use serde_json::{json, Value};
 use sonde::probes::{program_stats, Probes};
 
 /// Seconds of continuous load for the agent's CPU and the bpf_stats pass.
 const LOAD_SECS: u64 = 5;
+/// Seconds each run of the `agent` benchmark watches the agent.
+const AGENT_SECS: u64 = 20;
+/// The agent's RSS counts as steady from this many seconds after it is
+/// ready (its first windows allocate what later ones reuse).
+const AGENT_SETTLE_SECS: u64 = 5;
 
 const BPFTRACE_SCRIPT: &str = r#"
 tracepoint:raw_syscalls:sys_enter { @start[tid] = nsecs; }
@@ -65,6 +84,8 @@ impl Condition {
 
 struct Bench {
     name: &'static str,
+    /// Operations per measurement unless `--ops` says otherwise.
+    default_ops: u64,
     /// Unit of one operation, for the report.
     unit: &'static str,
     /// Operations per second, under this name, for the report (`None`:
@@ -80,6 +101,7 @@ struct Bench {
 const BENCHES: [Bench; 4] = [
     Bench {
         name: "syscalls",
+        default_ops: 2_000_000,
         unit: "syscall",
         rate: None,
         workload: "getppid",
@@ -93,6 +115,7 @@ const BENCHES: [Bench; 4] = [
     },
     Bench {
         name: "sched",
+        default_ops: 200_000,
         unit: "context switch",
         rate: None,
         workload: "pingpong",
@@ -105,6 +128,7 @@ const BENCHES: [Bench; 4] = [
     },
     Bench {
         name: "tcp-connect",
+        default_ops: 20_000,
         unit: "connection",
         rate: Some("connections/s"),
         workload: "connstorm",
@@ -117,6 +141,7 @@ const BENCHES: [Bench; 4] = [
     },
     Bench {
         name: "tcp-bulk",
+        default_ops: 2048,
         unit: "MiB",
         rate: Some("MiB/s"),
         workload: "bulk",
@@ -162,18 +187,39 @@ fn run() -> Result<()> {
             Ok(())
         }
         Some(name) => {
-            let bench = BENCHES
-                .iter()
-                .find(|b| b.name == name)
-                .with_context(|| format!("no benchmark {name}"))?;
-            let ops: u64 = value("--ops")?.parse()?;
+            let ops: Option<u64> = value("--ops").ok().map(|v| v.parse()).transpose()?;
             let rounds: u32 = value("--rounds")?.parse()?;
-            let sonde = PathBuf::from(value("--sonde")?);
+            if rounds == 0 {
+                bail!("--rounds must be at least 1");
+            }
             let out = PathBuf::from(value("--out")?);
-            run_bench(bench, ops, rounds, &sonde, &out)
+            let mut report = Report::default();
+            let result = match name {
+                "helpers" => helpers(ops.unwrap_or(HELPER_REPEAT), rounds, &mut report)?,
+                "agent" => {
+                    let secs = value("--secs").ok().map(|v| v.parse()).transpose()?;
+                    let sonde = PathBuf::from(value("--sonde")?);
+                    agent_footprint(&sonde, rounds, secs.unwrap_or(AGENT_SECS), &mut report)?
+                }
+                _ => {
+                    let bench = BENCHES
+                        .iter()
+                        .find(|b| b.name == name)
+                        .with_context(|| format!("no benchmark {name}"))?;
+                    let sonde = PathBuf::from(value("--sonde")?);
+                    run_bench(
+                        bench,
+                        ops.unwrap_or(bench.default_ops),
+                        rounds,
+                        &sonde,
+                        &mut report,
+                    )?
+                }
+            };
+            write_result(&out, name, result, &report)
         }
         None => {
-            bail!("usage: sonde-bench syscalls|sched|tcp-connect|tcp-bulk --ops N --rounds R --sonde PATH --out FILE")
+            bail!("usage: sonde-bench syscalls|sched|tcp-connect|tcp-bulk|helpers|agent [--ops N] --rounds R --sonde PATH --out FILE [--secs S]")
         }
     }
 }
@@ -345,23 +391,36 @@ fn measure(workload: &str, ops: u64) -> Result<f64> {
 
 struct Agent {
     child: Child,
+    /// When the agent said it was ready.
     started: Instant,
-    cpu_start_ns: u64,
+    /// Its utime + stime then, in seconds.
+    cpu_start_secs: f64,
 }
 
-/// CPU time of a process's threads in nanoseconds, from each thread's
-/// `schedstat` (first field: time on CPU), finer than stat's clock ticks.
-fn proc_cpu_ns(pid: u32) -> Result<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let text = std::fs::read_to_string(task?.path().join("schedstat"))?;
-        total += text
-            .split_whitespace()
-            .next()
-            .context("schedstat")?
-            .parse::<u64>()?;
+impl Agent {
+    /// The agent's CPU since it was ready, in percent of one core.
+    fn cpu_percent(&self) -> Result<f64> {
+        let cpu = proc_cpu_secs(self.child.id())? - self.cpu_start_secs;
+        Ok(100.0 * cpu / self.started.elapsed().as_secs_f64())
     }
-    Ok(total)
+}
+
+/// utime + stime of a process (all its threads), in seconds, from
+/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks).
+fn proc_cpu_secs(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; the fields after it start
+    // past its closing parenthesis, with field 3 (state) first.
+    let rest = stat.rsplit_once(')').context("/proc/<pid>/stat")?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next().context("utime")?.parse()?;
+    let stime: u64 = fields.next().context("stime")?.parse()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        bail!("sysconf(_SC_CLK_TCK) = {ticks}");
+    }
+    Ok((utime + stime) as f64 / ticks as f64)
 }
 
 fn proc_status_kib(pid: u32, key: &str) -> Result<u64> {
@@ -396,11 +455,11 @@ fn start_agent(sonde: &Path, families: Option<&str>) -> Result<Agent> {
         let mut sink = Vec::new();
         let _ = stderr.read_to_end(&mut sink);
     });
-    let cpu_start_ns = proc_cpu_ns(child.id())?;
+    let cpu_start_secs = proc_cpu_secs(child.id())?;
     Ok(Agent {
         child,
         started: Instant::now(),
-        cpu_start_ns,
+        cpu_start_secs,
     })
 }
 
@@ -433,14 +492,87 @@ fn start_bpftrace() -> Result<Child> {
     Ok(child)
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
+/// What a benchmark prints, kept for its JSON.
+#[derive(Default)]
+struct Report {
+    lines: Vec<String>,
+}
+
+impl Report {
+    fn line(&mut self, text: String) {
+        println!("{text}");
+        self.lines.push(text);
     }
+}
+
+/// Writes one benchmark's result, with what it printed, as JSON.
+fn write_result(out: &Path, name: &str, result: Value, report: &Report) -> Result<()> {
+    let value = json!({
+        "benchmark": name,
+        "printed": report.lines,
+        "result": result,
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&value)?)
+        .with_context(|| format!("write {}", out.display()))?;
+    println!("written to {}", out.display());
+    Ok(())
+}
+
+/// The median of some values, with the smallest and the largest.
+#[derive(Clone, Copy, Debug)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    /// `None` for no values.
+    fn of(values: &[f64]) -> Option<Self> {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n % 2 == 1 {
+            *sorted.get(n / 2)?
+        } else {
+            (sorted.get((n / 2).checked_sub(1)?)? + sorted.get(n / 2)?) / 2.0
+        };
+        Some(Self {
+            median,
+            min: *sorted.first()?,
+            max: *sorted.last()?,
+        })
+    }
+
+    fn json(self) -> Value {
+        json!({ "median": self.median, "min": self.min, "max": self.max })
+    }
+
+    /// `median (min to max)` with `decimals` digits.
+    fn show(self, decimals: usize) -> String {
+        format!(
+            "{:.d$} ({:.d$} to {:.d$})",
+            self.median,
+            self.min,
+            self.max,
+            d = decimals
+        )
+    }
+}
+
+/// Round `round`'s order of `n` conditions: the order rotated by one more
+/// each round, so that over n rounds each condition runs once in each
+/// position, and drift over the run favours none of them.
+fn rotated(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (k + round) % n)
+}
+
+/// Per round, `values` minus `baseline` (the same round's).
+fn paired(values: &[f64], baseline: &[f64]) -> Vec<f64> {
+    values.iter().zip(baseline).map(|(v, b)| v - b).collect()
 }
 
 fn timed(condition: Condition, bench: &Bench, ops: u64, sonde: &Path) -> Result<f64> {
@@ -467,27 +599,131 @@ fn timed(condition: Condition, bench: &Bench, ops: u64, sonde: &Path) -> Result<
     })
 }
 
-fn run_bench(bench: &Bench, ops: u64, rounds: u32, sonde: &Path, out: &Path) -> Result<()> {
+fn run_bench(
+    bench: &Bench,
+    ops: u64,
+    rounds: u32,
+    sonde: &Path,
+    report: &mut Report,
+) -> Result<Value> {
+    if !matches!(bench.conditions.first(), Some(Condition::Bare)) {
+        bail!("{}: the first condition must be the baseline", bench.name);
+    }
     if !sonde::host::mounts::Mounts::current()?.tracefs_ready() {
         sonde::host::mounts::mount_tracefs().context("bpftrace needs tracefs")?;
     }
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); bench.conditions.len()];
-    for round in 0..rounds {
-        for (i, &condition) in bench.conditions.iter().enumerate() {
+    let n = bench.conditions.len();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut orders: Vec<Vec<String>> = Vec::new();
+    for round in 0..rounds as usize {
+        let mut order = Vec::new();
+        for i in rotated(n, round) {
+            let condition = *bench.conditions.get(i).context("condition")?;
             let ns = timed(condition, bench, ops, sonde)?;
             eprintln!(
-                "round {}/{rounds}  {:<28} {ns:>8.1} ns/{}",
+                "round {}/{rounds}  {:<28} {ns:>10.1} ns/{}",
                 round + 1,
                 condition.name(),
                 bench.unit
             );
-            samples[i].push(ns);
+            samples.get_mut(i).context("condition")?.push(ns);
+            order.push(condition.name());
         }
+        orders.push(order);
     }
-    let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
-    let added: Vec<f64> = medians.iter().map(|m| m - medians[0]).collect();
+    let baseline = samples.first().context("baseline")?.clone();
+    let added: Vec<Vec<f64>> = samples.iter().map(|s| paired(s, &baseline)).collect();
+    let spread = |v: &Vec<f64>| Spread::of(v).context("no rounds");
+    let ns: Vec<Spread> = samples.iter().map(spread).collect::<Result<_>>()?;
+    let added_spread: Vec<Spread> = added.iter().map(spread).collect::<Result<_>>()?;
 
-    // bpf_stats pass, with the whole agent (every family) under the load.
+    report.line(format!(
+        "\n{} benchmark: ns per {}, {ops} per measurement, {rounds} rounds, the conditions' order rotated each round",
+        bench.name, bench.unit
+    ));
+    report.line(
+        "ns: median over rounds (min to max); added: median of the per-round differences \
+         from the same round's no-probe run (min to max)"
+            .to_owned(),
+    );
+    report.line(format!(
+        "{:<28} {:>34} {:>30} {:>14}",
+        "condition",
+        "ns",
+        "added ns",
+        bench.rate.unwrap_or("")
+    ));
+    for ((c, ns), added) in bench.conditions.iter().zip(&ns).zip(&added_spread) {
+        let rate = bench
+            .rate
+            .map_or(String::new(), |_| format!("{:.0}", 1e9 / ns.median));
+        report.line(format!(
+            "{:<28} {:>34} {:>30} {rate:>14}",
+            c.name(),
+            ns.show(1),
+            added.show(1)
+        ));
+    }
+    let find = |pred: fn(&Condition) -> bool| bench.conditions.iter().position(pred);
+    let floor = find(|c| matches!(c, Condition::Floor(_)));
+    let agent = find(|c| matches!(c, Condition::Agent(_)));
+    let bpftrace = find(|c| matches!(c, Condition::Bpftrace));
+    // A ratio of added costs: of their medians, and per round (same round's
+    // numerator over the same round's denominator).
+    let ratio = |num: Option<usize>, den: Option<usize>| -> Option<(f64, Spread)> {
+        let (num, den) = (num?, den?);
+        let of_medians = added_spread.get(num)?.median / added_spread.get(den)?.median;
+        let per_round: Vec<f64> = added
+            .get(num)?
+            .iter()
+            .zip(added.get(den)?)
+            .map(|(a, b)| a / b)
+            .collect();
+        Some((of_medians, Spread::of(&per_round)?))
+    };
+    let over_floor = ratio(agent, floor);
+    let over_bpftrace = ratio(agent, bpftrace);
+    if let Some((m, r)) = over_floor {
+        report.line(format!(
+            "sonde / floor     {m:.2}x (medians; per round {:.2}x to {:.2}x)",
+            r.min, r.max
+        ));
+    }
+    if let Some((m, r)) = over_bpftrace {
+        report.line(format!(
+            "sonde / bpftrace  {m:.2}x (medians; per round {:.2}x to {:.2}x)",
+            r.min, r.max
+        ));
+    }
+
+    let load = agent_under_load(bench, ops, sonde, report)?;
+    let ratio_json = |r: Option<(f64, Spread)>| {
+        r.map(|(m, s)| json!({ "of_medians": m, "per_round": s.json() }))
+    };
+    Ok(json!({
+        "unit": bench.unit,
+        "ops_per_measurement": ops,
+        "rounds": rounds,
+        "method": "conditions in an order rotated by one each round; added = median over rounds of (condition - no probes) in the same round, with min and max",
+        "round_orders": orders,
+        "conditions": bench.conditions.iter().enumerate().map(|(i, c)| json!({
+            "name": c.name(),
+            "ns": ns.get(i).map(|s| s.json()),
+            "added_ns": added_spread.get(i).map(|s| s.json()),
+            "per_second": bench.rate.and_then(|unit| ns.get(i).map(|s| json!({ "unit": unit, "of_median_ns": 1e9 / s.median }))),
+            "samples_ns": samples.get(i),
+            "added_samples_ns": added.get(i),
+        })).collect::<Vec<_>>(),
+        "sonde_over_floor": ratio_json(over_floor),
+        "sonde_over_bpftrace": ratio_json(over_bpftrace),
+        "agent_under_load": load,
+    }))
+}
+
+/// The whole agent (every family) under `LOAD_SECS` of the benchmark's load
+/// with `kernel.bpf_stats_enabled=1`: each of the benchmark's programs' runs
+/// and ns per run, and the agent's CPU and memory.
+fn agent_under_load(bench: &Bench, ops: u64, sonde: &Path, report: &mut Report) -> Result<Value> {
     let previous =
         std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("enable bpf_stats")?;
@@ -507,9 +743,9 @@ fn run_bench(bench: &Bench, ops: u64, rounds: u32, sonde: &Path, out: &Path) -> 
     }
     let after = ours(program_stats(bench.programs));
     let pid = agent.child.id();
-    let cpu_ns = proc_cpu_ns(pid)? - agent.cpu_start_ns;
-    let cpu = 100.0 * cpu_ns as f64 / 1e9 / agent.started.elapsed().as_secs_f64();
-    let rss_peak_kib = proc_status_kib(pid, "VmHWM:")?;
+    let cpu = agent.cpu_percent()?;
+    let rss_kib = proc_status_kib(pid, "VmRSS:")?;
+    let peak_kib = proc_status_kib(pid, "VmHWM:")?;
     stop(&mut agent.child, libc::SIGTERM)?;
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", previous.trim());
     let shares: Vec<(String, u64, f64)> = after
@@ -525,67 +761,443 @@ fn run_bench(bench: &Bench, ops: u64, rounds: u32, sonde: &Path, out: &Path) -> 
         })
         .collect();
     let total_ns: f64 = shares.iter().map(|(_, runs, ns)| *runs as f64 * ns).sum();
-
-    println!(
-        "\n{} benchmark: ns per {}, {ops} per measurement x {rounds} rounds (medians)",
-        bench.name, bench.unit
-    );
-    println!(
-        "{:<30} {:>10} {:>10} {:>14}",
-        "condition",
-        "ns",
-        "added ns",
-        bench.rate.unwrap_or("")
-    );
-    for (i, c) in bench.conditions.iter().enumerate() {
-        let rate = bench
-            .rate
-            .map_or(String::new(), |_| format!("{:.0}", 1e9 / medians[i]));
-        println!(
-            "{:<30} {:>10.1} {:>10.1} {rate:>14}",
-            c.name(),
-            medians[i],
-            added[i]
-        );
-    }
-    let find =
-        |pred: fn(&Condition) -> bool| bench.conditions.iter().position(pred).map(|i| added[i]);
-    let floor = find(|c| matches!(c, Condition::Floor(_)));
-    let ours = find(|c| matches!(c, Condition::Agent(_)));
-    let bpftrace = find(|c| matches!(c, Condition::Bpftrace));
-    if let (Some(floor), Some(ours)) = (floor, ours) {
-        println!("sonde / floor     {:.2}x", ours / floor);
-    }
-    if let (Some(bpftrace), Some(ours)) = (bpftrace, ours) {
-        println!("sonde / bpftrace  {:.2}x", ours / bpftrace);
-    }
-    println!("agent (all families) peak RSS {:.1} MiB, CPU {cpu:.3} % of one core over {LOAD_SECS} s of load", rss_peak_kib as f64 / 1024.0);
+    report.line(format!(
+        "agent (every family, 1 s windows) under {LOAD_SECS} s of this load: CPU {cpu:.2} % of one core (utime+stime), RSS {:.1} MiB, peak {:.1} MiB",
+        rss_kib as f64 / 1024.0,
+        peak_kib as f64 / 1024.0
+    ));
+    let mut programs = Vec::new();
     for (name, runs, ns) in &shares {
         let share = 100.0 * *runs as f64 * ns / total_ns.max(1.0);
-        println!("bpf_stats  {name:<16} {runs:>10} runs  {ns:>6.0} ns/run  {share:>5.1} % of sonde's in-kernel time");
+        report.line(format!(
+            "bpf_stats  {name:<16} {runs:>10} runs  {ns:>6.1} ns/run  {share:>5.1} % of sonde's in-kernel time (stats' own cost included)"
+        ));
+        programs.push(
+            json!({ "program": name, "runs": runs, "ns_per_run": ns, "share_percent": share }),
+        );
     }
-    let report = json!({
-        "benchmark": bench.name,
-        "unit": bench.unit,
-        "ops_per_measurement": ops,
+    Ok(json!({
+        "families": "all",
+        "load_secs": LOAD_SECS,
+        "cpu_percent_of_one_core": cpu,
+        "rss_mib": rss_kib as f64 / 1024.0,
+        "peak_rss_mib": peak_kib as f64 / 1024.0,
+        "bpf_stats": programs,
+    }))
+}
+
+/// `agent`: the whole agent, every family, 1 s windows, on the machine as it
+/// is, `runs` times for `secs` each: RSS every second once settled (its
+/// median is the run's steady RSS), peak RSS (`VmHWM`, start included) and
+/// CPU since ready (utime + stime).
+fn agent_footprint(sonde: &Path, runs: u32, secs: u64, report: &mut Report) -> Result<Value> {
+    if secs <= AGENT_SETTLE_SECS {
+        bail!("--secs must be more than {AGENT_SETTLE_SECS}");
+    }
+    let mut per_run = Vec::new();
+    let (mut steady, mut peak, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let mut agent = start_agent(sonde, None)?;
+        let pid = agent.child.id();
+        let mut rss = Vec::new();
+        for second in 1..=secs {
+            std::thread::sleep(Duration::from_secs(1));
+            if second > AGENT_SETTLE_SECS {
+                rss.push(proc_status_kib(pid, "VmRSS:")? as f64 / 1024.0);
+            }
+        }
+        let run_cpu = agent.cpu_percent()?;
+        let run_peak = proc_status_kib(pid, "VmHWM:")? as f64 / 1024.0;
+        stop(&mut agent.child, libc::SIGTERM)?;
+        let run_rss = Spread::of(&rss).context("no RSS sample")?;
+        report.line(format!(
+            "agent run {}/{runs}: RSS {} MiB over seconds {}-{secs}, peak {run_peak:.1} MiB, CPU {run_cpu:.2} % of one core",
+            run + 1,
+            run_rss.show(1),
+            AGENT_SETTLE_SECS + 1
+        ));
+        steady.push(run_rss.median);
+        peak.push(run_peak);
+        cpu.push(run_cpu);
+        per_run.push(json!({
+            "rss_mib_each_second": rss,
+            "steady_rss_mib": run_rss.median,
+            "peak_rss_mib": run_peak,
+            "cpu_percent_of_one_core": run_cpu,
+        }));
+    }
+    let steady = Spread::of(&steady).context("no run")?;
+    let peak = Spread::of(&peak).context("no run")?;
+    let cpu = Spread::of(&cpu).context("no run")?;
+    report.line(format!(
+        "\nagent benchmark: every family, 1 s windows, {runs} runs of {secs} s (median over runs, min to max)"
+    ));
+    report.line(format!("steady RSS  {} MiB", steady.show(1)));
+    report.line(format!("peak RSS    {} MiB", peak.show(1)));
+    report.line(format!("CPU         {} % of one core", cpu.show(2)));
+    Ok(json!({
+        "families": "all",
+        "interval_secs": 1,
+        "runs": runs,
+        "secs_per_run": secs,
+        "settle_secs": AGENT_SETTLE_SECS,
+        "steady_rss_mib": steady.json(),
+        "peak_rss_mib": peak.json(),
+        "cpu_percent_of_one_core": cpu.json(),
+        "per_run": per_run,
+    }))
+}
+
+/// Program runs per `BPF_PROG_TEST_RUN` measurement in `helpers`.
+const HELPER_REPEAT: u64 = 1_000_000;
+/// Helper calls per program run, unrolled: the per-call cost is the run's
+/// extra time over an empty program's, divided by this.
+const HELPER_CALLS: usize = 32;
+/// `clock_gettime` calls per user-space measurement.
+const CLOCK_CALLS: u64 = 10_000_000;
+
+/// `helpers`: what the pieces of an in-kernel latency measurement cost, from
+/// `BPF_PROG_TEST_RUN` of socket filters (no hook involved), rounds rotated
+/// like the other benchmarks, each helper program paired with the empty
+/// program of its round.
+fn helpers(repeat: u64, rounds: u32, report: &mut Report) -> Result<Value> {
+    let repeat = u32::try_from(repeat).context("--ops must fit in 32 bits here")?;
+    let map = raw_bpf::percpu_hash(16, 8, 1)?;
+    let programs = [
+        ("empty program", raw_bpf::empty()),
+        ("bpf_ktime_get_ns", raw_bpf::ktime(HELPER_CALLS)),
+        (
+            "per-CPU hash lookup + add in place (sonde's bump)",
+            raw_bpf::bump(&map, HELPER_CALLS),
+        ),
+        (
+            "per-CPU hash update of an existing key",
+            raw_bpf::update(&map, HELPER_CALLS),
+        ),
+    ];
+    let loaded: Vec<(&str, std::os::fd::OwnedFd)> = programs
+        .iter()
+        .map(|(name, insns)| Ok((*name, raw_bpf::load_socket_filter(insns)?)))
+        .collect::<Result<_>>()?;
+    // The update program inserts the key the lookups find.
+    for (_, fd) in &loaded {
+        raw_bpf::test_run(fd, 1)?;
+    }
+    let n = loaded.len();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut clock = Vec::new();
+    for round in 0..rounds as usize {
+        for i in rotated(n, round) {
+            let (name, fd) = loaded.get(i).context("program")?;
+            let ns = f64::from(raw_bpf::test_run(fd, repeat)?);
+            eprintln!("round {}/{rounds}  {name:<50} {ns:>8.1} ns/run", round + 1);
+            samples.get_mut(i).context("program")?.push(ns);
+        }
+        clock.push(clock_gettime_ns(CLOCK_CALLS));
+    }
+    let baseline = samples.first().context("baseline")?.clone();
+    report.line(format!(
+        "\nhelpers benchmark: BPF_PROG_TEST_RUN of socket filters, {repeat} runs per measurement, {rounds} rounds, order rotated each round; {HELPER_CALLS} calls per run, ns per call = (run - same round's empty run) / {HELPER_CALLS}; median (min to max)"
+    ));
+    let mut costs = Vec::new();
+    for ((name, _), s) in loaded.iter().zip(&samples).skip(1) {
+        let per_call: Vec<f64> = paired(s, &baseline)
+            .iter()
+            .map(|d| d / HELPER_CALLS as f64)
+            .collect();
+        let spread = Spread::of(&per_call).context("no rounds")?;
+        report.line(format!("{name:<50} {} ns per call", spread.show(1)));
+        costs.push(json!({
+            "name": name,
+            "ns_per_call": spread.json(),
+            "ns_per_call_samples": per_call,
+            "ns_per_run_samples": s,
+        }));
+    }
+    let empty = Spread::of(&baseline).context("no rounds")?;
+    report.line(format!(
+        "{:<50} {} ns per run",
+        "empty program",
+        empty.show(1)
+    ));
+    let clock_spread = Spread::of(&clock).context("no rounds")?;
+    report.line(format!(
+        "{:<50} {} ns per call",
+        "clock_gettime(CLOCK_MONOTONIC), user space",
+        clock_spread.show(1)
+    ));
+    Ok(json!({
+        "method": "BPF_PROG_TEST_RUN of socket filters; per call = (program's ns per run - the empty program's in the same round) / calls per run",
+        "runs_per_measurement": repeat,
+        "calls_per_run": HELPER_CALLS,
         "rounds": rounds,
-        "ns": bench.conditions.iter().zip(&medians).map(|(c, m)| (c.name(), *m)).collect::<std::collections::BTreeMap<_, _>>(),
-        "per_second": bench.rate.map(|unit| json!({
-            "unit": unit,
-            "values": bench.conditions.iter().zip(&medians).map(|(c, m)| (c.name(), 1e9 / *m)).collect::<std::collections::BTreeMap<_, _>>(),
-        })),
-        "added_ns": bench.conditions.iter().zip(&added).map(|(c, m)| (c.name(), *m)).collect::<std::collections::BTreeMap<_, _>>(),
-        "sonde_over_floor": floor.zip(ours).map(|(f, o)| o / f),
-        "sonde_over_bpftrace": bpftrace.zip(ours).map(|(b, o)| o / b),
-        "agent_peak_rss_mib": rss_peak_kib as f64 / 1024.0,
-        "agent_cpu_percent": cpu,
-        "bpf_stats": shares.iter().map(|(n, r, ns)| json!({"program": n, "runs": r, "ns_per_run": ns})).collect::<Vec<_>>(),
-        "samples": bench.conditions.iter().zip(&samples).map(|(c, s)| (c.name(), s.clone())).collect::<std::collections::BTreeMap<_, _>>(),
-    });
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
+        "helpers": costs,
+        "empty_program_ns_per_run": { "spread": empty.json(), "samples": baseline },
+        "clock_gettime_user_ns": { "spread": clock_spread.json(), "samples": clock, "calls_per_measurement": CLOCK_CALLS },
+    }))
+}
+
+/// ns per `clock_gettime(CLOCK_MONOTONIC)` over `calls` calls (the vDSO).
+fn clock_gettime_ns(calls: u64) -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let start = Instant::now();
+    for _ in 0..calls {
+        // SAFETY: a valid timespec to write into.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        std::hint::black_box(&ts);
     }
-    std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
-    println!("written to {}", out.display());
-    Ok(())
+    start.elapsed().as_nanos() as f64 / calls as f64
+}
+
+/// Just enough of the `bpf()` system call to load hand-assembled socket
+/// filters and time them with `BPF_PROG_TEST_RUN`: the helper costs need
+/// programs sonde's object does not have, and none of them attaches
+/// anywhere.
+mod raw_bpf {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
+    use anyhow::{bail, Result};
+
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
+    const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+    const BPF_PSEUDO_MAP_FD: u8 = 1;
+    const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+    const HELPER_MAP_UPDATE_ELEM: i32 = 2;
+    const HELPER_KTIME_GET_NS: i32 = 5;
+    /// Bytes of packet handed to each test run (at least an Ethernet header).
+    const PACKET_BYTES: usize = 64;
+
+    const R0: u8 = 0;
+    const R1: u8 = 1;
+    const R2: u8 = 2;
+    const R3: u8 = 3;
+    const R4: u8 = 4;
+    const R10: u8 = 10;
+
+    /// `struct bpf_insn`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct Insn {
+        code: u8,
+        /// dst_reg in the low nibble, src_reg in the high one (little endian).
+        regs: u8,
+        off: i16,
+        imm: i32,
+    }
+
+    const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+        Insn {
+            code,
+            regs: dst | (src << 4),
+            off,
+            imm,
+        }
+    }
+    const fn mov_imm(dst: u8, imm: i32) -> Insn {
+        insn(0xb7, dst, 0, 0, imm) // BPF_ALU64 | BPF_MOV | BPF_K
+    }
+    const fn mov_reg(dst: u8, src: u8) -> Insn {
+        insn(0xbf, dst, src, 0, 0) // BPF_ALU64 | BPF_MOV | BPF_X
+    }
+    const fn add_imm(dst: u8, imm: i32) -> Insn {
+        insn(0x07, dst, 0, 0, imm) // BPF_ALU64 | BPF_ADD | BPF_K
+    }
+    const fn store_u64_imm(dst: u8, off: i16, imm: i32) -> Insn {
+        insn(0x7a, dst, 0, off, imm) // BPF_ST | BPF_MEM | BPF_DW
+    }
+    const fn store_u64(dst: u8, off: i16, src: u8) -> Insn {
+        insn(0x7b, dst, src, off, 0) // BPF_STX | BPF_MEM | BPF_DW
+    }
+    const fn load_u64(dst: u8, src: u8, off: i16) -> Insn {
+        insn(0x79, dst, src, off, 0) // BPF_LDX | BPF_MEM | BPF_DW
+    }
+    const fn jump_if_zero(dst: u8, skip: i16) -> Insn {
+        insn(0x15, dst, 0, skip, 0) // BPF_JMP | BPF_JEQ | BPF_K
+    }
+    const fn call(helper: i32) -> Insn {
+        insn(0x85, 0, 0, 0, helper) // BPF_JMP | BPF_CALL
+    }
+    const EXIT: Insn = insn(0x95, 0, 0, 0, 0);
+    /// `dst = map` (BPF_LD | BPF_IMM | BPF_DW with a map fd): two slots.
+    fn load_map(dst: u8, map: &OwnedFd) -> [Insn; 2] {
+        [
+            insn(0x18, dst, BPF_PSEUDO_MAP_FD, 0, map.as_raw_fd()),
+            insn(0, 0, 0, 0, 0),
+        ]
+    }
+
+    fn finish(mut insns: Vec<Insn>) -> Vec<Insn> {
+        insns.extend([mov_imm(R0, 0), EXIT]);
+        insns
+    }
+
+    /// Returns 0 at once.
+    pub fn empty() -> Vec<Insn> {
+        finish(Vec::new())
+    }
+
+    /// `calls` calls of `bpf_ktime_get_ns`.
+    pub fn ktime(calls: usize) -> Vec<Insn> {
+        finish(vec![call(HELPER_KTIME_GET_NS); calls])
+    }
+
+    /// `calls` times what sonde's `bump` does on its common path: look up a
+    /// 16-byte key (zero) in a per-CPU hash, add one to its u64 in place.
+    pub fn bump(map: &OwnedFd, calls: usize) -> Vec<Insn> {
+        let mut insns = vec![store_u64_imm(R10, -8, 0), store_u64_imm(R10, -16, 0)];
+        for _ in 0..calls {
+            insns.extend(load_map(R1, map));
+            insns.extend([
+                mov_reg(R2, R10),
+                add_imm(R2, -16),
+                call(HELPER_MAP_LOOKUP_ELEM),
+                jump_if_zero(R0, 3),
+                load_u64(R1, R0, 0),
+                add_imm(R1, 1),
+                store_u64(R0, 0, R1),
+            ]);
+        }
+        finish(insns)
+    }
+
+    /// `calls` calls of `bpf_map_update_elem` (BPF_ANY) on the same key.
+    pub fn update(map: &OwnedFd, calls: usize) -> Vec<Insn> {
+        let mut insns = vec![
+            store_u64_imm(R10, -8, 0),
+            store_u64_imm(R10, -16, 0),
+            store_u64_imm(R10, -24, 1),
+        ];
+        for _ in 0..calls {
+            insns.extend(load_map(R1, map));
+            insns.extend([
+                mov_reg(R2, R10),
+                add_imm(R2, -16),
+                mov_reg(R3, R10),
+                add_imm(R3, -24),
+                mov_imm(R4, 0),
+                call(HELPER_MAP_UPDATE_ELEM),
+            ]);
+        }
+        finish(insns)
+    }
+
+    /// The leading fields of `union bpf_attr` for BPF_MAP_CREATE.
+    #[repr(C)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+
+    /// The leading fields of `union bpf_attr` for BPF_PROG_LOAD.
+    #[repr(C)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+    }
+
+    /// The leading fields of `union bpf_attr` for BPF_PROG_TEST_RUN.
+    #[repr(C)]
+    struct TestRun {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+    }
+
+    /// `bpf(cmd, attr, size_of(attr))`.
+    fn bpf<T>(cmd: libc::c_long, attr: &mut T, what: &str) -> Result<libc::c_long> {
+        // SAFETY: `attr` is a live, initialized #[repr(C)] prefix of
+        // `union bpf_attr` for `cmd`, and its exact size is passed: the
+        // kernel reads (and for TEST_RUN writes) only those bytes. Any
+        // pointers in it point at buffers the caller keeps alive.
+        let ret =
+            unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) };
+        if ret < 0 {
+            bail!("bpf({what}): {}", std::io::Error::last_os_error());
+        }
+        Ok(ret)
+    }
+
+    fn owned(fd: libc::c_long, what: &str) -> Result<OwnedFd> {
+        let fd = i32::try_from(fd).map_err(|_| anyhow::anyhow!("bpf({what}): fd {fd}"))?;
+        // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// A preallocated per-CPU hash map.
+    pub fn percpu_hash(key_size: u32, value_size: u32, max_entries: u32) -> Result<OwnedFd> {
+        let mut attr = MapCreate {
+            map_type: BPF_MAP_TYPE_PERCPU_HASH,
+            key_size,
+            value_size,
+            max_entries,
+            map_flags: 0,
+        };
+        owned(bpf(BPF_MAP_CREATE, &mut attr, "MAP_CREATE")?, "MAP_CREATE")
+    }
+
+    /// Loads a socket filter, with the verifier's log in the error.
+    pub fn load_socket_filter(insns: &[Insn]) -> Result<OwnedFd> {
+        let license = c"GPL";
+        let mut log = vec![0u8; 1 << 16];
+        let mut attr = ProgLoad {
+            prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
+            insn_cnt: u32::try_from(insns.len())?,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: 1,
+            log_size: u32::try_from(log.len())?,
+            log_buf: log.as_mut_ptr() as u64,
+            kern_version: 0,
+            prog_flags: 0,
+            prog_name: *b"sonde_bench\0\0\0\0\0",
+        };
+        match bpf(BPF_PROG_LOAD, &mut attr, "PROG_LOAD") {
+            Ok(fd) => owned(fd, "PROG_LOAD"),
+            Err(e) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(log.get(..end).unwrap_or_default());
+                bail!("{e}\n{text}")
+            }
+        }
+    }
+
+    /// Runs the program `repeat` times on a zeroed packet; the kernel's
+    /// mean ns per run.
+    pub fn test_run(prog: &OwnedFd, repeat: u32) -> Result<u32> {
+        let packet = [0u8; PACKET_BYTES];
+        let mut attr = TestRun {
+            prog_fd: u32::try_from(prog.as_raw_fd())?,
+            retval: 0,
+            data_size_in: PACKET_BYTES as u32,
+            data_size_out: 0,
+            data_in: packet.as_ptr() as u64,
+            data_out: 0,
+            repeat,
+            duration: 0,
+        };
+        bpf(BPF_PROG_TEST_RUN, &mut attr, "PROG_TEST_RUN")?;
+        Ok(attr.duration)
+    }
 }
