@@ -121,8 +121,9 @@ fn a_program_refused_at_load_fails_the_check_though_it_gives_a_reason() {
             .any(|p| p.starts_with("tcp: tcp_drops, yet the kernel has kfree_skb.reason")),
         "{problems:?}"
     );
-    // A family refused whole is unavailable, and that fails too.
-    let report = doctor(Some("proc_exit"));
+    // A family refused whole (both its hooks) is unavailable, and that
+    // fails too.
+    let report = doctor(Some("proc_exit_tp,proc_exit"));
     assert!(
         expect::problems(&report)
             .iter()
