@@ -1,10 +1,11 @@
 //! Losses counted against the cgroup whose event was lost, so that a
 //! window can say which cgroups' SLIs are short, and by how much.
 //!
-//! A map-full drop knows the cgroup it was for. The kernel counts it in
-//! `LOSS_BY_CGROUP` under (cgroup, family, reason); only when that table is
-//! itself full does the drop go to the family's per-kind counter, where it
-//! is reported as unattributed (and every SLO of the family is incomplete).
+//! A map-full drop knows the cgroup it was for. The kernel counts it in the
+//! family's per-kind counter (the node's total, as every loss) and in
+//! `LOSS_BY_CGROUP` under (cgroup, family, reason); when that table is
+//! itself full, in `LOSS_UNATTRIBUTED` instead, at `unattributed_slot`,
+//! and every SLO of the family is then incomplete.
 
 /// Families, as numbered in `CgroupLossKey::family`.
 pub mod family {
@@ -27,6 +28,17 @@ pub mod family {
 /// unattributed, in its family's per-kind counter.
 pub const CGROUP_LOSS_MAX_ENTRIES: u32 = 1024;
 
+/// Loss indices a family may have (its `loss::COUNT` is at most this).
+pub const REASONS_PER_FAMILY: u32 = 8;
+
+/// Slots of `LOSS_UNATTRIBUTED`: one per (family, reason).
+pub const UNATTRIBUTED_SLOTS: u32 = 6 * REASONS_PER_FAMILY;
+
+/// The slot of `LOSS_UNATTRIBUTED` for loss `reason` of `family`.
+pub const fn unattributed_slot(family: u32, reason: u32) -> u32 {
+    family * REASONS_PER_FAMILY + reason
+}
+
 /// Key of `LOSS_BY_CGROUP`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -40,3 +52,12 @@ pub struct CgroupLossKey {
 }
 
 const _: () = assert!(core::mem::size_of::<CgroupLossKey>() == 16);
+
+const _: () = {
+    assert!(crate::syscalls::loss::COUNT <= REASONS_PER_FAMILY);
+    assert!(crate::sched::loss::COUNT <= REASONS_PER_FAMILY);
+    assert!(crate::block::loss::COUNT <= REASONS_PER_FAMILY);
+    assert!(crate::memory::loss::COUNT <= REASONS_PER_FAMILY);
+    assert!(crate::process::loss::COUNT <= REASONS_PER_FAMILY);
+    assert!(family::TCP < UNATTRIBUTED_SLOTS / REASONS_PER_FAMILY);
+};

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use sonde_common::{
     events::{kind, Event, RING_BYTES},
     hist::{latency_bucket_key, AT_OR_BELOW_THRESHOLD, THRESHOLD_SLOTS},
-    loss::{CgroupLossKey, CGROUP_LOSS_MAX_ENTRIES},
+    loss::{unattributed_slot, CgroupLossKey, CGROUP_LOSS_MAX_ENTRIES, UNATTRIBUTED_SLOTS},
     task::{TaskOffsets, COMM_LEN},
 };
 
@@ -99,8 +99,7 @@ static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
 #[inline(always)]
 pub fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K, n: u64) -> bool {
     if let Some(count) = map.get_ptr_mut(key) {
-        // SAFETY: a per-CPU value: only this CPU writes it, with preemption off.
-        unsafe { *count += n };
+        add(count, n);
         return true;
     }
     if map.insert(key, n, BPF_NOEXIST as u64).is_ok() {
@@ -109,12 +108,27 @@ pub fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K, n: u64) -> bool {
     // Another CPU may have inserted the key meanwhile (EEXIST): look again.
     match map.get_ptr_mut(key) {
         Some(count) => {
-            // SAFETY: as above.
-            unsafe { *count += n };
+            add(count, n);
             true
         }
         None => false,
     }
+}
+
+/// Adds `n` to this CPU's value at `count`. Not atomically: core offers no
+/// atomic add on the BPF target (it has no compare-and-swap), and the one
+/// writer of a per-CPU value is this CPU. Where the kernel runs tracepoint
+/// callbacks preemptibly (7.2) a program can still be preempted here by
+/// another task running a *different* program that adds to the same value
+/// on this CPU (the kernel keeps the same program from running twice on a
+/// CPU): an increment could then be lost, uncounted. Only two programs share
+/// keys that way (direct and cgroup-limit reclaim end, and the shared table
+/// of losses by cgroup); noted in docs/ARCHITECTURE.md.
+#[inline(always)]
+fn add(count: *mut u64, n: u64) {
+    // SAFETY: `count` points at this CPU's value of a map entry that stays
+    // valid while the program runs; see above for who else writes it.
+    unsafe { *count += n };
 }
 
 /// Losses by the cgroup whose event was lost (see `sonde_common::loss`).
@@ -122,10 +136,15 @@ pub fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K, n: u64) -> bool {
 static LOSS_BY_CGROUP: PerCpuHashMap<CgroupLossKey, u64> =
     PerCpuHashMap::with_max_entries(CGROUP_LOSS_MAX_ENTRIES, 0);
 
-/// Counts a lost event of `cgroup_id` under (cgroup, `family`, `index`);
-/// when that table is full, in counter `index` of the family's per-kind
-/// array, as unattributed. Returns the CPU's new unattributed total (0 when
-/// attributed), as `count_loss` does.
+/// Losses no cgroup could be named for (`LOSS_BY_CGROUP` was full), per
+/// (family, reason) at `unattributed_slot`.
+#[map]
+static LOSS_UNATTRIBUTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(UNATTRIBUTED_SLOTS, 0);
+
+/// Counts a lost event of `cgroup_id`: in counter `index` of the family's
+/// per-kind array (the node's total), and under (cgroup, `family`, `index`),
+/// or as unattributed when that table is full. Returns the CPU's new total
+/// of that kind, as `count_loss` does.
 #[inline(always)]
 pub fn count_cgroup_loss(
     losses: &PerCpuArray<u64>,
@@ -138,8 +157,8 @@ pub fn count_cgroup_loss(
         family,
         reason: index,
     };
-    if bump(&LOSS_BY_CGROUP, &key, 1) {
-        return 0;
+    if !bump(&LOSS_BY_CGROUP, &key, 1) {
+        count_loss(&LOSS_UNATTRIBUTED, unattributed_slot(family, index));
     }
     count_loss(losses, index)
 }

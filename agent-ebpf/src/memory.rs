@@ -122,7 +122,11 @@ fn reclaim_end<C: EbpfContext>(ctx: &C) {
     if !bump(&RECLAIM_HIST, &key, 1)
         && count_cgroup_loss(&MEM_LOSS, family::MEMORY, loss::HIST_MAP_FULL, cgroup_id) == 1
     {
-        debug!(ctx, "memory: first unattributed map-full loss on this CPU");
+        debug!(
+            ctx,
+            "memory: first loss of kind {} on this CPU",
+            loss::HIST_MAP_FULL
+        );
     }
 }
 

@@ -136,7 +136,11 @@ fn on_switch<R: KernelRead, C: EbpfContext>(ctx: &C, prev: *const u8, next: *con
     if !bump(&RUNQ_HIST, &key, 1)
         && count_cgroup_loss(&RUNQ_LOSS, family::SCHED, loss::HIST_MAP_FULL, cgroup_id) == 1
     {
-        debug!(ctx, "sched: first unattributed map-full loss on this CPU");
+        debug!(
+            ctx,
+            "sched: first loss of kind {} on this CPU",
+            loss::HIST_MAP_FULL
+        );
     }
 }
 

@@ -161,15 +161,14 @@ fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     }
 }
 
-/// Counts one lost event of `cgroup_id` against that cgroup (unattributed
-/// when the table of such counts is full; the first of those on each CPU is
-/// logged).
+/// Counts one lost event of `cgroup_id`, also against that cgroup; the
+/// first loss of each kind on each CPU is logged.
 #[inline(always)]
 fn lost_for<C: EbpfContext>(ctx: &C, index: u32, cgroup_id: u64) {
     if count_cgroup_loss(&SYSCALL_LOSS, family::SYSCALLS, index, cgroup_id) == 1 {
         debug!(
             ctx,
-            "syscalls: first unattributed loss of kind {} on this CPU (the table of losses by cgroup is full)", index
+            "syscalls: first loss of kind {} on this CPU (see sonde_common::syscalls::loss)", index
         );
     }
 }

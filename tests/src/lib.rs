@@ -484,8 +484,8 @@ impl MemoryLimit {
                 v2: cgroup.path().to_owned(),
             };
         }
-        let own = own_v1_cgroup("memory")
-            .expect("neither a v2 memory controller nor a v1 memory cgroup");
+        let own =
+            own_v1_cgroup("memory").expect("neither a v2 memory controller nor a v1 memory cgroup");
         let dir = Path::new("/sys/fs/cgroup/memory")
             .join(own.trim_start_matches('/'))
             .join(format!("sonde-test-{name}-{}", std::process::id()));

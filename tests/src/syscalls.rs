@@ -207,11 +207,7 @@ fn a_full_map_is_counted_not_silent() {
         .filter(|l| l.cgroup.cgroup_id == cgroup && l.reason == "hist_map_full")
         .map(|l| l.count)
         .sum();
-    let unattributed: u64 = snapshot
-        .losses_unattributed
-        .iter()
-        .map(|l| l.count)
-        .sum();
+    let unattributed: u64 = snapshot.losses_unattributed.iter().map(|l| l.count).sum();
     let made = FAILING + 2 * SUCCEEDING + 1;
     assert!(
         (made..=made + 2).contains(&(recorded + lost_here)),

@@ -258,6 +258,19 @@ impl Btf {
         None
     }
 
+    /// Whether struct `strukt` has a member named `member` at its top level,
+    /// bitfields included (which `member` does not return: they have no
+    /// byte offset).
+    pub fn has_member(&self, strukt: &str, member: &str) -> bool {
+        let Some(ty) = self.composite(strukt) else {
+            return false;
+        };
+        (0..ty.vlen).any(|i| {
+            self.word(&ty, i, 12, 0)
+                .is_some_and(|n| self.name(n) == member)
+        })
+    }
+
     /// The member `member` of struct `strukt`, searching anonymous members
     /// too; `None` when the kernel has no such member (or it is a bitfield).
     pub fn member(&self, strukt: &str, member: &str) -> Option<Member> {
@@ -534,5 +547,8 @@ mod tests {
             Some(false)
         );
         assert_eq!(btf.tracepoint_arg_is_pointer("no_such_tracepoint", 0), None);
+        // A bitfield: no byte offset, but there.
+        assert!(btf.has_member("task_struct", "pid"));
+        assert!(!btf.has_member("task_struct", "no_such_member"));
     }
 }

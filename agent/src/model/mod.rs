@@ -30,7 +30,7 @@ pub struct Snapshot {
     /// Every counted loss in the window, zero counts included.
     pub losses: Vec<LossRecord>,
     /// Of `losses`, those counted against the cgroup whose events they were
-    /// (map-full drops of the syscall family).
+    /// (map-full drops of the syscall, sched, memory and process families).
     pub losses_by_cgroup: Vec<CgroupLoss>,
     /// Of `losses` that are counted by cgroup, those no cgroup could be
     /// named for (the kernel's table of losses by cgroup was full): they

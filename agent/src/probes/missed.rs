@@ -6,12 +6,15 @@
 //! CPU). That happens when a program is interrupted, or preempted where the
 //! kernel runs tracepoint callbacks preemptibly, and the same hook fires
 //! again on that CPU: the second event is never seen. The kernel counts each
-//! such skip in the program's `recursion_misses` (`bpf_prog_info`, Linux
-//! 5.12+; older kernels skip the same way but report nothing, so there it
-//! reads 0). sonde reports these per family as kernel losses, so a window
-//! that missed events is incomplete, never silently short.
+//! such skip in the program's `recursion_misses` (`bpf_prog_info`; the field
+//! exists since 5.12, and which skips are counted grew with later versions,
+//! so on older kernels a zero is a lower bound). sonde reports these per
+//! family as kernel losses, so a window that missed events is incomplete.
 
-use std::{io, os::fd::FromRawFd as _, os::fd::OwnedFd};
+use std::{
+    io,
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+};
 
 use aya_obj::generated::bpf_prog_info;
 
@@ -56,8 +59,25 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     }
 }
 
-/// The kernel's count of the runs it skipped of program `prog_id`.
-pub(crate) fn recursion_misses(prog_id: u32) -> io::Result<u64> {
+/// The kernel's count of the runs it skipped of the program `fd` refers to
+/// (any process that holds a program's fd may ask: CAP_BPF is enough).
+pub(crate) fn recursion_misses(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: bpf_prog_info is plain integers and pointers; all-zero is its
+    // "nothing asked for" value (no arrays requested back).
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = GetInfoByFd {
+        bpf_fd: u32::try_from(fd.as_raw_fd()).map_err(io::Error::other)?,
+        info_len: u32::try_from(std::mem::size_of::<bpf_prog_info>()).map_err(io::Error::other)?,
+        info: std::ptr::from_mut(&mut info) as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(info.recursion_misses)
+}
+
+/// The same, of program `prog_id`, for a program this process holds no fd
+/// of (one adopted from a pin: only its link is held). Opening a program by
+/// id needs CAP_SYS_ADMIN.
+pub(crate) fn recursion_misses_by_id(prog_id: u32) -> io::Result<u64> {
     let mut by_id = GetFdById {
         prog_id,
         next_id: 0,
@@ -67,16 +87,7 @@ pub(crate) fn recursion_misses(prog_id: u32) -> io::Result<u64> {
     let raw = i32::try_from(raw).map_err(io::Error::other)?;
     // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: bpf_prog_info is plain integers and pointers; all-zero is its
-    // "nothing asked for" value (no arrays requested back).
-    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
-    let mut attr = GetInfoByFd {
-        bpf_fd: u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&fd)).map_err(io::Error::other)?,
-        info_len: u32::try_from(std::mem::size_of::<bpf_prog_info>()).map_err(io::Error::other)?,
-        info: std::ptr::from_mut(&mut info) as u64,
-    };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    Ok(info.recursion_misses)
+    recursion_misses(std::os::fd::AsFd::as_fd(&fd))
 }
 
 #[cfg(test)]
@@ -87,6 +98,6 @@ mod tests {
     fn an_unknown_program_is_an_error_not_zero() {
         // Program ids start at 1; 0 names none. Unprivileged it is EPERM,
         // as root ENOENT: an error either way, never a count.
-        assert!(recursion_misses(0).is_err());
+        assert!(recursion_misses_by_id(0).is_err());
     }
 }

@@ -106,6 +106,10 @@ pub mod feature {
     pub const TP_TCP_RETRANSMIT_SYNACK: &str = "tracepoint.tcp_retransmit_synack";
     /// The `mm_vmscan_memcg_reclaim_begin` tracepoint exists.
     pub const TP_MEMCG_RECLAIM: &str = "tracepoint.mm_vmscan_memcg_reclaim_begin";
+    /// Syscall tracepoints may fault (`struct tracepoint_ext.faultable`):
+    /// their raw tracepoint programs run preemptibly, and the syscall
+    /// family prefers the classic tracepoints. Decides a hook, not a gap.
+    pub const FAULTABLE_SYSCALL_TRACEPOINTS: &str = "tracepoint_ext.faultable";
 }
 
 /// Why the probes could not be loaded at all.
@@ -224,14 +228,20 @@ pub struct Reading {
     pub event_loss: [u64; sonde_common::events::kind::COUNT as usize],
     /// Ring-buffer records that could not be decoded (cumulative).
     pub malformed_events: u64,
-    /// Per family, the runs of its programs the kernel skipped (cumulative
-    /// over the programs' lives; see `missed`).
+    /// Per attached program (by kernel id): its family and the runs of it
+    /// the kernel skipped, cumulative over the program's life (see
+    /// `missed`). Keyed by program, so that a program loaded anew (a
+    /// restart that did not adopt) counts from its own zero.
     #[serde(default)]
-    pub program_missed: BTreeMap<String, u64>,
+    pub program_missed: BTreeMap<u32, (String, u64)>,
     /// Lost events by (cgroup, family, reason), cumulative; see
     /// `sonde_common::loss`.
     #[serde(with = "pairs", default)]
     pub cgroup_losses: HashMap<(u64, u32, u32), u64>,
+    /// Lost events no cgroup could be named for, cumulative, at
+    /// `sonde_common::loss::unattributed_slot(family, reason)`.
+    #[serde(default)]
+    pub unattributed_losses: Vec<u64>,
 }
 
 /// The loaded object and its attached families.
@@ -242,6 +252,10 @@ pub struct Probes {
     statuses: Vec<ProbeStatus>,
     events: Option<RingBuf<MapData>>,
     malformed_events: u64,
+    /// The last count of skipped runs read of each program (by id).
+    missed_last: HashMap<u32, u64>,
+    /// Programs whose count of skipped runs could not be read (said once).
+    missed_unreadable: std::collections::HashSet<u32>,
     features: KernelFeatures,
     tcp_names: tcp::TcpNames,
     /// Families detached while running: their maps still hold what they
@@ -262,6 +276,9 @@ struct Setup {
     offsets: Result<sonde_common::task::TaskOffsets, String>,
     tcp: tcp::TcpSetup,
     block: Result<sonde_common::block::BlockOffsets, String>,
+    /// The kernel's syscall tracepoints may fault, so their callbacks run
+    /// preemptibly (see `syscalls::attach`).
+    faultable_syscall_tracepoints: bool,
 }
 
 /// A pinning agent's view of its pins.
@@ -450,7 +467,12 @@ impl Probes {
         let offsets = task::offsets(btf.as_ref());
         let victim_is_task = memory::victim_arg_is_task(btf.as_ref());
         let tcp_setup = tcp::setup(btf.as_ref());
+        let faultable_syscall_tracepoints = syscalls::faultable_tracepoints(btf.as_ref());
         let mut features = KernelFeatures::new();
+        features.insert(
+            feature::FAULTABLE_SYSCALL_TRACEPOINTS,
+            faultable_syscall_tracepoints,
+        );
         tcp::features(&tcp_setup, btf.as_ref(), &mut features);
         memory::features(btf.as_ref(), &mut features);
         // Done with our reading of BTF before aya parses it too: one at a time
@@ -560,6 +582,7 @@ impl Probes {
             offsets,
             tcp: tcp_setup,
             block: block_offsets,
+            faultable_syscall_tracepoints,
         };
         let statuses = match adopted {
             Some(statuses) => statuses,
@@ -607,6 +630,8 @@ impl Probes {
             statuses,
             events,
             malformed_events: 0,
+            missed_last: HashMap::new(),
+            missed_unreadable: Default::default(),
             features,
             tcp_names: setup.tcp.names.clone(),
             detached: Vec::new(),
@@ -649,6 +674,14 @@ impl Probes {
 
     /// Kernel program ids of every attached program, with its family.
     pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
+        self.programs()
+            .into_iter()
+            .map(|(_, family, id)| (family, id))
+            .collect()
+    }
+
+    /// Every attached program: (name, family, kernel id).
+    fn programs(&self) -> Vec<(String, &'static str, u32)> {
         self.links
             .kept
             .iter()
@@ -662,7 +695,7 @@ impl Probes {
                     }
                     KeptLink::Perf(_) => self.ebpf.program(name)?.info().ok()?.id(),
                 };
-                Some((*family, id))
+                Some((name.clone(), *family, id))
             })
             .collect()
     }
@@ -767,17 +800,41 @@ impl Probes {
                 .cgroup_losses
                 .insert((key.cgroup_id, key.family, key.reason), count);
         }
+        let unattributed: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map(&self.ebpf, "LOSS_UNATTRIBUTED")?)?;
+        reading.unattributed_losses = vec![0; sonde_common::loss::UNATTRIBUTED_SLOTS as usize];
+        read_losses(&unattributed, &mut reading.unattributed_losses)?;
         Ok(reading)
     }
 
-    /// Per family, the kernel's count of the runs it skipped of the
-    /// family's attached programs. A program whose count cannot be read
-    /// (gone between the listing and the read) adds nothing.
-    fn program_missed(&self) -> BTreeMap<String, u64> {
+    /// Per attached program, the kernel's count of the runs it skipped. A
+    /// count that cannot be read this time is the last one read (never a
+    /// fall to zero that the next reading would count again); one never
+    /// read is left out, and said once in the log.
+    fn program_missed(&mut self) -> BTreeMap<u32, (String, u64)> {
         let mut out = BTreeMap::new();
-        for (family, id) in self.program_ids() {
-            let missed = missed::recursion_misses(id).unwrap_or(0);
-            *out.entry(family.to_owned()).or_insert(0) += missed;
+        for (name, family, id) in self.programs() {
+            let read = match self.ebpf.program(&name).map(aya::programs::Program::fd) {
+                Some(Ok(fd)) => missed::recursion_misses(std::os::fd::AsFd::as_fd(fd)),
+                _ => missed::recursion_misses_by_id(id),
+            };
+            let count = match read {
+                Ok(n) => {
+                    self.missed_last.insert(id, n);
+                    Some(n)
+                }
+                Err(e) => {
+                    if self.missed_unreadable.insert(id) {
+                        log::warn!(
+                            "cannot read how many runs of {name} the kernel skipped ({e}); its family's program_missed leaves it out"
+                        );
+                    }
+                    self.missed_last.get(&id).copied()
+                }
+            };
+            if let Some(n) = count {
+                out.insert(id, (family.to_owned(), n));
+            }
         }
         out
     }
@@ -832,6 +889,8 @@ impl Probes {
             statuses,
             events: None,
             malformed_events: 0,
+            missed_last: HashMap::new(),
+            missed_unreadable: Default::default(),
             features: KernelFeatures::new(),
             tcp_names: tcp::TcpNames::default(),
             detached: Vec::new(),
@@ -860,7 +919,13 @@ fn attach_family(
             Ok(_) => memory::attach(ebpf, links),
             Err(why) => unavailable(memory::PROBE, why.clone()),
         },
-        _ => syscalls::attach(ebpf, links, setup.options.syscall_hook, mounts),
+        _ => syscalls::attach(
+            ebpf,
+            links,
+            setup.options.syscall_hook,
+            mounts,
+            setup.faultable_syscall_tracepoints,
+        ),
     }
 }
 

@@ -64,14 +64,22 @@ pub(super) fn attach(
         };
     }
     let mut status = attach_raw_tracepoints(ebpf, links, PROBE, &HOOKS);
-    if let (Err(why), Some(reason)) = (classic, status.reason.as_mut()) {
-        *reason = format!("classic tracepoint: {why}; {reason}");
+    if let Err(why) = classic {
+        match status.reason.as_mut() {
+            Some(reason) => *reason = format!("classic tracepoint: {why}; {reason}"),
+            // Counting on the fallback, which a kernel that runs tracepoint
+            // callbacks preemptibly may skip (counted as program_missed).
+            None => log::warn!(
+                "process: the classic sched_process_exit tracepoint failed ({why}); counting exits on the raw tracepoint"
+            ),
+        }
     }
     status
 }
 
 fn attach_classic(ebpf: &mut Ebpf, links: &mut Links, mounts: &Mounts) -> Result<(), String> {
-    if !mounts.tracefs_ready() {
+    // Another family may have mounted it since `mounts` was read.
+    if !Mounts::current().map_or(mounts.tracefs_ready(), |now| now.tracefs_ready()) {
         mount_tracefs().map_err(|e| {
             format!("tracefs is not mounted and mounting it failed ({e}); mount it: `mount -t tracefs tracefs /sys/kernel/tracing`")
         })?;

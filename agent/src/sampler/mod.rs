@@ -217,6 +217,12 @@ impl Sampler {
         let window_secs = now.0.duration_since(self.previous_at.0).as_secs_f64();
         let before = &self.previous;
         let attributor = &mut self.attributor;
+        // Named apart from the series: a loss record of a vanished cgroup is
+        // not an unattributed series.
+        let losses_by_cgroup =
+            cgroup_loss_window(&before.cgroup_losses, &reading.cgroup_losses, &mut |id| {
+                attributor.resolve(id)
+            });
         let mut unattributed = 0;
         let mut resolve = |id| {
             let cgroup = attributor.resolve(id);
@@ -231,9 +237,6 @@ impl Sampler {
             window_secs,
             &mut resolve,
         );
-        let losses_by_cgroup =
-            cgroup_loss_window(&before.cgroup_losses, &reading.cgroup_losses, &mut resolve);
-        let losses_unattributed = attribute_losses(&mut losses, &losses_by_cgroup);
         let runqueue = latency_window(&before.sched.runq, &reading.sched.runq, &mut resolve);
         let reclaim = latency_window(
             &before.memory.reclaim,
@@ -287,6 +290,8 @@ impl Sampler {
         ] {
             losses.extend(loss_records(probe, reasons, b, a));
         }
+        let losses_unattributed =
+            unattributed_records(&before.unattributed_losses, &reading.unattributed_losses);
         losses.extend(missed_records(
             &before.program_missed,
             &reading.program_missed,
@@ -756,23 +761,26 @@ pub fn cgroup_loss_window(
     out
 }
 
-/// Makes the records of losses counted by cgroup whole (their per-kind
-/// counters hold only the unattributed part: the attributed part is added),
-/// and returns the unattributed part of each.
-pub fn attribute_losses(losses: &mut [LossRecord], by_cgroup: &[CgroupLoss]) -> Vec<LossRecord> {
-    let mut unattributed = Vec::new();
-    for record in losses.iter_mut() {
-        if !BY_CGROUP.contains(&(record.probe, record.reason)) {
-            continue;
-        }
-        unattributed.push(record.clone());
-        record.count += by_cgroup
-            .iter()
-            .filter(|l| l.probe == record.probe && l.reason == record.reason)
-            .map(|l| l.count)
-            .sum::<u64>();
-    }
-    unattributed
+/// Per (probe, reason) counted by cgroup, the losses no cgroup could be
+/// named for between two readings (the table of losses by cgroup was full).
+pub fn unattributed_records(before: &[u64], after: &[u64]) -> Vec<LossRecord> {
+    BY_CGROUP
+        .iter()
+        .filter_map(|&(probe, reason)| {
+            let family = crate::probes::loss_family(probe)?;
+            let index = (0..sonde_common::loss::REASONS_PER_FAMILY)
+                .find(|&i| loss_name(family, i) == Some((probe, reason)))?;
+            let slot = sonde_common::loss::unattributed_slot(family, index) as usize;
+            let now = after.get(slot).copied().unwrap_or(0);
+            let then = before.get(slot).copied().unwrap_or(0);
+            Some(LossRecord {
+                stage: "kernel",
+                probe,
+                reason,
+                count: now.checked_sub(then).unwrap_or(now),
+            })
+        })
+        .collect()
 }
 
 /// The reason of the loss record that counts the runs the kernel skipped of
@@ -781,23 +789,29 @@ pub fn attribute_losses(losses: &mut [LossRecord], by_cgroup: &[CgroupLoss]) -> 
 pub const PROGRAM_MISSED: &str = "program_missed";
 
 /// One loss record per family: the runs of its programs the kernel skipped
-/// between two readings. A family that was not attached has none to skip.
+/// between two readings (per program: a program not in the earlier reading,
+/// or loaded anew under the same id, counts whole). A family with no
+/// program read has no record.
 pub fn missed_records(
-    before: &std::collections::BTreeMap<String, u64>,
-    after: &std::collections::BTreeMap<String, u64>,
+    before: &BTreeMap<u32, (String, u64)>,
+    after: &BTreeMap<u32, (String, u64)>,
 ) -> Vec<LossRecord> {
     crate::probes::FAMILIES
         .iter()
         .filter_map(|&probe| {
-            let now = *after.get(probe)?;
-            let then = before.get(probe).copied().unwrap_or(0);
+            let mut programs = after.iter().filter(|(_, (f, _))| f == probe).peekable();
+            programs.peek()?;
+            let count = programs
+                .map(|(id, &(_, now))| match before.get(id) {
+                    Some(&(_, then)) if then <= now => now - then,
+                    _ => now,
+                })
+                .sum();
             Some(LossRecord {
                 stage: "kernel",
                 probe,
                 reason: PROGRAM_MISSED,
-                // A program loaded anew (a restart that did not adopt)
-                // starts from zero: its whole count is this window's.
-                count: if now >= then { now - then } else { now },
+                count,
             })
         })
         .collect()
@@ -906,7 +920,7 @@ mod tests {
     use sonde_common::syscalls::loss;
 
     #[test]
-    fn losses_by_cgroup_make_the_family_totals_whole() {
+    fn losses_by_cgroup_and_unattributed_ones_come_from_the_kernels_counts() {
         use sonde_common::loss::family;
         let before: HashMap<(u64, u32, u32), u64> =
             [((7, family::SYSCALLS, loss::ERR_MAP_FULL), 10)].into();
@@ -922,33 +936,44 @@ mod tests {
             .map(|l| (l.cgroup.cgroup_id, l.reason, l.count))
             .collect();
         assert_eq!(got, [(7, "errors_map_full", 4), (8, "errors_map_full", 3)]);
-        // The per-kind counters held 2 unattributed drops.
-        let mut losses = loss_records(
-            syscalls::PROBE,
-            &syscalls::LOSSES,
-            &[0; loss::COUNT as usize],
-            &[0, 2, 0, 0],
-        );
-        let unattributed = attribute_losses(&mut losses, &by_cgroup);
-        let count = |records: &[LossRecord], reason: &str| {
-            records.iter().find(|r| r.reason == reason).map(|r| r.count)
+        // The kernel's own count of those no cgroup could be named for.
+        let mut after_slots = vec![0; sonde_common::loss::UNATTRIBUTED_SLOTS as usize];
+        after_slots[sonde_common::loss::unattributed_slot(family::SYSCALLS, loss::ERR_MAP_FULL)
+            as usize] = 2;
+        after_slots[sonde_common::loss::unattributed_slot(family::SCHED, 0 /* hist_map_full */)
+            as usize] = 5;
+        let unattributed = unattributed_records(&[], &after_slots);
+        let count = |probe: &str, reason: &str| {
+            unattributed
+                .iter()
+                .find(|r| r.probe == probe && r.reason == reason)
+                .map(|r| r.count)
         };
-        assert_eq!(count(&losses, "errors_map_full"), Some(9));
-        assert_eq!(count(&unattributed, "errors_map_full"), Some(2));
-        assert_eq!(count(&losses, "hist_map_full"), Some(0));
-        assert_eq!(count(&unattributed, "hist_map_full"), Some(0));
-        // Not counted by cgroup: neither split nor listed.
-        assert_eq!(count(&unattributed, "start_slot_collision"), None);
+        assert_eq!(count("syscalls", "errors_map_full"), Some(2));
+        assert_eq!(count("syscalls", "hist_map_full"), Some(0));
+        assert_eq!(count("sched", "hist_map_full"), Some(5));
+        assert_eq!(count("process", "map_full"), Some(0));
+        assert_eq!(count("memory", "oom_map_full"), Some(0));
+        // Not counted by cgroup: not listed.
+        assert_eq!(count("syscalls", "start_slot_collision"), None);
+        assert_eq!(unattributed.len(), BY_CGROUP.len());
     }
 
     #[test]
     fn skipped_program_runs_are_a_loss_per_family() {
-        let map = |pairs: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
-            pairs.iter().map(|&(f, n)| (f.to_owned(), n)).collect()
+        let map = |rows: &[(u32, &str, u64)]| -> BTreeMap<u32, (String, u64)> {
+            rows.iter()
+                .map(|&(id, f, n)| (id, (f.to_owned(), n)))
+                .collect()
         };
         let records = missed_records(
-            &map(&[("process", 4), ("syscalls", 10)]),
-            &map(&[("process", 7), ("syscalls", 10), ("tcp", 2)]),
+            &map(&[(1, "process", 4), (2, "syscalls", 10), (3, "syscalls", 1)]),
+            &map(&[
+                (1, "process", 7),
+                (2, "syscalls", 10),
+                (3, "syscalls", 3),
+                (9, "tcp", 2),
+            ]),
         );
         let count = |probe: &str| {
             records
@@ -957,14 +982,15 @@ mod tests {
                 .map(|r| (r.stage, r.reason, r.count))
         };
         assert_eq!(count("process"), Some(("kernel", PROGRAM_MISSED, 3)));
-        assert_eq!(count("syscalls"), Some(("kernel", PROGRAM_MISSED, 0)));
-        // New in this reading: all of it is this window's.
+        assert_eq!(count("syscalls"), Some(("kernel", PROGRAM_MISSED, 2)));
+        // A program new in this reading: all of it is this window's.
         assert_eq!(count("tcp"), Some(("kernel", PROGRAM_MISSED, 2)));
-        // Not attached: no record.
+        // No program read: no record.
         assert_eq!(count("sched"), None);
-        // Reloaded programs count from zero again.
-        let reloaded = missed_records(&map(&[("process", 9)]), &map(&[("process", 1)]));
-        assert_eq!(reloaded[0].count, 1);
+        // A restart that loaded the programs anew: new ids count whole,
+        // whatever the old ones had reached.
+        let reloaded = missed_records(&map(&[(1, "process", 90)]), &map(&[(5, "process", 120)]));
+        assert_eq!(reloaded[0].count, 120);
     }
 
     fn reading(samples: &[(u64, u32, u64)], errors: &[(u64, u32, u32, u64)]) -> SyscallReading {
@@ -1033,9 +1059,11 @@ mod tests {
         let (cgroups, _) = syscall_window(&before, &after, 1.0, &mut named);
         let seven = cgroups.iter().find(|c| c.cgroup.cgroup_id == 7).unwrap();
         let s = &seven.syscalls[0];
-        assert_eq!((s.name.as_str(), s.calls, s.errors), ("openat", 0, 3));
+        // Every failure was a call: never fewer calls than failures.
+        assert_eq!((s.name.as_str(), s.calls, s.errors), ("openat", 3, 3));
+        assert_eq!(s.latency.count(), 0);
         assert_eq!(s.errnos.get("ENOENT"), Some(&3));
-        assert_eq!((seven.calls, seven.errors), (0, 3));
+        assert_eq!((seven.calls, seven.errors), (3, 3));
         let total: u64 = cgroups.iter().map(|c| c.errors).sum();
         assert_eq!(total, 4);
     }
