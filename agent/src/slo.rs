@@ -316,7 +316,11 @@ pub fn window_counts(spec: &SloSpec, s: &Snapshot) -> Counts {
                             &spec.error_types,
                             series.errnos.iter().map(|(k, &n)| (k.as_str(), n)),
                         );
-                        add(series.calls.saturating_sub(bad), series.calls);
+                        // Every failure was a call, also one whose latency
+                        // sample found the map full (then not in `calls`:
+                        // good and total were 0 for 3,000 failures once).
+                        let total = series.calls.max(bad);
+                        add(total - bad, total);
                     } else {
                         add(
                             series.latency.count_at_or_below_ns(threshold),
@@ -503,6 +507,18 @@ mod tests {
             errors: series.iter().map(|s| s.errors).sum(),
             syscalls: series,
         }
+    }
+
+    #[test]
+    fn failures_without_a_latency_sample_stay_in_the_error_slo() {
+        // The latency map was full: 3,000 failures, no latency sample.
+        let s = snapshot(vec![in_cgroup(
+            "/system.slice/web.service",
+            vec![openat(0, &[("ENOENT", 3000)], &[])],
+        )]);
+        let slo = spec("[[slo]]\nname=\"a\"\nsignal=\"syscall.errors\"\nobjective_percent=99\nselector.unit=\"web.service\"\n");
+        let c = window_counts(&slo, &s);
+        assert_eq!((c.good, c.total), (0, 3000));
     }
 
     #[test]

@@ -107,9 +107,13 @@ pub mod feature {
     /// The `mm_vmscan_memcg_reclaim_begin` tracepoint exists.
     pub const TP_MEMCG_RECLAIM: &str = "tracepoint.mm_vmscan_memcg_reclaim_begin";
     /// Syscall tracepoints may fault (`struct tracepoint_ext.faultable`):
-    /// their raw tracepoint programs run preemptibly, and the syscall
-    /// family prefers the classic tracepoints. Decides a hook, not a gap.
+    /// their raw tracepoint programs run preemptibly where the kernel
+    /// preempts (next), and the syscall family then prefers the classic
+    /// tracepoints. Decides a hook, not a gap.
     pub const FAULTABLE_SYSCALL_TRACEPOINTS: &str = "tracepoint_ext.faultable";
+    /// The kernel preempts kernel code (model full or lazy; not from BTF:
+    /// debugfs `sched/preempt`, else the version string).
+    pub const KERNEL_PREEMPTS: &str = "kernel.preempts";
 }
 
 /// Why the probes could not be loaded at all.
@@ -276,8 +280,8 @@ struct Setup {
     offsets: Result<sonde_common::task::TaskOffsets, String>,
     tcp: tcp::TcpSetup,
     block: Result<sonde_common::block::BlockOffsets, String>,
-    /// The kernel's syscall tracepoints may fault, so their callbacks run
-    /// preemptibly (see `syscalls::attach`).
+    /// The kernel's syscall tracepoints may fault and it preempts kernel
+    /// code, so their callbacks can be preempted (see `syscalls::attach`).
     faultable_syscall_tracepoints: bool,
 }
 
@@ -467,12 +471,12 @@ impl Probes {
         let offsets = task::offsets(btf.as_ref());
         let victim_is_task = memory::victim_arg_is_task(btf.as_ref());
         let tcp_setup = tcp::setup(btf.as_ref());
-        let faultable_syscall_tracepoints = syscalls::faultable_tracepoints(btf.as_ref());
+        let faultable = syscalls::faultable_tracepoints(btf.as_ref());
+        let preempts = syscalls::kernel_preempts();
+        let faultable_syscall_tracepoints = faultable && preempts;
         let mut features = KernelFeatures::new();
-        features.insert(
-            feature::FAULTABLE_SYSCALL_TRACEPOINTS,
-            faultable_syscall_tracepoints,
-        );
+        features.insert(feature::FAULTABLE_SYSCALL_TRACEPOINTS, faultable);
+        features.insert(feature::KERNEL_PREEMPTS, preempts);
         tcp::features(&tcp_setup, btf.as_ref(), &mut features);
         memory::features(btf.as_ref(), &mut features);
         // Done with our reading of BTF before aya parses it too: one at a time

@@ -130,6 +130,33 @@ pub fn faultable_tracepoints(btf: Option<&Btf>) -> bool {
     btf.is_some_and(|b| b.has_member("tracepoint_ext", "faultable"))
 }
 
+/// Whether the running kernel preempts kernel code (preemption model full
+/// or lazy): only then can a raw tracepoint program on a faultable syscall
+/// tracepoint be preempted (on 6.18 here, in a non-preempting mode, the raw
+/// tracepoints lost nothing under load; on 7.2 in vm-test they lost
+/// hundreds). The mode is `/sys/kernel/debug/sched/preempt` where debugfs is
+/// mounted (the current one in parentheses), else what the kernel's
+/// version string says of its build (`PREEMPT`, `PREEMPT_RT`; a
+/// `PREEMPT_DYNAMIC` build without that file is taken as not preempting).
+pub fn kernel_preempts() -> bool {
+    let mode = std::fs::read_to_string("/sys/kernel/debug/sched/preempt").ok();
+    let version = std::fs::read_to_string("/proc/sys/kernel/version").unwrap_or_default();
+    preempts(mode.as_deref(), &version)
+}
+
+/// `kernel_preempts` on the texts of those two files.
+pub fn preempts(debugfs_mode: Option<&str>, version: &str) -> bool {
+    if let Some(mode) = debugfs_mode {
+        let current = mode
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix('(')?.strip_suffix(')'));
+        return matches!(current, Some("full" | "lazy"));
+    }
+    version
+        .split_whitespace()
+        .any(|w| w == "PREEMPT" || w == "PREEMPT_RT")
+}
+
 pub(super) fn attach(
     ebpf: &mut Ebpf,
     links: &mut Links,
@@ -139,7 +166,9 @@ pub(super) fn attach(
 ) -> ProbeStatus {
     let mut failures = Vec::new();
     // Auto: raw tracepoints (cheaper per syscall) unless the kernel would
-    // skip them, then the classic ones; each the other's fallback.
+    // skip them (`faultable`: its syscall tracepoints may fault and it
+    // preempts kernel code), then the classic ones; each the other's
+    // fallback.
     let order: &[SyscallHook] = match hook {
         SyscallHook::Auto if faultable => &[SyscallHook::Tracepoint, SyscallHook::RawTracepoint],
         SyscallHook::Auto => &[SyscallHook::RawTracepoint, SyscallHook::Tracepoint],
@@ -235,6 +264,22 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<SyscallReading, MapError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn preemption_model_from_debugfs_else_the_version_string() {
+        assert!(super::preempts(Some("none voluntary full (lazy)\n"), ""));
+        assert!(super::preempts(Some("none voluntary (full) lazy\n"), ""));
+        assert!(!super::preempts(
+            Some("none (voluntary) full lazy\n"),
+            "#1 SMP PREEMPT"
+        ));
+        assert!(super::preempts(None, "#1 SMP PREEMPT Debian"));
+        assert!(super::preempts(None, "#1 SMP PREEMPT_RT Debian"));
+        assert!(!super::preempts(
+            None,
+            "#1 SMP PREEMPT_DYNAMIC Debian 7.2.13-1"
+        ));
+    }
+
     use super::*;
 
     #[test]
