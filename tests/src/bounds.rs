@@ -389,26 +389,13 @@ fn a_full_failure_map_drops_only_what_it_counts() {
         "the neighbour lost nothing: the test shows no attribution"
     );
     // Every drop named its cgroup (the table of losses by cgroup has room
-    // for far more than these), and in every window the node's total is
-    // exactly what was counted against cgroups plus what could not be.
+    // for far more than these). Not checked window by window against the
+    // node's total: the per-kind counters and the table are read a moment
+    // apart, so a drop in between lands in different windows of the two
+    // (29 of 3,429 once under QEMU); over the workload's windows its own
+    // identity below is exact.
     assert_eq!(unattributed, 0);
     assert!(dropped_all >= dropped + dropped_neighbour);
-    for w in during {
-        let one = std::slice::from_ref(w);
-        let every_cgroup: u64 = w["losses_by_cgroup"]
-            .as_array()
-            .expect("losses_by_cgroup")
-            .iter()
-            .filter(|l| l["probe"] == "syscalls" && l["reason"] == "errors_map_full")
-            .map(|l| l["count"].as_u64().expect("count"))
-            .sum();
-        assert_eq!(
-            lost(one, "syscalls", "errors_map_full"),
-            every_cgroup + lost_unattributed(one, "errors_map_full"),
-            "window {}",
-            w["sequence"]
-        );
-    }
     // produced = delivered + dropped for these cgroups, exactly, whatever
     // else on the machine failed syscalls meanwhile.
     assert_eq!(
