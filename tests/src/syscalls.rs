@@ -152,13 +152,21 @@ fn sleep_latency_histogram() {
     // sonde's bucketing code.
     let want = crate::otlp_bucket(SLEEP_NS as f64 / 1e9);
     let got = sleep.latency.quantile_index(0.5).unwrap();
+    // A sleep overshoots. On the host by less than a bucket; under QEMU's
+    // emulation (vm-test) by more: measured on arm64 6.12, p50 in bucket
+    // -52 (11.05 to 12.05 ms) for these 10 ms sleeps, two buckets up.
+    let (over_buckets, p50_max) = if crate::in_vm() {
+        (2, 0.0125)
+    } else {
+        (1, 0.0115)
+    };
     assert!(
-        (got - want).abs() <= 1,
+        (want - 1..=want + over_buckets).contains(&got),
         "p50 bucket {got}, 10 ms is bucket {want}: {:?}",
         sleep.latency
     );
     let p50 = sleep.p50_secs.unwrap();
-    assert!((0.0095..0.0115).contains(&p50), "p50 {p50}");
+    assert!((0.0095..p50_max).contains(&p50), "p50 {p50}");
     assert_eq!(snapshot.lost(), 0);
 }
 
