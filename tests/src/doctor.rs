@@ -98,6 +98,16 @@ fn a_program_refused_at_load_fails_the_check_though_it_gives_a_reason() {
     if !privileged() {
         return;
     }
+    // A family refused whole (both its hooks) is unavailable, and that
+    // fails too.
+    let report = doctor(Some("proc_exit_tp,proc_exit"));
+    assert!(
+        expect::problems(&report)
+            .iter()
+            .any(|p| p.starts_with("process: unavailable")),
+        "{:?}",
+        expect::problems(&report)
+    );
     // The drop program is attached on its own: refusing it leaves tcp
     // degraded with a reason, as a verifier rejection would.
     let report = doctor(Some("tcp_skb_drop"));
@@ -125,16 +135,6 @@ fn a_program_refused_at_load_fails_the_check_though_it_gives_a_reason() {
             .iter()
             .any(|p| p.starts_with("tcp: tcp_drops, yet the kernel has kfree_skb.reason")),
         "{problems:?}"
-    );
-    // A family refused whole (both its hooks) is unavailable, and that
-    // fails too.
-    let report = doctor(Some("proc_exit_tp,proc_exit"));
-    assert!(
-        expect::problems(&report)
-            .iter()
-            .any(|p| p.starts_with("process: unavailable")),
-        "{:?}",
-        expect::problems(&report)
     );
 }
 
