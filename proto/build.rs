@@ -6,8 +6,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Build scripts run single-threaded; prost-build reads PROTOC.
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=sonde");
+    println!("cargo:rerun-if-changed=prometheus");
     tonic_prost_build::configure()
         .type_attribute(".", "#[derive(serde::Serialize)]")
         .compile_protos(&["sonde/v1/report.proto", "sonde/v1/query.proto"], &["."])?;
+    // Remote write's messages: plain prost types, no service.
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .compile_protos(&["prometheus/remote.proto"], &["."])?;
     Ok(())
 }

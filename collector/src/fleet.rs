@@ -256,6 +256,7 @@ fn summary(n: &Node, now_unix_ns: u64) -> NodeSummary {
                 probe: get(names::ATTR_PROBE),
                 reason: get(names::ATTR_REASON),
                 count: p.count,
+                ..Default::default()
             }
         })
         .collect();
@@ -316,6 +317,7 @@ mod tests {
                     count: 0,
                     histogram: Some(to_wire(&h)),
                     value: 0.0,
+                    ..Default::default()
                 }],
             }],
             losses: vec![LossRecord {
@@ -323,10 +325,12 @@ mod tests {
                 probe: "all".into(),
                 reason: "outbox_full".into(),
                 count: 1,
+                ..Default::default()
             }],
             events: vec![],
             probes: vec![],
             strings: strings.into_strings(),
+            totals_start_unix_ns: 0,
         }
     }
 

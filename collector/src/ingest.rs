@@ -131,7 +131,14 @@ pub fn accept(
             node.map(|n| n.boot_id.clone()).unwrap_or_default(),
         )
     });
+    // Encoded outside the fleet's lock; queued (before the ack) only when
+    // the report is new to this collector. Its samples come from the
+    // report alone, so another collector writing a copy writes the same.
+    let written = state.remote_write.as_ref().map(|rw| rw.prepare(&report));
     let duplicate = state.fleet().apply(report, now_unix_ns) == Outcome::Duplicate;
+    if let (Some(rw), Some(prepared), false) = (&state.remote_write, written, duplicate) {
+        rw.queue(prepared);
+    }
     if let Some((node, boot)) = witness {
         let what = if duplicate { "duplicate" } else { "applied" };
         log::debug!("report node={node} boot={boot} sequence={sequence} {what}");

@@ -8,7 +8,10 @@ use clap::Parser;
 use sonde_collector::{
     forward, http, ingest::IngestService, query::QueryService, state::State, tls::Tls,
 };
-use sonde_proto::v1::{ingest_server::IngestServer, query_server::QueryServer};
+use sonde_proto::{
+    remote_write::sender::RemoteWrite,
+    v1::{ingest_server::IngestServer, query_server::QueryServer},
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Endpoint, Server};
@@ -27,7 +30,8 @@ struct Args {
     /// (or an explicit --insecure) is required.
     #[arg(long, default_value = "127.0.0.1:7411")]
     listen: SocketAddr,
-    /// Serve plaintext on an address that is not loopback.
+    /// Serve plaintext on an address that is not loopback (and allow
+    /// plaintext remote write to a store that is not on loopback).
     #[arg(long)]
     insecure: bool,
     /// Serve the fleet's series as Prometheus text on this address (`/metrics`).
@@ -65,6 +69,8 @@ struct Args {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
+    #[command(flatten)]
+    remote_write: sonde_proto::remote_write::args::RemoteWriteArgs,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -132,7 +138,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let state = Arc::new(State::new(args.recent_windows, stopped));
+    let mut state = State::new(args.recent_windows, stopped);
+    let remote_write = args.remote_write.config(args.insecure);
+    state.remote_write = RemoteWrite::start(&remote_write)?;
+    if state.remote_write.is_some() {
+        eprintln!(
+            "sonde-collector: remote write to {}",
+            remote_write.urls.join(", ")
+        );
+    }
+    let state = Arc::new(state);
     if !specs.is_empty() {
         eprintln!("sonde-collector: evaluating {} fleet SLOs", specs.len());
         state

@@ -228,6 +228,7 @@ mod tests {
             count,
             histogram: None,
             value: 0.0,
+            ..Default::default()
         };
         let metrics = vec![
             Metric {
@@ -299,6 +300,7 @@ mod tests {
                 count: 0,
                 histogram: None,
                 value: 0.0,
+                ..Default::default()
             }],
         });
         lossy.strings = t.into_strings();

@@ -20,6 +20,8 @@ pub struct State {
     pub duplicates: AtomicU64,
     /// Turns true when the collector shuts down: streams end after their acks.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Prometheus remote write of every report applied, when configured.
+    pub remote_write: Option<sonde_proto::remote_write::sender::RemoteWrite>,
 }
 
 impl State {
@@ -32,6 +34,7 @@ impl State {
             streams_open: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            remote_write: None,
         }
     }
 
@@ -72,6 +75,9 @@ impl State {
                 out,
                 "sonde_collector_rejected_total{{reason=\"{reason}\"}} {n}"
             );
+        }
+        if let Some(rw) = &self.remote_write {
+            out.push_str(&rw.prometheus());
         }
         out
     }

@@ -5,10 +5,12 @@
 //! text. Agent model types become wire types in one place on the agent's
 //! side (`sonde::export::wire`); everything after that sees only these.
 
+pub mod backoff;
 pub mod histogram;
 pub mod names;
 pub mod otlp;
 pub mod prometheus;
+pub mod remote_write;
 pub mod series;
 pub mod validate;
 

@@ -62,6 +62,19 @@ pub const AGENT_CPU_UTILIZATION: &str = "sonde.agent.cpu.utilization";
 /// one core, estimated from a sample of the kernel's statistics (gauge,
 /// `1`; `probe`).
 pub const PROBE_CPU_UTILIZATION: &str = "sonde.probe.cpu.utilization";
+/// Samples sent to Prometheus remote-write stores, by outcome (counter;
+/// `server.address`, `outcome`: stored, already_stored, refused, queue_full).
+pub const REMOTE_WRITE_SAMPLES: &str = "sonde.export.remote_write.samples";
+/// Remote-write requests retried, by reason (counter; `server.address`,
+/// `reason`: server_error, too_many_requests, connection).
+pub const REMOTE_WRITE_RETRIES: &str = "sonde.export.remote_write.retries";
+/// Windows some of whose samples a store never got (counter;
+/// `server.address`, `reason`).
+pub const REMOTE_WRITE_WINDOWS_DROPPED: &str = "sonde.export.remote_write.windows.dropped";
+/// Compressed remote-write bytes sent, retries included (counter, `By`).
+pub const REMOTE_WRITE_SENT: &str = "sonde.export.remote_write.sent";
+/// Bytes waiting in a store's queue (gauge, `By`).
+pub const REMOTE_WRITE_QUEUE: &str = "sonde.export.remote_write.queue.size";
 
 /// UCUM unit of durations.
 pub const UNIT_SECONDS: &str = "s";
@@ -83,6 +96,14 @@ pub const UNIT_PACKETS: &str = "{packet}";
 pub const UNIT_SERIES: &str = "{series}";
 /// UCUM unit of ratios.
 pub const UNIT_RATIO: &str = "1";
+/// UCUM unit of samples.
+pub const UNIT_SAMPLES: &str = "{sample}";
+/// UCUM unit of requests.
+pub const UNIT_REQUESTS: &str = "{request}";
+/// UCUM unit of windows.
+pub const UNIT_WINDOWS: &str = "{window}";
+/// UCUM unit of bytes.
+pub const UNIT_BYTES: &str = "By";
 /// UCUM unit of lost events.
 pub const UNIT_EVENTS: &str = "{event}";
 
@@ -109,6 +130,8 @@ pub const ATTR_DEVICE: &str = "system.device";
 pub const ATTR_DISK_DIRECTION: &str = "disk.io.direction";
 /// `transmit` or `receive` (OTel `network.io.direction`).
 pub const ATTR_IO_DIRECTION: &str = "network.io.direction";
+/// A server's `host:port` (OTel `server.address`, here with the port).
+pub const ATTR_SERVER_ADDRESS: &str = "server.address";
 /// A listening port (OTel `server.port`).
 pub const ATTR_SERVER_PORT: &str = "server.port";
 /// The kernel's drop reason, e.g. `NETFILTER_DROP` (OTel-style `drop.reason`).

@@ -167,6 +167,7 @@ mod tests {
                 count: 0,
                 histogram: Some(to_wire(&h)),
                 value: 0.0,
+                ..Default::default()
             }],
         };
         let mut s = Series::new();

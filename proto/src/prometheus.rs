@@ -145,6 +145,30 @@ fn labels_text(pairs: &[(String, String)], le: Option<&str>) -> String {
     }
 }
 
+/// A histogram as classic buckets: `(le, cumulative count)` for each
+/// scale-3 bucket from the lowest to the highest the histogram has, then
+/// `+Inf` (the last pair's count is the histogram's `_count`). The `le`
+/// text is the same in the text exposition and in remote write, so both
+/// name the same series.
+pub fn classic_buckets(
+    h: &crate::v1::ExponentialHistogram,
+) -> impl Iterator<Item = (String, u64)> + '_ {
+    let mut cumulative = h.zero_count;
+    let finite = h.bucket_counts.iter().enumerate().map(move |(i, &c)| {
+        cumulative = cumulative.saturating_add(c);
+        let index = h
+            .offset
+            .saturating_add(i32::try_from(i).unwrap_or(i32::MAX));
+        let le = sonde_slo::Histogram::upper_bound(index);
+        (format!("{le:e}"), cumulative)
+    });
+    let all = h
+        .bucket_counts
+        .iter()
+        .fold(h.zero_count, |a, &c| a.saturating_add(c));
+    finite.chain(std::iter::once(("+Inf".to_owned(), all)))
+}
+
 /// Every target's series, grouped by metric, as Prometheus text.
 pub fn render(targets: &[Target<'_>]) -> String {
     // Prometheus name → (kind, description, [(target, metric)])
@@ -182,28 +206,16 @@ pub fn render(targets: &[Target<'_>]) -> String {
                 let mut pairs: Vec<(String, String)> = targets[t].labels.clone();
                 pairs.extend(p.labels.iter().map(|(k, v)| (label_name(k), v.to_string())));
                 if m.kind == MetricKind::Histogram {
-                    let h = &p.histogram;
-                    let mut cumulative = h.zero_count;
-                    for (i, &c) in h.bucket_counts.iter().enumerate() {
-                        cumulative = cumulative.saturating_add(c);
-                        let le = sonde_slo::Histogram::upper_bound(h.offset + i as i32);
-                        let le = format!("{le:e}");
+                    let mut total = 0;
+                    for (le, cumulative) in classic_buckets(&p.histogram) {
+                        total = cumulative;
                         let _ = writeln!(
                             out,
                             "{name}_bucket{} {cumulative}",
                             labels_text(&pairs, Some(&le))
                         );
                     }
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{} {cumulative}",
-                        labels_text(&pairs, Some("+Inf"))
-                    );
-                    let _ = writeln!(
-                        out,
-                        "{name}_count{} {cumulative}",
-                        labels_text(&pairs, None)
-                    );
+                    let _ = writeln!(out, "{name}_count{} {total}", labels_text(&pairs, None));
                 } else if m.kind == MetricKind::Gauge {
                     let _ = writeln!(out, "{name}{} {}", labels_text(&pairs, None), p.value);
                 } else {

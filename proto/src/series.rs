@@ -23,8 +23,8 @@ use hashbrown::{DefaultHashBuilder, HashSet, HashTable};
 use crate::{
     histogram, names,
     v1::{
-        ExponentialHistogram, Label, LabeledMetric, LabeledPoint, LossRecord, Metric, MetricKind,
-        MetricTotal,
+        AgentReport, ExponentialHistogram, Label, LabeledMetric, LabeledPoint, LossRecord, Metric,
+        MetricKind, MetricTotal,
     },
 };
 
@@ -137,12 +137,57 @@ impl Series {
     /// Adds the metrics of window number `window`, whose points' labels
     /// refer to `strings` (a report validated by [`crate::validate`]).
     pub fn add(&mut self, metrics: &[Metric], strings: &[String], window: u64) {
+        self.merge(metrics, strings, window, None);
+    }
+
+    /// Adds a report's window (numbered by its sequence), metrics and loss
+    /// records, and writes into each point and loss record its series'
+    /// cumulative value after the window (`total_count`,
+    /// `total_histogram`), counted since `start_unix_ns`: the report then
+    /// carries the agent's totals, so that whoever writes it to a store
+    /// writes the same samples from it alone.
+    pub fn add_report(&mut self, report: &mut AgentReport, start_unix_ns: u64) {
+        let mut totals = Vec::new();
+        self.merge(
+            &report.metrics,
+            &report.strings,
+            report.sequence,
+            Some(&mut totals),
+        );
+        let mut totals = totals.into_iter();
+        for p in report.metrics.iter_mut().flat_map(|m| m.points.iter_mut()) {
+            // One total per point, in order (a point merge skipped leaves
+            // the totals absent from there on, never misplaced).
+            let Some((count, histogram)) = totals.next() else {
+                break;
+            };
+            p.total_count = count;
+            p.total_histogram = histogram;
+        }
+        let mut totals = Vec::new();
+        self.merge_losses(&report.losses, report.sequence, Some(&mut totals));
+        for (l, total) in report.losses.iter_mut().zip(totals) {
+            l.total_count = total;
+        }
+        report.totals_start_unix_ns = start_unix_ns;
+    }
+
+    fn merge(
+        &mut self,
+        metrics: &[Metric],
+        strings: &[String],
+        window: u64,
+        mut totals: Option<&mut Vec<(u64, Option<ExponentialHistogram>)>>,
+    ) {
         let mut table = std::mem::take(&mut self.table);
         table.clear();
         table.extend(strings.iter().map(|s| self.intern(s)));
         for m in metrics {
             let kind = MetricKind::try_from(m.kind).unwrap_or(MetricKind::Unspecified);
             if kind == MetricKind::Unspecified {
+                if let Some(t) = totals.as_deref_mut() {
+                    t.extend(m.points.iter().map(|_| (0, None)));
+                }
                 continue;
             }
             let at = self.metric_index(&m.name, &m.unit, &m.description, kind);
@@ -156,7 +201,18 @@ impl Series {
                         table.get(v as usize)?.clone(),
                     ))
                 }));
-                self.add_point(at, &labels, p.count, p.histogram.as_ref(), p.value, window);
+                let point =
+                    self.add_point(at, &labels, p.count, p.histogram.as_ref(), p.value, window);
+                if let Some(t) = totals.as_deref_mut() {
+                    t.push(match point {
+                        Some(acc) => match kind {
+                            MetricKind::Histogram => (0, Some(acc.histogram.clone())),
+                            MetricKind::Counter => (acc.count, None),
+                            _ => (0, None),
+                        },
+                        None => (0, None),
+                    });
+                }
                 self.scratch = labels;
             }
         }
@@ -165,6 +221,15 @@ impl Series {
 
     /// Adds window `window`'s loss records to the `sonde.agent.dropped` counter.
     pub fn add_losses(&mut self, losses: &[LossRecord], window: u64) {
+        self.merge_losses(losses, window, None);
+    }
+
+    fn merge_losses(
+        &mut self,
+        losses: &[LossRecord],
+        window: u64,
+        mut totals: Option<&mut Vec<u64>>,
+    ) {
         if losses.is_empty() {
             return;
         }
@@ -180,7 +245,12 @@ impl Series {
                 (self.intern(names::ATTR_REASON), self.intern(&l.reason)),
                 (self.intern(names::ATTR_PROBE), self.intern(&l.probe)),
             ];
-            self.add_point(at, &labels, l.count, None, 0.0, window);
+            let total = self
+                .add_point(at, &labels, l.count, None, 0.0, window)
+                .map_or(0, |p| p.count);
+            if let Some(t) = totals.as_deref_mut() {
+                t.push(total);
+            }
         }
     }
 
@@ -216,43 +286,35 @@ impl Series {
         hist: Option<&ExponentialHistogram>,
         value: f64,
         window: u64,
-    ) {
+    ) -> Option<&PointAcc> {
         let mut hasher = self.hasher.build_hasher();
         for (k, v) in labels {
             hasher.write_usize(Arc::as_ptr(k).cast::<u8>() as usize);
             hasher.write_usize(Arc::as_ptr(v).cast::<u8>() as usize);
         }
         let hash = hasher.finish();
-        let Some(metric) = self.metrics.get_mut(at) else {
-            return;
-        };
+        let metric = self.metrics.get_mut(at)?;
         let point = match metric
             .points
-            .find_mut(hash, |p| same_labels(&p.labels, labels))
+            .entry(hash, |p| same_labels(&p.labels, labels), |p| p.hash)
         {
-            Some(p) => p,
-            None => {
+            hashbrown::hash_table::Entry::Occupied(o) => o.into_mut(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
                 let empty = ExponentialHistogram {
                     scale: sonde_slo::Histogram::SCALE,
                     ..Default::default()
                 };
-                metric
-                    .points
-                    .insert_unique(
-                        hash,
-                        PointAcc {
-                            labels: labels.to_vec(),
-                            hash,
-                            count: 0,
-                            histogram: empty.clone(),
-                            latest_window: window,
-                            latest_count: 0,
-                            latest_histogram: empty,
-                            value,
-                        },
-                        |p| p.hash,
-                    )
-                    .into_mut()
+                v.insert(PointAcc {
+                    labels: labels.to_vec(),
+                    hash,
+                    count: 0,
+                    histogram: empty.clone(),
+                    latest_window: window,
+                    latest_count: 0,
+                    latest_histogram: empty,
+                    value,
+                })
+                .into_mut()
             }
         };
         point.count = point.count.saturating_add(count);
@@ -271,6 +333,7 @@ impl Series {
             histogram::merge_into(&mut point.histogram, h);
             histogram::merge_into(&mut point.latest_histogram, h);
         }
+        Some(point)
     }
 
     /// Every metric.
@@ -430,6 +493,7 @@ mod tests {
                     count: *n,
                     histogram: None,
                     value: 0.0,
+                    ..Default::default()
                 })
                 .collect(),
         }
@@ -452,6 +516,7 @@ mod tests {
                 probe: "all".into(),
                 reason: "outbox_full".into(),
                 count: 3,
+                ..Default::default()
             }],
             2,
         );

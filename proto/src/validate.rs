@@ -122,10 +122,13 @@ pub fn report(r: &AgentReport) -> Result<(), ReportError> {
                     .ok_or_else(|| ReportError::MissingHistogram {
                         name: m.name.clone(),
                     })?;
-                histogram::validate(h).map_err(|source| ReportError::Histogram {
-                    name: m.name.clone(),
-                    source,
-                })?;
+                // The cumulative histogram too: remote write reads it.
+                for h in std::iter::once(h).chain(p.total_histogram.as_ref()) {
+                    histogram::validate(h).map_err(|source| ReportError::Histogram {
+                        name: m.name.clone(),
+                        source,
+                    })?;
+                }
             }
         }
     }

@@ -27,6 +27,7 @@ fn report(seq: u64, points: usize) -> AgentReport {
             count: 0,
             histogram: Some(to_wire(&h)),
             value: 0.0,
+            ..Default::default()
         })
         .collect();
     AgentReport {
@@ -51,6 +52,7 @@ fn report(seq: u64, points: usize) -> AgentReport {
         events: vec![],
         probes: vec![],
         strings: strings.into_strings(),
+        totals_start_unix_ns: 0,
     }
 }
 

@@ -1,7 +1,8 @@
 //! `sonde agent`: the long-running job. Loads the probes and closes one
 //! window per interval; each window goes to stdout (a table, or one JSON
 //! object per line with `--json`) and to the configured sinks: a collector
-//! (`--collector`), OTLP (`--otlp-endpoint`), Prometheus (`--prometheus-listen`).
+//! (`--collector`), OTLP (`--otlp-endpoint`), Prometheus (`--prometheus-listen`),
+//! Prometheus remote write (`--remote-write-url`).
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -100,6 +101,8 @@ pub(super) struct Args {
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     overhead_sample: Duration,
     #[command(flatten)]
+    remote_write: sonde_proto::remote_write::args::RemoteWriteArgs,
+    #[command(flatten)]
     probes: ProbeArgs,
 }
 
@@ -132,6 +135,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         prometheus_listen: args.prometheus_listen,
         node_name: args.node_name.clone(),
         max_series_per_metric: usize::try_from(args.max_series_per_metric).unwrap_or(usize::MAX),
+        remote_write: args.remote_write.config(args.tls.insecure),
     };
     // Check the settings and take the socket before loading anything into
     // the kernel: a mistake there must leave nothing half-started.
@@ -139,6 +143,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         c.endpoint()?;
         c.resolve().await?;
     }
+    config.remote_write.check()?;
     let specs = match &args.config {
         Some(path) => super::slo::read_config(path)?,
         None => Vec::new(),

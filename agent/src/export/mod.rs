@@ -5,7 +5,9 @@
 //! - [`grpc`]: the `sonde.v1` stream to a collector, fed from the
 //!   [`outbox`] (at-least-once, bounded in bytes, optionally on disk);
 //! - [`otlp`]: OTLP/gRPC metrics, cumulative, pushed after every window;
-//! - [`prometheus`]: a `/metrics` endpoint.
+//! - [`prometheus`]: a `/metrics` endpoint;
+//! - Prometheus remote write (`sonde_proto::remote_write`): every window's
+//!   samples to one or more stores, from the report alone.
 
 pub mod grpc;
 pub mod identity;
@@ -16,7 +18,11 @@ pub mod wire;
 
 use std::sync::{Mutex, MutexGuard};
 
-use sonde_proto::{series::Series, v1::AgentReport};
+use sonde_proto::{
+    remote_write::sender::{self as remote_write, RemoteWrite},
+    series::Series,
+    v1::AgentReport,
+};
 
 /// The agent's cumulative series since it started, for the pull and push
 /// exporters (OTLP and Prometheus want cumulative values).
@@ -41,11 +47,10 @@ impl Cumulative {
         }
     }
 
-    /// Adds a window.
-    pub fn add(&self, report: &AgentReport) {
-        let mut s = self.series();
-        s.add(&report.metrics, &report.strings, report.sequence);
-        s.add_losses(&report.losses, report.sequence);
+    /// Adds a window, and writes into the report each series' cumulative
+    /// value after it (so that the report alone gives a store its samples).
+    pub fn add(&self, report: &mut AgentReport) {
+        self.series().add_report(report, self.start_unix_ns);
         self.latest_end_unix_ns.store(
             report.window_end_unix_ns,
             std::sync::atomic::Ordering::Relaxed,
@@ -90,6 +95,8 @@ pub struct SinkConfig {
     pub node_name: Option<String>,
     /// Series per metric in a report; the rest fold into an overflow series.
     pub max_series_per_metric: usize,
+    /// Prometheus remote write (off without a URL).
+    pub remote_write: remote_write::Config,
 }
 
 /// Why a sink could not start or take a window.
@@ -107,6 +114,9 @@ pub enum SinkError {
         /// What was given.
         url: String,
     },
+    /// The remote-write settings are wrong.
+    #[error(transparent)]
+    RemoteWrite(#[from] remote_write::ConfigError),
     /// The Prometheus address cannot be bound.
     #[error("cannot listen on {addr} for Prometheus: {source}")]
     Listen {
@@ -124,6 +134,7 @@ pub struct Sinks {
     shared: Option<Arc<grpc::Shared>>,
     cumulative: Option<Arc<Cumulative>>,
     otlp_tick: Option<Arc<Notify>>,
+    remote_write: Option<Arc<RemoteWrite>>,
     next_sequence: u64,
     max_series: usize,
     /// Where Prometheus is served, once bound.
@@ -160,7 +171,13 @@ impl Sinks {
             }
             None => None,
         };
-        let needs_cumulative = config.otlp_endpoint.is_some() || config.prometheus_listen.is_some();
+        let remote_write = RemoteWrite::start(&config.remote_write)?.map(Arc::new);
+        // Reports carry the cumulative values (for whoever writes them to a
+        // store), so a collector or a store needs them too.
+        let needs_cumulative = config.otlp_endpoint.is_some()
+            || config.prometheus_listen.is_some()
+            || shared.is_some()
+            || remote_write.is_some();
         let cumulative = needs_cumulative
             .then(|| Arc::new(Cumulative::new(start_unix_ns, identity::resource(&node))));
         let mut otlp_tick = None;
@@ -178,8 +195,9 @@ impl Sinks {
                 .map_err(|source| SinkError::Listen { addr, source })?;
             prometheus_addr = listener.local_addr().ok();
             let c = c.clone();
+            let rw = remote_write.clone();
             tokio::spawn(async move {
-                if let Err(e) = prometheus::serve(listener, c).await {
+                if let Err(e) = prometheus::serve(listener, c, rw).await {
                     log::error!("Prometheus endpoint: {e}");
                 }
             });
@@ -189,6 +207,7 @@ impl Sinks {
             shared,
             cumulative,
             otlp_tick,
+            remote_write,
             next_sequence: first_sequence,
             max_series: config.max_series_per_metric,
             prometheus_addr,
@@ -235,10 +254,30 @@ impl Sinks {
                 (sequence, Vec::new())
             }
         };
+        if let Some(rw) = &self.remote_write {
+            // Windows a store never got, like the outbox's drops: counted
+            // in band, zero counts included.
+            let dropped = rw.take_dropped();
+            for (reason, count) in [
+                (remote_write::REASON_REFUSED, dropped.refused),
+                (remote_write::REASON_QUEUE_FULL, dropped.queue_full),
+                (remote_write::REASON_UNWRITABLE, dropped.unwritable),
+            ] {
+                extra.push(LossRecord {
+                    stage: remote_write::STAGE,
+                    probe: "all",
+                    reason,
+                    count,
+                });
+            }
+        }
         extra.extend_from_slice(own_losses);
-        let report = wire::report(snapshot, &self.node, sequence, &extra, self.max_series);
+        let mut report = wire::report(snapshot, &self.node, sequence, &extra, self.max_series);
         if let Some(c) = &self.cumulative {
-            c.add(&report);
+            c.add(&mut report);
+        }
+        if let Some(rw) = &self.remote_write {
+            rw.window(&report);
         }
         if let Some(shared) = &self.shared {
             shared.outbox().push(sequence, report.encode_to_vec())?;

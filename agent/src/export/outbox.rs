@@ -398,6 +398,7 @@ mod tests {
             probe: "all".into(),
             reason: reason.into(),
             count,
+            ..Default::default()
         };
         prost::Message::encode_to_vec(&AgentReport {
             losses: vec![record(REASON_FULL, full), record(REASON_REFUSED, refused)],

@@ -72,6 +72,7 @@ impl Builder<'_> {
             count: 0,
             histogram: Some(histogram::to_wire(h)),
             value: 0.0,
+            ..Default::default()
         }
     }
 
@@ -81,6 +82,7 @@ impl Builder<'_> {
             count,
             histogram: None,
             value: 0.0,
+            ..Default::default()
         }
     }
 
@@ -97,6 +99,7 @@ impl Builder<'_> {
             count: 0,
             histogram: None,
             value: 0.0,
+            ..Default::default()
         };
         for p in &rest {
             overflow.count += p.count;
@@ -118,6 +121,7 @@ impl Builder<'_> {
             count: 0,
             histogram: None,
             value: if value.is_finite() { value } else { 0.0 },
+            ..Default::default()
         }
     }
 }
@@ -488,6 +492,7 @@ pub fn report(
         events: Vec::new(),
         probes: snapshot.probes.iter().map(probe).collect(),
         strings: strings.into_strings(),
+        ..Default::default()
     }
 }
 
@@ -582,6 +587,7 @@ fn loss(l: &LossRecord) -> v1::LossRecord {
         probe: l.probe.to_owned(),
         reason: l.reason.to_owned(),
         count: l.count,
+        ..Default::default()
     }
 }
 

@@ -163,6 +163,7 @@ fn template(node: usize) -> AgentReport {
                 count: 0,
                 histogram: Some(to_wire(&h)),
                 value: 0.0,
+                ..Default::default()
             });
             if i < 2 {
                 errors.push(Point {
@@ -174,6 +175,7 @@ fn template(node: usize) -> AgentReport {
                     count: 3,
                     histogram: None,
                     value: 0.0,
+                    ..Default::default()
                 });
             }
         }
@@ -213,6 +215,7 @@ fn template(node: usize) -> AgentReport {
         events: vec![],
         probes: vec![],
         strings: strings.into_strings(),
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,912 @@
+//! Delivers remote-write requests to one or more stores: one bounded queue
+//! and one task per store URL.
+//!
+//! - The queue is bounded in bytes (compressed requests, the one being sent
+//!   included): when a new window does not fit, the oldest requests waiting
+//!   are dropped (`outcome=queue_full`), never the one in flight.
+//! - 2xx: stored. A 400 that says the store already has a sample at that
+//!   timestamp (duplicate, out of order, out of bounds, too old: a resend
+//!   of a window it holds) counts as stored (`already_stored`): it is not
+//!   retried and does not hold back what follows.
+//! - 429 and 5xx, and a failed connection: retried after `Retry-After` when
+//!   the store says so, else after exponential backoff with jitter; each
+//!   retry counted by reason.
+//! - Any other 4xx: dropped with its reason (logged, `outcome=refused`).
+//!
+//! Every window dropped is counted by reason; the agent reports the counts
+//! as loss records in its next window (`stage=remote_write`).
+
+use std::{
+    collections::VecDeque,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::{
+    client::conn::http1::SendRequest,
+    header::{HeaderName, HeaderValue},
+    Uri,
+};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName};
+use tokio::sync::Notify;
+
+use super::{encode, window_series, Encoded, CONTENT_ENCODING, CONTENT_TYPE};
+use crate::{backoff::Backoff, names, prometheus, v1::AgentReport, v1::MetricKind};
+
+/// Default bound of each store's queue.
+pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default samples per request (Prometheus's own sender sends up to 2,000).
+pub const DEFAULT_MAX_SAMPLES_PER_REQUEST: usize = 2_000;
+/// A request that takes longer is abandoned and retried.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// First wait before a retry.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// The longest `Retry-After` honoured as given.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+/// Bytes of an error answer kept for the log.
+const ERROR_BODY_BYTES: usize = 4096;
+
+/// Loss stage of windows a store never got.
+pub const STAGE: &str = "remote_write";
+/// A store refused the window's samples (a 4xx other than "already have it").
+pub const REASON_REFUSED: &str = "refused_by_receiver";
+/// The queue was full.
+pub const REASON_QUEUE_FULL: &str = "queue_full";
+/// The report could not be turned into samples.
+pub const REASON_UNWRITABLE: &str = "unwritable";
+
+/// Remote write as configured on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Store URLs (`https://mimir/api/v1/push`, `http://127.0.0.1:9090/api/v1/write`).
+    pub urls: Vec<String>,
+    /// `NAME=VALUE` headers sent with every request.
+    pub headers: Vec<String>,
+    /// CA that signed the stores' certificates (PEM); needed for https.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for stores that require mTLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Allow plaintext to a store that is not on loopback.
+    pub insecure: bool,
+    /// Samples per request, at most.
+    pub max_samples_per_request: usize,
+    /// Bound of each store's queue, in bytes.
+    pub queue_max_bytes: u64,
+    /// Longest wait between retries.
+    pub backoff_max: Duration,
+}
+
+/// Why remote write cannot start as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not an http(s) URL.
+    #[error("'{url}' is not a remote-write URL; write it like http://127.0.0.1:9090/api/v1/write or https://mimir:443/api/v1/push")]
+    Url {
+        /// What was given.
+        url: String,
+    },
+    /// Plaintext beyond loopback without `--insecure`.
+    #[error("refusing plaintext remote write to {host}, which is not a loopback address: use https:// with --remote-write-tls-ca, or pass --insecure")]
+    Plaintext {
+        /// The host.
+        host: String,
+    },
+    /// https without a CA.
+    #[error("https:// remote write needs --remote-write-tls-ca, the CA that signed the store's certificate")]
+    NoCa,
+    /// Only one of cert and key.
+    #[error("--remote-write-tls-cert and --remote-write-tls-key go together")]
+    HalfIdentity,
+    /// A malformed header.
+    #[error("--remote-write-header '{text}' {why}; write it like X-Scope-OrgID=tenant-1")]
+    Header {
+        /// What was given.
+        text: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A TLS file could not be read or parsed.
+    #[error("reading {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// rustls refused the settings.
+    #[error("remote-write TLS settings: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+/// One store: where, how, and the headers to send.
+struct Endpoint {
+    url: String,
+    /// `host:port`, the `server.address` of its metrics.
+    address: String,
+    host: String,
+    port: u16,
+    uri: Uri,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+pub(super) fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), ConfigError> {
+    let bad = |why| ConfigError::Header {
+        text: text.to_owned(),
+        why,
+    };
+    let (name, value) = text.split_once('=').ok_or_else(|| bad("has no '='"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| bad("does not start with a valid header name"))?;
+    let value = HeaderValue::from_str(value.trim())
+        .map_err(|_| bad("has a value with characters a header cannot carry"))?;
+    Ok((name, value))
+}
+
+fn file_error(path: &Path, e: impl std::fmt::Display) -> ConfigError {
+    ConfigError::File {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+fn client_tls(config: &Config) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
+    let ca = config.tls_ca.as_deref().ok_or(ConfigError::NoCa)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| file_error(ca, e))? {
+        roots
+            .add(cert.map_err(|e| file_error(ca, e))?)
+            .map_err(|e| file_error(ca, e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(ConfigError::Tls)?
+        .with_root_certificates(roots);
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| file_error(cert, e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| file_error(cert, e))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(ConfigError::Tls)?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err(ConfigError::HalfIdentity),
+    };
+    Ok(Arc::new(tls))
+}
+
+impl Config {
+    /// Checks the URLs, headers and TLS files, so that a mistake stops the
+    /// program before it starts anything.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.endpoints().map(|_| ())
+    }
+
+    fn endpoints(&self) -> Result<Vec<Endpoint>, ConfigError> {
+        let headers = self
+            .headers
+            .iter()
+            .map(|h| parse_header(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut tls = None;
+        let mut out = Vec::new();
+        for url in &self.urls {
+            let bad = || ConfigError::Url { url: url.clone() };
+            let uri: Uri = url.parse().map_err(|_| bad())?;
+            let https = match uri.scheme_str() {
+                Some("https") => true,
+                Some("http") => false,
+                _ => return Err(bad()),
+            };
+            let host = uri
+                .host()
+                .ok_or_else(bad)?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let tls = if https {
+                let config = match &tls {
+                    Some(c) => Arc::clone(c),
+                    None => {
+                        let c = client_tls(self)?;
+                        tls = Some(c.clone());
+                        c
+                    }
+                };
+                let name = ServerName::try_from(host.clone()).map_err(|_| bad())?;
+                Some((tokio_rustls::TlsConnector::from(config), name))
+            } else {
+                if !is_loopback(&host) && !self.insecure {
+                    return Err(ConfigError::Plaintext { host });
+                }
+                None
+            };
+            out.push(Endpoint {
+                url: url.clone(),
+                address: format!("{host}:{port}"),
+                host,
+                port,
+                uri,
+                tls,
+                headers: headers.clone(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Counters of one store (what `sonde.export.remote_write.*` shows).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Samples the store took.
+    pub stored: AtomicU64,
+    /// Samples the store already had (a resend): counted as stored.
+    pub already_stored: AtomicU64,
+    /// Samples the store refused (4xx).
+    pub refused: AtomicU64,
+    /// Samples dropped from a full queue.
+    pub queue_full: AtomicU64,
+    /// Retries after a 5xx.
+    pub retries_server_error: AtomicU64,
+    /// Retries after a 429.
+    pub retries_throttled: AtomicU64,
+    /// Retries after a failed connection or a timeout.
+    pub retries_connection: AtomicU64,
+    /// Compressed bytes sent, retries included.
+    pub bytes_sent: AtomicU64,
+    /// Requests answered (any status).
+    pub requests: AtomicU64,
+}
+
+struct Item {
+    id: u64,
+    body: Bytes,
+    samples: u64,
+    /// The window's end: counting dropped windows once per window.
+    window: u64,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    bytes: u64,
+    next_id: u64,
+    in_flight: Option<u64>,
+    /// Windows dropped since the agent last took the counts, by reason.
+    pending: Dropped,
+    /// Windows dropped since the start, by reason.
+    total: Dropped,
+    /// The last window counted as dropped (a window's several requests
+    /// count once).
+    last_dropped_window: Option<u64>,
+}
+
+impl Queue {
+    fn count_dropped_window(&mut self, window: u64, reason: &str) {
+        if self.last_dropped_window == Some(window) {
+            return;
+        }
+        self.last_dropped_window = Some(window);
+        for d in [&mut self.pending, &mut self.total] {
+            match reason {
+                REASON_REFUSED => d.refused += 1,
+                REASON_QUEUE_FULL => d.queue_full += 1,
+                _ => d.unwritable += 1,
+            }
+        }
+    }
+}
+
+/// One store's queue, counters and sender task.
+struct Target {
+    endpoint: Endpoint,
+    queue: Mutex<Queue>,
+    max_bytes: u64,
+    added: Notify,
+    stats: Stats,
+}
+
+impl Target {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // Poisoning ignored: the queue's invariants hold between calls.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, requests: &[Encoded], window: u64) {
+        let mut q = self.queue();
+        for r in requests {
+            let size = r.body.len() as u64;
+            if size > self.max_bytes {
+                self.stats
+                    .queue_full
+                    .fetch_add(r.samples, Ordering::Relaxed);
+                q.count_dropped_window(window, REASON_QUEUE_FULL);
+                continue;
+            }
+            // Make room: oldest first, never the request being sent.
+            while q.bytes + size > self.max_bytes {
+                let at = match q.items.front() {
+                    Some(front) if Some(front.id) == q.in_flight => 1,
+                    _ => 0,
+                };
+                let Some(old) = q.items.remove(at) else {
+                    break;
+                };
+                q.bytes -= old.body.len() as u64;
+                self.stats
+                    .queue_full
+                    .fetch_add(old.samples, Ordering::Relaxed);
+                q.count_dropped_window(old.window, REASON_QUEUE_FULL);
+            }
+            if q.bytes + size > self.max_bytes {
+                // Larger than what is left beside the request in flight.
+                self.stats
+                    .queue_full
+                    .fetch_add(r.samples, Ordering::Relaxed);
+                q.count_dropped_window(window, REASON_QUEUE_FULL);
+                continue;
+            }
+            let id = q.next_id;
+            q.next_id += 1;
+            q.bytes += size;
+            q.items.push_back(Item {
+                id,
+                body: Bytes::from(r.body.clone()),
+                samples: r.samples,
+                window,
+            });
+        }
+        drop(q);
+        self.added.notify_one();
+    }
+
+    /// The oldest request, marked in flight.
+    fn next(&self) -> Option<(u64, Bytes, u64, u64)> {
+        let mut q = self.queue();
+        let front = q
+            .items
+            .front()
+            .map(|i| (i.id, i.body.clone(), i.samples, i.window))?;
+        q.in_flight = Some(front.0);
+        Some(front)
+    }
+
+    /// Removes the request in flight.
+    fn done(&self, id: u64) {
+        let mut q = self.queue();
+        q.in_flight = None;
+        if q.items.front().is_some_and(|i| i.id == id) {
+            if let Some(i) = q.items.pop_front() {
+                q.bytes -= i.body.len() as u64;
+            }
+        }
+    }
+}
+
+/// A window's requests, ready to queue.
+pub struct Prepared {
+    requests: Result<Vec<Encoded>, super::WriteError>,
+    window: u64,
+}
+
+/// Remote write to every configured store.
+pub struct RemoteWrite {
+    targets: Vec<Arc<Target>>,
+    max_samples: usize,
+}
+
+/// What became of one request.
+enum Answer {
+    Stored,
+    AlreadyStored,
+    Refused(u16, String),
+    Retry(RetryReason, Option<Duration>),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RetryReason {
+    ServerError,
+    Throttled,
+    Connection,
+}
+
+/// Whether a 400's text says the store holds a sample at that timestamp
+/// already. Prometheus answers `out of order sample`, `duplicate sample for
+/// timestamp`, `out of bounds`; Mimir and Cortex `out-of-order`, `too old`
+/// or `duplicate sample`.
+fn already_stored(body: &str) -> bool {
+    let body = body.to_ascii_lowercase();
+    [
+        "out of order",
+        "out-of-order",
+        "duplicate sample",
+        "out of bounds",
+        "too old",
+    ]
+    .iter()
+    .any(|s| body.contains(s))
+}
+
+fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(hyper::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(RETRY_AFTER_MAX))
+}
+
+async fn connect(e: &Endpoint) -> std::io::Result<SendRequest<Full<Bytes>>> {
+    let tcp = tokio::net::TcpStream::connect((e.host.as_str(), e.port)).await?;
+    tcp.set_nodelay(true)?;
+    let handshake_error = |err: hyper::Error| std::io::Error::other(err);
+    let sender = match &e.tls {
+        Some((connector, name)) => {
+            let stream = connector.connect(name.clone(), tcp).await?;
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(handshake_error)?;
+            tokio::spawn(connection);
+            sender
+        }
+        None => {
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .map_err(handshake_error)?;
+            tokio::spawn(connection);
+            sender
+        }
+    };
+    Ok(sender)
+}
+
+fn request(e: &Endpoint, body: Bytes) -> Result<hyper::Request<Full<Bytes>>, hyper::http::Error> {
+    let path = e.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut builder = hyper::Request::post(path)
+        .header(hyper::header::HOST, e.address.as_str())
+        .header(hyper::header::CONTENT_ENCODING, CONTENT_ENCODING)
+        .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE)
+        .header(super::VERSION_HEADER.0, super::VERSION_HEADER.1)
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("sonde/", env!("CARGO_PKG_VERSION")),
+        );
+    for (name, value) in &e.headers {
+        builder = builder.header(name, value);
+    }
+    builder.body(Full::new(body))
+}
+
+async fn send(e: &Endpoint, conn: &mut Option<SendRequest<Full<Bytes>>>, body: Bytes) -> Answer {
+    let attempt = async {
+        let sender = match conn {
+            Some(s) if s.is_ready() => s,
+            _ => conn.insert(connect(e).await?),
+        };
+        sender.ready().await.map_err(std::io::Error::other)?;
+        let req = request(e, body).map_err(std::io::Error::other)?;
+        let response = sender
+            .send_request(req)
+            .await
+            .map_err(std::io::Error::other)?;
+        let status = response.status();
+        let wait = retry_after(response.headers());
+        let text = match Limited::new(response.into_body(), ERROR_BODY_BYTES)
+            .collect()
+            .await
+        {
+            Ok(b) => String::from_utf8_lossy(&b.to_bytes()).trim().to_owned(),
+            Err(_) => String::new(),
+        };
+        Ok::<_, std::io::Error>((status, wait, text))
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
+        Ok(Ok((status, wait, text))) => {
+            let code = status.as_u16();
+            if status.is_success() {
+                Answer::Stored
+            } else if code == 400 && already_stored(&text) {
+                Answer::AlreadyStored
+            } else if code == 429 {
+                Answer::Retry(RetryReason::Throttled, wait)
+            } else if status.is_server_error() {
+                Answer::Retry(RetryReason::ServerError, wait)
+            } else {
+                Answer::Refused(code, text)
+            }
+        }
+        Ok(Err(err)) => {
+            log::debug!("remote write to {}: {err}", e.url);
+            *conn = None;
+            Answer::Retry(RetryReason::Connection, None)
+        }
+        Err(_) => {
+            log::debug!(
+                "remote write to {}: no answer within {REQUEST_TIMEOUT:?}",
+                e.url
+            );
+            *conn = None;
+            Answer::Retry(RetryReason::Connection, None)
+        }
+    }
+}
+
+async fn run(target: Arc<Target>, backoff_max: Duration) {
+    let mut conn = None;
+    let mut backoff = Backoff::new(BACKOFF_BASE, backoff_max);
+    loop {
+        let Some((id, body, samples, window)) = target.next() else {
+            target.added.notified().await;
+            continue;
+        };
+        let stats = &target.stats;
+        stats
+            .bytes_sent
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        let answer = send(&target.endpoint, &mut conn, body).await;
+        if !matches!(answer, Answer::Retry(RetryReason::Connection, _)) {
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        match answer {
+            Answer::Stored => {
+                stats.stored.fetch_add(samples, Ordering::Relaxed);
+                backoff.reset();
+                target.done(id);
+            }
+            Answer::AlreadyStored => {
+                stats.already_stored.fetch_add(samples, Ordering::Relaxed);
+                backoff.reset();
+                target.done(id);
+            }
+            Answer::Refused(code, text) => {
+                log::warn!(
+                    "remote write to {} refused {samples} samples with {code}: {text}; dropped",
+                    target.endpoint.url
+                );
+                stats.refused.fetch_add(samples, Ordering::Relaxed);
+                target.queue().count_dropped_window(window, REASON_REFUSED);
+                backoff.reset();
+                target.done(id);
+            }
+            Answer::Retry(reason, wait) => {
+                let counter = match reason {
+                    RetryReason::ServerError => &stats.retries_server_error,
+                    RetryReason::Throttled => &stats.retries_throttled,
+                    RetryReason::Connection => &stats.retries_connection,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                // The store's own wait when it gives one; the backoff
+                // goes on growing underneath either way.
+                let delay = backoff.next_delay();
+                let delay = wait.unwrap_or(delay);
+                log::debug!(
+                    "remote write to {}: {reason:?}, retrying in {delay:?}",
+                    target.endpoint.url
+                );
+                {
+                    let mut q = target.queue();
+                    q.in_flight = None;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Windows dropped since the last call, by reason (for loss records).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    /// Refused by a store (4xx).
+    pub refused: u64,
+    /// Dropped from a full queue.
+    pub queue_full: u64,
+    /// Not writable (no totals, too large).
+    pub unwritable: u64,
+}
+
+impl RemoteWrite {
+    /// Checks the settings and starts one sender per store URL (on the
+    /// current tokio runtime). `None` without a URL.
+    pub fn start(config: &Config) -> Result<Option<Self>, ConfigError> {
+        if config.urls.is_empty() {
+            return Ok(None);
+        }
+        let targets: Vec<Arc<Target>> = config
+            .endpoints()?
+            .into_iter()
+            .map(|endpoint| {
+                Arc::new(Target {
+                    endpoint,
+                    queue: Mutex::new(Queue::default()),
+                    max_bytes: config.queue_max_bytes,
+                    added: Notify::new(),
+                    stats: Stats::default(),
+                })
+            })
+            .collect();
+        for t in &targets {
+            tokio::spawn(run(t.clone(), config.backoff_max));
+        }
+        Ok(Some(Self {
+            targets,
+            max_samples: config.max_samples_per_request.max(1),
+        }))
+    }
+
+    /// Queues a window report's samples for every store. A report that
+    /// cannot be written is logged and counted as a dropped window.
+    pub fn window(&self, report: &AgentReport) {
+        self.queue(self.prepare(report));
+    }
+
+    /// A window report's requests, encoded (no lock held: the collector
+    /// encodes before it applies the report, and queues after).
+    pub fn prepare(&self, report: &AgentReport) -> Prepared {
+        Prepared {
+            requests: window_series(report).and_then(|series| encode(series, self.max_samples)),
+            window: report.window_end_unix_ns,
+        }
+    }
+
+    /// Queues prepared requests for every store.
+    pub fn queue(&self, prepared: Prepared) {
+        match prepared.requests {
+            Ok(requests) => {
+                for t in &self.targets {
+                    t.push(&requests, prepared.window);
+                }
+            }
+            Err(e) => {
+                log::warn!("remote write: {e}");
+                for t in &self.targets {
+                    t.queue()
+                        .count_dropped_window(prepared.window, REASON_UNWRITABLE);
+                }
+            }
+        }
+    }
+
+    /// The windows dropped since the last call, summed over the stores.
+    pub fn take_dropped(&self) -> Dropped {
+        let mut out = Dropped::default();
+        for t in &self.targets {
+            let d = std::mem::take(&mut t.queue().pending);
+            out.refused += d.refused;
+            out.queue_full += d.queue_full;
+            out.unwritable += d.unwritable;
+        }
+        out
+    }
+
+    /// Bytes waiting in the queues (the request being sent included).
+    pub fn queued_bytes(&self) -> u64 {
+        self.targets.iter().map(|t| t.queue().bytes).sum()
+    }
+
+    /// The counters as Prometheus text (`sonde.export.remote_write.*`,
+    /// labelled by store address).
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let address = prometheus::label_name(names::ATTR_SERVER_ADDRESS);
+        let family = |out: &mut String, name: &str, unit: &str, kind: MetricKind, help: &str| {
+            let name = prometheus::metric_name(name, unit, kind);
+            let kind = if kind == MetricKind::Gauge {
+                "gauge"
+            } else {
+                "counter"
+            };
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            name
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let name = family(
+            &mut out,
+            names::REMOTE_WRITE_SAMPLES,
+            names::UNIT_SAMPLES,
+            MetricKind::Counter,
+            "Samples written to stores, by outcome",
+        );
+        for t in &self.targets {
+            let s = &t.stats;
+            for (outcome, n) in [
+                ("stored", load(&s.stored)),
+                ("already_stored", load(&s.already_stored)),
+                ("refused", load(&s.refused)),
+                ("queue_full", load(&s.queue_full)),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{address}=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    t.endpoint.address
+                );
+            }
+        }
+        let name = family(
+            &mut out,
+            names::REMOTE_WRITE_RETRIES,
+            names::UNIT_REQUESTS,
+            MetricKind::Counter,
+            "Requests retried, by reason",
+        );
+        for t in &self.targets {
+            let s = &t.stats;
+            for (reason, n) in [
+                ("server_error", load(&s.retries_server_error)),
+                ("too_many_requests", load(&s.retries_throttled)),
+                ("connection", load(&s.retries_connection)),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{address}=\"{}\",reason=\"{reason}\"}} {n}",
+                    t.endpoint.address
+                );
+            }
+        }
+        let name = family(
+            &mut out,
+            names::REMOTE_WRITE_WINDOWS_DROPPED,
+            names::UNIT_WINDOWS,
+            MetricKind::Counter,
+            "Windows some of whose samples a store never got, by reason",
+        );
+        for t in &self.targets {
+            let d = t.queue().total;
+            for (reason, n) in [
+                (REASON_REFUSED, d.refused),
+                (REASON_QUEUE_FULL, d.queue_full),
+                (REASON_UNWRITABLE, d.unwritable),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{address}=\"{}\",reason=\"{reason}\"}} {n}",
+                    t.endpoint.address
+                );
+            }
+        }
+        let name = family(
+            &mut out,
+            names::REMOTE_WRITE_SENT,
+            names::UNIT_BYTES,
+            MetricKind::Counter,
+            "Compressed request bytes sent, retries included",
+        );
+        for t in &self.targets {
+            let _ = writeln!(
+                out,
+                "{name}{{{address}=\"{}\"}} {}",
+                t.endpoint.address,
+                load(&t.stats.bytes_sent)
+            );
+        }
+        let name = family(
+            &mut out,
+            names::REMOTE_WRITE_QUEUE,
+            names::UNIT_BYTES,
+            MetricKind::Gauge,
+            "Bytes waiting in the queue, the request being sent included",
+        );
+        for t in &self.targets {
+            let _ = writeln!(
+                out,
+                "{name}{{{address}=\"{}\"}} {}",
+                t.endpoint.address,
+                t.queue().bytes
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_and_urls_are_checked_with_the_fix_in_the_message() {
+        let err = parse_header("X-Scope-OrgID").unwrap_err().to_string();
+        assert!(
+            err.contains("no '='") && err.contains("X-Scope-OrgID=tenant-1"),
+            "{err}"
+        );
+        assert!(parse_header("bad name=1").is_err());
+        let (n, v) = parse_header("Authorization=Bearer abc=").unwrap();
+        assert_eq!(
+            (n.as_str(), v.to_str().unwrap()),
+            ("authorization", "Bearer abc=")
+        );
+        let config = |url: &str| Config {
+            urls: vec![url.to_owned()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            config("http://10.0.0.1:9090/api/v1/write").endpoints(),
+            Err(ConfigError::Plaintext { .. })
+        ));
+        assert!(matches!(
+            config("https://store/api/v1/push").endpoints(),
+            Err(ConfigError::NoCa)
+        ));
+        assert!(matches!(
+            config("ftp://x/").endpoints(),
+            Err(ConfigError::Url { .. })
+        ));
+        let e = config("http://[::1]:9090/api/v1/write")
+            .endpoints()
+            .unwrap();
+        assert_eq!((e[0].address.as_str(), e[0].port), ("::1:9090", 9090));
+    }
+
+    #[test]
+    fn a_resend_the_store_holds_is_stored_not_retried() {
+        assert!(already_stored("out of order sample"));
+        assert!(already_stored("duplicate sample for timestamp"));
+        assert!(!already_stored("invalid metric name"));
+    }
+
+    fn target(max_bytes: u64) -> Target {
+        Target {
+            endpoint: Config {
+                urls: vec!["http://127.0.0.1:1/".into()],
+                ..Default::default()
+            }
+            .endpoints()
+            .unwrap()
+            .remove(0),
+            queue: Mutex::new(Queue::default()),
+            max_bytes,
+            added: Notify::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_waiting_never_the_one_in_flight() {
+        let t = target(25);
+        let req = |n: usize| Encoded {
+            body: vec![0; n],
+            samples: n as u64,
+            raw_bytes: n,
+        };
+        t.push(&[req(10)], 1);
+        let (first, ..) = t.next().unwrap();
+        t.push(&[req(10)], 2);
+        t.push(&[req(10)], 3);
+        // Window 2 went to make room; window 1 is in flight.
+        let q = t.queue();
+        assert_eq!(q.bytes, 20);
+        assert_eq!(q.items.iter().map(|i| i.window).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(q.pending.queue_full, 1);
+        drop(q);
+        t.done(first);
+        // Larger than the whole bound: dropped alone.
+        t.push(&[req(30)], 4);
+        assert_eq!(t.stats.queue_full.load(Ordering::Relaxed), 40);
+        assert_eq!(t.queue().bytes, 10);
+        assert_eq!(t.queue().total.queue_full, 2);
+    }
+}
