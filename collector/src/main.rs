@@ -266,3 +266,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("sonde-collector: stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn flags_are_consistent() {
+        super::Args::command().debug_assert();
+    }
+}

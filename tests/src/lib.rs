@@ -40,6 +40,8 @@ mod process;
 #[cfg(test)]
 mod prometheus;
 #[cfg(test)]
+mod remote_write;
+#[cfg(test)]
 mod sched;
 #[cfg(test)]
 mod slo;
