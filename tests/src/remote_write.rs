@@ -9,7 +9,13 @@
 
 use std::{
     collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -387,4 +393,375 @@ fn a_store_holds_sondes_totals_exactly_and_a_resent_window_changes_nothing() {
     assert_eq!(agent.terminate(), 0);
     drop(collector);
     eprintln!("took {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// A store of the test's own on loopback: answers every request with
+/// `status` (or, with `None`, reads it and never answers), and counts the
+/// requests and keeps the first one's headers, as its own code parses them.
+struct FakeStore {
+    port: u16,
+    requests: Arc<AtomicU64>,
+    headers: Arc<Mutex<Vec<(String, String)>>>,
+    first_body: Arc<Mutex<Vec<u8>>>,
+}
+
+impl FakeStore {
+    fn start(status: Option<u16>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let store = Self {
+            port,
+            requests: Arc::new(AtomicU64::new(0)),
+            headers: Arc::new(Mutex::new(Vec::new())),
+            first_body: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (requests, headers, first_body) = (
+            store.requests.clone(),
+            store.headers.clone(),
+            store.first_body.clone(),
+        );
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (requests, headers, first_body) =
+                    (requests.clone(), headers.clone(), first_body.clone());
+                std::thread::spawn(move || serve(conn, status, &requests, &headers, &first_body));
+            }
+        });
+        store
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/push", self.port)
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// One connection: HTTP/1.1 requests with a Content-Length body, one after
+/// the other.
+fn serve(
+    conn: TcpStream,
+    status: Option<u16>,
+    requests: &AtomicU64,
+    headers: &Mutex<Vec<(String, String)>>,
+    first_body: &Mutex<Vec<u8>>,
+) {
+    let mut writer = conn.try_clone().expect("clone");
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut head = Vec::new();
+        loop {
+            let mut l = String::new();
+            if reader.read_line(&mut l).unwrap_or(0) == 0 {
+                return;
+            }
+            let l = l.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                head.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+            }
+        }
+        let length: usize = head
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let Some(status) = status else {
+            // A stalled store: never answers, keeps the connection.
+            std::thread::sleep(Duration::from_secs(3600));
+            return;
+        };
+        if requests.fetch_add(1, Ordering::SeqCst) == 0 {
+            *headers.lock().expect("headers") = head;
+            *first_body.lock().expect("body") = body;
+        }
+        let text = "bad request: this store refuses everything";
+        let answer = format!(
+            "HTTP/1.1 {status} Refused\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The node's `sonde.agent.dropped` count of (stage, reason) as the
+/// collector holds it (its fleet `/metrics`).
+fn in_band_losses(collector_metrics: u16, node: &str, stage: &str, reason: &str) -> f64 {
+    metric(
+        collector_metrics,
+        "sonde_agent_dropped_total",
+        &[("host_name", node), ("stage", stage), ("reason", reason)],
+    )
+}
+
+#[test]
+fn refusing_and_stalled_stores_cost_counted_windows_and_bounded_memory() {
+    if crate::vm_lacks("sonde-collector") {
+        return;
+    }
+    if !privileged() {
+        return;
+    }
+    let started = Instant::now();
+    // One refusing and one stalled store for the agent, the same for the
+    // collector: each URL has its own queue, so neither holds back the other.
+    let (refusing, stalled) = (FakeStore::start(Some(400)), FakeStore::start(None));
+    let (collector_refusing, collector_stalled) =
+        (FakeStore::start(Some(400)), FakeStore::start(None));
+    let port = free_port();
+    let collector_metrics = free_port();
+    let (prometheus_arg, refusing_url, stalled_url) = (
+        format!("127.0.0.1:{collector_metrics}"),
+        collector_refusing.url(),
+        collector_stalled.url(),
+    );
+    const QUEUE_MAX_BYTES: u64 = 64 * 1024;
+    // Windows here hold about a thousand samples: one request each, so
+    // that the stores' request counts are window counts.
+    const ONE_REQUEST_PER_WINDOW: &str = "1000000";
+    let queue_max = QUEUE_MAX_BYTES.to_string();
+    let mut collector = Proc::collector(
+        port,
+        &[
+            "--prometheus-listen",
+            &prometheus_arg,
+            "--remote-write-url",
+            &refusing_url,
+            "--remote-write-url",
+            &stalled_url,
+            "--remote-write-queue-max-bytes",
+            &queue_max,
+            "--remote-write-max-samples-per-request",
+            ONE_REQUEST_PER_WINDOW,
+        ],
+    );
+    let node = "e2e-remote-write-refused";
+    let metrics_port = free_port();
+    let (collector_url, metrics_arg, agent_refusing, agent_stalled) = (
+        format!("http://127.0.0.1:{port}"),
+        format!("127.0.0.1:{metrics_port}"),
+        refusing.url(),
+        stalled.url(),
+    );
+    let mut agent = Proc::agent(&[
+        "--probes",
+        "syscalls",
+        "--node-name",
+        node,
+        "--collector",
+        &collector_url,
+        "--prometheus-listen",
+        &metrics_arg,
+        "--remote-write-url",
+        &agent_refusing,
+        "--remote-write-url",
+        &agent_stalled,
+        "--remote-write-header",
+        "X-Scope-OrgID=tenant-test",
+        "--remote-write-queue-max-bytes",
+        &queue_max,
+        "--remote-write-max-samples-per-request",
+        ONE_REQUEST_PER_WINDOW,
+    ]);
+    agent.wait_windows(8, Duration::from_secs(30));
+
+    // The wire, as the refusing store read it.
+    let headers = refusing.headers.lock().expect("headers").clone();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("content-encoding"), "snappy");
+    assert_eq!(header("content-type"), "application/x-protobuf");
+    assert_eq!(header("x-prometheus-remote-write-version"), "0.1.0");
+    assert_eq!(header("x-scope-orgid"), "tenant-test");
+    assert!(header("user-agent").starts_with("sonde/"), "{headers:?}");
+    // Snappy's block format: the body starts with the varint length of
+    // what it decompresses to, and decompresses to that many bytes.
+    let body = refusing.first_body.lock().expect("body").clone();
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(&body)
+        .expect("a snappy block");
+    let (mut declared, mut shift) = (0usize, 0);
+    for b in &body {
+        declared |= usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    assert_eq!(raw.len(), declared);
+
+    // Every refused window counted, exactly: read the agent's count between
+    // two equal readings of the store's.
+    let stable = |store: &FakeStore, port: u16| -> (u64, f64) {
+        loop {
+            let before = store.requests();
+            let counted = metric(
+                port,
+                "sonde_export_remote_write_windows_dropped_total",
+                &[("reason", "refused_by_receiver")],
+            );
+            if store.requests() == before {
+                return (before, counted);
+            }
+        }
+    };
+    let (answered, counted) = stable(&refusing, metrics_port);
+    assert!(answered >= 7, "{answered} requests refused");
+    assert_eq!(counted, answered as f64, "each refused window counted once");
+    let (answered, counted) = stable(&collector_refusing, collector_metrics);
+    assert!(answered >= 7, "{answered} requests refused");
+    assert_eq!(counted, answered as f64);
+    // Refused samples are counted, none is retried (one request per window).
+    assert!(
+        metric(
+            metrics_port,
+            "sonde_export_remote_write_samples_total",
+            &[("outcome", "refused")]
+        ) > 0.0
+    );
+    assert_eq!(
+        metric(
+            metrics_port,
+            "sonde_export_remote_write_retries_total",
+            &[("reason", "server_error")]
+        ),
+        0.0
+    );
+
+    // The stalled stores: their queues stay within the bound, what did not
+    // fit is counted.
+    for port in [metrics_port, collector_metrics] {
+        let queued = metric(port, "sonde_export_remote_write_queue_size_bytes", &[]);
+        assert!(queued > 0.0, "a request waits on the stalled store");
+        assert!(
+            queued <= 2.0 * QUEUE_MAX_BYTES as f64,
+            "{queued} bytes queued"
+        );
+        assert!(
+            metric(
+                port,
+                "sonde_export_remote_write_windows_dropped_total",
+                &[("reason", "queue_full")]
+            ) > 0.0
+        );
+    }
+
+    // The agent and the collector went on: every window reached the
+    // collector, and the agent reported its own refused windows in band:
+    // after k windows, the k - 1 before (each refused within the second).
+    assert_eq!(agent.terminate(), 0);
+    agent.assert_stopped_acked();
+    let k = agent.windows().len() as f64;
+    assert_eq!(
+        metric(collector_metrics, "sonde_collector_reports_total", &[]),
+        k
+    );
+    assert_eq!(
+        in_band_losses(
+            collector_metrics,
+            node,
+            "remote_write",
+            "refused_by_receiver"
+        ),
+        k - 1.0
+    );
+    assert!(in_band_losses(collector_metrics, node, "remote_write", "queue_full") > 0.0);
+    assert!(collector.running());
+    drop(collector);
+    eprintln!("took {:.1}s", started.elapsed().as_secs_f64());
+}
+
+#[test]
+fn a_store_stopped_for_a_minute_gets_every_window_afterwards() {
+    if crate::vm_lacks("prometheus") {
+        return;
+    }
+    if !privileged() {
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut store = Store::start(dir.path(), "outage", None);
+    let node = "e2e-remote-write-outage";
+    let metrics_port = free_port();
+    let (url, metrics_arg) = (store.url(), format!("127.0.0.1:{metrics_port}"));
+    let agent = Proc::agent(&[
+        "--probes",
+        "syscalls",
+        "--node-name",
+        node,
+        "--prometheus-listen",
+        &metrics_arg,
+        "--remote-write-url",
+        &url,
+    ]);
+    agent.wait_windows(3, Duration::from_secs(20));
+    store.stop();
+    let down = Instant::now();
+    std::thread::sleep(Duration::from_secs(60));
+    let during = agent.windows().len();
+    store.resume();
+    eprintln!(
+        "store down {:.1}s, {during} windows so far",
+        down.elapsed().as_secs_f64()
+    );
+    // One series every window carries (a loss counter, zero included):
+    // once the queue is empty, it has exactly one sample per window.
+    let every_window = format!(
+        "count_over_time(sonde_agent_dropped_total{{host_name=\"{node}\",stage=\"remote_write\",reason=\"queue_full\"}}[1h])"
+    );
+    let mut seen = (0, None);
+    wait_for("every window in the store", Duration::from_secs(60), || {
+        let before = agent.stdout_len();
+        let queued = metric(
+            metrics_port,
+            "sonde_export_remote_write_queue_size_bytes",
+            &[],
+        );
+        let stored = store.value(&every_window);
+        seen = (before, stored.clone());
+        queued == 0.0 && agent.stdout_len() == before && stored == Some(before.to_string())
+    });
+    assert!(seen.0 > during, "{seen:?}");
+    let retries = metric(
+        metrics_port,
+        "sonde_export_remote_write_retries_total",
+        &[("reason", "connection")],
+    );
+    assert!(retries >= 2.0, "the backoff retried {retries} times");
+    for reason in ["refused_by_receiver", "queue_full", "unwritable"] {
+        assert_eq!(
+            metric(
+                metrics_port,
+                "sonde_export_remote_write_windows_dropped_total",
+                &[("reason", reason)]
+            ),
+            0.0,
+            "{reason}"
+        );
+    }
+    eprintln!(
+        "took {:.1}s; {retries} retries",
+        started.elapsed().as_secs_f64()
+    );
 }
