@@ -765,3 +765,312 @@ fn a_store_stopped_for_a_minute_gets_every_window_afterwards() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The generated rules' expression per recorded series name.
+fn rule_expressions(rules: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut record = None;
+    for line in rules.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("- record: ") {
+            record = Some(name.to_owned());
+        } else if let (Some(expr), Some(name)) = (line.strip_prefix("expr: "), record.take()) {
+            out.insert(name, expr.to_owned());
+        }
+    }
+    out
+}
+
+/// One agent window's SLO figures: its end (ms), good, total, burn per
+/// alert window (seconds), severity.
+struct SloWindow {
+    end_ms: i64,
+    good: u64,
+    total: u64,
+    burn: BTreeMap<u64, f64>,
+    severity: String,
+}
+
+fn slo_windows(windows: &[serde_json::Value]) -> Vec<SloWindow> {
+    windows
+        .iter()
+        .filter_map(|w| {
+            let s = w["slos"].get(0)?;
+            let mut burn = BTreeMap::new();
+            for r in s["evaluation"]["rules"].as_array()? {
+                for (secs, rate) in [("short_secs", "short_burn"), ("long_secs", "long_burn")] {
+                    burn.insert(r["rule"][secs].as_u64()?, r[rate].as_f64()?);
+                }
+            }
+            Some(SloWindow {
+                end_ms: (w["window_end_unix_ns"].as_u64()? / 1_000_000) as i64,
+                good: s["good"].as_u64()?,
+                total: s["total"].as_u64()?,
+                burn,
+                severity: s["evaluation"]["severity"].as_str()?.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// What `rate()` over `[secs]` at `at_ms` computes from these windows'
+/// samples, as a burn rate against 1 % allowed: the increase from the first
+/// sample in `[at - secs, at]` to the last, i.e. the windows ending after
+/// the first sample (its own window is before the range's first sample),
+/// up to `at`. Extrapolation scales good and total alike and cancels.
+fn aligned_burn(windows: &[SloWindow], at_ms: i64, secs: u64) -> f64 {
+    let from = at_ms - secs as i64 * 1000;
+    let first = windows
+        .iter()
+        .map(|w| w.end_ms)
+        .filter(|&e| e >= from && e <= at_ms)
+        .min()
+        .unwrap_or(at_ms);
+    let (bad, total) = windows
+        .iter()
+        .filter(|w| w.end_ms > first && w.end_ms <= at_ms)
+        .fold((0u64, 0u64), |(b, t), w| {
+            (b + (w.total - w.good), t + w.total)
+        });
+    (bad as f64 / total as f64) / 0.01
+}
+
+#[test]
+fn prometheus_rules_over_written_series_burn_as_sonde_and_page_when_sonde_does() {
+    if crate::vm_lacks("prometheus, promtool and sonde-collector") {
+        return;
+    }
+    if !privileged() {
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("dir");
+    let cgroup = TestCgroup::new("remote-write-slo");
+    // Short alert windows, so that the test runs in minutes: page at 5x
+    // and ticket at 1x, both over 1 min and 30 s.
+    let config = dir.path().join("sonde.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[slo]]\nname = \"e2e-rw\"\nsignal = \"syscall.errors\"\nobjective_percent = 99\n\
+             selector = {{ cgroup = \"{}\", syscalls = [\"openat\"] }}\n\
+             [[slo.alert]]\nseverity = \"page\"\nlong_window_mins = 1\nshort_window_mins = 0.5\nburn_rate = 5\n\
+             [[slo.alert]]\nseverity = \"ticket\"\nlong_window_mins = 1\nshort_window_mins = 0.5\nburn_rate = 1\n",
+            cgroup.v2_path()
+        ),
+    )
+    .expect("config");
+    let out = std::process::Command::new(crate::sonde_bin())
+        .args(["slo", "rules", "--config"])
+        .arg(&config)
+        .output()
+        .expect("sonde slo rules");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules_text = String::from_utf8(out.stdout).expect("utf-8");
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, &rules_text).expect("rules");
+    let expressions = rule_expressions(&rules_text);
+    let store = Store::start(dir.path(), "slo", Some(&rules));
+
+    let config_arg = config.to_str().expect("utf-8").to_owned();
+    let state = dir.path().join("state");
+    let state_arg = state.to_str().expect("utf-8").to_owned();
+    let port = free_port();
+    let (url, collector_url) = (store.url(), format!("http://127.0.0.1:{port}"));
+    let collector = Proc::collector(port, &["--config", &config_arg, "--remote-write-url", &url]);
+    let node = "e2e-remote-write-slo";
+    let mut agent = Proc::agent(&[
+        "--probes",
+        "syscalls",
+        "--node-name",
+        node,
+        "--config",
+        &config_arg,
+        "--state-dir",
+        &state_arg,
+        "--collector",
+        &collector_url,
+    ]);
+    // Steady 2 %: a burn of 2, the ticket fires, the page does not.
+    let steady = Workload::fork(&cgroup, crate::slo::two_percent_failing_opens(u64::MAX));
+    steady.go();
+    std::thread::sleep(Duration::from_secs(75));
+    let calm = agent.windows().len();
+    // Then more failures in the same cgroup: the page fires.
+    let failing = Workload::fork(&cgroup, crate::procs::failing_opens_forever(20));
+    failing.go();
+    let paged = |agent: &Proc| {
+        slo_windows(&agent.windows())
+            .iter()
+            .any(|w| w.severity == "page")
+    };
+    wait_for("sonde to page", Duration::from_secs(60), || paged(&agent));
+    std::thread::sleep(Duration::from_secs(5));
+    failing.kill();
+    steady.kill();
+    assert_eq!(agent.terminate(), 0);
+    let windows = slo_windows(&agent.windows());
+    let last = windows.last().expect("windows").end_ms;
+    // Every window's samples in the store.
+    let total_q = format!("slo_sli_total{{host_name=\"{node}\",slo_name=\"e2e-rw\"}}");
+    wait_for(
+        "the last window in the store",
+        Duration::from_secs(30),
+        || {
+            store
+                .query(&format!("timestamp({total_q})"))
+                .first()
+                .and_then(|(_, v)| v.parse::<f64>().ok())
+                .is_some_and(|t| (t * 1000.0).round() as i64 >= last)
+        },
+    );
+
+    // Prometheus's rules at each window end, against the windows' counts
+    // aligned as rate() aligns them (exactly), and against sonde's own
+    // burn over the same alert window (the difference: the oldest window
+    // of sonde's span, which the range's first sample stands for).
+    let query_at = |expr: &str, at_ms: i64| -> Option<f64> {
+        let (status, body) = http_get(
+            store.port,
+            &format!(
+                "/api/v1/query?query={}&time={}",
+                url_encode(expr),
+                at_ms as f64 / 1000.0
+            ),
+        )
+        .ok()?;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let start_ms = windows[0].end_ms;
+    let mut worst: BTreeMap<u64, f64> = BTreeMap::new();
+    let mut compared = 0;
+    for w in &windows {
+        // Once the alert window is full (the counters' first samples are
+        // then far from zero: rate() does not clamp its extrapolation).
+        for (secs, sonde) in w
+            .burn
+            .iter()
+            .filter(|(secs, _)| w.end_ms >= start_ms + **secs as i64 * 1000 + 5_000)
+        {
+            let name = format!(
+                "sonde_slo:error_ratio:rate{}",
+                sonde_slo::rules::promql_duration(*secs)
+            );
+            let expr = &expressions[&name];
+            let prometheus = query_at(expr, w.end_ms).expect("a ratio") / 0.01;
+            let aligned = aligned_burn(&windows, w.end_ms, *secs);
+            assert!(
+                (prometheus - aligned).abs() <= 1e-9 * aligned.max(1.0),
+                "{name} at {}: Prometheus {prometheus}, aligned windows {aligned}",
+                w.end_ms
+            );
+            let diff = (prometheus - sonde).abs() / sonde;
+            let e = worst.entry(*secs).or_default();
+            *e = e.max(diff);
+            compared += 1;
+        }
+    }
+    assert!(compared >= 30, "{compared} comparisons");
+    for (secs, diff) in &worst {
+        eprintln!(
+            "burn over {secs}s: Prometheus vs sonde within {:.2} % at every window end",
+            diff * 100.0
+        );
+        // One window of 1 s in a span of `secs` seconds of steady load,
+        // and a step when the failures start.
+        assert!(*diff <= 0.25, "{secs}s: {diff}");
+    }
+
+    // The page: in ALERTS only once sonde's state says page.
+    let (status, body) = http_get(
+        store.port,
+        &format!(
+            "/api/v1/query?query={}",
+            url_encode(
+                "ALERTS{alertname=\"SondeSLOBurnRate\",severity=\"page\",alertstate=\"firing\"}[30m]"
+            )
+        ),
+    )
+    .expect("query");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let firing_ms: Vec<i64> = v["data"]["result"]
+        .as_array()
+        .expect("matrix")
+        .iter()
+        .flat_map(|r| r["values"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| Some((p[0].as_f64()? * 1000.0).round() as i64))
+        .collect();
+    let first_firing = *firing_ms
+        .iter()
+        .min()
+        .expect("the page alert fired in Prometheus");
+    let first_page = windows
+        .iter()
+        .find(|w| w.severity == "page")
+        .expect("sonde paged")
+        .end_ms;
+    let calm_end = windows.get(calm.saturating_sub(1)).map_or(0, |w| w.end_ms);
+    assert!(first_firing > calm_end, "no page while the load was calm");
+    // Where the rules' own alignment crosses 5x on both windows (no
+    // hysteresis before the first firing).
+    let aligned_first = windows
+        .iter()
+        .filter(|w| w.end_ms > calm_end)
+        .find(|w| {
+            w.burn
+                .keys()
+                .all(|secs| aligned_burn(&windows, w.end_ms, *secs) > 5.0)
+        })
+        .expect("the aligned windows cross the page rule")
+        .end_ms;
+    eprintln!(
+        "page: sonde at {first_page} ms, the rules' aligned windows at {aligned_first} ms, Prometheus's ALERTS from {first_firing} ms ({:+} ms after sonde)",
+        first_firing - first_page
+    );
+    // Never before the data says so; promptly after (rules every second,
+    // the collector's write in between).
+    assert!(
+        first_firing >= aligned_first,
+        "ALERTS fired before its data"
+    );
+    assert!(first_firing - aligned_first <= 10_000, "ALERTS fired late");
+    // Not before sonde, unless the range's alignment crossed first.
+    assert!(
+        first_firing >= first_page || aligned_first < first_page,
+        "Prometheus paged {} ms before sonde",
+        first_page - first_firing
+    );
+
+    // The collector's evaluation of the last window: the agent's.
+    let fleet = crate::procs::fleet_json(&["--collector", &collector_url, "slo"]);
+    let slo = &fleet["slos"][0];
+    let rates = slo["burnRates"]
+        .as_array()
+        .or(slo["burn_rates"].as_array())
+        .expect("burn rates");
+    let last_window = windows.last().expect("windows");
+    for r in rates {
+        let window = r["window"].as_str().unwrap_or("");
+        let secs = last_window
+            .burn
+            .keys()
+            .find(|s| sonde_slo::rules::promql_duration(**s) == window);
+        if let Some(secs) = secs {
+            let rate = r["rate"].as_f64().unwrap_or(f64::NAN);
+            assert!(
+                (rate - last_window.burn[secs]).abs() <= 1e-9,
+                "{window}: collector {rate}, agent {}",
+                last_window.burn[secs]
+            );
+        }
+    }
+    drop(collector);
+    eprintln!("took {:.1}s", started.elapsed().as_secs_f64());
+}

@@ -25,16 +25,16 @@ const BATCH: u64 = 50;
 /// Batches the workload runs, then stops.
 const BATCHES: u64 = 100;
 
-/// `BATCHES` times: 49 `openat` of /dev/null (closed again) and one of a
+/// `batches` times: 49 `openat` of /dev/null (closed again) and one of a
 /// missing file, with a 2 ms pause; then exits.
-fn two_percent_failing_opens() -> impl FnOnce() {
+pub(crate) fn two_percent_failing_opens(batches: u64) -> impl FnOnce() {
     move || {
         let (ok, missing) = (c"/dev/null", c"/nonexistent/sonde-slo");
         let pause = libc::timespec {
             tv_sec: 0,
             tv_nsec: 2_000_000,
         };
-        for _ in 0..BATCHES {
+        for _ in 0..batches {
             for i in 0..BATCH {
                 let path = if i == 0 { missing } else { ok };
                 // SAFETY: a valid NUL-terminated path; the fd is closed again.
@@ -110,7 +110,7 @@ fn burn_rate_of_a_two_percent_failure_ratio_at_agent_and_collector() {
         "--prometheus-listen",
         &format!("127.0.0.1:{prometheus_port}"),
     ]);
-    let workload = Workload::fork(&cgroup, two_percent_failing_opens());
+    let workload = Workload::fork(&cgroup, two_percent_failing_opens(BATCHES));
     workload.go();
     assert_eq!(workload.wait(), 0);
     let total = BATCH * BATCHES;
