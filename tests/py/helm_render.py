@@ -2,13 +2,17 @@
 through the helm-python-sdk package: no helm binary exists in this project's
 registries) and checks it against deploy/kubernetes.
 
-usage: helm_render.py CHART MANIFESTS OUT
+usage: helm_render.py CHART MANIFESTS OUT [PROMETHEUS_RULE]
 
 - lints the chart (warnings fail);
 - renders the defaults in namespace `sonde` into OUT/default/ and checks
   that they are the same objects as MANIFESTS/*.yaml (comments aside);
 - renders an agents-only install in namespace `obs` with an outside
-  collector into OUT/agents-only/ and checks what changed.
+  collector into OUT/agents-only/ and checks what changed;
+- with PROMETHEUS_RULE (the output of `sonde slo rules --format
+  prometheus-operator`), renders remote write from the collector, then from
+  the agents, with a header from a Secret and a store CA, a PodMonitor and
+  that PrometheusRule's groups into OUT/remote-write/, and checks them.
 Exits non-zero with the reason on any difference.
 """
 
@@ -73,6 +77,66 @@ def main():
     if "--collector=https://collector.example:7411" not in args:
         fail(f"agents-only args: {args}")
     print(f"agents-only: {' '.join(kinds)}")
+
+    if len(sys.argv) > 4:
+        remote_write(chart, pathlib.Path(sys.argv[4]), out)
+
+
+def container(objs, kind, name):
+    return objs[(kind, "sonde", name)]["spec"]["template"]["spec"]["containers"][0]
+
+
+def remote_write(chart, rule_file, out):
+    rule = yaml.safe_load(rule_file.read_text())
+    url = "https://mimir.example/api/v1/push"
+    values = {
+        "remoteWrite": {
+            "urls": [url],
+            "headers": [{"name": "X-Scope-OrgID", "secret": "sonde-remote-write", "key": "tenant"}],
+            "tlsSecret": "sonde-remote-write-tls",
+        },
+        "podMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "groups": rule["spec"]["groups"]},
+    }
+    objs = render(str(chart), values, "sonde", out / "remote-write")
+    collector = container(objs, "Deployment", "sonde-collector")
+    agent = container(objs, "DaemonSet", "sonde-agent")
+    want = [f"--remote-write-url={url}",
+            "--remote-write-header=X-Scope-OrgID=$(SONDE_REMOTE_WRITE_HEADER_0)",
+            "--remote-write-tls-ca=/etc/sonde/remote-write-tls/ca.crt",
+            "--remote-write-queue-max-bytes=67108864"]
+    if any(a not in collector["args"] for a in want):
+        fail(f"collector remote-write args: {collector['args']}")
+    if any(a.startswith("--remote-write") for a in agent["args"]):
+        fail(f"agents write too while the collector does: {agent['args']}")
+    env = {e["name"]: e for e in collector.get("env", [])}
+    ref = env.get("SONDE_REMOTE_WRITE_HEADER_0", {}).get("valueFrom", {}).get("secretKeyRef")
+    if ref != {"name": "sonde-remote-write", "key": "tenant"}:
+        fail(f"header from the Secret: {collector.get('env')}")
+    if "remote-write-tls" not in [m["name"] for m in collector["volumeMounts"]]:
+        fail(f"store CA not mounted: {collector['volumeMounts']}")
+    pm = objs[("PodMonitor", "sonde", "sonde-agent")]
+    pod_labels = objs[("DaemonSet", "sonde", "sonde-agent")]["spec"]["template"]["metadata"]["labels"]
+    if any(pod_labels.get(k) != v for k, v in pm["spec"]["selector"]["matchLabels"].items()):
+        fail(f"PodMonitor selects {pm['spec']['selector']}, pods are {pod_labels}")
+    if pm["spec"]["podMetricsEndpoints"][0]["port"] not in [p["name"] for p in agent["ports"]]:
+        fail("PodMonitor port")
+    pr = objs[("PrometheusRule", "sonde", "sonde-slo")]
+    if pr["spec"]["groups"] != rule["spec"]["groups"] or pr["apiVersion"] != rule["apiVersion"]:
+        fail("PrometheusRule groups differ from sonde slo rules'")
+
+    values["remoteWrite"]["from"] = "agents"
+    agents = render(str(chart), values, "sonde", out / "remote-write-agents")
+    agent = container(agents, "DaemonSet", "sonde-agent")
+    collector = container(agents, "Deployment", "sonde-collector")
+    if any(a not in agent["args"] for a in want) or any(
+            a.startswith("--remote-write") for a in collector["args"]):
+        fail(f"from agents: agent {agent['args']}, collector {collector['args']}")
+    env = [e["name"] for e in agent["env"]]
+    if env != ["NODE_NAME", "SONDE_REMOTE_WRITE_HEADER_0"]:
+        fail(f"agent env: {env}")
+    groups = len(pr["spec"]["groups"])
+    print(f"remote-write: collector and agents, PodMonitor, PrometheusRule of {groups} groups")
 
 
 main()

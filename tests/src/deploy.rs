@@ -274,11 +274,39 @@ fn helm_chart_renders_the_manifests_and_validates() {
     // Helm's own engine (its Go SDK, shipped in the helm-python-sdk wheel):
     // lint, render the defaults and compare them with deploy/kubernetes,
     // render an agents-only install.
+    // The chart's PrometheusRule holds what `sonde slo rules --format
+    // prometheus-operator` writes for the example SLO.
+    let config = out.path().join("sonde.toml");
+    std::fs::write(
+        &config,
+        "[[slo]]\nname = \"web-open\"\nsignal = \"syscall.errors\"\nobjective_percent = 99.9\n\
+         selector = { pod = \"shop/web\", syscalls = [\"openat\"] }\n",
+    )
+    .expect("config");
+    let rules = Command::new(crate::sonde_bin())
+        .args([
+            "slo",
+            "rules",
+            "--format",
+            "prometheus-operator",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .expect("sonde slo rules");
+    assert!(
+        rules.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rules.stderr)
+    );
+    let rule_file = out.path().join("prometheus-rule.yaml");
+    std::fs::write(&rule_file, &rules.stdout).expect("rule file");
     let run = Command::new(crate::python())
         .arg(root.join("tests/py/helm_render.py"))
         .arg(root.join("deploy/helm/sonde"))
         .arg(root.join("deploy/kubernetes"))
         .arg(out.path())
+        .arg(&rule_file)
         .output()
         .expect("run helm_render.py (cargo xtask setup installs helm-python-sdk)");
     let text =
@@ -287,6 +315,10 @@ fn helm_chart_renders_the_manifests_and_validates() {
     assert!(text.contains("same objects: 9"), "{text}");
     assert!(
         text.contains("agents-only: ConfigMap DaemonSet Namespace Secret ServiceAccount"),
+        "{text}"
+    );
+    assert!(
+        text.contains("remote-write: collector and agents, PodMonitor, PrometheusRule of 1 groups"),
         "{text}"
     );
     for case in ["default", "agents-only"] {

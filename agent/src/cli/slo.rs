@@ -42,7 +42,23 @@ enum SloCommand {
         /// The config file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// `prometheus`: a rules file (`rule_files`); `prometheus-operator`:
+        /// a `PrometheusRule` object for the operator.
+        #[arg(long, value_enum, default_value = "prometheus")]
+        format: RulesFormat,
+        /// The `PrometheusRule` object's name (with `--format prometheus-operator`).
+        #[arg(long, default_value = "sonde-slo")]
+        name: String,
     },
+}
+
+/// How `sonde slo rules` writes the rules.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RulesFormat {
+    /// A Prometheus rules file.
+    Prometheus,
+    /// A prometheus-operator `PrometheusRule` object.
+    PrometheusOperator,
 }
 
 pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -68,9 +84,20 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Some(SloCommand::Rules { config }) => {
+        Some(SloCommand::Rules {
+            config,
+            format,
+            name,
+        }) => {
             let specs = read_config(&config)?;
-            print!("{}", sonde_slo::rules::prometheus(&specs, &metric_names()));
+            let names = metric_names();
+            let text = match format {
+                RulesFormat::Prometheus => sonde_slo::rules::prometheus(&specs, &names),
+                RulesFormat::PrometheusOperator => {
+                    sonde_slo::rules::prometheus_operator(&specs, &names, &name)
+                }
+            };
+            print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         None => {
