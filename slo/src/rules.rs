@@ -145,8 +145,8 @@ pub fn prometheus_operator(specs: &[SloSpec], names: &MetricNames, name: &str) -
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_prometheus_rule_holds_the_same_groups() {
+    /// One SLO with the workbook policy, and the names agents export.
+    fn web_open() -> (Vec<SloSpec>, MetricNames) {
         let specs = crate::spec::parse(
             "sonde.toml",
             "[[slo]]\nname = \"web-open\"\nsignal = \"syscall.errors\"\nobjective_percent = 99.9\n",
@@ -157,6 +157,12 @@ mod tests {
             total: "slo_sli_total".into(),
             name_label: "slo_name".into(),
         };
+        (specs, names)
+    }
+
+    #[test]
+    fn a_prometheus_rule_holds_the_same_groups() {
+        let (specs, names) = web_open();
         let object: serde_yaml::Value =
             serde_yaml::from_str(&prometheus_operator(&specs, &names, "sonde-slo")).unwrap();
         let plain: serde_yaml::Value = serde_yaml::from_str(&prometheus(&specs, &names)).unwrap();
@@ -168,16 +174,7 @@ mod tests {
 
     #[test]
     fn rules_for_the_workbook_policy() {
-        let specs = crate::spec::parse(
-            "sonde.toml",
-            "[[slo]]\nname = \"web-open\"\nsignal = \"syscall.errors\"\nobjective_percent = 99.9\n",
-        )
-        .unwrap();
-        let names = MetricNames {
-            good: "slo_sli_good_total".into(),
-            total: "slo_sli_total".into(),
-            name_label: "slo_name".into(),
-        };
+        let (specs, names) = web_open();
         let text = prometheus(&specs, &names);
         for w in ["5m", "30m", "1h", "6h", "3d", "28d"] {
             assert!(

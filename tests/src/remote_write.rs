@@ -83,15 +83,22 @@ impl Store {
         format!("http://127.0.0.1:{}/api/v1/write", self.port)
     }
 
-    /// An instant query's result: (labels, value) per series.
-    fn query(&self, q: &str) -> Vec<(BTreeMap<String, String>, String)> {
-        let (status, body) =
-            http_get(self.port, &format!("/api/v1/query?query={}", url_encode(q))).expect("query");
+    /// `data.result` of an instant query of `q`, at `at_ms` when given.
+    fn api(&self, q: &str, at_ms: Option<i64>) -> Vec<serde_json::Value> {
+        let time = at_ms.map_or(String::new(), |ms| format!("&time={}", ms as f64 / 1000.0));
+        let (status, body) = http_get(
+            self.port,
+            &format!("/api/v1/query?query={}{time}", url_encode(q)),
+        )
+        .expect("query");
         assert_eq!(status, 200, "{q}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        v["data"]["result"]
-            .as_array()
-            .expect("result")
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// An instant query's result: (labels, value) per series.
+    fn query(&self, q: &str) -> Vec<(BTreeMap<String, String>, String)> {
+        self.api(q, None)
             .iter()
             .map(|r| {
                 let labels = r["metric"]
@@ -105,6 +112,26 @@ impl Store {
             .collect()
     }
 
+    /// A range query's raw samples per series: (timestamp ms, value).
+    fn matrix(&self, q: &str) -> Vec<(String, Vec<(i64, String)>)> {
+        self.api(q, None)
+            .iter()
+            .map(|r| {
+                let values = r["values"]
+                    .as_array()
+                    .expect("values")
+                    .iter()
+                    .filter_map(|p| {
+                        // Timestamps come as seconds with millisecond decimals.
+                        let ms = (p[0].as_f64()? * 1000.0).round() as i64;
+                        Some((ms, p[1].as_str().unwrap_or("").to_owned()))
+                    })
+                    .collect();
+                (r["metric"].to_string(), values)
+            })
+            .collect()
+    }
+
     /// The one value of `q`, if there is exactly one series.
     fn value(&self, q: &str) -> Option<String> {
         let r = self.query(q);
@@ -114,32 +141,13 @@ impl Store {
     /// Every raw sample of the node's series up to `until_ms`:
     /// series → [(timestamp ms, value)].
     fn samples(&self, node: &str, until_ms: i64) -> BTreeMap<String, Vec<(i64, String)>> {
-        let q = format!("{{host_name=\"{node}\"}}[1h]");
-        let (status, body) = http_get(
-            self.port,
-            &format!("/api/v1/query?query={}", url_encode(&q)),
-        )
-        .expect("query");
-        assert_eq!(status, 200, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        let mut out = BTreeMap::new();
-        for r in v["data"]["result"].as_array().expect("matrix") {
-            let key = r["metric"].to_string();
-            let values: Vec<(i64, String)> = r["values"]
-                .as_array()
-                .expect("values")
-                .iter()
-                .filter_map(|p| {
-                    // Timestamps come as seconds with millisecond decimals.
-                    let ms = (p[0].as_f64()? * 1000.0).round() as i64;
-                    (ms <= until_ms).then(|| (ms, p[1].as_str().unwrap_or("").to_owned()))
-                })
-                .collect();
-            if !values.is_empty() {
-                out.insert(key, values);
-            }
-        }
-        out
+        self.matrix(&format!("{{host_name=\"{node}\"}}[1h]"))
+            .into_iter()
+            .filter_map(|(key, mut values)| {
+                values.retain(|(ms, _)| *ms <= until_ms);
+                (!values.is_empty()).then_some((key, values))
+            })
+            .collect()
     }
 }
 
@@ -168,6 +176,24 @@ fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
             .then(|| value.parse::<f64>().ok())?
         })
         .sum()
+}
+
+/// sonde's count of remote-write samples with this outcome (all stores).
+fn samples_with(port: u16, outcome: &str) -> f64 {
+    metric(
+        port,
+        "sonde_export_remote_write_samples_total",
+        &[("outcome", outcome)],
+    )
+}
+
+/// sonde's count of windows a store never got, for this reason (all stores).
+fn windows_dropped(port: u16, reason: &str) -> f64 {
+    metric(
+        port,
+        "sonde_export_remote_write_windows_dropped_total",
+        &[("reason", reason)],
+    )
 }
 
 fn window_end_ms(report: &sonde_proto::v1::AgentReport) -> i64 {
@@ -250,22 +276,9 @@ fn a_store_holds_sondes_totals_exactly_and_a_resent_window_changes_nothing() {
         Some(&FAILING)
     );
     for outcome in ["refused", "queue_full"] {
-        assert_eq!(
-            metric(
-                metrics_port,
-                "sonde_export_remote_write_samples_total",
-                &[("outcome", outcome)]
-            ),
-            0.0
-        );
+        assert_eq!(samples_with(metrics_port, outcome), 0.0);
     }
-    assert!(
-        metric(
-            metrics_port,
-            "sonde_export_remote_write_samples_total",
-            &[("outcome", "stored")]
-        ) > 0.0
-    );
+    assert!(samples_with(metrics_port, "stored") > 0.0);
 
     // Kill the agent: its reports wait on disk. Keep a copy of them.
     agent.kill();
@@ -369,21 +382,10 @@ fn a_store_holds_sondes_totals_exactly_and_a_resent_window_changes_nothing() {
                 "sonde_export_remote_write_queue_size_bytes",
                 &[],
             ) == 0.0
-                && metric(
-                    collector_metrics,
-                    "sonde_export_remote_write_samples_total",
-                    &[("outcome", "already_stored")],
-                ) > 0.0
+                && samples_with(collector_metrics, "already_stored") > 0.0
         },
     );
-    assert_eq!(
-        metric(
-            collector_metrics,
-            "sonde_export_remote_write_samples_total",
-            &[("outcome", "refused")]
-        ),
-        0.0
-    );
+    assert_eq!(samples_with(collector_metrics, "refused"), 0.0);
     assert_eq!(
         fleet.samples(node, last_ms),
         before,
@@ -615,11 +617,7 @@ fn refusing_and_stalled_stores_cost_counted_windows_and_bounded_memory() {
     let stable = |store: &FakeStore, port: u16| -> (u64, f64) {
         loop {
             let before = store.requests();
-            let counted = metric(
-                port,
-                "sonde_export_remote_write_windows_dropped_total",
-                &[("reason", "refused_by_receiver")],
-            );
+            let counted = windows_dropped(port, "refused_by_receiver");
             if store.requests() == before {
                 return (before, counted);
             }
@@ -632,13 +630,7 @@ fn refusing_and_stalled_stores_cost_counted_windows_and_bounded_memory() {
     assert!(answered >= 7, "{answered} requests refused");
     assert_eq!(counted, answered as f64);
     // Refused samples are counted, none is retried (one request per window).
-    assert!(
-        metric(
-            metrics_port,
-            "sonde_export_remote_write_samples_total",
-            &[("outcome", "refused")]
-        ) > 0.0
-    );
+    assert!(samples_with(metrics_port, "refused") > 0.0);
     assert_eq!(
         metric(
             metrics_port,
@@ -657,13 +649,7 @@ fn refusing_and_stalled_stores_cost_counted_windows_and_bounded_memory() {
             queued <= 2.0 * QUEUE_MAX_BYTES as f64,
             "{queued} bytes queued"
         );
-        assert!(
-            metric(
-                port,
-                "sonde_export_remote_write_windows_dropped_total",
-                &[("reason", "queue_full")]
-            ) > 0.0
-        );
+        assert!(windows_dropped(port, "queue_full") > 0.0);
     }
 
     // The agent and the collector went on: every window reached the
@@ -750,15 +736,7 @@ fn a_store_stopped_for_a_minute_gets_every_window_afterwards() {
     );
     assert!(retries >= 2.0, "the backoff retried {retries} times");
     for reason in ["refused_by_receiver", "queue_full", "unwritable"] {
-        assert_eq!(
-            metric(
-                metrics_port,
-                "sonde_export_remote_write_windows_dropped_total",
-                &[("reason", reason)]
-            ),
-            0.0,
-            "{reason}"
-        );
+        assert_eq!(windows_dropped(metrics_port, reason), 0.0, "{reason}");
     }
     eprintln!(
         "took {:.1}s; {retries} retries",
@@ -934,18 +912,10 @@ fn prometheus_rules_over_written_series_burn_as_sonde_and_page_when_sonde_does()
     // burn over the same alert window (the difference: the oldest window
     // of sonde's span, which the range's first sample stands for).
     let query_at = |expr: &str, at_ms: i64| -> Option<f64> {
-        let (status, body) = http_get(
-            store.port,
-            &format!(
-                "/api/v1/query?query={}&time={}",
-                url_encode(expr),
-                at_ms as f64 / 1000.0
-            ),
-        )
-        .ok()?;
-        assert_eq!(status, 200, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+        store.api(expr, Some(at_ms)).first()?["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
     };
     let start_ms = windows[0].end_ms;
     let mut worst: BTreeMap<u64, f64> = BTreeMap::new();
@@ -988,24 +958,12 @@ fn prometheus_rules_over_written_series_burn_as_sonde_and_page_when_sonde_does()
     }
 
     // The page: in ALERTS only once sonde's state says page.
-    let (status, body) = http_get(
-        store.port,
-        &format!(
-            "/api/v1/query?query={}",
-            url_encode(
-                "ALERTS{alertname=\"SondeSLOBurnRate\",severity=\"page\",alertstate=\"firing\"}[30m]"
-            )
-        ),
-    )
-    .expect("query");
-    assert_eq!(status, 200);
-    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    let firing_ms: Vec<i64> = v["data"]["result"]
-        .as_array()
-        .expect("matrix")
-        .iter()
-        .flat_map(|r| r["values"].as_array().cloned().unwrap_or_default())
-        .filter_map(|p| Some((p[0].as_f64()? * 1000.0).round() as i64))
+    let firing_ms: Vec<i64> = store
+        .matrix(
+            "ALERTS{alertname=\"SondeSLOBurnRate\",severity=\"page\",alertstate=\"firing\"}[30m]",
+        )
+        .into_iter()
+        .flat_map(|(_, values)| values.into_iter().map(|(ms, _)| ms))
         .collect();
     let first_firing = *firing_ms
         .iter()

@@ -710,113 +710,100 @@ impl RemoteWrite {
     /// labelled by store address).
     pub fn prometheus(&self) -> String {
         use std::fmt::Write as _;
-        let mut out = String::new();
+        type Value = fn(&Target) -> u64;
+        /// (name, unit, kind, help, label, [(label value, value of a store)])
+        type Family<'a> = (
+            &'a str,
+            &'a str,
+            MetricKind,
+            &'a str,
+            &'a str,
+            Vec<(&'a str, Value)>,
+        );
+        fn load(a: &AtomicU64) -> u64 {
+            a.load(Ordering::Relaxed)
+        }
+        let families: [Family<'_>; 5] = [
+            (
+                names::REMOTE_WRITE_SAMPLES,
+                names::UNIT_SAMPLES,
+                MetricKind::Counter,
+                "Samples written to stores, by outcome",
+                "outcome",
+                vec![
+                    ("stored", |t| load(&t.stats.stored)),
+                    ("already_stored", |t| load(&t.stats.already_stored)),
+                    ("refused", |t| load(&t.stats.refused)),
+                    ("queue_full", |t| load(&t.stats.queue_full)),
+                ],
+            ),
+            (
+                names::REMOTE_WRITE_RETRIES,
+                names::UNIT_REQUESTS,
+                MetricKind::Counter,
+                "Requests retried, by reason",
+                "reason",
+                vec![
+                    ("server_error", |t| load(&t.stats.retries_server_error)),
+                    ("too_many_requests", |t| load(&t.stats.retries_throttled)),
+                    ("connection", |t| load(&t.stats.retries_connection)),
+                ],
+            ),
+            (
+                names::REMOTE_WRITE_WINDOWS_DROPPED,
+                names::UNIT_WINDOWS,
+                MetricKind::Counter,
+                "Windows some of whose samples a store never got, by reason",
+                "reason",
+                vec![
+                    (REASON_REFUSED, |t| t.queue().total.refused),
+                    (REASON_QUEUE_FULL, |t| t.queue().total.queue_full),
+                    (REASON_UNWRITABLE, |t| t.queue().total.unwritable),
+                ],
+            ),
+            (
+                names::REMOTE_WRITE_SENT,
+                names::UNIT_BYTES,
+                MetricKind::Counter,
+                "Compressed request bytes sent, retries included",
+                "",
+                vec![("", |t| load(&t.stats.bytes_sent))],
+            ),
+            (
+                names::REMOTE_WRITE_QUEUE,
+                names::UNIT_BYTES,
+                MetricKind::Gauge,
+                "Bytes waiting in the queue, the request being sent included",
+                "",
+                vec![("", |t| t.queue().bytes)],
+            ),
+        ];
         let address = prometheus::label_name(names::ATTR_SERVER_ADDRESS);
-        let family = |out: &mut String, name: &str, unit: &str, kind: MetricKind, help: &str| {
+        let mut out = String::new();
+        for (name, unit, kind, help, label, values) in families {
             let name = prometheus::metric_name(name, unit, kind);
-            let kind = if kind == MetricKind::Gauge {
+            let type_name = if kind == MetricKind::Gauge {
                 "gauge"
             } else {
                 "counter"
             };
             let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            name
-        };
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let name = family(
-            &mut out,
-            names::REMOTE_WRITE_SAMPLES,
-            names::UNIT_SAMPLES,
-            MetricKind::Counter,
-            "Samples written to stores, by outcome",
-        );
-        for t in &self.targets {
-            let s = &t.stats;
-            for (outcome, n) in [
-                ("stored", load(&s.stored)),
-                ("already_stored", load(&s.already_stored)),
-                ("refused", load(&s.refused)),
-                ("queue_full", load(&s.queue_full)),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "{name}{{{address}=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    t.endpoint.address
-                );
+            let _ = writeln!(out, "# TYPE {name} {type_name}");
+            for t in &self.targets {
+                for (value, of) in &values {
+                    let extra = if label.is_empty() {
+                        String::new()
+                    } else {
+                        format!(",{label}=\"{value}\"")
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{address}=\"{}\"{extra}}} {}",
+                        t.endpoint.address,
+                        of(t)
+                    );
+                }
             }
-        }
-        let name = family(
-            &mut out,
-            names::REMOTE_WRITE_RETRIES,
-            names::UNIT_REQUESTS,
-            MetricKind::Counter,
-            "Requests retried, by reason",
-        );
-        for t in &self.targets {
-            let s = &t.stats;
-            for (reason, n) in [
-                ("server_error", load(&s.retries_server_error)),
-                ("too_many_requests", load(&s.retries_throttled)),
-                ("connection", load(&s.retries_connection)),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "{name}{{{address}=\"{}\",reason=\"{reason}\"}} {n}",
-                    t.endpoint.address
-                );
-            }
-        }
-        let name = family(
-            &mut out,
-            names::REMOTE_WRITE_WINDOWS_DROPPED,
-            names::UNIT_WINDOWS,
-            MetricKind::Counter,
-            "Windows some of whose samples a store never got, by reason",
-        );
-        for t in &self.targets {
-            let d = t.queue().total;
-            for (reason, n) in [
-                (REASON_REFUSED, d.refused),
-                (REASON_QUEUE_FULL, d.queue_full),
-                (REASON_UNWRITABLE, d.unwritable),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "{name}{{{address}=\"{}\",reason=\"{reason}\"}} {n}",
-                    t.endpoint.address
-                );
-            }
-        }
-        let name = family(
-            &mut out,
-            names::REMOTE_WRITE_SENT,
-            names::UNIT_BYTES,
-            MetricKind::Counter,
-            "Compressed request bytes sent, retries included",
-        );
-        for t in &self.targets {
-            let _ = writeln!(
-                out,
-                "{name}{{{address}=\"{}\"}} {}",
-                t.endpoint.address,
-                load(&t.stats.bytes_sent)
-            );
-        }
-        let name = family(
-            &mut out,
-            names::REMOTE_WRITE_QUEUE,
-            names::UNIT_BYTES,
-            MetricKind::Gauge,
-            "Bytes waiting in the queue, the request being sent included",
-        );
-        for t in &self.targets {
-            let _ = writeln!(
-                out,
-                "{name}{{{address}=\"{}\"}} {}",
-                t.endpoint.address,
-                t.queue().bytes
-            );
         }
         out
     }
@@ -881,6 +868,27 @@ mod tests {
             max_bytes,
             added: Notify::new(),
             stats: Stats::default(),
+        }
+    }
+
+    #[test]
+    fn counters_are_prometheus_text_per_store() {
+        let t = target(100);
+        t.stats.stored.store(7, Ordering::Relaxed);
+        let rw = RemoteWrite {
+            targets: vec![Arc::new(t)],
+            max_samples: 10,
+        };
+        let text = rw.prometheus();
+        for line in [
+            "# TYPE sonde_export_remote_write_samples_total counter",
+            "sonde_export_remote_write_samples_total{server_address=\"127.0.0.1:1\",outcome=\"stored\"} 7",
+            "sonde_export_remote_write_retries_total{server_address=\"127.0.0.1:1\",reason=\"connection\"} 0",
+            "sonde_export_remote_write_windows_dropped_total{server_address=\"127.0.0.1:1\",reason=\"queue_full\"} 0",
+            "sonde_export_remote_write_sent_bytes_total{server_address=\"127.0.0.1:1\"} 0",
+            "# TYPE sonde_export_remote_write_queue_size_bytes gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
     }
 
