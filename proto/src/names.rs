@@ -73,6 +73,9 @@ pub const REMOTE_WRITE_RETRIES: &str = "sonde.export.remote_write.retries";
 pub const REMOTE_WRITE_WINDOWS_DROPPED: &str = "sonde.export.remote_write.windows.dropped";
 /// Compressed remote-write bytes sent, retries included (counter, `By`).
 pub const REMOTE_WRITE_SENT: &str = "sonde.export.remote_write.sent";
+/// Time spent writing, by stage (counter, `s`; `server.address`, `stage`:
+/// series, encode, compress, request).
+pub const REMOTE_WRITE_TIME: &str = "sonde.export.remote_write.time";
 /// Bytes waiting in a store's queue (gauge, `By`).
 pub const REMOTE_WRITE_QUEUE: &str = "sonde.export.remote_write.queue.size";
 

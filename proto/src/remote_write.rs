@@ -84,6 +84,14 @@ pub struct Encoded {
     pub samples: u64,
     /// Its size before compression.
     pub raw_bytes: usize,
+    /// Time spent encoding the protobuf, ns.
+    pub encode_ns: u64,
+    /// Time spent compressing it, ns.
+    pub compress_ns: u64,
+}
+
+fn ns_since(t: std::time::Instant) -> u64 {
+    u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The series of a report as remote-write samples at the window's end.
@@ -187,7 +195,10 @@ pub fn encode(series: Vec<TimeSeries>, max_samples: usize) -> Result<Vec<Encoded
         let request = WriteRequest {
             timeseries: std::mem::take(batch),
         };
+        let started = std::time::Instant::now();
         let raw = request.encode_to_vec();
+        let encode_ns = ns_since(started);
+        let started = std::time::Instant::now();
         let body =
             snap::raw::Encoder::new()
                 .compress_vec(&raw)
@@ -195,10 +206,13 @@ pub fn encode(series: Vec<TimeSeries>, max_samples: usize) -> Result<Vec<Encoded
                     samples: *samples,
                     reason: e.to_string(),
                 })?;
+        let compress_ns = ns_since(started);
         out.push(Encoded {
             body,
             samples: *samples as u64,
             raw_bytes: raw.len(),
+            encode_ns,
+            compress_ns,
         });
         *samples = 0;
         Ok(())

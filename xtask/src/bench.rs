@@ -27,6 +27,9 @@ pub enum Which {
     Agent,
     /// Simulated agents against one collector on one core.
     Collector,
+    /// The collector's remote write into a real Prometheus: samples/s per
+    /// collector core, bytes per sample, time per stage.
+    RemoteWrite,
     /// Every benchmark above.
     All,
 }
@@ -39,7 +42,7 @@ fn drivers(which: Which) -> &'static [&'static str] {
         Which::Tcp => &["tcp-connect", "tcp-bulk"],
         Which::Helpers => &["helpers"],
         Which::Agent => &["agent"],
-        Which::Collector => &[],
+        Which::Collector | Which::RemoteWrite => &[],
         Which::All => &[
             "syscalls",
             "sched",
@@ -93,8 +96,12 @@ pub fn run(which: Which, ops: Option<u64>, rounds: u32) -> Result<()> {
         gather(&results, name, &out, &command_line)?;
     }
     if matches!(which, Which::Collector | Which::All) {
-        let out = collector()?;
+        let out = collector(false)?;
         gather(&results, "collector", &out, &command_line)?;
+    }
+    if matches!(which, Which::RemoteWrite | Which::All) {
+        let out = collector(true)?;
+        gather(&results, "remote-write", &out, &command_line)?;
     }
     eprintln!("xtask: results in {}", results.display());
     Ok(())
@@ -196,8 +203,9 @@ fn gather(results: &Path, name: &str, out: &Path, command_line: &str) -> Result<
 }
 
 /// The collector's ingest: reports/s on one core, ack latency, memory per
-/// 1,000 nodes (`sonde-loadgen`). Returns the JSON it wrote.
-fn collector() -> Result<PathBuf> {
+/// 1,000 nodes; or, with `remote_write`, its remote write into a real
+/// Prometheus (`sonde-loadgen`). Returns the JSON it wrote.
+fn collector(remote_write: bool) -> Result<PathBuf> {
     sh(
         "cargo",
         &[
@@ -214,13 +222,22 @@ fn collector() -> Result<PathBuf> {
         ],
     )?;
     let target = target_dir().join("release");
-    let out = target_dir().join("bench/collector.json");
-    let status = std::process::Command::new(target.join("sonde-loadgen"))
+    let name = if remote_write {
+        "remote-write"
+    } else {
+        "collector"
+    };
+    let out = target_dir().join(format!("bench/{name}.json"));
+    let mut command = std::process::Command::new(target.join("sonde-loadgen"));
+    command
         .arg("--collector")
         .arg(target.join("sonde-collector"))
         .arg("--out")
-        .arg(&out)
-        .status()?;
+        .arg(&out);
+    if remote_write {
+        command.arg("--remote-write");
+    }
+    let status = command.status()?;
     if !status.success() {
         bail!("collector benchmark failed");
     }

@@ -277,6 +277,16 @@ pub struct Stats {
     pub bytes_sent: AtomicU64,
     /// Requests answered (any status).
     pub requests: AtomicU64,
+    /// Time turning reports into series, ns (shared by the stores: each
+    /// store's counter holds all of it).
+    pub series_ns: AtomicU64,
+    /// Time encoding protobuf, ns (shared likewise).
+    pub encode_ns: AtomicU64,
+    /// Time compressing, ns (shared likewise).
+    pub compress_ns: AtomicU64,
+    /// Time from sending a request to its answer (connection, HTTP, the
+    /// store's own time), ns.
+    pub request_ns: AtomicU64,
 }
 
 struct Item {
@@ -408,6 +418,7 @@ impl Target {
 pub struct Prepared {
     requests: Result<Vec<Encoded>, super::WriteError>,
     window: u64,
+    series_ns: u64,
 }
 
 /// Remote write to every configured store.
@@ -566,7 +577,12 @@ async fn run(target: Arc<Target>, backoff_max: Duration) {
         stats
             .bytes_sent
             .fetch_add(body.len() as u64, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
         let answer = send(&target.endpoint, &mut conn, body).await;
+        stats.request_ns.fetch_add(
+            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         if !matches!(answer, Answer::Retry(RetryReason::Connection, _)) {
             stats.requests.fetch_add(1, Ordering::Relaxed);
         }
@@ -665,9 +681,13 @@ impl RemoteWrite {
     /// A window report's requests, encoded (no lock held: the collector
     /// encodes before it applies the report, and queues after).
     pub fn prepare(&self, report: &AgentReport) -> Prepared {
+        let started = std::time::Instant::now();
+        let series = window_series(report);
+        let series_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         Prepared {
-            requests: window_series(report).and_then(|series| encode(series, self.max_samples)),
+            requests: series.and_then(|series| encode(series, self.max_samples)),
             window: report.window_end_unix_ns,
+            series_ns,
         }
     }
 
@@ -675,7 +695,13 @@ impl RemoteWrite {
     pub fn queue(&self, prepared: Prepared) {
         match prepared.requests {
             Ok(requests) => {
+                let encode_ns: u64 = requests.iter().map(|r| r.encode_ns).sum();
+                let compress_ns: u64 = requests.iter().map(|r| r.compress_ns).sum();
                 for t in &self.targets {
+                    let s = &t.stats;
+                    s.series_ns.fetch_add(prepared.series_ns, Ordering::Relaxed);
+                    s.encode_ns.fetch_add(encode_ns, Ordering::Relaxed);
+                    s.compress_ns.fetch_add(compress_ns, Ordering::Relaxed);
                     t.push(&requests, prepared.window);
                 }
             }
@@ -710,7 +736,7 @@ impl RemoteWrite {
     /// labelled by store address).
     pub fn prometheus(&self) -> String {
         use std::fmt::Write as _;
-        type Value = fn(&Target) -> u64;
+        type Value = fn(&Target) -> f64;
         /// (name, unit, kind, help, label, [(label value, value of a store)])
         type Family<'a> = (
             &'a str,
@@ -720,10 +746,13 @@ impl RemoteWrite {
             &'a str,
             Vec<(&'a str, Value)>,
         );
-        fn load(a: &AtomicU64) -> u64 {
-            a.load(Ordering::Relaxed)
+        fn load(a: &AtomicU64) -> f64 {
+            a.load(Ordering::Relaxed) as f64
         }
-        let families: [Family<'_>; 5] = [
+        fn secs(a: &AtomicU64) -> f64 {
+            a.load(Ordering::Relaxed) as f64 / 1e9
+        }
+        let families: [Family<'_>; 6] = [
             (
                 names::REMOTE_WRITE_SAMPLES,
                 names::UNIT_SAMPLES,
@@ -756,9 +785,22 @@ impl RemoteWrite {
                 "Windows some of whose samples a store never got, by reason",
                 "reason",
                 vec![
-                    (REASON_REFUSED, |t| t.queue().total.refused),
-                    (REASON_QUEUE_FULL, |t| t.queue().total.queue_full),
-                    (REASON_UNWRITABLE, |t| t.queue().total.unwritable),
+                    (REASON_REFUSED, |t| t.queue().total.refused as f64),
+                    (REASON_QUEUE_FULL, |t| t.queue().total.queue_full as f64),
+                    (REASON_UNWRITABLE, |t| t.queue().total.unwritable as f64),
+                ],
+            ),
+            (
+                names::REMOTE_WRITE_TIME,
+                names::UNIT_SECONDS,
+                MetricKind::Counter,
+                "Time per stage: report to series, protobuf, snappy (shared by the stores), request to answer",
+                "stage",
+                vec![
+                    ("series", |t| secs(&t.stats.series_ns)),
+                    ("encode", |t| secs(&t.stats.encode_ns)),
+                    ("compress", |t| secs(&t.stats.compress_ns)),
+                    ("request", |t| secs(&t.stats.request_ns)),
                 ],
             ),
             (
@@ -775,7 +817,7 @@ impl RemoteWrite {
                 MetricKind::Gauge,
                 "Bytes waiting in the queue, the request being sent included",
                 "",
-                vec![("", |t| t.queue().bytes)],
+                vec![("", |t| t.queue().bytes as f64)],
             ),
         ];
         let address = prometheus::label_name(names::ATTR_SERVER_ADDRESS);
@@ -899,6 +941,8 @@ mod tests {
             body: vec![0; n],
             samples: n as u64,
             raw_bytes: n,
+            encode_ns: 0,
+            compress_ns: 0,
         };
         t.push(&[req(10)], 1);
         let (first, ..) = t.next().unwrap();
