@@ -58,7 +58,10 @@ pub fn run(which: Which, ops: Option<u64>, rounds: u32) -> Result<()> {
     let benches = drivers(which);
     let results = results_file()?;
     let target = target_dir().join("release");
-    let mut command_line = format!("cargo xtask bench {which:?} --rounds {rounds}").to_lowercase();
+    let name = clap::ValueEnum::to_possible_value(&which)
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_else(|| format!("{which:?}").to_lowercase());
+    let mut command_line = format!("cargo xtask bench {name} --rounds {rounds}");
     if let Some(ops) = ops {
         command_line += &format!(" --ops {ops}");
     }
