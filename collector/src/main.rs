@@ -234,6 +234,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .context("serving gRPC")?;
         }
     }
+    // The stores get what was applied, or the exit says what they did not.
+    if let Some(rw) = &state.remote_write {
+        let unwritten = rw.drain(Duration::from_secs(5)).await;
+        if unwritten > 0 {
+            eprintln!(
+                "sonde-collector: {unwritten} windows not written to the remote-write stores at exit"
+            );
+        }
+    }
     // What this instance took, per node: its memory goes with it.
     for n in state.fleet().list(sonde_collector::now_unix_ns()) {
         let id = n.node.unwrap_or_default();

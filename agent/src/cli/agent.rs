@@ -52,7 +52,8 @@ pub(super) struct Args {
     /// Longest wait between reconnects to the collector (backoff with jitter).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     reconnect_max: Duration,
-    /// On SIGTERM, how long to wait for the collector to ack what is left.
+    /// On SIGTERM, how long to wait for the collector to ack what is left
+    /// (and, first, for the remote-write stores to take theirs).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     drain_timeout: Duration,
     /// Push OTLP/gRPC metrics after every window to this receiver.
@@ -327,6 +328,10 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(Ok(())) => checkpoint_failed = false,
             _ => {}
         }
+    }
+    let unwritten = sinks.drain_remote_write(args.drain_timeout).await;
+    if unwritten > 0 {
+        eprintln!("sonde: {unwritten} windows not written to the remote-write stores at exit");
     }
     let waiting = sinks.drain(args.drain_timeout).await;
     if waiting > 0 {

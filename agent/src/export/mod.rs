@@ -289,6 +289,15 @@ impl Sinks {
         Ok(sequence)
     }
 
+    /// Waits until the remote-write stores have every window, at most
+    /// `timeout`; returns the windows still waiting (0 without remote write).
+    pub async fn drain_remote_write(&self, timeout: Duration) -> usize {
+        match &self.remote_write {
+            Some(rw) => rw.drain(timeout).await,
+            None => 0,
+        }
+    }
+
     /// Waits until the collector has acked everything, at most `timeout`;
     /// returns the reports still waiting.
     pub async fn drain(&self, timeout: Duration) -> usize {

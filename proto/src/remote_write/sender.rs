@@ -732,6 +732,28 @@ impl RemoteWrite {
         self.targets.iter().map(|t| t.queue().bytes).sum()
     }
 
+    /// Waits until every queue is empty, at most `timeout`; returns the
+    /// windows still waiting (summed over the stores), for the exit line.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let waiting: usize = self
+                .targets
+                .iter()
+                .map(|t| {
+                    let q = t.queue();
+                    let mut windows: Vec<u64> = q.items.iter().map(|i| i.window).collect();
+                    windows.dedup();
+                    windows.len()
+                })
+                .sum();
+            if waiting == 0 || tokio::time::Instant::now() >= deadline {
+                return waiting;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The counters as Prometheus text (`sonde.export.remote_write.*`,
     /// labelled by store address).
     pub fn prometheus(&self) -> String {
