@@ -26,6 +26,7 @@
 )]
 
 pub mod args;
+pub mod config;
 pub mod sender;
 
 use prost::Message as _;

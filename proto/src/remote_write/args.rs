@@ -68,7 +68,7 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 }
 
 fn parse_header(text: &str) -> Result<String, String> {
-    super::sender::parse_header(text)
+    super::config::parse_header(text)
         .map(|_| text.to_owned())
         .map_err(|e| e.to_string())
 }
