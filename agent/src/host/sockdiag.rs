@@ -49,7 +49,7 @@ const SK_MEMINFO_DROPS: usize = 8;
 /// The answers to one request are read into a buffer of this size.
 const RECV_BUFFER: usize = 32 * 1024;
 /// A dump that does not answer within this is given up.
-const RECV_TIMEOUT_SECS: libc::time_t = 1;
+const RECV_TIMEOUT_SECS: u8 = 1;
 
 /// One listening TCP socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,7 +297,7 @@ fn diag_socket() -> io::Result<OwnedFd> {
     // SAFETY: fd was just returned by socket() and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let timeout = libc::timeval {
-        tv_sec: RECV_TIMEOUT_SECS,
+        tv_sec: RECV_TIMEOUT_SECS.into(),
         tv_usec: 0,
     };
     // SAFETY: setsockopt with a valid timeval and its size.
