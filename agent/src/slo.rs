@@ -3,7 +3,6 @@
 //! budgets, burn rates and alert states; and the state file that carries
 //! the history across a restart.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
 use std::{
     collections::BTreeMap,
     fs,

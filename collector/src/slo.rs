@@ -3,7 +3,6 @@
 //! the SLO of the same name (`slo.sli.good` / `slo.sli.total` in their
 //! reports). Pure: reports in, statuses out.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
 use std::collections::BTreeSet;
 
 use sonde_proto::{

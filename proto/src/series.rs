@@ -7,7 +7,6 @@
 //! to shared strings, and a series is then found by hashing the addresses of
 //! its label strings, so merging a report allocates nothing for known series.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
 use std::{
     hash::{BuildHasher as _, Hasher as _},
     sync::Arc,

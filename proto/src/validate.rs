@@ -1,7 +1,6 @@
 //! What a collector checks before it accepts a report. A report is checked
 //! whole before anything of it is applied, so a refused report leaves no trace.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
 use crate::{
     histogram::{self, WireHistogramError},
     v1::{AgentReport, MetricKind},

@@ -2,7 +2,6 @@
 //! from text and checked; a bad spec is refused with its file, line and
 //! reason. Pure: the caller reads the file.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
 use std::{collections::BTreeMap, fmt, ops::Range};
 
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,5 @@
 //! The process's effective capabilities, from `/proc/self/status`.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
 use std::fmt;
 
 /// Capability numbers sonde cares about (`linux/capability.h`).

@@ -1,7 +1,6 @@
 //! Mount points sonde depends on: tracefs (classic tracepoints) and the
 //! cgroup v2 hierarchy (cgroup ids), found in `/proc/self/mountinfo`.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
 use std::path::{Path, PathBuf};
 
 /// Where tracefs is conventionally mounted.

@@ -5,7 +5,6 @@
 //!
 //! The parsers take text and return values, so they are tested on fixtures.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
 use std::{collections::HashMap, path::Path};
 
 use serde::Serialize;

@@ -1,7 +1,6 @@
 //! Pressure stall information (PSI): for the node (`/proc/pressure/*`) and
 //! per cgroup (`<cgroup v2 dir>/{cpu,memory,io}.pressure`).
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
 use std::path::Path;
 
 use serde::Serialize;

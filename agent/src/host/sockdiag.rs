@@ -15,7 +15,6 @@
 //! own), and kept until the namespace is forgotten. The parser takes bytes
 //! and returns values, so it is tested on fixtures and fuzzed.
 
-// A decoder of kernel output: no panicking shortcuts outside tests.
 use std::{
     collections::{hash_map::Entry, HashMap},
     io,

@@ -2,7 +2,6 @@
 //! v1/v2 hybrids where the cpu controller lives in v1, from the v1 `cpu`
 //! cgroup of a process in it.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
 use std::path::Path;
 
 use serde::Serialize;

@@ -24,7 +24,6 @@
 //! reads too slowly is disconnected and what it missed is counted
 //! (`sonde.agent.dropped`, `stage=local_socket`); it never holds the agent up.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
 pub mod client;
 pub mod server;
 

@@ -2,7 +2,6 @@
 //! record offsets of this kernel's tracepoints, reads latency, completions,
 //! errors and in-flight counts per (device, op).
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
 use std::{collections::HashMap, path::Path};
 
 use aya::{

@@ -1,7 +1,6 @@
 //! The rare-event ring buffer shared by every family: decoding of its
 //! records and its loss counters.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
 use aya::maps::{MapData, MapError, PerCpuArray, RingBuf};
 use sonde_common::{
     block::BlockEvent,
