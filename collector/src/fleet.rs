@@ -2,12 +2,6 @@
 //! received from its current boot, its cumulative series, its latest window
 //! and its recent windows. Pure logic: reports in, summaries out.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::collections::{HashMap, VecDeque};
 
 use crate::slo::FleetSlos;

@@ -1,12 +1,6 @@
 //! Sequence numbers received, as sorted closed ranges: the collector's
 //! duplicate filter. In-order delivery extends the last range in O(1).
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 /// Ranges kept before the two oldest are merged (the gap between them is
 /// then taken as received: a copy of a report that old would be accepted
 /// again, which bounds memory against a pathological sender).

@@ -113,7 +113,9 @@ impl Rejections {
             .iter()
             .position(|&x| x == reason)
             .unwrap_or(REASONS.len());
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        if let Some(count) = self.counts.get(i) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// (reason, count) for every reason, zeros included.

@@ -167,11 +167,12 @@ impl Tls {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|| "unknown peer".to_owned());
-        let refusal = match request.peer_certs() {
-            Some(certs) if !certs.is_empty() => {
+        let certs = request.peer_certs();
+        let refusal = match certs.as_deref().and_then(|c| c.split_first()) {
+            Some((end_entity, intermediates)) => {
                 match self
                     .verifier
-                    .verify_client_cert(&certs[0], &certs[1..], UnixTime::now())
+                    .verify_client_cert(end_entity, intermediates, UnixTime::now())
                 {
                     Ok(_) => return Ok(request),
                     Err(e) => Rejection::BadClientCert {
@@ -179,7 +180,7 @@ impl Tls {
                     },
                 }
             }
-            _ => Rejection::NoClientCert,
+            None => Rejection::NoClientCert,
         };
         state.rejections.count(&refusal, &peer);
         Err(refusal.into())

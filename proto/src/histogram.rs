@@ -1,12 +1,6 @@
 //! Wire histograms (`sonde.v1.ExponentialHistogram`) and `sonde-slo`'s
 //! [`Histogram`]: the same buckets, dense on the wire, sparse in memory.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use sonde_slo::Histogram;
 
 use crate::v1::ExponentialHistogram;

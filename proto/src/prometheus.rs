@@ -203,7 +203,8 @@ pub fn render(targets: &[Target<'_>]) -> String {
         let _ = writeln!(out, "# TYPE {help_name} {type_name}");
         for &(t, m) in members {
             for p in m.points() {
-                let mut pairs: Vec<(String, String)> = targets[t].labels.clone();
+                let mut pairs: Vec<(String, String)> =
+                    targets.get(t).map(|x| x.labels.clone()).unwrap_or_default();
                 pairs.extend(p.labels.iter().map(|(k, v)| (label_name(k), v.to_string())));
                 if m.kind == MetricKind::Histogram {
                     let mut total = 0;

@@ -1,12 +1,6 @@
 //! What a collector checks before it accepts a report. A report is checked
 //! whole before anything of it is applied, so a refused report leaves no trace.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use crate::{
     histogram::{self, WireHistogramError},
     v1::{AgentReport, MetricKind},

@@ -227,7 +227,9 @@ impl Histogram {
         };
         let mut out = vec![0; (last - first) as usize + 1];
         for (&index, &count) in &self.buckets {
-            out[(index - first) as usize] = count;
+            if let Some(slot) = out.get_mut((index - first) as usize) {
+                *slot = count;
+            }
         }
         (first, out)
     }

@@ -400,3 +400,60 @@ fn completions_and_manpage_come_from_the_cli_definition() {
     );
     assert!(man.contains("snapshot"));
 }
+
+/// `sonde agent` without `--json`: the probes' state once (it does not
+/// change here), then one short header line per window, not the whole state
+/// again before each table.
+#[test]
+fn the_agents_text_output_states_the_probes_once_and_a_short_header_per_window() {
+    if !privileged() {
+        return;
+    }
+    let args: Vec<String> = ["agent", "--interval", "1s", "--probes", "syscalls,process"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut agent = crate::procs::Proc::spawn("agent", &sonde_bin(), &args);
+    agent.wait_stderr("agent ready", std::time::Duration::from_secs(20));
+    let headers = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.starts_with("window "))
+            .cloned()
+            .collect()
+    };
+    crate::procs::wait_for("four windows", std::time::Duration::from_secs(20), || {
+        headers(&agent.stdout_lines()).len() >= 4
+    });
+    agent.terminate();
+    let lines = agent.stdout_lines();
+    let probes: Vec<&String> = lines.iter().filter(|l| l.starts_with("probes ")).collect();
+    assert_eq!(probes.len(), 1, "{lines:#?}");
+    assert!(
+        probes[0].contains("syscalls=attached(") && probes[0].contains("process=attached("),
+        "{}",
+        probes[0]
+    );
+    assert!(
+        lines[0].starts_with("probes "),
+        "the state comes first: {lines:#?}"
+    );
+    let headers = headers(&lines);
+    assert!(headers.len() >= 4, "{lines:#?}");
+    for h in &headers {
+        let rest = h.strip_prefix("window ").expect("header");
+        let (secs, state) = rest.split_once("s  ").expect("`window N.NNs  state`");
+        let secs: f64 = secs.parse().expect("window length");
+        // 1 s windows; a guest under emulation may run a tick late.
+        assert!(secs > 0.0 && secs < 10.0, "a 1 s window: {h}");
+        assert!(
+            state == "complete" || state.starts_with("INCOMPLETE ("),
+            "{h}"
+        );
+        assert!(h.len() < 120, "one short line: {h}");
+        assert!(
+            !h.contains("attached("),
+            "no probe state in the header: {h}"
+        );
+    }
+}

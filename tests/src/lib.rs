@@ -294,10 +294,8 @@ impl Workload {
     /// Lets the child run its work.
     pub fn go(&self) {
         // SAFETY: writing one byte from a valid buffer to our pipe end.
-        assert_eq!(
-            unsafe { libc::write(self.go_fd, b"g".as_ptr().cast(), 1) },
-            1
-        );
+        let written = unsafe { libc::write(self.go_fd, b"g".as_ptr().cast(), 1) };
+        assert_eq!(written, 1);
     }
 
     /// The child's pid.

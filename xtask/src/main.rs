@@ -3,7 +3,9 @@
 //! machine needs nothing but `cargo`.
 
 mod bench;
+mod elf;
 mod fuzz;
+mod image;
 mod setup;
 mod vm;
 
@@ -39,11 +41,12 @@ enum Task {
         #[arg(long)]
         release: bool,
         /// Static release binaries for the container image (musl), as
-        /// deploy/Dockerfile builds them.
+        /// deploy/Dockerfile builds them: stripped into target/image/, their
+        /// debug info in target/image/debug/ (same build id).
         #[arg(long, conflicts_with = "release")]
         r#static: bool,
     },
-    /// Build and run sonde as root; arguments default to `agent`.
+    /// Build (release) and run sonde as root; arguments default to `agent`.
     Run {
         /// Arguments for `sonde`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -151,20 +154,22 @@ fn run(cli: Cli) -> Result<()> {
         Task::Build { release, r#static } => {
             setup::run(false)?;
             if r#static {
-                build_static()
+                image::build()
             } else {
                 build(release)
             }
         }
         Task::Run { args } => {
             setup::run(false)?;
-            build(false)?;
+            // The release build: what a user runs, at the cost a user pays
+            // (a debug build's agent costs several times the CPU).
+            build(true)?;
             let args = if args.is_empty() {
                 vec!["agent".to_owned()]
             } else {
                 args
             };
-            let status = Command::new(root().join("target/debug/sonde"))
+            let status = Command::new(root().join("target/release/sonde"))
                 .args(&args)
                 .status()?;
             if !status.success() {
@@ -295,27 +300,6 @@ fn build(release: bool) -> Result<()> {
     sh("cargo", &args)
 }
 
-/// The static (musl) release binaries the container image ships.
-pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
-
-fn build_static() -> Result<()> {
-    sh("rustup", &["target", "add", STATIC_TARGET])?;
-    // ring and mimalloc compile C: musl-tools' x86_64-linux-musl-gcc does it.
-    sh(
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "--target",
-            STATIC_TARGET,
-            "--package",
-            "sonde",
-            "--package",
-            "sonde-collector",
-        ],
-    )
-}
-
 /// Seconds each fuzz target runs in `cargo xtask test` (CI).
 const CI_FUZZ_SECONDS: u64 = 5;
 
@@ -407,8 +391,11 @@ fn test(lint: bool) -> Result<()> {
         bail!("integration tests failed");
     }
     // The container image's build steps, without the engine (none runs here).
-    step("static build, as deploy/Dockerfile runs it");
-    build_static()?;
+    step("static build, as deploy/Dockerfile runs it: stripped, and the stripped agent's doctor");
+    image::build()?;
+    if is_root {
+        image::check_doctor()?;
+    }
     step(&format!(
         "fuzz: every target for {CI_FUZZ_SECONDS} s (`cargo xtask fuzz` runs them longer)"
     ));

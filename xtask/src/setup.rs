@@ -31,6 +31,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "command -v promtool && command -v prometheus"),
     ("python3-venv", "python3 -c 'import ensurepip, venv'"),
     ("musl-tools", "command -v x86_64-linux-musl-gcc"),
+    // objcopy: the static build strips the image's binaries with it.
+    ("binutils", "command -v objcopy"),
     ("iproute2", "PATH=$PATH:/usr/sbin:/sbin command -v ip"),
     ("nftables", "PATH=$PATH:/usr/sbin:/sbin command -v nft"),
     // A terminal for `sonde top`'s interactive test.

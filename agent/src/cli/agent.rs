@@ -221,6 +221,8 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // Events of the current window already sent to socket clients.
     let mut sent_events = 0usize;
+    // Without --json: the probes' state only where it changed.
+    let mut text = render::TextWindows::default();
     loop {
         let sample_end = meter.sample_deadline();
         tokio::select! {
@@ -306,7 +308,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 })?
             );
         } else {
-            print!("{}", render::snapshot(&snapshot, args.top));
+            print!("{}", text.render(&snapshot, args.top));
         }
         // Last: a crash before this line leaves the checkpoint one window
         // behind, which a disk outbox's sequence shows (see `checkpoint`).

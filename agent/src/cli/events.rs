@@ -291,8 +291,9 @@ async fn attached(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
             Some(Frame::Window { window, .. }) if backlog == 0 => {
-                args.print_tcp(&window["tcp"]["events"])?;
-                args.print_io_errors(&window["io_errors"])?;
+                let field = |path| window.pointer(path).unwrap_or(&serde_json::Value::Null);
+                args.print_tcp(field("/tcp/events"))?;
+                args.print_io_errors(field("/io_errors"))?;
             }
             Some(Frame::Window { .. }) => backlog -= 1,
             Some(_) => {}

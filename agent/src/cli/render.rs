@@ -54,6 +54,30 @@ pub(super) fn pin_line(
     )
 }
 
+/// `window 10.00s  complete`, or what the window lost.
+fn window_header(s: &Snapshot) -> String {
+    let state = if s.complete {
+        "complete".to_owned()
+    } else {
+        let mut why = Vec::new();
+        let lost = s.lost();
+        if lost > 0 {
+            why.push(format!("{lost} events lost"));
+        }
+        let off: Vec<&str> = s
+            .probes
+            .iter()
+            .filter(|p| p.state != ProbeState::Attached)
+            .map(|p| p.probe)
+            .collect();
+        if !off.is_empty() {
+            why.push(format!("not counting: {}", off.join(",")));
+        }
+        format!("INCOMPLETE ({})", why.join("; "))
+    };
+    format!("window {:.2}s  {state}", s.window_secs)
+}
+
 /// `syscalls=attached(raw_tracepoint:...)`, one entry per family.
 pub(super) fn statuses_line(statuses: &[ProbeStatus]) -> String {
     statuses
@@ -97,21 +121,35 @@ pub(super) fn secs(value: Option<f64>) -> String {
     }
 }
 
-/// The snapshot as a table: per cgroup, its busiest syscalls.
-pub(super) fn snapshot(s: &Snapshot, top: usize) -> String {
-    let mut out = String::new();
-    let lost = s.lost();
-    let _ = writeln!(
-        out,
-        "window {:.2}s  {}  {}",
-        s.window_secs,
-        statuses_line(&s.probes),
-        if s.complete {
-            "complete".to_owned()
-        } else {
-            format!("INCOMPLETE ({lost} events lost)")
+/// The text output of a run of windows: the probes' state is printed with
+/// the first window and again only when it changes (a family shed by the
+/// budget, restored, degraded), so that each window's header stays one short
+/// line.
+#[derive(Debug, Default)]
+pub(super) struct TextWindows {
+    /// The probes' state as last printed.
+    probes: Option<String>,
+}
+
+impl TextWindows {
+    /// `s` as text: the probes' line where it changed, then the window.
+    pub(super) fn render(&mut self, s: &Snapshot, top: usize) -> String {
+        let probes = statuses_line(&s.probes);
+        let mut out = String::new();
+        if self.probes.as_ref() != Some(&probes) {
+            let _ = writeln!(out, "probes {probes}");
+            self.probes = Some(probes);
         }
-    );
+        out.push_str(&snapshot(s, top));
+        out
+    }
+}
+
+/// The snapshot as a table: a one-line header (the window's length, whether
+/// it is complete), then per cgroup its busiest syscalls and the rest.
+fn snapshot(s: &Snapshot, top: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", window_header(s));
     for l in s.losses.iter().filter(|l| l.count > 0) {
         let _ = writeln!(
             out,
@@ -425,5 +463,80 @@ fn truncate_left(s: &str, width: usize) -> String {
         s.to_owned()
     } else {
         format!("…{}", s.chars().skip(n - width + 1).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(probe: &'static str, state: ProbeState) -> ProbeStatus {
+        ProbeStatus {
+            probe,
+            state,
+            hook: Some("tp_btf:sched_switch".to_owned()),
+            reason: (state != ProbeState::Attached).then(|| "shed by the budget".to_owned()),
+            gaps: Vec::new(),
+        }
+    }
+
+    fn window(sched: ProbeState) -> Snapshot {
+        let probes = vec![
+            status("syscalls", ProbeState::Attached),
+            status("sched", sched),
+        ];
+        Snapshot {
+            window_secs: 10.0,
+            complete: probes.iter().all(|p| p.state == ProbeState::Attached),
+            probes,
+            ..Snapshot::default()
+        }
+    }
+
+    /// The lines of `text` that say the probes' state.
+    fn probe_lines(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| l.starts_with("probes ")).collect()
+    }
+
+    #[test]
+    fn the_probes_state_is_printed_first_and_then_only_when_it_changes() {
+        let mut text = TextWindows::default();
+        let first = text.render(&window(ProbeState::Attached), 5);
+        assert_eq!(
+            probe_lines(&first),
+            ["probes syscalls=attached(tp_btf:sched_switch) sched=attached(tp_btf:sched_switch)"]
+        );
+        assert_eq!(first.lines().nth(1), Some("window 10.00s  complete"));
+        let same = text.render(&window(ProbeState::Attached), 5);
+        assert!(probe_lines(&same).is_empty(), "{same}");
+        assert_eq!(same.lines().next(), Some("window 10.00s  complete"));
+
+        let shed = text.render(&window(ProbeState::Unavailable), 5);
+        assert_eq!(
+            probe_lines(&shed),
+            ["probes syscalls=attached(tp_btf:sched_switch) sched=unavailable(shed by the budget)"]
+        );
+        assert_eq!(
+            shed.lines().nth(1),
+            Some("window 10.00s  INCOMPLETE (not counting: sched)")
+        );
+        assert!(probe_lines(&text.render(&window(ProbeState::Unavailable), 5)).is_empty());
+        let restored = text.render(&window(ProbeState::Attached), 5);
+        assert_eq!(probe_lines(&restored).len(), 1, "{restored}");
+    }
+
+    #[test]
+    fn an_incomplete_window_says_what_it_lost() {
+        let mut s = window(ProbeState::Degraded);
+        s.losses.push(crate::model::LossRecord {
+            stage: "kernel",
+            probe: "syscalls",
+            reason: "map_full",
+            count: 7,
+        });
+        assert_eq!(
+            window_header(&s),
+            "window 10.00s  INCOMPLETE (7 events lost; not counting: sched)"
+        );
     }
 }

@@ -37,7 +37,10 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&snapshot)?);
     } else {
-        print!("{}", render::snapshot(&snapshot, args.top));
+        print!(
+            "{}",
+            render::TextWindows::default().render(&snapshot, args.top)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,11 +1,5 @@
 //! The process's effective capabilities, from `/proc/self/status`.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::fmt;
 
 /// Capability numbers sonde cares about (`linux/capability.h`).

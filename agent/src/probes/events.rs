@@ -1,12 +1,6 @@
 //! The rare-event ring buffer shared by every family: decoding of its
 //! records and its loss counters.
 
-// A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 use aya::maps::{MapData, MapError, PerCpuArray, RingBuf};
 use sonde_common::{
     block::BlockEvent,

@@ -650,6 +650,7 @@ impl Probes {
     /// what it counted before, so readings go on from there.
     pub fn reattach(&mut self, family: &str) -> Option<&ProbeStatus> {
         let index = self.detached.iter().position(|&f| f == family)?;
+        let detached = *self.detached.get(index)?;
         let setup = self.setup.as_ref()?;
         let aya_btf = (family == sched::PROBE)
             .then(|| aya::Btf::from_sys_fs().ok())
@@ -659,7 +660,7 @@ impl Probes {
             &mut self.ebpf,
             &mut self.links,
             setup,
-            self.detached[index],
+            detached,
             aya_btf.as_ref(),
             &mounts,
         );

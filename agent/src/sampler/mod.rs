@@ -310,7 +310,7 @@ impl Sampler {
                 stage: "userspace",
                 probe: "events",
                 reason,
-                count: window_full[index as usize],
+                count: window_full.get(index as usize).copied().unwrap_or(0),
             });
         }
         losses.push(LossRecord {
@@ -504,7 +504,7 @@ fn event_record(
         time_unix_ns,
         pid: e.tgid,
         tid: e.pid,
-        comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
+        comm: String::from_utf8_lossy(e.comm.get(..comm_len).unwrap_or(&e.comm)).into_owned(),
         signal: (e.kind == kind::CRASH).then(|| signal_name(e.code)),
         core_dumped: e.flags & flag::CORE_DUMPED != 0,
         cgroup_of_trigger: e.flags & flag::CGROUP_OF_CURRENT != 0,

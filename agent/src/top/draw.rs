@@ -131,18 +131,18 @@ fn column_width(c: Column) -> u16 {
 /// value columns shown and the width of the history. On a narrow terminal
 /// the history shrinks and then goes, then columns go from the right; the
 /// sort column always stays.
-fn fit(width: u16, name_w: u16, sort: Column) -> (Vec<usize>, u16) {
+fn fit(width: u16, name_w: u16, sort: Column) -> (Vec<Column>, u16) {
     const SPACING: u16 = 1;
-    let mut shown: Vec<usize> = (0..Column::ALL.len()).collect();
-    let used = |shown: &[usize]| {
+    let mut shown: Vec<Column> = Column::ALL.to_vec();
+    let used = |shown: &[Column]| {
         name_w
             + shown
                 .iter()
-                .map(|&i| column_width(Column::ALL[i]) + SPACING)
+                .map(|&c| column_width(c) + SPACING)
                 .sum::<u16>()
     };
     while used(&shown) > width {
-        let Some(at) = shown.iter().rposition(|&i| Column::ALL[i] != sort) else {
+        let Some(at) = shown.iter().rposition(|&c| c != sort) else {
             break;
         };
         if shown.len() == 1 {
@@ -190,16 +190,11 @@ pub fn draw(frame: &mut Frame<'_>, board: &Board, status: &Status, scroll: usize
     let (shown, history_w) = fit(table_area.width, name_w, board.sort);
     let mut header: Vec<Cell> =
         vec![Cell::from("NAME").style(Style::new().add_modifier(Modifier::BOLD))];
-    header.extend(shown.iter().map(|&i| {
-        let c = Column::ALL[i];
+    header.extend(shown.iter().map(|&c| {
         Cell::from(Line::from(c.title()).alignment(Alignment::Right)).style(header_style(c))
     }));
     let mut widths = vec![Constraint::Length(name_w)];
-    widths.extend(
-        shown
-            .iter()
-            .map(|&i| Constraint::Length(column_width(Column::ALL[i]))),
-    );
+    widths.extend(shown.iter().map(|&c| Constraint::Length(column_width(c))));
     if history_w > 0 {
         header.push(Cell::from("HISTORY").style(Style::new().add_modifier(Modifier::BOLD)));
         widths.push(Constraint::Length(history_w));
@@ -209,9 +204,8 @@ pub fn draw(frame: &mut Frame<'_>, board: &Board, status: &Status, scroll: usize
         .skip(scroll)
         .map(|r| {
             let mut cells = vec![Cell::from(r.name.clone())];
-            cells.extend(shown.iter().map(|&i| {
-                let c = Column::ALL[i];
-                Cell::from(Line::from(c.format(r.values[i])).alignment(Alignment::Right))
+            cells.extend(shown.iter().map(|&c| {
+                Cell::from(Line::from(c.format(r.value(c))).alignment(Alignment::Right))
             }));
             if history_w > 0 {
                 cells.push(Cell::from(sparkline(&r.history, usize::from(history_w))));
@@ -331,7 +325,7 @@ mod tests {
 
     #[test]
     fn narrow_terminals_lose_history_then_columns_never_the_sort() {
-        let all: Vec<usize> = (0..Column::ALL.len()).collect();
+        let all: Vec<Column> = Column::ALL.to_vec();
         let (shown, history) = fit(400, 20, Column::ErrorsPerSec);
         assert_eq!((shown, history), (all.clone(), HISTORY as u16));
         let full: u16 = 20
@@ -343,13 +337,16 @@ mod tests {
         assert_eq!((shown, history), (all, 11));
         let (shown, history) = fit(60, 20, Column::Crashes);
         assert_eq!(history, 0);
-        assert!(shown.contains(&14), "the sort column stays: {shown:?}");
-        assert_eq!(shown[0], 0, "the first columns stay: {shown:?}");
-        let used: u16 = 20
-            + shown
-                .iter()
-                .map(|&i| column_width(Column::ALL[i]) + 1)
-                .sum::<u16>();
+        assert!(
+            shown.contains(&Column::Crashes),
+            "the sort column stays: {shown:?}"
+        );
+        assert_eq!(
+            shown[0],
+            Column::ALL[0],
+            "the first columns stay: {shown:?}"
+        );
+        let used: u16 = 20 + shown.iter().map(|&c| column_width(c) + 1).sum::<u16>();
         assert!(used <= 60, "{used}");
     }
 }

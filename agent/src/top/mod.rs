@@ -335,6 +335,14 @@ pub struct Row {
     pub history: Vec<f64>,
 }
 
+impl Row {
+    /// The row's value in column `c` (`None`: nothing to show).
+    pub fn value(&self, c: Column) -> Option<f64> {
+        let at = Column::ALL.iter().position(|&k| k == c)?;
+        self.values.get(at).copied().flatten()
+    }
+}
+
 /// The node's golden signals in the latest window.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Node {
@@ -703,10 +711,11 @@ impl Board {
 
     /// Moves the sort one sortable column right (`step` 1) or left (-1).
     pub fn shift_sort(&mut self, step: isize) {
-        let sortable: Vec<Column> = Column::ALL.into_iter().collect();
-        let at = sortable.iter().position(|c| *c == self.sort).unwrap_or(0) as isize;
-        let n = sortable.len() as isize;
-        self.sort = sortable[((at + step).rem_euclid(n)) as usize];
+        let all = Column::ALL;
+        let at = all.iter().position(|c| *c == self.sort).unwrap_or(0) as isize;
+        let n = all.len() as isize;
+        let next = usize::try_from((at + step).rem_euclid(n)).unwrap_or(0);
+        self.sort = all.get(next).copied().unwrap_or(self.sort);
         self.descending = true;
     }
 
@@ -727,12 +736,8 @@ impl Board {
                     .collect(),
             })
             .collect();
-        let at = Column::ALL
-            .iter()
-            .position(|c| *c == self.sort)
-            .unwrap_or(0);
         rows.sort_by(|a, b| {
-            let order = match (a.values[at], b.values[at]) {
+            let order = match (a.value(self.sort), b.value(self.sort)) {
                 (Some(x), Some(y)) => {
                     let o = x.total_cmp(&y);
                     if self.descending {
@@ -755,9 +760,11 @@ impl Board {
 /// padded on the left to `width` when shorter.
 pub fn sparkline(values: &[f64], width: usize) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-    let values = &values[values.len().saturating_sub(width)..];
+    let values = values
+        .get(values.len().saturating_sub(width)..)
+        .unwrap_or_default();
     let max = values.iter().copied().fold(0.0_f64, f64::max);
-    let mut out: String = " ".repeat(width - values.len());
+    let mut out: String = " ".repeat(width.saturating_sub(values.len()));
     for v in values {
         let level = if max > 0.0 && *v > 0.0 {
             // The smallest non-zero value still shows above zero.
@@ -765,7 +772,7 @@ pub fn sparkline(values: &[f64], width: usize) -> String {
         } else {
             0
         };
-        out.push(BARS[level.min(BARS.len() - 1)]);
+        out.push(BARS.get(level).copied().unwrap_or('█'));
     }
     out
 }

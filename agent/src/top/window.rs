@@ -4,15 +4,13 @@
 //! from a window to the rows whether the window came from this process's
 //! probes or from an agent's socket.
 //!
+//! Every field is required (no `#[serde(default)]`): a field renamed or
+//! removed in `Snapshot` then fails to read, here and in the tests that feed
+//! real windows to `top`, instead of reading as zero.
+//!
 //! The cgroup fields are spelled out in each type rather than flattened:
 //! serde's `flatten` buffers the whole object and then cannot read the
 //! histograms' integer map keys back.
-
-// A decoder of untrusted input: no panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
 
 use std::collections::BTreeMap;
 
@@ -25,47 +23,33 @@ use crate::attribution::Owner;
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Window {
     /// End of the window, Unix ns.
-    #[serde(default)]
     pub window_end_unix_ns: u64,
     /// Length, seconds.
-    #[serde(default)]
     pub window_secs: f64,
     /// Nothing lost, every probe attached.
-    #[serde(default)]
     pub complete: bool,
     /// Loss counters.
-    #[serde(default)]
     pub losses: Vec<Loss>,
     /// Probe states.
-    #[serde(default)]
     pub probes: Vec<Probe>,
     /// Syscalls per cgroup.
-    #[serde(default)]
     pub syscalls: Vec<Syscalls>,
     /// Run-queue latency per cgroup.
-    #[serde(default)]
     pub runqueue: Vec<Latency>,
     /// OOM kills per cgroup.
-    #[serde(default)]
     pub oom_kills: Vec<Count>,
     /// Crashes and non-zero exits per cgroup.
-    #[serde(default)]
     pub exits: Vec<Exits>,
     /// TCP.
-    #[serde(default)]
     pub tcp: Tcp,
     /// The node's PSI.
-    #[serde(default)]
     pub node_pressure: Pressure,
     /// PSI and throttling per cgroup.
-    #[serde(default)]
     pub cgroups: Vec<CgroupHost>,
     /// Block I/O per device and operation.
-    #[serde(default)]
     pub block: Vec<Block>,
     /// The agent's SLOs after the window (empty without a config, and
     /// from an agent that predates them).
-    #[serde(default)]
     pub slos: Vec<crate::model::slo::SloStatus>,
 }
 
@@ -99,7 +83,6 @@ pub struct Syscalls {
     /// Failed calls.
     pub errors: u64,
     /// Per syscall.
-    #[serde(default)]
     pub syscalls: Vec<Syscall>,
 }
 
@@ -153,10 +136,8 @@ pub struct Exits {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Tcp {
     /// Per cgroup.
-    #[serde(default)]
     pub cgroups: Vec<CgroupTcp>,
     /// Of no known cgroup.
-    #[serde(default)]
     pub node: TcpCounts,
 }
 
@@ -164,13 +145,10 @@ pub struct Tcp {
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 pub struct TcpCounts {
     /// Segments retransmitted.
-    #[serde(default)]
     pub retransmit_segments: u64,
     /// Resets sent.
-    #[serde(default)]
     pub resets_sent: u64,
     /// Resets received.
-    #[serde(default)]
     pub resets_received: u64,
 }
 
@@ -188,16 +166,12 @@ pub struct CgroupTcp {
     /// Connect latency.
     pub connect_latency: Histogram,
     /// Failed connects by reason.
-    #[serde(default)]
     pub connect_failures: BTreeMap<String, u64>,
     /// Segments retransmitted.
-    #[serde(default)]
     pub retransmit_segments: u64,
     /// Resets sent.
-    #[serde(default)]
     pub resets_sent: u64,
     /// Resets received.
-    #[serde(default)]
     pub resets_received: u64,
 }
 
@@ -256,7 +230,6 @@ pub struct Block {
     /// Completed requests.
     pub completed: u64,
     /// Failed requests by errno.
-    #[serde(default)]
     pub errors: BTreeMap<String, u64>,
     /// Latency.
     pub latency: Histogram,
@@ -271,5 +244,33 @@ impl Window {
     /// A window of this process's own sampler, through the same JSON.
     pub fn from_snapshot(snapshot: &crate::model::Snapshot) -> Result<Self, serde_json::Error> {
         Self::from_json(serde_json::to_value(snapshot)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_reads_back_and_a_missing_field_is_refused() {
+        let full = serde_json::to_value(crate::model::Snapshot::default()).unwrap();
+        assert!(Window::from_json(full.clone()).is_ok());
+        for field in [
+            "syscalls",
+            "runqueue",
+            "tcp",
+            "node_pressure",
+            "complete",
+            "slos",
+        ] {
+            let mut renamed = full.clone();
+            let value = renamed.as_object_mut().unwrap().remove(field).unwrap();
+            renamed
+                .as_object_mut()
+                .unwrap()
+                .insert(format!("{field}_renamed"), value);
+            let err = Window::from_json(renamed).unwrap_err().to_string();
+            assert!(err.contains(&format!("missing field `{field}`")), "{err}");
+        }
     }
 }
