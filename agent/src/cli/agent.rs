@@ -331,6 +331,8 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ => {}
         }
     }
+    // Each queue gets its own --drain-timeout: the stores', then the
+    // collector's acks (the README says so).
     let unwritten = sinks.drain_remote_write(args.drain_timeout).await;
     if unwritten > 0 {
         eprintln!("sonde: {unwritten} windows not written to the remote-write stores at exit");

@@ -34,7 +34,8 @@ pub struct RemoteWriteArgs {
         id = "remote_write_tls_cert",
         long = "remote-write-tls-cert",
         value_name = "FILE",
-        requires = "remote_write_tls_key"
+        requires = "remote_write_tls_key",
+        requires = "remote_write_url"
     )]
     pub tls_cert: Option<PathBuf>,
     /// Its private key (PEM).

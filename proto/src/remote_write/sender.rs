@@ -183,7 +183,7 @@ impl Target {
             q.bytes += size;
             q.items.push_back(Item {
                 id,
-                body: Bytes::from(r.body.clone()),
+                body: r.body.clone(),
                 samples: r.samples,
                 window,
             });
@@ -484,7 +484,7 @@ impl RemoteWrite {
     pub fn prepare(&self, report: &AgentReport) -> Prepared {
         let started = std::time::Instant::now();
         let series = window_series(report);
-        let series_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let series_ns = super::ns_since(started);
         Prepared {
             requests: series.and_then(|series| encode(series, self.max_samples)),
             window: report.window_end_unix_ns,
@@ -726,7 +726,7 @@ mod tests {
     fn a_full_queue_drops_the_oldest_waiting_never_the_one_in_flight() {
         let t = target(25);
         let req = |n: usize| Encoded {
-            body: vec![0; n],
+            body: vec![0; n].into(),
             samples: n as u64,
             raw_bytes: n,
             encode_ns: 0,

@@ -268,7 +268,7 @@ pub fn run(collector: &Path, out: &Path) -> Result<()> {
         "note": "the collector's CPU includes ingesting the reports (gRPC, validation, the fleet) as well as remote write; request time is from sending to the answer, the receiver's share of it from Prometheus's own prometheus_http_request_duration_seconds",
     });
     println!(
-        "remote write: {stored} samples stored in {wall:.1} s ({:.0} samples/s), collector {cpu:.1} CPU s ({:.0} samples per core-second), {:.2} bytes/sample on the wire",
+        "remote write: {stored} samples stored in {wall:.1} s ({:.0} samples/s; every report acked after {acked:.1} s), collector {cpu:.1} CPU s ({:.0} samples per core-second), {:.2} bytes/sample on the wire",
         stored / wall,
         stored / cpu,
         sent / stored
