@@ -59,17 +59,17 @@ pub fn floor_tcp_rtx(_ctx: RawTracePointContext) -> i32 {
 }
 
 #[raw_tracepoint(tracepoint = "tcp_retransmit_synack")]
-pub fn floor_tcp_synack(_ctx: RawTracePointContext) -> i32 {
+pub fn floor_synack(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
-pub fn floor_tcp_rst_tx(_ctx: RawTracePointContext) -> i32 {
+pub fn floor_rst_tx(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
-pub fn floor_tcp_rst_rx(_ctx: RawTracePointContext) -> i32 {
+pub fn floor_rst_rx(_ctx: RawTracePointContext) -> i32 {
     0
 }
 

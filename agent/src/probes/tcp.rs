@@ -53,9 +53,9 @@ pub const PROGRAMS: [&str; 6] = [
 pub(super) const FLOOR_HOOKS: [(&str, &str); 6] = [
     ("floor_tcp_state", "inet_sock_set_state"),
     ("floor_tcp_rtx", "tcp_retransmit_skb"),
-    ("floor_tcp_synack", "tcp_retransmit_synack"),
-    ("floor_tcp_rst_tx", "tcp_send_reset"),
-    ("floor_tcp_rst_rx", "tcp_receive_reset"),
+    ("floor_synack", "tcp_retransmit_synack"),
+    ("floor_rst_tx", "tcp_send_reset"),
+    ("floor_rst_rx", "tcp_receive_reset"),
     ("floor_skb_drop", "kfree_skb"),
 ];
 
