@@ -7,6 +7,7 @@
 
 pub mod block;
 pub mod events;
+pub mod family;
 pub mod hist;
 pub mod loss;
 pub mod memory;

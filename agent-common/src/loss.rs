@@ -7,21 +7,7 @@
 //! itself full, in `LOSS_UNATTRIBUTED` instead, at `unattributed_slot`,
 //! and every SLO of the family is then incomplete.
 
-/// Families, as numbered in `CgroupLossKey::family`.
-pub mod family {
-    /// Syscalls.
-    pub const SYSCALLS: u32 = 0;
-    /// Scheduler.
-    pub const SCHED: u32 = 1;
-    /// Block I/O.
-    pub const BLOCK: u32 = 2;
-    /// Memory.
-    pub const MEMORY: u32 = 3;
-    /// Processes.
-    pub const PROCESS: u32 = 4;
-    /// TCP.
-    pub const TCP: u32 = 5;
-}
+use crate::family::Family;
 
 /// Bound of `LOSS_BY_CGROUP`, in (cgroup, family, reason) keys: the
 /// cgroups losing events at once on one node. Beyond it a loss is counted,
@@ -32,11 +18,11 @@ pub const CGROUP_LOSS_MAX_ENTRIES: u32 = 1024;
 pub const REASONS_PER_FAMILY: u32 = 8;
 
 /// Slots of `LOSS_UNATTRIBUTED`: one per (family, reason).
-pub const UNATTRIBUTED_SLOTS: u32 = 6 * REASONS_PER_FAMILY;
+pub const UNATTRIBUTED_SLOTS: u32 = Family::COUNT * REASONS_PER_FAMILY;
 
 /// The slot of `LOSS_UNATTRIBUTED` for loss `reason` of `family`.
-pub const fn unattributed_slot(family: u32, reason: u32) -> u32 {
-    family * REASONS_PER_FAMILY + reason
+pub const fn unattributed_slot(family: Family, reason: u32) -> u32 {
+    family as u32 * REASONS_PER_FAMILY + reason
 }
 
 /// Key of `LOSS_BY_CGROUP`.
@@ -45,7 +31,7 @@ pub const fn unattributed_slot(family: u32, reason: u32) -> u32 {
 pub struct CgroupLossKey {
     /// cgroup v2 id of the task or socket whose event was lost.
     pub cgroup_id: u64,
-    /// `family::*`.
+    /// `Family as u32`.
     pub family: u32,
     /// The family's loss index (e.g. `syscalls::loss::ERR_MAP_FULL`).
     pub reason: u32,
@@ -53,11 +39,5 @@ pub struct CgroupLossKey {
 
 const _: () = assert!(core::mem::size_of::<CgroupLossKey>() == 16);
 
-const _: () = {
-    assert!(crate::syscalls::loss::COUNT <= REASONS_PER_FAMILY);
-    assert!(crate::sched::loss::COUNT <= REASONS_PER_FAMILY);
-    assert!(crate::block::loss::COUNT <= REASONS_PER_FAMILY);
-    assert!(crate::memory::loss::COUNT <= REASONS_PER_FAMILY);
-    assert!(crate::process::loss::COUNT <= REASONS_PER_FAMILY);
-    assert!(family::TCP < UNATTRIBUTED_SLOTS / REASONS_PER_FAMILY);
-};
+// Every family's reasons fit its slots: checked beside `Family::loss_count`
+// (`family.rs`).

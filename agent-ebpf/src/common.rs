@@ -10,6 +10,7 @@ use aya_ebpf::{
 };
 use sonde_common::{
     events::{kind, Event, RING_BYTES},
+    family::Family,
     hist::{latency_bucket_key, AT_OR_BELOW_THRESHOLD, THRESHOLD_SLOTS},
     loss::{unattributed_slot, CgroupLossKey, CGROUP_LOSS_MAX_ENTRIES, UNATTRIBUTED_SLOTS},
     task::{TaskOffsets, COMM_LEN},
@@ -148,13 +149,13 @@ static LOSS_UNATTRIBUTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(UNATT
 #[inline(always)]
 pub fn count_cgroup_loss(
     losses: &PerCpuArray<u64>,
-    family: u32,
+    family: Family,
     index: u32,
     cgroup_id: u64,
 ) -> u64 {
     let key = CgroupLossKey {
         cgroup_id,
-        family,
+        family: family as u32,
         reason: index,
     };
     if !bump(&LOSS_BY_CGROUP, &key, 1) {

@@ -21,7 +21,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use sonde_common::{
     events::{flag, kind, Event},
-    loss::family,
+    family::Family,
     memory::{loss, OOM_MAX_ENTRIES, RECLAIM_HIST_MAX_ENTRIES, RECLAIM_SLOTS, RECLAIM_SLOT_MASK},
     task::{CgroupBucketKey, StartSlot},
 };
@@ -120,7 +120,7 @@ fn reclaim_end<C: EbpfContext>(ctx: &C) {
         _pad: 0,
     };
     if !bump(&RECLAIM_HIST, &key, 1)
-        && count_cgroup_loss(&MEM_LOSS, family::MEMORY, loss::HIST_MAP_FULL, cgroup_id) == 1
+        && count_cgroup_loss(&MEM_LOSS, Family::Memory, loss::HIST_MAP_FULL, cgroup_id) == 1
     {
         debug!(
             ctx,
@@ -156,7 +156,7 @@ fn try_oom(arg: u64) -> Result<(), i32> {
     if !bump(&OOM_KILLS, &event.cgroup_id, 1) {
         count_cgroup_loss(
             &MEM_LOSS,
-            family::MEMORY,
+            Family::Memory,
             loss::OOM_MAP_FULL,
             event.cgroup_id,
         );

@@ -23,7 +23,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use sonde_common::{
     events::{flag, kind, Event},
-    loss::family,
+    family::Family,
     process::{how, loss, ExitKey, CRASH_SIGNALS, EXITS_MAX_ENTRIES},
 };
 
@@ -87,7 +87,7 @@ fn try_exit(task: *const u8) -> Result<(), i32> {
         },
         1,
     ) {
-        count_cgroup_loss(&PROC_LOSS, family::PROCESS, loss::MAP_FULL, cgroup_id);
+        count_cgroup_loss(&PROC_LOSS, Family::Process, loss::MAP_FULL, cgroup_id);
     }
     if how == how::SIGNAL && signal < 64 && PROC_CRASH_SIGNALS.load() & (1 << signal) != 0 {
         emit(Event {

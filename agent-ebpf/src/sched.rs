@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use sonde_common::{
-    loss::family,
+    family::Family,
     sched::{loss, RUNQ_HIST_MAX_ENTRIES, RUNQ_SLOTS, RUNQ_SLOT_MASK},
     task::{CgroupBucketKey, StartSlot},
 };
@@ -134,7 +134,7 @@ fn on_switch<R: KernelRead, C: EbpfContext>(ctx: &C, prev: *const u8, next: *con
         _pad: 0,
     };
     if !bump(&RUNQ_HIST, &key, 1)
-        && count_cgroup_loss(&RUNQ_LOSS, family::SCHED, loss::HIST_MAP_FULL, cgroup_id) == 1
+        && count_cgroup_loss(&RUNQ_LOSS, Family::Sched, loss::HIST_MAP_FULL, cgroup_id) == 1
     {
         debug!(
             ctx,

@@ -20,7 +20,7 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use aya_log_ebpf::debug;
-use sonde_common::loss::family;
+use sonde_common::family::Family;
 use sonde_common::syscalls::{
     loss, SyscallErrKey, SyscallHistKey, SyscallStart, ERR_MAX_ENTRIES, HIST_MAX_ENTRIES,
     MAX_ERRNO, START_SLOTS, START_SLOT_MASK,
@@ -165,7 +165,7 @@ fn on_exit<C: EbpfContext>(ctx: &C, ret: i64) {
 /// first loss of each kind on each CPU is logged.
 #[inline(always)]
 fn lost_for<C: EbpfContext>(ctx: &C, index: u32, cgroup_id: u64) {
-    if count_cgroup_loss(&SYSCALL_LOSS, family::SYSCALLS, index, cgroup_id) == 1 {
+    if count_cgroup_loss(&SYSCALL_LOSS, Family::Syscalls, index, cgroup_id) == 1 {
         debug!(
             ctx,
             "syscalls: first loss of kind {} on this CPU (see sonde_common::syscalls::loss)", index

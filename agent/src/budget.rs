@@ -23,16 +23,23 @@ use std::{
 };
 
 use serde::Serialize;
+use sonde_common::family::Family;
 
-use crate::probes::{block, memory, process, sched, syscalls, tcp, Probes};
+use crate::probes::Probes;
 
-/// Families never shed: rare events (OOM kills, crashes) that cost little
-/// and matter most.
-pub const ESSENTIAL: [&str; 2] = [memory::PROBE, process::PROBE];
+/// Whether the budget may shed `family`: never one of the essential ones
+/// (`Family::essential`: rare events that cost little and matter most).
+fn sheddable(family: Family, counting: &[Family]) -> bool {
+    counting.contains(&family) && !family.essential()
+}
 
-/// Shedding order when the kernel's statistics are unavailable: the
-/// families whose hooks fire most often first.
-const BY_FREQUENCY: [&str; 4] = [syscalls::PROBE, sched::PROBE, tcp::PROBE, block::PROBE];
+/// The shedding order when the kernel's statistics are unavailable: the
+/// families whose hooks fire most often first (`Family::frequency_rank`).
+fn by_frequency() -> [Family; Family::ALL.len()] {
+    let mut families = Family::ALL;
+    families.sort_by_key(|f| f.frequency_rank());
+    families
+}
 
 /// The budget and how it restores.
 #[derive(Debug, Clone, Copy)]
@@ -62,8 +69,8 @@ impl BudgetConfig {
 /// A family's cost in one window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProbeCost {
-    /// Family.
-    pub probe: &'static str,
+    /// Family (serialized as its name).
+    pub probe: Family,
     /// Time in its kernel programs, as a share of one core.
     pub cpu_utilization: f64,
     /// Program runs per second.
@@ -86,7 +93,7 @@ pub struct Overhead {
     pub budget_percent: Option<f64>,
     /// Families shed during this window to stay within it, in the order
     /// they were shed.
-    pub shed: Vec<&'static str>,
+    pub shed: Vec<Family>,
 }
 
 impl Overhead {
@@ -102,9 +109,9 @@ impl Overhead {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Detach this family, for this reason.
-    Shed(&'static str, String),
+    Shed(Family, String),
     /// Attach this family again.
-    Restore(&'static str),
+    Restore(Family),
 }
 
 /// Decides, window by window, what to shed and restore.
@@ -112,9 +119,9 @@ pub enum Action {
 pub struct Governor {
     config: BudgetConfig,
     /// Shed families, in order.
-    shed: Vec<&'static str>,
+    shed: Vec<Family>,
     /// How often each family was shed.
-    strikes: HashMap<&'static str, u32>,
+    strikes: HashMap<Family, u32>,
     calm: u32,
 }
 
@@ -133,28 +140,32 @@ impl Governor {
     }
 
     /// The families shed now, in order.
-    pub fn shed(&self) -> Vec<&'static str> {
+    pub fn shed(&self) -> Vec<Family> {
         self.shed.clone()
     }
 
     /// One decision after a window of `overhead`, given the families
     /// counting now.
-    pub fn decide(&mut self, overhead: &Overhead, counting: &[&'static str]) -> Option<Action> {
+    pub fn decide(&mut self, overhead: &Overhead, counting: &[Family]) -> Option<Action> {
         let budget = self.config.percent_of_core;
         let used = overhead.percent_of_core();
         if used > budget {
             self.calm = 0;
-            let sheddable = |f: &&'static str| counting.contains(f) && !ESSENTIAL.contains(f);
             let (family, cost) = if overhead.kernel_unmeasured.is_none() {
                 overhead
                     .probes
                     .iter()
-                    .filter(|p| sheddable(&p.probe))
+                    .filter(|p| sheddable(p.probe, counting))
                     .max_by(|a, b| a.cpu_utilization.total_cmp(&b.cpu_utilization))
                     .map(|p| (p.probe, 100.0 * p.cpu_utilization))?
             } else {
                 // Unmeasured: the most frequent hooks first.
-                (BY_FREQUENCY.into_iter().find(|f| sheddable(f))?, 0.0)
+                (
+                    by_frequency()
+                        .into_iter()
+                        .find(|&f| sheddable(f, counting))?,
+                    0.0,
+                )
             };
             self.shed.push(family);
             *self.strikes.entry(family).or_default() += 1;
@@ -171,7 +182,7 @@ impl Governor {
         } else {
             self.calm = 0;
         }
-        let strikes = self.strikes.get(family).copied().unwrap_or(1);
+        let strikes = self.strikes.get(&family).copied().unwrap_or(1);
         let wait = self
             .config
             .calm_windows
@@ -196,7 +207,7 @@ pub struct Meter {
     /// When the running sample started, and the programs' statistics then.
     sample_start: Option<(Instant, ProgramTotals)>,
     /// Family → (ns per second, runs per second) from the last sample.
-    rates: HashMap<&'static str, (f64, f64)>,
+    rates: HashMap<Family, (f64, f64)>,
     unmeasured: Option<String>,
     /// The sysctl keeps the statistics on: no need to enable them.
     always_on: bool,
@@ -285,7 +296,7 @@ impl Meter {
     }
 
     /// The cost of the window just closed.
-    pub fn window(&mut self, counting: &[&'static str]) -> Overhead {
+    pub fn window(&mut self, counting: &[Family]) -> Overhead {
         let now = (Instant::now(), process_cpu());
         let wall = now.0.duration_since(self.cpu_at.0).as_secs_f64().max(1e-3);
         let agent = now.1.saturating_sub(self.cpu_at.1).as_secs_f64() / wall;
@@ -315,7 +326,9 @@ impl Meter {
 mod tests {
     use super::*;
 
-    fn overhead(agent: f64, probes: &[(&'static str, f64)]) -> Overhead {
+    use Family::{Block, Memory, Process, Sched, Syscalls, Tcp};
+
+    fn overhead(agent: f64, probes: &[(Family, f64)]) -> Overhead {
         Overhead {
             agent_cpu_utilization: agent,
             probes: probes
@@ -330,18 +343,15 @@ mod tests {
         }
     }
 
-    const ALL: [&str; 6] = ["syscalls", "sched", "block", "memory", "process", "tcp"];
+    const ALL: [Family; 6] = Family::ALL;
 
     #[test]
     fn over_budget_sheds_the_most_expensive_optional_family_one_per_window() {
         let mut g = Governor::new(BudgetConfig::new(1.0));
         // 0.2 % agent + syscalls 1.5 % + sched 0.4 % + memory 3 % (essential).
-        let o = overhead(
-            0.002,
-            &[("syscalls", 0.015), ("sched", 0.004), ("memory", 0.03)],
-        );
+        let o = overhead(0.002, &[(Syscalls, 0.015), (Sched, 0.004), (Memory, 0.03)]);
         match g.decide(&o, &ALL) {
-            Some(Action::Shed("syscalls", why)) => {
+            Some(Action::Shed(Syscalls, why)) => {
                 assert!(
                     why.contains("5.10% of a core, over its budget of 1%"),
                     "{why}"
@@ -351,24 +361,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Still over without syscalls: sched goes next, never memory.
-        let o = overhead(0.002, &[("sched", 0.004), ("memory", 0.03)]);
-        let counting = ["sched", "block", "memory", "process", "tcp"];
+        let o = overhead(0.002, &[(Sched, 0.004), (Memory, 0.03)]);
+        let counting = [Sched, Block, Memory, Process, Tcp];
         assert!(matches!(
             g.decide(&o, &counting),
-            Some(Action::Shed("sched", _))
+            Some(Action::Shed(Sched, _))
         ));
-        let o = overhead(0.002, &[("memory", 0.03)]);
-        assert_eq!(g.decide(&o, &["block", "memory", "process", "tcp"]), None);
-        assert_eq!(g.shed(), ["syscalls", "sched"]);
+        let o = overhead(0.002, &[(Memory, 0.03)]);
+        assert_eq!(g.decide(&o, &[Block, Memory, Process, Tcp]), None);
+        assert_eq!(g.shed(), [Syscalls, Sched]);
     }
 
     #[test]
     fn restores_last_shed_first_after_calm_windows_and_backs_off() {
         let mut g = Governor::new(BudgetConfig::new(1.0));
-        let storm = overhead(0.008, &[("syscalls", 0.02)]);
+        let storm = overhead(0.008, &[(Syscalls, 0.02)]);
         assert!(matches!(
             g.decide(&storm, &ALL),
-            Some(Action::Shed("syscalls", _))
+            Some(Action::Shed(Syscalls, _))
         ));
         let calm = overhead(0.001, &[]);
         assert_eq!(g.decide(&calm, &ALL[1..]), None);
@@ -377,23 +387,17 @@ mod tests {
         assert_eq!(g.decide(&overhead(0.006, &[]), &ALL[1..]), None);
         assert_eq!(g.decide(&calm, &ALL[1..]), None);
         assert_eq!(g.decide(&calm, &ALL[1..]), None);
-        assert_eq!(
-            g.decide(&calm, &ALL[1..]),
-            Some(Action::Restore("syscalls"))
-        );
+        assert_eq!(g.decide(&calm, &ALL[1..]), Some(Action::Restore(Syscalls)));
         assert!(g.shed().is_empty());
         // Still storming: shed again, and the next try waits twice as long.
         assert!(matches!(
             g.decide(&storm, &ALL),
-            Some(Action::Shed("syscalls", _))
+            Some(Action::Shed(Syscalls, _))
         ));
         for _ in 0..5 {
             assert_eq!(g.decide(&calm, &ALL[1..]), None);
         }
-        assert_eq!(
-            g.decide(&calm, &ALL[1..]),
-            Some(Action::Restore("syscalls"))
-        );
+        assert_eq!(g.decide(&calm, &ALL[1..]), Some(Action::Restore(Syscalls)));
     }
 
     #[test]
@@ -405,12 +409,12 @@ mod tests {
         };
         assert!(matches!(
             g.decide(&o, &ALL),
-            Some(Action::Shed("syscalls", _))
+            Some(Action::Shed(Syscalls, _))
         ));
         assert!(matches!(
-            g.decide(&o, &["sched", "memory", "process"]),
-            Some(Action::Shed("sched", _))
+            g.decide(&o, &[Sched, Memory, Process]),
+            Some(Action::Shed(Sched, _))
         ));
-        assert_eq!(g.decide(&o, &["memory", "process"]), None);
+        assert_eq!(g.decide(&o, &[Memory, Process]), None);
     }
 }

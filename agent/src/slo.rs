@@ -376,7 +376,7 @@ pub fn window_counts(spec: &SloSpec, s: &Snapshot) -> Counts {
         }
     }
     let family = spec.signal.family();
-    match s.probes.iter().find(|p| p.probe == family) {
+    match s.probes.iter().find(|p| p.family() == Some(family)) {
         Some(p) if p.state == ProbeState::Attached => {}
         Some(p) => c.incomplete_because.push(format!(
             "probe {family} is {}{}",
@@ -396,7 +396,7 @@ pub fn window_counts(spec: &SloSpec, s: &Snapshot) -> Counts {
     for loss in s
         .losses
         .iter()
-        .filter(|l| l.count > 0 && (l.probe == family || l.probe == "all"))
+        .filter(|l| l.count > 0 && (l.probe == family.name() || l.probe == "all"))
     {
         let by_cgroup = crate::sampler::BY_CGROUP.contains(&(loss.probe, loss.reason));
         if !by_cgroup {

@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, fmt, ops::Range};
 
 use serde::{Deserialize, Serialize};
+use sonde_common::family::Family;
 
 use crate::{
     slo::{BurnRule, Objective, Severity},
@@ -92,13 +93,13 @@ impl Signal {
     }
 
     /// The probe family that measures it.
-    pub fn family(self) -> &'static str {
+    pub fn family(self) -> Family {
         match self {
-            Signal::SyscallErrors | Signal::SyscallLatency => "syscalls",
-            Signal::RunqueueLatency => "sched",
-            Signal::ReclaimLatency => "memory",
-            Signal::BlockErrors | Signal::BlockLatency => "block",
-            Signal::TcpConnectErrors | Signal::TcpConnectLatency => "tcp",
+            Signal::SyscallErrors | Signal::SyscallLatency => Family::Syscalls,
+            Signal::RunqueueLatency => Family::Sched,
+            Signal::ReclaimLatency => Family::Memory,
+            Signal::BlockErrors | Signal::BlockLatency => Family::Block,
+            Signal::TcpConnectErrors | Signal::TcpConnectLatency => Family::Tcp,
         }
     }
 

@@ -12,6 +12,7 @@ use sonde::{
     sampler::Sampler,
     slo::{window_counts, Slos},
 };
+use sonde_common::family::Family;
 use sonde_slo::{spec, Histogram};
 
 use crate::{
@@ -476,10 +477,9 @@ fn a_probe_detached_mid_run_marks_the_window_and_the_slo_incomplete() {
     let probes = crate::load_probes(
         "syscalls",
         ProbeOptions {
-            disabled: sonde::probes::FAMILIES
-                .iter()
-                .copied()
-                .filter(|f| *f != "syscalls")
+            disabled: Family::ALL
+                .into_iter()
+                .filter(|&f| f != Family::Syscalls)
                 .collect(),
             ..Default::default()
         },
@@ -501,7 +501,7 @@ fn a_probe_detached_mid_run_marks_the_window_and_the_slo_incomplete() {
     // Detached halfway through the next: what ran before is counted, what
     // ran after is not, and the window says it did not see everything.
     run(30);
-    assert!(sampler.detach("syscalls", "test"));
+    assert!(sampler.detach(Family::Syscalls, "test"));
     run(50);
     let mut second = sampler.tick().expect("tick");
     second.slos = slos.window(&second).expect("slo window");

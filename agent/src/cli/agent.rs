@@ -8,6 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use serde::Serialize;
+use sonde_common::family::Family;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{parse_duration, render, ProbeArgs, TlsArgs};
@@ -20,7 +21,7 @@ use crate::{
     },
     local::server::LocalServer,
     model::{LossRecord, Snapshot},
-    probes::ProbeState,
+    probes::{ProbeState, ProbeStatus},
     slo::Slos,
 };
 
@@ -246,12 +247,12 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut snapshot = sampler.tick().context("reading the probes' maps")?;
         // A sample still running (a window shorter than it) ends here.
         meter.end_sample(sampler.probes());
-        let counting: Vec<&'static str> = sampler
+        let counting: Vec<Family> = sampler
             .probes()
             .statuses()
             .iter()
             .filter(|s| s.state != ProbeState::Unavailable)
-            .map(|s| s.probe)
+            .filter_map(ProbeStatus::family)
             .collect();
         let mut overhead = meter.window(&counting);
         if let Some(g) = &mut governor {

@@ -3,6 +3,7 @@
 use std::{path::Path, process::ExitCode};
 
 use serde::Serialize;
+use sonde_common::family::Family;
 
 use super::ProbeArgs;
 use crate::{
@@ -59,10 +60,10 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 LoadError::NoPrivilege { .. } => format!("no privilege: {e}"),
                 other => super::one_line(&other.into()),
             };
-            crate::probes::FAMILIES
+            Family::ALL
                 .iter()
-                .map(|&probe| ProbeStatus {
-                    probe,
+                .map(|family| ProbeStatus {
+                    probe: family.name(),
                     state: ProbeState::Unavailable,
                     hook: None,
                     reason: Some(reason.clone()),

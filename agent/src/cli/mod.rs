@@ -16,6 +16,7 @@ use std::{process::ExitCode, time::Duration};
 use clap::{error::ErrorKind, Parser, Subcommand};
 
 use anyhow::Context as _;
+use sonde_common::family::Family;
 
 use crate::{
     probes::{syscalls::SyscallHook, ProbeOptions, ProbeState, Probes},
@@ -135,8 +136,8 @@ struct ProbeArgs {
     #[arg(long, value_name = "DIR", default_value = crate::attribution::KUBELET_PODS_DIR)]
     kubelet_pods_dir: std::path::PathBuf,
     /// Probe families to run, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::probes::FAMILIES))]
-    probes: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_parser = family_parser())]
+    probes: Vec<Family>,
 }
 
 impl ProbeArgs {
@@ -198,10 +199,9 @@ impl ProbeArgs {
             sched_hook: self.sched_hook,
             syscall_hist_max_entries: Some(self.syscall_hist_entries),
             syscall_errors_max_entries: Some(self.syscall_error_entries),
-            disabled: crate::probes::FAMILIES
-                .iter()
-                .copied()
-                .filter(|f| !self.probes.is_empty() && !self.probes.iter().any(|p| p == f))
+            disabled: Family::ALL
+                .into_iter()
+                .filter(|f| !self.probes.is_empty() && !self.probes.contains(f))
                 .collect(),
             latency_thresholds_ns: Vec::new(),
             pin: None,
@@ -292,6 +292,24 @@ pub fn init_logging(level: log::LevelFilter) {
         .init();
 }
 
+/// Parses a family name. Clap checks the name against the families'
+/// first, so that `--help` lists them and a wrong one is refused with the
+/// valid names; `from_name` then takes the checked name to its family.
+fn family_parser() -> impl clap::builder::TypedValueParser<Value = Family> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Family::ALL.map(Family::name)).try_map(
+        |name: String| {
+            Family::from_name(&name).ok_or_else(|| {
+                let valid: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+                format!(
+                    "'{name}' is not a probe family; the families are {}",
+                    valid.join(", ")
+                )
+            })
+        },
+    )
+}
+
 /// Parses a human duration (`5s`, `500ms`, `1m`), refusing zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text)
@@ -342,5 +360,33 @@ mod tests {
         assert!(parse(&["top", "--attach", "--interval", "2s"]).is_err());
         assert!(parse(&["events", "--attach", "--socket", "/x", "--kind", "crash"]).is_ok());
         assert!(parse(&["agent", "--socket"]).is_ok());
+    }
+
+    #[test]
+    fn probes_are_family_names() {
+        let command = || {
+            clap::Command::new("sonde").arg(
+                clap::Arg::new("probes")
+                    .long("probes")
+                    .value_delimiter(',')
+                    .value_parser(family_parser()),
+            )
+        };
+        let m = command()
+            .try_get_matches_from(["sonde", "--probes", "syscalls,tcp"])
+            .unwrap();
+        let got: Vec<Family> = m.get_many("probes").unwrap().copied().collect();
+        assert_eq!(got, [Family::Syscalls, Family::Tcp]);
+        let e = command()
+            .try_get_matches_from(["sonde", "--probes", "syscall"])
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidValue);
+        let text = e.to_string();
+        assert!(
+            text.contains("[possible values: syscalls, sched, block, memory, process, tcp]"),
+            "{text}"
+        );
+        assert!(parse(&["snapshot", "--probes", "memory,process"]).is_ok());
+        assert!(parse(&["snapshot", "--probes", "host"]).is_err());
     }
 }

@@ -451,7 +451,7 @@ pub fn report(
         let points = o
             .probes
             .iter()
-            .map(|p| b.gauge(&[(names::ATTR_PROBE, p.probe)], p.cpu_utilization))
+            .map(|p| b.gauge(&[(names::ATTR_PROBE, p.probe.name())], p.cpu_utilization))
             .collect();
         b.metric(
             names::PROBE_CPU_UTILIZATION,

@@ -10,15 +10,13 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use sonde_common::block::{loss, op, BlockOffsets, DevBucketKey, IoKey};
+use sonde_common::family::Family;
 use sonde_slo::Histogram;
 
 use super::{
     explain, map, program, read_losses, unavailable, unload, Links, ProbeState, ProbeStatus,
 };
 use crate::host::mounts::{mount_tracefs, Mounts};
-
-/// Family name in statuses and loss records.
-pub const PROBE: &str = "block";
 
 const HOOKS: [(&str, &str); 2] = [
     ("blk_rq_issue", "block_rq_issue"),
@@ -121,7 +119,7 @@ pub(super) fn attach(
     offsets: &Result<BlockOffsets, String>,
 ) -> ProbeStatus {
     if let Err(why) = offsets {
-        return unavailable(PROBE, why.clone());
+        return unavailable(Family::Block.name(), why.clone());
     }
     let result = HOOKS.iter().try_for_each(|(name, tp)| {
         let program: &mut TracePoint = program(ebpf, name)?.try_into()?;
@@ -130,7 +128,7 @@ pub(super) fn attach(
     });
     match result {
         Ok(()) => ProbeStatus {
-            probe: PROBE,
+            probe: Family::Block.name(),
             state: ProbeState::Attached,
             hook: Some("tracepoint:block/block_rq_issue+block_rq_complete".to_owned()),
             reason: None,
@@ -138,7 +136,10 @@ pub(super) fn attach(
         },
         Err(e) => {
             unload(ebpf, links, HOOKS.iter().map(|(name, _)| *name));
-            unavailable(PROBE, format!("classic tracepoints: {}", explain(&e)))
+            unavailable(
+                Family::Block.name(),
+                format!("classic tracepoints: {}", explain(&e)),
+            )
         }
     }
 }

@@ -18,6 +18,7 @@ use aya::{
     Ebpf, Pod,
 };
 use sonde_common::{
+    family::Family,
     loss::CgroupLossKey,
     process::ExitKey,
     syscalls::{SyscallErrKey, SyscallHistKey},
@@ -25,59 +26,93 @@ use sonde_common::{
     tcp::CgroupCountKey,
 };
 
-use super::{memory, process, sched, syscalls, tcp, Probes, Reading};
+use super::{Probes, Reading};
 
 /// The node's own id in the tcp family's keys (a socket without a cgroup):
 /// never a cgroup that could be removed.
 const NODE: u64 = 0;
 
+/// The table of losses by cgroup, shared by the families.
+const LOSS_BY_CGROUP: &str = "LOSS_BY_CGROUP";
+
 impl Probes {
     /// Deletes every key of the cgroups `gone` from the kernel maps keyed by
-    /// cgroup (of the families whose maps hold counts). Returns how many
-    /// keys were deleted.
+    /// cgroup (`Family::cgroup_maps`, of the families whose maps hold
+    /// counts, and the table of losses by cgroup). Returns how many keys
+    /// were deleted.
     pub fn forget_cgroups(&mut self, gone: &HashSet<u64>) -> Result<usize, MapError> {
         if gone.is_empty() {
             return Ok(0);
         }
-        let families = [
-            syscalls::PROBE,
-            sched::PROBE,
-            memory::PROBE,
-            process::PROBE,
-            tcp::PROBE,
-        ];
-        let counting: Vec<&str> = families.into_iter().filter(|f| self.attached(f)).collect();
-        let ebpf = &mut self.ebpf;
-        let mut n = forget::<CgroupLossKey>(ebpf, "LOSS_BY_CGROUP", |k| k.cgroup_id, gone)?;
-        for family in counting {
-            n += match family {
-                syscalls::PROBE => {
-                    forget::<SyscallHistKey>(ebpf, "SYSCALL_HIST", |k| k.cgroup_id, gone)?
-                        + forget::<SyscallErrKey>(ebpf, "SYSCALL_ERRORS", |k| k.cgroup_id, gone)?
-                }
-                sched::PROBE => {
-                    forget::<CgroupBucketKey>(ebpf, "RUNQ_HIST", |k| k.cgroup_id, gone)?
-                }
-                memory::PROBE => {
-                    forget::<CgroupBucketKey>(ebpf, "RECLAIM_HIST", |k| k.cgroup_id, gone)?
-                        + forget::<u64>(ebpf, "OOM_KILLS", |k| *k, gone)?
-                }
-                process::PROBE => forget::<ExitKey>(ebpf, "PROC_EXITS", |k| k.cgroup_id, gone)?,
-                _ => {
-                    forget::<CgroupBucketKey>(ebpf, "TCP_CONNECT_HIST", |k| k.cgroup_id, gone)?
-                        + forget::<CgroupCountKey>(ebpf, "TCP_CGROUP", |k| k.cgroup_id, gone)?
-                }
-            };
+        let maps: Vec<&str> = Family::ALL
+            .into_iter()
+            .filter(|&f| self.attached(f))
+            .flat_map(|f| f.cgroup_maps().iter().copied())
+            .collect();
+        let mut n = 0;
+        for name in std::iter::once(LOSS_BY_CGROUP).chain(maps) {
+            let forget = forgetter(name).ok_or_else(|| MapError::InvalidName {
+                name: name.to_owned(),
+            })?;
+            n += forget(&mut self.ebpf, name, gone)?;
         }
         Ok(n)
     }
 }
 
+/// A key that leads with the cgroup it counts for.
+trait CgroupKey: Pod {
+    fn cgroup_id(&self) -> u64;
+}
+
+impl CgroupKey for u64 {
+    fn cgroup_id(&self) -> u64 {
+        *self
+    }
+}
+
+macro_rules! cgroup_keys {
+    ($($t:ty),* $(,)?) => {
+        $(impl CgroupKey for $t {
+            fn cgroup_id(&self) -> u64 {
+                self.cgroup_id
+            }
+        })*
+    };
+}
+
+cgroup_keys!(
+    CgroupLossKey,
+    SyscallHistKey,
+    SyscallErrKey,
+    CgroupBucketKey,
+    ExitKey,
+    CgroupCountKey,
+);
+
+/// Deletes the keys of removed cgroups from one map.
+type Forget = fn(&mut Ebpf, &str, &HashSet<u64>) -> Result<usize, MapError>;
+
+/// How to forget removed cgroups in the map `name` (of `Family::cgroup_maps`
+/// or the table of losses by cgroup): its key type. `None` for a map of no
+/// known key type (a unit test checks that every family's have one).
+fn forgetter(name: &str) -> Option<Forget> {
+    Some(match name {
+        LOSS_BY_CGROUP => forget::<CgroupLossKey>,
+        "SYSCALL_HIST" => forget::<SyscallHistKey>,
+        "SYSCALL_ERRORS" => forget::<SyscallErrKey>,
+        "RUNQ_HIST" | "RECLAIM_HIST" | "TCP_CONNECT_HIST" => forget::<CgroupBucketKey>,
+        "OOM_KILLS" => forget::<u64>,
+        "PROC_EXITS" => forget::<ExitKey>,
+        "TCP_CGROUP" => forget::<CgroupCountKey>,
+        _ => return None,
+    })
+}
+
 /// Deletes the keys of map `name` whose cgroup is in `gone`.
-fn forget<K: Pod>(
+fn forget<K: CgroupKey>(
     ebpf: &mut Ebpf,
     name: &str,
-    cgroup_of: fn(&K) -> u64,
     gone: &HashSet<u64>,
 ) -> Result<usize, MapError> {
     let map = ebpf.map_mut(name).ok_or_else(|| MapError::InvalidName {
@@ -89,7 +124,7 @@ fn forget<K: Pod>(
         .keys()
         .filter_map(Result::ok)
         .filter(|k| {
-            let id = cgroup_of(k);
+            let id = k.cgroup_id();
             id != NODE && gone.contains(&id)
         })
         .collect();
@@ -138,6 +173,16 @@ impl Reading {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_map_keyed_by_cgroup_has_a_key_type() {
+        for family in Family::ALL {
+            for name in family.cgroup_maps() {
+                assert!(forgetter(name).is_some(), "{family}: {name}");
+            }
+        }
+        assert!(forgetter(LOSS_BY_CGROUP).is_some());
+    }
 
     #[test]
     fn a_reading_forgets_the_gone_cgroups_and_keeps_the_node() {

@@ -7,6 +7,7 @@ use aya::{
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
     Ebpf, EbpfLoader,
 };
+use sonde_common::family::Family;
 use sonde_common::{memory::loss, task::CgroupBucketKey};
 use sonde_slo::Histogram;
 
@@ -15,9 +16,6 @@ use super::{
     ProbeStatus,
 };
 use crate::host::btf::Btf;
-
-/// Family name in statuses and loss records.
-pub const PROBE: &str = "memory";
 
 /// Global reclaim and the OOM killer: the family needs these.
 const HOOKS: [(&str, &str); 3] = [
@@ -73,11 +71,11 @@ pub(super) fn configure(loader: &mut EbpfLoader<'_>, task_arg: bool) {
 }
 
 pub(super) fn attach(ebpf: &mut Ebpf, links: &mut Links) -> ProbeStatus {
-    let mut status = attach_raw_tracepoints(ebpf, links, PROBE, &HOOKS);
+    let mut status = attach_raw_tracepoints(ebpf, links, Family::Memory.name(), &HOOKS);
     if status.state != ProbeState::Attached {
         return status;
     }
-    let memcg = attach_raw_tracepoints(ebpf, links, PROBE, &MEMCG_HOOKS);
+    let memcg = attach_raw_tracepoints(ebpf, links, Family::Memory.name(), &MEMCG_HOOKS);
     if let Some(hook) = memcg.hook {
         status.hook = status
             .hook

@@ -32,7 +32,7 @@ use aya::{
 };
 use serde::{Deserialize, Serialize};
 
-use sonde_common::{hist::THRESHOLD_SLOTS, loss::CgroupLossKey};
+use sonde_common::{family::Family, hist::THRESHOLD_SLOTS, loss::CgroupLossKey};
 
 use crate::host::{btf::Btf, mounts::Mounts, Capabilities};
 
@@ -68,6 +68,14 @@ pub struct ProbeStatus {
     /// expectations checks that it does.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<Gap>,
+}
+
+impl ProbeStatus {
+    /// The family this is the status of; `None` for what is not a family
+    /// (the host's /proc and cgroupfs readings, the benchmark's floor).
+    pub fn family(&self) -> Option<Family> {
+        Family::from_name(self.probe)
+    }
 }
 
 /// Something a degraded family does not count.
@@ -134,6 +142,12 @@ pub enum LoadError {
     /// The kernel refused the object (maps or BTF).
     #[error("the kernel refused sonde's eBPF object; run `sonde doctor` for details")]
     Object(#[source] aya::EbpfError),
+    /// `load_floor` was asked for a family that has no floor programs.
+    #[error("the {family} family has no floor programs (syscalls, sched and tcp have)")]
+    NoFloor {
+        /// The family asked for.
+        family: Family,
+    },
     /// The pin directory is unusable.
     #[error("pinning: {0}")]
     Pin(String),
@@ -166,7 +180,7 @@ pub struct ProbeOptions {
     /// Bound of the syscall failure map, in (cgroup, syscall, errno) keys.
     pub syscall_errors_max_entries: Option<u32>,
     /// Families to leave out (not even attached); empty runs them all.
-    pub disabled: Vec<&'static str>,
+    pub disabled: Vec<Family>,
     /// Exact SLO latency thresholds for the kernel: (bucket key, ns), at
     /// most one per bucket (`sonde_slo::spec::kernel_thresholds`).
     pub latency_thresholds_ns: Vec<(usize, u64)>,
@@ -179,13 +193,15 @@ pub struct ProbeOptions {
 impl ProbeOptions {
     /// What the kernel programs depend on, for the pin fingerprint.
     fn identity(&self) -> String {
+        // The disabled families by name, as the fingerprint always had them.
+        let disabled: Vec<&str> = self.disabled.iter().map(|f| f.name()).collect();
         format!(
             "{:?} {:?} {:?} {:?} {:?} {:?}",
             self.syscall_hook,
             self.sched_hook,
             self.syscall_hist_max_entries,
             self.syscall_errors_max_entries,
-            self.disabled,
+            disabled,
             self.latency_thresholds_ns
         )
     }
@@ -202,16 +218,6 @@ impl ProbeOptions {
         out
     }
 }
-
-/// Every family, in the order they are attached and reported.
-pub const FAMILIES: [&str; 6] = [
-    syscalls::PROBE,
-    sched::PROBE,
-    block::PROBE,
-    memory::PROBE,
-    process::PROBE,
-    tcp::PROBE,
-];
 
 /// Cumulative counts of every family, as the kernel holds them now.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -264,7 +270,7 @@ pub struct Probes {
     tcp_names: tcp::TcpNames,
     /// Families detached while running: their maps still hold what they
     /// counted before, and are still read.
-    detached: Vec<&'static str>,
+    detached: Vec<Family>,
     /// The programs' attachments.
     links: Links,
     /// With pinning: what was found and done, and the manifest's parts.
@@ -483,7 +489,7 @@ impl Probes {
         // keeps the agent's peak memory down.
         drop(btf);
         let mounts = Mounts::current().unwrap_or_default();
-        let block_offsets = if options.disabled.contains(&block::PROBE) {
+        let block_offsets = if options.disabled.contains(&Family::Block) {
             Err("disabled".to_owned())
         } else {
             block::offsets(&mounts)
@@ -592,10 +598,10 @@ impl Probes {
             Some(statuses) => statuses,
             // A disabled family is left out entirely: it neither counts nor
             // makes a window incomplete.
-            None => FAMILIES
-                .iter()
+            None => Family::ALL
+                .into_iter()
                 .filter(|family| !options.disabled.contains(family))
-                .map(|&family| {
+                .map(|family| {
                     attach_family(
                         &mut ebpf,
                         &mut links,
@@ -648,11 +654,10 @@ impl Probes {
     /// Attaches again a family detached while running (when its cost is
     /// back within the budget, say). Returns its new state; its maps kept
     /// what it counted before, so readings go on from there.
-    pub fn reattach(&mut self, family: &str) -> Option<&ProbeStatus> {
+    pub fn reattach(&mut self, family: Family) -> Option<&ProbeStatus> {
         let index = self.detached.iter().position(|&f| f == family)?;
-        let detached = *self.detached.get(index)?;
         let setup = self.setup.as_ref()?;
-        let aya_btf = (family == sched::PROBE)
+        let aya_btf = (family == Family::Sched)
             .then(|| aya::Btf::from_sys_fs().ok())
             .flatten();
         let mounts = Mounts::current().unwrap_or_default();
@@ -660,7 +665,7 @@ impl Probes {
             &mut self.ebpf,
             &mut self.links,
             setup,
-            detached,
+            family,
             aya_btf.as_ref(),
             &mounts,
         );
@@ -678,7 +683,7 @@ impl Probes {
     }
 
     /// Kernel program ids of every attached program, with its family.
-    pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
+    pub fn program_ids(&self) -> Vec<(Family, u32)> {
         self.programs()
             .into_iter()
             .map(|(_, family, id)| (family, id))
@@ -686,21 +691,19 @@ impl Probes {
     }
 
     /// Every attached program: (name, family, kernel id).
-    fn programs(&self) -> Vec<(String, &'static str, u32)> {
+    fn programs(&self) -> Vec<(String, Family, u32)> {
         self.links
             .kept
             .iter()
             .filter_map(|(name, link)| {
-                let family = FAMILIES
-                    .iter()
-                    .find(|f| name.starts_with(program_prefix(f)))?;
+                let family = Family::of_program(name)?;
                 let id = match link {
                     KeptLink::Fd(l) | KeptLink::Pinned { _held: l, .. } => {
                         l.info().ok()?.program_id()
                     }
                     KeptLink::Perf(_) => self.ebpf.program(name)?.info().ok()?.id(),
                 };
-                Some((name.clone(), *family, id))
+                Some((name.clone(), family, id))
             })
             .collect()
     }
@@ -735,15 +738,15 @@ impl Probes {
     /// nothing and is reported unavailable with `reason`, so every window
     /// and SLO that depends on it is marked incomplete. Returns false for a
     /// family that was not attached.
-    pub fn detach(&mut self, family: &str, reason: &str) -> bool {
+    pub fn detach(&mut self, family: Family, reason: &str) -> bool {
         let Some(status) = self
             .statuses
             .iter_mut()
-            .find(|s| s.probe == family && s.state != ProbeState::Unavailable)
+            .find(|s| s.probe == family.name() && s.state != ProbeState::Unavailable)
         else {
             return false;
         };
-        let prefix = program_prefix(family);
+        let prefix = family.program_prefix();
         let names: Vec<String> = self
             .ebpf
             .programs()
@@ -757,7 +760,7 @@ impl Probes {
         );
         status.state = ProbeState::Unavailable;
         status.reason = Some(format!("detached while running: {reason}"));
-        self.detached.push(status.probe);
+        self.detached.push(family);
         log::warn!("{family} detached: {reason}");
         true
     }
@@ -773,23 +776,15 @@ impl Probes {
     pub fn read(&mut self) -> Result<Reading, aya::maps::MapError> {
         self.flush_logs();
         let mut reading = Reading::default();
-        if self.attached(syscalls::PROBE) {
-            reading.syscalls = syscalls::read(&self.ebpf)?;
-        }
-        if self.attached(sched::PROBE) {
-            reading.sched = sched::read(&self.ebpf)?;
-        }
-        if self.attached(block::PROBE) {
-            reading.block = block::read(&self.ebpf)?;
-        }
-        if self.attached(memory::PROBE) {
-            reading.memory = memory::read(&self.ebpf)?;
-        }
-        if self.attached(process::PROBE) {
-            reading.process = process::read(&self.ebpf)?;
-        }
-        if self.attached(tcp::PROBE) {
-            reading.tcp = tcp::read(&self.ebpf)?;
+        for family in Family::ALL.into_iter().filter(|&f| self.attached(f)) {
+            match family {
+                Family::Syscalls => reading.syscalls = syscalls::read(&self.ebpf)?,
+                Family::Sched => reading.sched = sched::read(&self.ebpf)?,
+                Family::Block => reading.block = block::read(&self.ebpf)?,
+                Family::Memory => reading.memory = memory::read(&self.ebpf)?,
+                Family::Process => reading.process = process::read(&self.ebpf)?,
+                Family::Tcp => reading.tcp = tcp::read(&self.ebpf)?,
+            }
         }
         let event_loss: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map(&self.ebpf, "EVENT_LOSS")?)?;
@@ -838,7 +833,7 @@ impl Probes {
                 }
             };
             if let Some(n) = count {
-                out.insert(id, (family.to_owned(), n));
+                out.insert(id, (family.name().to_owned(), n));
             }
         }
         out
@@ -868,25 +863,34 @@ impl Probes {
 
     /// Whether the family's maps hold counts: attached now, or before it
     /// was detached.
-    fn attached(&self, probe: &str) -> bool {
-        self.detached.contains(&probe)
+    fn attached(&self, family: Family) -> bool {
+        self.detached.contains(&family)
             || self
                 .statuses
                 .iter()
-                .any(|s| s.probe == probe && s.state != ProbeState::Unavailable)
+                .any(|s| s.probe == family.name() && s.state != ProbeState::Unavailable)
     }
 
     /// Attaches empty programs on a family's hooks instead of sonde's own:
-    /// the floor that any tracing on those hooks pays (benchmarks only).
-    pub fn load_floor(family: &str) -> Result<Self, LoadError> {
+    /// the floor that any tracing on those hooks pays (benchmarks only:
+    /// the syscall, scheduler and tcp families have floor programs).
+    pub fn load_floor(family: Family) -> Result<Self, LoadError> {
+        let hooks = match family {
+            Family::Syscalls => Some(&syscalls::FLOOR_HOOKS[..]),
+            Family::Tcp => Some(&tcp::FLOOR_HOOKS[..]),
+            // Its hooks depend on the kernel's BTF: see `attach_floor`.
+            Family::Sched => None,
+            Family::Block | Family::Memory | Family::Process => {
+                return Err(LoadError::NoFloor { family })
+            }
+        };
         let mut ebpf = EbpfLoader::new()
             .load(object()?)
             .map_err(LoadError::Object)?;
         let mut links = Links::default();
-        let statuses = vec![match family {
-            sched::PROBE => sched::attach_floor(&mut ebpf, &mut links),
-            tcp::PROBE => attach_raw_tracepoints(&mut ebpf, &mut links, "floor", &tcp::FLOOR_HOOKS),
-            _ => attach_raw_tracepoints(&mut ebpf, &mut links, "floor", &syscalls::FLOOR_HOOKS),
+        let statuses = vec![match hooks {
+            Some(hooks) => attach_raw_tracepoints(&mut ebpf, &mut links, "floor", hooks),
+            None => sched::attach_floor(&mut ebpf, &mut links),
         }];
         Ok(Self {
             ebpf,
@@ -911,20 +915,20 @@ fn attach_family(
     ebpf: &mut Ebpf,
     links: &mut Links,
     setup: &Setup,
-    family: &'static str,
+    family: Family,
     btf: Option<&aya::Btf>,
     mounts: &Mounts,
 ) -> ProbeStatus {
     match family {
-        sched::PROBE => sched::attach(ebpf, links, &setup.offsets, btf, setup.options.sched_hook),
-        process::PROBE => process::attach(ebpf, links, &setup.offsets, mounts),
-        tcp::PROBE => tcp::attach(ebpf, links, &setup.tcp),
-        block::PROBE => block::attach(ebpf, links, &setup.block),
-        memory::PROBE => match &setup.offsets {
+        Family::Sched => sched::attach(ebpf, links, &setup.offsets, btf, setup.options.sched_hook),
+        Family::Process => process::attach(ebpf, links, &setup.offsets, mounts),
+        Family::Tcp => tcp::attach(ebpf, links, &setup.tcp),
+        Family::Block => block::attach(ebpf, links, &setup.block),
+        Family::Memory => match &setup.offsets {
             Ok(_) => memory::attach(ebpf, links),
-            Err(why) => unavailable(memory::PROBE, why.clone()),
+            Err(why) => unavailable(Family::Memory.name(), why.clone()),
         },
-        _ => syscalls::attach(
+        Family::Syscalls => syscalls::attach(
             ebpf,
             links,
             setup.options.syscall_hook,
@@ -1020,33 +1024,6 @@ pub(crate) fn program<'a>(
         })
 }
 
-/// A family's number in the kernel's table of losses by cgroup.
-pub fn loss_family(family: &str) -> Option<u32> {
-    use sonde_common::loss::family as f;
-    Some(match family {
-        syscalls::PROBE => f::SYSCALLS,
-        sched::PROBE => f::SCHED,
-        block::PROBE => f::BLOCK,
-        memory::PROBE => f::MEMORY,
-        process::PROBE => f::PROCESS,
-        tcp::PROBE => f::TCP,
-        _ => return None,
-    })
-}
-
-/// The prefix of a family's kernel program names (`<family>_<hook>`).
-fn program_prefix(family: &str) -> &'static str {
-    match family {
-        syscalls::PROBE => "syscall_",
-        sched::PROBE => "sched_",
-        block::PROBE => "blk_",
-        memory::PROBE => "mem_",
-        process::PROBE => "proc_",
-        tcp::PROBE => "tcp_",
-        _ => "\0", // matches no program
-    }
-}
-
 /// Detaches and unloads programs (after a partial attach, or to detach a
 /// family).
 pub(crate) fn unload<'a>(
@@ -1137,7 +1114,7 @@ pub fn enable_stats() -> Result<std::os::fd::OwnedFd, aya::sys::SyscallError> {
 
 /// Program id → (time in the program in ns, runs) of the programs `ids`
 /// names, while the kernel's statistics are on.
-pub fn program_totals(ids: &[(&str, u32)]) -> HashMap<u32, (u64, u64)> {
+pub fn program_totals(ids: &[(Family, u32)]) -> HashMap<u32, (u64, u64)> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .filter(|info| ids.iter().any(|&(_, id)| id == info.id()))
@@ -1163,4 +1140,57 @@ pub fn program_stats(names: &[&str]) -> Vec<ProgramStats> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The programs of no family: the benchmark's empty programs.
+    const NON_FAMILY_PREFIX: &str = "floor_";
+
+    fn embedded() -> aya_obj::Object {
+        aya_obj::Object::parse(object().expect("the kernel programs are embedded"))
+            .expect("the embedded object parses")
+    }
+
+    #[test]
+    fn every_program_belongs_to_exactly_one_family_or_is_a_floor_program() {
+        let obj = embedded();
+        assert!(!obj.programs.is_empty());
+        for name in obj.programs.keys() {
+            assert!(
+                name.len() <= sonde_common::family::PROGRAM_NAME_MAX,
+                "{name}: the kernel keeps 15 bytes"
+            );
+            let families: Vec<Family> = Family::ALL
+                .into_iter()
+                .filter(|f| name.starts_with(f.program_prefix()))
+                .collect();
+            match families.as_slice() {
+                [family] => assert_eq!(Family::of_program(name), Some(*family)),
+                [] => assert!(name.starts_with(NON_FAMILY_PREFIX), "{name}: no family"),
+                more => panic!("{name}: the prefix of {more:?}"),
+            }
+        }
+        // Every family has programs.
+        for family in Family::ALL {
+            assert!(
+                obj.programs
+                    .keys()
+                    .any(|n| n.starts_with(family.program_prefix())),
+                "{family}: no program"
+            );
+        }
+    }
+
+    #[test]
+    fn every_map_keyed_by_cgroup_is_in_the_object() {
+        let obj = embedded();
+        for family in Family::ALL {
+            for name in family.cgroup_maps() {
+                assert!(obj.maps.contains_key(*name), "{family}: {name}");
+            }
+        }
+    }
 }

@@ -20,7 +20,9 @@ use aya::{
 use aya_obj::EbpfSectionKind;
 use serde::{Deserialize, Serialize};
 
-use super::{Gap, ProbeState, ProbeStatus, FAMILIES};
+use sonde_common::family::Family;
+
+use super::{Gap, ProbeState, ProbeStatus};
 use crate::host::mounts::{ensure_bpffs, on_bpffs, BPFFS};
 
 /// Where the agent pins by default.
@@ -330,7 +332,7 @@ impl Manifest {
         self.statuses
             .iter()
             .filter_map(|s| {
-                let probe = FAMILIES.iter().find(|&&f| f == s.probe)?;
+                let probe = Family::from_name(&s.probe)?.name();
                 Some(ProbeStatus {
                     probe,
                     state: s.state,

@@ -7,6 +7,7 @@ use aya::{
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
     Ebpf,
 };
+use sonde_common::family::Family;
 use sonde_common::{
     process::{loss, ExitKey},
     task::TaskOffsets,
@@ -19,9 +20,6 @@ use super::{
     ProbeState, ProbeStatus,
 };
 use crate::host::mounts::{mount_tracefs, Mounts};
-
-/// Family name in statuses and loss records.
-pub const PROBE: &str = "process";
 
 const HOOKS: [(&str, &str); 1] = [("proc_exit", "sched_process_exit")];
 
@@ -51,19 +49,19 @@ pub(super) fn attach(
     mounts: &Mounts,
 ) -> ProbeStatus {
     if let Err(why) = offsets {
-        return unavailable(PROBE, why.clone());
+        return unavailable(Family::Process.name(), why.clone());
     }
     let classic = attach_classic(ebpf, links, mounts);
     if classic.is_ok() {
         return ProbeStatus {
-            probe: PROBE,
+            probe: Family::Process.name(),
             state: ProbeState::Attached,
             hook: Some("tracepoint:sched/sched_process_exit".to_owned()),
             reason: None,
             gaps: Vec::new(),
         };
     }
-    let mut status = attach_raw_tracepoints(ebpf, links, PROBE, &HOOKS);
+    let mut status = attach_raw_tracepoints(ebpf, links, Family::Process.name(), &HOOKS);
     if let Err(why) = classic {
         match status.reason.as_mut() {
             Some(reason) => *reason = format!("classic tracepoint: {why}; {reason}"),

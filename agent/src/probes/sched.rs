@@ -8,6 +8,7 @@ use aya::{
     programs::{BtfTracePoint, ProgramError},
     Ebpf,
 };
+use sonde_common::family::Family;
 use sonde_common::{sched::loss, task::CgroupBucketKey};
 use sonde_slo::Histogram;
 
@@ -15,9 +16,6 @@ use super::{
     attach_raw_tracepoints, explain, map, program, read_losses, unavailable, unload, Links,
     ProbeState, ProbeStatus,
 };
-
-/// Family name in statuses and loss records.
-pub const PROBE: &str = "sched";
 
 /// Preferred hooks: BTF tracepoints, as (program, tracepoint).
 const BTF_HOOKS: [(&str, &str); 3] = [
@@ -110,7 +108,7 @@ pub(super) fn attach(
     hook: SchedHook,
 ) -> ProbeStatus {
     if let Err(why) = offsets {
-        return unavailable(PROBE, why.clone());
+        return unavailable(Family::Sched.name(), why.clone());
     }
     let btf = if hook == SchedHook::RawTracepoint {
         None
@@ -121,7 +119,7 @@ pub(super) fn attach(
         Some(btf) => match attach_btf(ebpf, links, btf, &BTF_HOOKS) {
             Ok(()) => {
                 return ProbeStatus {
-                    probe: PROBE,
+                    probe: Family::Sched.name(),
                     state: ProbeState::Attached,
                     hook: Some("tp_btf:sched_wakeup+sched_wakeup_new+sched_switch".to_owned()),
                     reason: None,
@@ -136,10 +134,13 @@ pub(super) fn attach(
         None => "no kernel BTF".to_owned(),
     };
     if hook == SchedHook::BtfTracepoint {
-        return unavailable(PROBE, format!("BTF tracepoints: {why_not_btf}"));
+        return unavailable(
+            Family::Sched.name(),
+            format!("BTF tracepoints: {why_not_btf}"),
+        );
     }
     log::debug!("sched: BTF tracepoints not used ({why_not_btf}); using raw tracepoints");
-    attach_raw_tracepoints(ebpf, links, PROBE, &RAW_HOOKS)
+    attach_raw_tracepoints(ebpf, links, Family::Sched.name(), &RAW_HOOKS)
 }
 
 fn attach_btf(

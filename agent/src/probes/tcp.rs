@@ -9,6 +9,7 @@ use aya::{
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
     Ebpf, EbpfLoader,
 };
+use sonde_common::family::Family;
 use sonde_common::{
     task::CgroupBucketKey,
     tcp::{loss, CgroupCountKey, ListenKey, NetnsKey, TcpOffsets, NO_REASON},
@@ -20,9 +21,6 @@ use super::{
     ProbeState, ProbeStatus,
 };
 use crate::host::btf::Btf;
-
-/// Family name in statuses and loss records.
-pub const PROBE: &str = "tcp";
 
 /// The hooks the family needs, as (program, raw tracepoint).
 const HOOKS: [(&str, &str); 4] = [
@@ -300,9 +298,9 @@ pub(super) fn configure<'a>(loader: &mut EbpfLoader<'a>, setup: &'a TcpSetup) {
 
 pub(super) fn attach(ebpf: &mut Ebpf, links: &mut Links, setup: &TcpSetup) -> ProbeStatus {
     if let Err(why) = &setup.offsets {
-        return unavailable(PROBE, why.clone());
+        return unavailable(Family::Tcp.name(), why.clone());
     }
-    let mut status = attach_raw_tracepoints(ebpf, links, PROBE, &HOOKS);
+    let mut status = attach_raw_tracepoints(ebpf, links, Family::Tcp.name(), &HOOKS);
     if status.state != ProbeState::Attached {
         return status;
     }
@@ -314,7 +312,7 @@ pub(super) fn attach(ebpf: &mut Ebpf, links: &mut Links, setup: &TcpSetup) -> Pr
         // (found by vm-test on 6.1; the namespace check shows it in OutRsts).
         missing.push((Gap::TcpResetsWithoutSocket, "resets sent with no socket (to a closed port) are not counted: this kernel's tcp_send_reset has no reason argument (Linux 6.10+), and on such kernels (6.1 measured) it fires only for resets sent from a socket".to_owned()));
     }
-    let synack = attach_raw_tracepoints(ebpf, links, PROBE, &SYNACK_HOOK);
+    let synack = attach_raw_tracepoints(ebpf, links, Family::Tcp.name(), &SYNACK_HOOK);
     match synack.reason {
         None => extend(&mut status, &SYNACK_HOOK),
         Some(why) => missing.push((
@@ -324,7 +322,7 @@ pub(super) fn attach(ebpf: &mut Ebpf, links: &mut Links, setup: &TcpSetup) -> Pr
     }
     match &setup.drop_reason_arg {
         Ok(()) => {
-            let drops = attach_raw_tracepoints(ebpf, links, PROBE, &DROP_HOOK);
+            let drops = attach_raw_tracepoints(ebpf, links, Family::Tcp.name(), &DROP_HOOK);
             match drops.reason {
                 None => extend(&mut status, &DROP_HOOK),
                 Some(why) => missing.push((Gap::TcpDrops, format!("drops not counted: {why}"))),

@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use sonde_common::family::Family;
 use sonde_slo::Histogram;
 
 use crate::{
@@ -108,7 +109,7 @@ impl Sampler {
         let tcp_counting = probes
             .statuses()
             .iter()
-            .any(|s| s.probe == crate::probes::tcp::PROBE && s.state != ProbeState::Unavailable);
+            .any(|s| s.family() == Some(Family::Tcp) && s.state != ProbeState::Unavailable);
         // The namespace check compares from now: /proc has no past.
         let netns_check =
             tcp_counting.then(|| tcp::NetnsCheck::start(PathBuf::from("/proc"), &now.tcp));
@@ -188,12 +189,12 @@ impl Sampler {
     }
 
     /// Detaches a family mid-run (see [`Probes::detach`]).
-    pub fn detach(&mut self, family: &str, reason: &str) -> bool {
+    pub fn detach(&mut self, family: Family, reason: &str) -> bool {
         self.probes.detach(family, reason)
     }
 
     /// Attaches a detached family again (see [`Probes::reattach`]).
-    pub fn reattach(&mut self, family: &str) -> Option<ProbeStatus> {
+    pub fn reattach(&mut self, family: Family) -> Option<ProbeStatus> {
         self.probes.reattach(family).cloned()
     }
 
@@ -250,46 +251,20 @@ impl Sampler {
         );
         let exits = exit_window(&before.process.exits, &reading.process.exits, &mut resolve);
         let block = block_window(&before.block, &reading.block);
-        for (probe, reasons, b, a) in [
-            (
-                sched::PROBE,
-                &sched::LOSSES[..],
-                &before.sched.loss[..],
-                &reading.sched.loss[..],
-            ),
-            (
-                memory::PROBE,
-                &memory::LOSSES[..],
-                &before.memory.loss[..],
-                &reading.memory.loss[..],
-            ),
-            (
-                block::PROBE,
-                &block::LOSSES[..],
-                &before.block.loss[..],
-                &reading.block.loss[..],
-            ),
-            (
-                process::PROBE,
-                &process::LOSSES[..],
-                &before.process.loss[..],
-                &reading.process.loss[..],
-            ),
-            (
-                crate::probes::tcp::PROBE,
-                &crate::probes::tcp::LOSSES[..],
-                &before.tcp.loss[..],
-                &reading.tcp.loss[..],
-            ),
-            (
-                "events",
-                &events::LOSSES[..],
-                &before.event_loss[..],
-                &reading.event_loss[..],
-            ),
-        ] {
-            losses.extend(loss_records(probe, reasons, b, a));
+        for family in LOSS_ORDER {
+            losses.extend(loss_records(
+                family.name(),
+                losses_of(family),
+                kernel_loss(before, family),
+                kernel_loss(&reading, family),
+            ));
         }
+        losses.extend(loss_records(
+            "events",
+            &events::LOSSES,
+            &before.event_loss,
+            &reading.event_loss,
+        ));
         let losses_unattributed =
             unattributed_records(&before.unattributed_losses, &reading.unattributed_losses);
         losses.extend(missed_records(
@@ -699,35 +674,59 @@ pub fn loss_records(
         .collect()
 }
 
+/// The order of the families' kernel loss records in a window after the
+/// syscall family's (which come with its window, first): the order they
+/// have always had. A unit test checks that it names every other family.
+const LOSS_ORDER: [Family; 5] = [
+    Family::Sched,
+    Family::Memory,
+    Family::Block,
+    Family::Process,
+    Family::Tcp,
+];
+
+/// A family's kernel loss counters: (index, stable name).
+pub fn losses_of(family: Family) -> &'static [(u32, &'static str)] {
+    match family {
+        Family::Syscalls => &syscalls::LOSSES,
+        Family::Sched => &sched::LOSSES,
+        Family::Block => &block::LOSSES,
+        Family::Memory => &memory::LOSSES,
+        Family::Process => &process::LOSSES,
+        Family::Tcp => &crate::probes::tcp::LOSSES,
+    }
+}
+
+/// A family's kernel loss counters in a reading (cumulative).
+fn kernel_loss(reading: &Reading, family: Family) -> &[u64] {
+    match family {
+        Family::Syscalls => &reading.syscalls.loss,
+        Family::Sched => &reading.sched.loss,
+        Family::Block => &reading.block.loss,
+        Family::Memory => &reading.memory.loss,
+        Family::Process => &reading.process.loss,
+        Family::Tcp => &reading.tcp.loss,
+    }
+}
+
 /// The losses the kernel counts against the cgroup whose event was lost:
 /// (probe, reason). Only when its table of such counts is full does one go
 /// to the family's per-kind counter, unattributed.
 pub const BY_CGROUP: [(&str, &str); 6] = [
-    (syscalls::PROBE, "hist_map_full"),
-    (syscalls::PROBE, "errors_map_full"),
-    (sched::PROBE, "hist_map_full"),
-    (memory::PROBE, "hist_map_full"),
-    (memory::PROBE, "oom_map_full"),
-    (process::PROBE, "map_full"),
+    (Family::Syscalls.name(), "hist_map_full"),
+    (Family::Syscalls.name(), "errors_map_full"),
+    (Family::Sched.name(), "hist_map_full"),
+    (Family::Memory.name(), "hist_map_full"),
+    (Family::Memory.name(), "oom_map_full"),
+    (Family::Process.name(), "map_full"),
 ];
 
 /// The name of loss `index` of the family numbered `family` in the
 /// kernel's table of losses by cgroup.
 fn loss_name(family: u32, index: u32) -> Option<(&'static str, &'static str)> {
-    let probe = *crate::probes::FAMILIES
-        .iter()
-        .find(|f| crate::probes::loss_family(f) == Some(family))?;
-    let reasons: &[(u32, &'static str)] = match probe {
-        syscalls::PROBE => &syscalls::LOSSES,
-        sched::PROBE => &sched::LOSSES,
-        block::PROBE => &block::LOSSES,
-        memory::PROBE => &memory::LOSSES,
-        process::PROBE => &process::LOSSES,
-        crate::probes::tcp::PROBE => &crate::probes::tcp::LOSSES,
-        _ => return None,
-    };
-    let reason = reasons.iter().find(|(i, _)| *i == index)?.1;
-    Some((probe, reason))
+    let family = Family::from_u32(family)?;
+    let reason = losses_of(family).iter().find(|(i, _)| *i == index)?.1;
+    Some((family.name(), reason))
 }
 
 /// Per cgroup, the events the kernel lost between two readings of its
@@ -767,9 +766,8 @@ pub fn unattributed_records(before: &[u64], after: &[u64]) -> Vec<LossRecord> {
     BY_CGROUP
         .iter()
         .filter_map(|&(probe, reason)| {
-            let family = crate::probes::loss_family(probe)?;
-            let index = (0..sonde_common::loss::REASONS_PER_FAMILY)
-                .find(|&i| loss_name(family, i) == Some((probe, reason)))?;
+            let family = Family::from_name(probe)?;
+            let index = losses_of(family).iter().find(|(_, r)| *r == reason)?.0;
             let slot = sonde_common::loss::unattributed_slot(family, index) as usize;
             let now = after.get(slot).copied().unwrap_or(0);
             let then = before.get(slot).copied().unwrap_or(0);
@@ -796,9 +794,10 @@ pub fn missed_records(
     before: &BTreeMap<u32, (String, u64)>,
     after: &BTreeMap<u32, (String, u64)>,
 ) -> Vec<LossRecord> {
-    crate::probes::FAMILIES
+    Family::ALL
         .iter()
-        .filter_map(|&probe| {
+        .filter_map(|family| {
+            let probe = family.name();
             let mut programs = after.iter().filter(|(_, (f, _))| f == probe).peekable();
             programs.peek()?;
             let count = programs
@@ -906,8 +905,8 @@ pub fn syscall_window(
     });
 
     let losses = loss_records(
-        syscalls::PROBE,
-        &syscalls::LOSSES,
+        Family::Syscalls.name(),
+        losses_of(Family::Syscalls),
         &before.loss,
         &after.loss,
     );
@@ -921,13 +920,13 @@ mod tests {
 
     #[test]
     fn losses_by_cgroup_and_unattributed_ones_come_from_the_kernels_counts() {
-        use sonde_common::loss::family;
+        const SYSCALLS: u32 = Family::Syscalls as u32;
         let before: HashMap<(u64, u32, u32), u64> =
-            [((7, family::SYSCALLS, loss::ERR_MAP_FULL), 10)].into();
+            [((7, SYSCALLS, loss::ERR_MAP_FULL), 10)].into();
         let after: HashMap<(u64, u32, u32), u64> = [
-            ((7, family::SYSCALLS, loss::ERR_MAP_FULL), 14),
-            ((8, family::SYSCALLS, loss::ERR_MAP_FULL), 3),
-            ((8, family::SYSCALLS, loss::HIST_MAP_FULL), 0),
+            ((7, SYSCALLS, loss::ERR_MAP_FULL), 14),
+            ((8, SYSCALLS, loss::ERR_MAP_FULL), 3),
+            ((8, SYSCALLS, loss::HIST_MAP_FULL), 0),
         ]
         .into();
         let by_cgroup = cgroup_loss_window(&before, &after, &mut named);
@@ -938,9 +937,9 @@ mod tests {
         assert_eq!(got, [(7, "errors_map_full", 4), (8, "errors_map_full", 3)]);
         // The kernel's own count of those no cgroup could be named for.
         let mut after_slots = vec![0; sonde_common::loss::UNATTRIBUTED_SLOTS as usize];
-        after_slots[sonde_common::loss::unattributed_slot(family::SYSCALLS, loss::ERR_MAP_FULL)
+        after_slots[sonde_common::loss::unattributed_slot(Family::Syscalls, loss::ERR_MAP_FULL)
             as usize] = 2;
-        after_slots[sonde_common::loss::unattributed_slot(family::SCHED, 0 /* hist_map_full */)
+        after_slots[sonde_common::loss::unattributed_slot(Family::Sched, 0 /* hist_map_full */)
             as usize] = 5;
         let unattributed = unattributed_records(&[], &after_slots);
         let count = |probe: &str, reason: &str| {
@@ -957,6 +956,21 @@ mod tests {
         // Not counted by cgroup: not listed.
         assert_eq!(count("syscalls", "start_slot_collision"), None);
         assert_eq!(unattributed.len(), BY_CGROUP.len());
+    }
+
+    #[test]
+    fn every_family_has_its_kernel_losses_recorded_once() {
+        let mut recorded: Vec<Family> = LOSS_ORDER.to_vec();
+        recorded.push(Family::Syscalls);
+        recorded.sort();
+        assert_eq!(recorded, Family::ALL);
+        // Each named loss is a counter the family's kernel programs keep
+        // (the rest are informational, never a loss).
+        for family in Family::ALL {
+            for &(index, reason) in losses_of(family) {
+                assert!(index < family.loss_count(), "{family} {reason}");
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::{
 
 use sonde_common::{
     events::kind,
+    family::Family,
     tcp::{failure_of, listen, netns, what, TcpEvent, AF_INET, AF_INET6},
 };
 
@@ -269,7 +270,7 @@ pub fn tcp_window(
     resolve: &mut dyn FnMut(u64) -> CgroupRef,
 ) -> (TcpWindow, Vec<LossRecord>) {
     let (before, after) = (input.before, input.after);
-    let mut losses = loss_records(tcp::PROBE, &tcp::LOSSES, &before.loss, &after.loss);
+    let mut losses = loss_records(Family::Tcp.name(), &tcp::LOSSES, &before.loss, &after.loss);
     let mut window = TcpWindow::default();
 
     // Per cgroup: connects, failures, retransmits, resets.
@@ -326,7 +327,7 @@ pub fn tcp_window(
     }
     losses.push(LossRecord {
         stage: "userspace",
-        probe: tcp::PROBE,
+        probe: Family::Tcp.name(),
         reason: "destinations_untracked",
         count: untracked,
     });

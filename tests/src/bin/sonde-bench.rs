@@ -41,6 +41,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 use sonde::probes::{program_stats, Probes};
+use sonde_common::family::Family;
 
 /// Seconds of continuous load for the agent's CPU and the bpf_stats pass.
 const LOAD_SECS: u64 = 5;
@@ -64,7 +65,7 @@ enum Condition {
     /// Nothing attached.
     Bare,
     /// Empty programs on a family's hooks.
-    Floor(&'static str),
+    Floor(Family),
     /// The real agent, with only these families.
     Agent(&'static str),
     /// bpftrace with the equivalent script.
@@ -107,7 +108,7 @@ const BENCHES: [Bench; 4] = [
         workload: "getppid",
         conditions: &[
             Condition::Bare,
-            Condition::Floor("syscalls"),
+            Condition::Floor(Family::Syscalls),
             Condition::Agent("syscalls"),
             Condition::Bpftrace,
         ],
@@ -121,7 +122,7 @@ const BENCHES: [Bench; 4] = [
         workload: "pingpong",
         conditions: &[
             Condition::Bare,
-            Condition::Floor("sched"),
+            Condition::Floor(Family::Sched),
             Condition::Agent("sched"),
         ],
         programs: &sonde::probes::sched::PROGRAMS,
@@ -134,7 +135,7 @@ const BENCHES: [Bench; 4] = [
         workload: "connstorm",
         conditions: &[
             Condition::Bare,
-            Condition::Floor("tcp"),
+            Condition::Floor(Family::Tcp),
             Condition::Agent("tcp"),
         ],
         programs: &sonde::probes::tcp::PROGRAMS,
@@ -147,7 +148,7 @@ const BENCHES: [Bench; 4] = [
         workload: "bulk",
         conditions: &[
             Condition::Bare,
-            Condition::Floor("tcp"),
+            Condition::Floor(Family::Tcp),
             Condition::Agent("tcp"),
         ],
         programs: &sonde::probes::tcp::PROGRAMS,

@@ -14,6 +14,7 @@ use aya::{
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
+use sonde_common::family::Family;
 use sonde_common::syscalls::{loss, SyscallErrKey, SyscallHistKey};
 use sonde_slo::Histogram;
 
@@ -30,9 +31,6 @@ use crate::host::{
 use aarch64 as arch;
 #[cfg(target_arch = "x86_64")]
 use x86_64 as arch;
-
-/// Family name in statuses and loss records.
-pub const PROBE: &str = "syscalls";
 
 /// Hooks of the preferred path, as (program, raw tracepoint).
 const HOOKS: [(&str, &str); 2] = [("syscall_enter", "sys_enter"), ("syscall_exit", "sys_exit")];
@@ -178,7 +176,7 @@ pub(super) fn attach(
     for step in order {
         match step {
             SyscallHook::RawTracepoint => {
-                let status = attach_raw_tracepoints(ebpf, links, PROBE, &HOOKS);
+                let status = attach_raw_tracepoints(ebpf, links, Family::Syscalls.name(), &HOOKS);
                 match status.reason {
                     None => return status,
                     Some(why) => failures.push(why),
@@ -192,7 +190,7 @@ pub(super) fn attach(
         }
     }
     ProbeStatus {
-        probe: PROBE,
+        probe: Family::Syscalls.name(),
         state: ProbeState::Unavailable,
         hook: None,
         reason: Some(failures.join("; ")),
@@ -202,7 +200,7 @@ pub(super) fn attach(
 
 fn attached(hook: &str) -> ProbeStatus {
     ProbeStatus {
-        probe: PROBE,
+        probe: Family::Syscalls.name(),
         state: ProbeState::Attached,
         hook: Some(hook.to_owned()),
         reason: None,
