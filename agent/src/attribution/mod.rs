@@ -12,10 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::model::{CgroupRef, Owner};
 pub use cgroup::CgroupPaths;
-pub use owner::Owner;
 
 /// Where the kubelet keeps one log directory per pod.
 pub const KUBELET_PODS_DIR: &str = "/var/log/pods";
@@ -23,18 +21,6 @@ pub const KUBELET_PODS_DIR: &str = "/var/log/pods";
 const MAX_PODS: usize = 16_384;
 /// A pod missing from the directory is looked for again at most this often.
 const MIN_REREAD: Duration = Duration::from_secs(2);
-
-/// A series' cgroup and what owns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CgroupRef {
-    /// cgroup v2 id (the inode of its directory).
-    pub cgroup_id: u64,
-    /// Path in the v2 hierarchy ("/" is the host); `None` when the cgroup
-    /// vanished before it could be resolved.
-    pub cgroup_path: Option<String>,
-    /// Pod, container, unit, host, other, or unknown.
-    pub owner: Owner,
-}
 
 /// Resolves cgroup ids to [`CgroupRef`]s, with bounded caches.
 #[derive(Debug)]

@@ -3,48 +3,7 @@
 //! those of the kubelet's systemd and cgroupfs drivers with containerd,
 //! CRI-O and Docker, and of Docker and systemd on their own.
 
-use serde::{Deserialize, Serialize};
-
-/// The owner of a cgroup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Owner {
-    /// The root cgroup: the host itself.
-    Host,
-    /// A Kubernetes pod, or one of its containers.
-    Pod {
-        /// Pod UID (with dashes, as the API shows it).
-        pod_uid: String,
-        /// QoS class from the path: guaranteed, burstable, besteffort.
-        qos: String,
-        /// Container id (64 hex digits) when the cgroup is a container's.
-        container_id: Option<String>,
-        /// Container runtime named by the path (containerd, crio, docker).
-        runtime: Option<String>,
-        /// Pod namespace, from the kubelet's log directories when present.
-        namespace: Option<String>,
-        /// Pod name, from the kubelet's log directories when present.
-        name: Option<String>,
-    },
-    /// A container outside Kubernetes.
-    Container {
-        /// Container id.
-        container_id: String,
-        /// Runtime named by the path.
-        runtime: String,
-    },
-    /// A systemd unit (service, scope, ...) and the slice it sits in.
-    Unit {
-        /// Unit name, e.g. `nginx.service`.
-        unit: String,
-        /// Enclosing slice, e.g. `system.slice`.
-        slice: Option<String>,
-    },
-    /// A cgroup that is none of the above (a hand-made one, a slice).
-    Other,
-    /// The cgroup id could not be resolved to a path (it vanished first).
-    Unknown,
-}
+pub use crate::model::Owner;
 
 /// Classifies a cgroup path (relative to the v2 root, starting with `/`).
 pub fn classify(path: &str) -> Owner {

@@ -4,20 +4,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
-
-/// Throttling counters of one cgroup (cumulative).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Throttling {
-    /// Enforcement periods that elapsed with runnable tasks.
-    pub periods: u64,
-    /// Periods in which the cgroup was throttled.
-    pub throttled_periods: u64,
-    /// Total time throttled, in nanoseconds.
-    pub throttled_ns: u64,
-    /// `cgroup2` or `cgroup1`: where the counters were read.
-    pub source: &'static str,
-}
+pub use crate::model::host::Throttling;
 
 fn fields(text: &str) -> impl Iterator<Item = (&str, u64)> {
     text.lines().filter_map(|l| {

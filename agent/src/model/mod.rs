@@ -1,6 +1,10 @@
 //! Plain types that the probes hand to everything else: what one window saw.
 //! Exporters and the CLI only ever see these.
 
+pub mod cgroup;
+pub mod host;
+pub mod overhead;
+pub mod probe;
 pub mod slo;
 pub mod tcp;
 
@@ -9,9 +13,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use sonde_slo::Histogram;
 
-pub use crate::attribution::CgroupRef;
-pub use crate::host::{pressure::Pressure, throttle::Throttling};
-use crate::probes::ProbeStatus;
+pub use cgroup::{CgroupRef, Owner};
+pub use host::{Pressure, Psi, PsiLine, Throttling};
+pub use overhead::{Overhead, ProbeCost};
+pub use probe::{Gap, ProbeState, ProbeStatus};
 
 /// One window of signals: deltas between two readings of the kernel maps.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -71,7 +76,7 @@ pub struct Snapshot {
     /// What the window cost the node (the agent's CPU, its programs'
     /// kernel time) and what the overhead budget shed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub overhead: Option<crate::budget::Overhead>,
+    pub overhead: Option<Overhead>,
 }
 
 /// How the first window after a restart joins the last run's windows.
