@@ -26,7 +26,7 @@ use sonde_common::{
     tcp::CgroupCountKey,
 };
 
-use super::{Probes, Reading};
+use super::{Probes, ReadError, Reading};
 
 /// The node's own id in the tcp family's keys (a socket without a cgroup):
 /// never a cgroup that could be removed.
@@ -40,7 +40,7 @@ impl Probes {
     /// cgroup (`Family::cgroup_maps`, of the families whose maps hold
     /// counts, and the table of losses by cgroup). Returns how many keys
     /// were deleted.
-    pub fn forget_cgroups(&mut self, gone: &HashSet<u64>) -> Result<usize, MapError> {
+    pub fn forget_cgroups(&mut self, gone: &HashSet<u64>) -> Result<usize, ReadError> {
         if gone.is_empty() {
             return Ok(0);
         }

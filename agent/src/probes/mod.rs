@@ -103,6 +103,15 @@ pub enum LoadError {
     NoKernelPrograms,
 }
 
+/// A kernel map could not be read, or a key deleted from it. aya's error
+/// is its source: outside `probes/` nothing names aya's types.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// aya's error on one of the maps.
+    #[error("a kernel map could not be read or written")]
+    Map(#[from] MapError),
+}
+
 /// The embedded object, or why there is none.
 fn object() -> Result<&'static [u8], LoadError> {
     if OBJECT.is_empty() {
@@ -717,7 +726,7 @@ impl Probes {
     }
 
     /// Reads every attached family's maps.
-    pub fn read(&mut self) -> Result<Reading, aya::maps::MapError> {
+    pub fn read(&mut self) -> Result<Reading, ReadError> {
         self.flush_logs();
         let mut reading = Reading::default();
         for family in Family::ALL.into_iter().filter(|&f| self.attached(f)) {

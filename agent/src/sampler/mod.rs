@@ -28,7 +28,7 @@ use crate::{
         process::{self, signal_name},
         sched,
         syscalls::{self, SyscallReading},
-        ProbeState, ProbeStatus, Probes, Reading,
+        ProbeState, ProbeStatus, Probes, ReadError, Reading,
     },
 };
 
@@ -95,15 +95,12 @@ pub const MAX_HOST_CGROUPS: usize = 256;
 
 impl Sampler {
     /// Takes the first reading: the start of the first window.
-    pub fn start(probes: Probes) -> Result<Self, aya::maps::MapError> {
+    pub fn start(probes: Probes) -> Result<Self, ReadError> {
         Self::start_with(probes, SamplerOptions::default())
     }
 
     /// [`Sampler::start`] with options.
-    pub fn start_with(
-        mut probes: Probes,
-        options: SamplerOptions,
-    ) -> Result<Self, aya::maps::MapError> {
+    pub fn start_with(mut probes: Probes, options: SamplerOptions) -> Result<Self, ReadError> {
         let now = probes.read()?;
         let mounts = Mounts::current().unwrap_or_default();
         let tcp_counting = probes
@@ -199,7 +196,7 @@ impl Sampler {
     }
 
     /// Closes the current window and opens the next.
-    pub fn tick(&mut self) -> Result<Snapshot, aya::maps::MapError> {
+    pub fn tick(&mut self) -> Result<Snapshot, ReadError> {
         // Those read ahead first: the order stays the kernel's.
         let mut drained = std::mem::take(&mut self.pending);
         drained.extend(self.probes.drain_events());
@@ -424,7 +421,10 @@ impl Sampler {
                 // Keys deleted before the error are absent from the next
                 // reading, which makes no series of them: nothing is
                 // counted twice. The rest are found gone again.
-                Err(e) => log::warn!("deleting the keys of removed cgroups: {e}"),
+                Err(e) => log::warn!(
+                    "deleting the keys of removed cgroups: {}",
+                    crate::probes::error_chain(&e)
+                ),
             }
         }
         self.gone = self.attributor.gone(&reading.cgroup_ids(), read_at);
