@@ -6,7 +6,9 @@
 //! `attribution` names cgroups; `model` holds the snapshot types; `export` holds
 //! the sinks (gRPC to a collector, OTLP, Prometheus) and the one conversion
 //! from model to wire; `local` serves windows and events to other
-//! copies of sonde on the node over a Unix socket; `top` turns windows into
+//! copies of sonde on the node over a Unix socket; `pipeline` is the agent's
+//! work each window (read, budget, SLOs, sinks, checkpoint) as a type;
+//! `top` turns windows into
 //! the rows of `sonde top` (pure); `cli` is one file per subcommand and only
 //! calls the library.
 
@@ -18,6 +20,7 @@ pub mod export;
 pub mod host;
 pub mod local;
 pub mod model;
+pub mod pipeline;
 pub mod probes;
 pub mod sampler;
 pub mod slo;

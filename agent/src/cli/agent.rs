@@ -8,25 +8,14 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use serde::Serialize;
-use sonde_common::family::Family;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{parse_duration, render, ProbeArgs, TlsArgs};
 use crate::{
-    budget::{Action, BudgetConfig, Governor, Meter},
-    checkpoint,
-    export::{
-        outbox::{Outbox, DEFAULT_MAX_BYTES},
-        SinkConfig, Sinks,
-    },
-    local::server::LocalServer,
-    model::{LossRecord, Snapshot},
-    probes::{ProbeState, ProbeStatus},
-    slo::Slos,
+    export::{outbox::DEFAULT_MAX_BYTES, SinkConfig},
+    model::Snapshot,
+    pipeline::{Agent, AgentConfig, Note, Stopped, WindowOutcome},
 };
-
-/// How often events are read between windows for socket clients.
-const EVENT_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -126,7 +115,7 @@ struct Line<'a> {
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = SinkConfig {
+    let sinks = SinkConfig {
         collector: args
             .collector
             .as_ref()
@@ -139,167 +128,42 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_series_per_metric: usize::try_from(args.max_series_per_metric).unwrap_or(usize::MAX),
         remote_write: args.remote_write.config(args.tls.insecure),
     };
-    // Check the settings and take the socket before loading anything into
-    // the kernel: a mistake there must leave nothing half-started.
-    if let Some(c) = &config.collector {
+    // Check the settings before loading anything into the kernel (the
+    // agent takes the socket before its probes too): a mistake there must
+    // leave nothing half-started.
+    if let Some(c) = &sinks.collector {
         c.endpoint()?;
         c.resolve().await?;
     }
-    config.remote_write.check()?;
-    let specs = match &args.config {
+    sinks.remote_write.check()?;
+    let slos = match &args.config {
         Some(path) => super::slo::read_config(path)?,
         None => Vec::new(),
     };
-    if !specs.is_empty() || args.pin.is_some() {
-        std::fs::create_dir_all(&args.state_dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the state directory {}: {e}; pass a writable one to --state-dir",
-                args.state_dir.display()
-            )
-        })?;
-    }
-    let mut slos = if specs.is_empty() {
-        Slos::new(Vec::new(), None)?
-    } else {
-        Slos::new(specs, Some(args.state_dir.clone()))?
+    let config = AgentConfig {
+        interval: args.interval,
+        probes: args.probes.options(),
+        kubelet_pods_dir: args.probes.kubelet_pods_dir.clone(),
+        sinks,
+        slos,
+        state_dir: args.state_dir.clone(),
+        pin: args.pin.clone(),
+        socket: args.socket.clone(),
+        overhead_budget_percent: args.overhead_budget,
+        overhead_sample: args.overhead_sample,
     };
-    let thresholds = sonde_slo::spec::kernel_thresholds(slos.specs());
-    let mut local = args.socket.as_deref().map(LocalServer::bind).transpose()?;
-    let last_checkpoint = args.pin.as_ref().map(|_| checkpoint::load(&args.state_dir));
-    let manifest = last_checkpoint
-        .as_ref()
-        .and_then(|c| c.as_ref().ok()?.as_ref())
-        .map(|c| c.manifest.clone());
-    let probes = args
-        .probes
-        .load(&thresholds, args.pin.clone().map(|dir| (dir, manifest)))?;
-    // A disk outbox a previous agent numbered: that agent stopped, and
-    // what the kernel saw since is in no window unless pinned probes
-    // counted it and the first window resumes from its checkpoint.
-    let previous_run = args
-        .outbox_dir
-        .as_deref()
-        .and_then(Outbox::persisted_next_sequence);
-    let resume = last_checkpoint
-        .and_then(|c| checkpoint::resume(&probes, c, previous_run))
-        .or_else(|| previous_run.map(|_| checkpoint::unwatched()));
-    if let Some(outcome) = probes.pin_outcome() {
-        eprintln!("sonde: {}", render::pin_line(outcome, resume.as_ref()));
-    }
-    let mut sampler = args.probes.sampler(probes, resume)?;
-    let mut checkpoint_failed = false;
-    let sample = match args.overhead_budget {
-        Some(_) => args.overhead_sample.min(args.interval / 2),
-        None => Duration::ZERO,
-    };
-    let mut meter = Meter::new(sample);
-    let mut governor = args
-        .overhead_budget
-        .map(|p| Governor::new(BudgetConfig::new(p)));
-    meter.start_sample(sampler.probes());
-    let mut sinks = Sinks::start(&config, sampler.window_start_unix_ns()).await?;
-    if let Some(server) = &mut local {
-        server.start(args.interval)?;
-        eprintln!(
-            "sonde: serving windows and events on {}",
-            server.path().display()
-        );
-    }
-    if let Some(addr) = sinks.prometheus_addr {
-        eprintln!("sonde: Prometheus endpoint on http://{addr}/metrics");
-    }
-    eprintln!(
-        "sonde: agent ready; {}",
-        render::statuses_line(sampler.probes().statuses())
-    );
+    let mut note = print_note;
+    let mut agent = Agent::start(config, &mut note).await?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut ticks = tokio::time::interval(args.interval);
-    ticks.tick().await; // the first tick is immediate
-
-    // Socket clients get events as they happen, not at the window's close.
-    let mut polls = tokio::time::interval(EVENT_POLL);
-    polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // Events of the current window already sent to socket clients.
-    let mut sent_events = 0usize;
     // Without --json: the probes' state only where it changed.
     let mut text = render::TextWindows::default();
     loop {
-        let sample_end = meter.sample_deadline();
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = sleep_until(sample_end), if sample_end.is_some() => {
-                meter.end_sample(sampler.probes());
-                continue;
-            }
-            _ = polls.tick(), if local.is_some() => {
-                if let Some(server) = &local {
-                    for event in sampler.poll_events() {
-                        server.event(&event);
-                        sent_events += 1;
-                    }
-                }
-                continue;
-            }
+        let WindowOutcome { sequence, snapshot } = tokio::select! {
+            outcome = agent.window(&mut note) => outcome?,
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
-        }
-        let mut snapshot = sampler.tick().context("reading the probes' maps")?;
-        // A sample still running (a window shorter than it) ends here.
-        meter.end_sample(sampler.probes());
-        let counting: Vec<Family> = sampler
-            .probes()
-            .statuses()
-            .iter()
-            .filter(|s| s.state != ProbeState::Unavailable)
-            .filter_map(ProbeStatus::family)
-            .collect();
-        let mut overhead = meter.window(&counting);
-        if let Some(g) = &mut governor {
-            overhead.budget_percent = args.overhead_budget;
-            // Shed during this window: what its statuses say.
-            overhead.shed = g.shed();
-            let action = g.decide(&overhead, &counting);
-            match action {
-                Some(Action::Shed(family, why)) => {
-                    eprintln!("sonde: warning: {family} {why}");
-                    sampler.detach(family, &why);
-                }
-                Some(Action::Restore(family)) => {
-                    let state = sampler.reattach(family).map(|s| s.state);
-                    eprintln!(
-                        "sonde: {family} restored: the cost is back under the budget ({state:?})"
-                    );
-                }
-                None => {}
-            }
-        }
-        snapshot.overhead = Some(overhead);
-        meter.start_sample(sampler.probes());
-        if !slos.is_empty() {
-            snapshot.slos = slos.window(&snapshot).context("keeping the SLO state")?;
-        }
-        let own_losses: Vec<LossRecord> = local
-            .iter()
-            .map(|server| LossRecord {
-                stage: "local_socket",
-                probe: "all",
-                reason: "client_too_slow",
-                count: server.take_dropped(),
-            })
-            .collect();
-        let sequence = sinks
-            .window(&snapshot, &own_losses)
-            .context("handing the window to the sinks")?;
-        if let Some(server) = &local {
-            // The window's events come first in the order they were read,
-            // so the ones not sent yet are at the end.
-            for event in snapshot.events.iter().skip(sent_events) {
-                server.event(event);
-            }
-            sent_events = 0;
-            server.window(sequence, &snapshot);
-        }
+        };
         if args.json {
             println!(
                 "{}",
@@ -311,46 +175,44 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             print!("{}", text.render(&snapshot, args.top));
         }
-        // Last: a crash before this line leaves the checkpoint one window
-        // behind, which a disk outbox's sequence shows (see `checkpoint`).
-        let saved = checkpoint::save(
-            &args.state_dir,
-            sampler.probes(),
-            sequence,
-            snapshot.window_end_unix_ns,
-            sampler.last_reading(),
-        );
-        match saved {
-            Some(Err(e)) if !checkpoint_failed => {
-                eprintln!(
-                    "sonde: warning: cannot write the checkpoint in {} ({e}); a restart will not resume and its first window will be flagged",
-                    args.state_dir.display()
-                );
-                checkpoint_failed = true;
-            }
-            Some(Ok(())) => checkpoint_failed = false,
-            _ => {}
-        }
     }
     // Each queue gets its own --drain-timeout: the stores', then the
     // collector's acks (the README says so).
-    let unwritten = sinks.drain_remote_write(args.drain_timeout).await;
+    let Stopped { unwritten, unacked } = agent.stop(args.drain_timeout).await;
     if unwritten > 0 {
         eprintln!("sonde: {unwritten} windows not written to the remote-write stores at exit");
     }
-    let waiting = sinks.drain(args.drain_timeout).await;
-    if waiting > 0 {
-        eprintln!("sonde: agent stopped with {waiting} reports not acked by the collector");
+    if unacked > 0 {
+        eprintln!("sonde: agent stopped with {unacked} reports not acked by the collector");
     } else {
         eprintln!("sonde: agent stopped");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sleeps until `deadline` (never returns without one).
-async fn sleep_until(deadline: Option<std::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
+/// Tells the operator, on stderr, what the agent says as it runs.
+fn print_note(note: Note<'_>) {
+    match note {
+        Note::Unavailable(status) => super::warn_unavailable(status),
+        Note::Pins { outcome, resume } => {
+            eprintln!("sonde: {}", render::pin_line(outcome, resume));
+        }
+        Note::Serving(path) => {
+            eprintln!("sonde: serving windows and events on {}", path.display());
+        }
+        Note::Prometheus(addr) => {
+            eprintln!("sonde: Prometheus endpoint on http://{addr}/metrics");
+        }
+        Note::Ready(statuses) => {
+            eprintln!("sonde: agent ready; {}", render::statuses_line(statuses));
+        }
+        Note::Shed { family, why } => eprintln!("sonde: warning: {family} {why}"),
+        Note::Restored { family, state } => eprintln!(
+            "sonde: {family} restored: the cost is back under the budget ({state:?})"
+        ),
+        Note::CheckpointFailed { dir, error } => eprintln!(
+            "sonde: warning: cannot write the checkpoint in {} ({error}); a restart will not resume and its first window will be flagged",
+            dir.display()
+        ),
     }
 }

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use sonde_common::family::Family;
 
 use crate::{
-    probes::{syscalls::SyscallHook, ProbeOptions, ProbeState, Probes},
+    probes::{syscalls::SyscallHook, ProbeOptions, ProbeState, ProbeStatus, Probes},
     sampler::{Sampler, SamplerOptions},
 };
 
@@ -167,15 +167,13 @@ impl ProbeArgs {
             ..self.options()
         })?;
         if !probes.any_attached() {
-            anyhow::bail!(
-                "no probe could attach ({}); run `sonde doctor` for the cause",
-                render::reasons(probes.statuses())
-            );
+            return Err(crate::pipeline::AgentError::NoProbe {
+                statuses: probes.statuses().to_vec(),
+            }
+            .into());
         }
         for status in probes.statuses() {
-            if let (ProbeState::Unavailable, Some(reason)) = (status.state, &status.reason) {
-                eprintln!("sonde: warning: {} unavailable: {reason}", status.probe);
-            }
+            warn_unavailable(status);
         }
         Ok(probes)
     }
@@ -290,6 +288,13 @@ pub fn init_logging(level: log::LevelFilter) {
         .format_target(true)
         .parse_env("SONDE_LOG")
         .init();
+}
+
+/// Warns on stderr of a family that did not attach, with the reason.
+fn warn_unavailable(status: &ProbeStatus) {
+    if let (ProbeState::Unavailable, Some(reason)) = (status.state, &status.reason) {
+        eprintln!("sonde: warning: {} unavailable: {reason}", status.probe);
+    }
 }
 
 /// Parses a family name. Clap checks the name against the families'

@@ -101,15 +101,6 @@ pub(super) fn statuses_line(statuses: &[ProbeStatus]) -> String {
         .join(" ")
 }
 
-/// Why the families are not attached, for an error line.
-pub(super) fn reasons(statuses: &[ProbeStatus]) -> String {
-    statuses
-        .iter()
-        .filter_map(|s| s.reason.as_deref().map(|r| format!("{}: {r}", s.probe)))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// A duration in seconds with a readable unit.
 pub(super) fn secs(value: Option<f64>) -> String {
     match value {

@@ -16,7 +16,7 @@ use sonde_slo::Histogram;
 pub use cgroup::{CgroupRef, Owner};
 pub use host::{Pressure, Psi, PsiLine, Throttling};
 pub use overhead::{Overhead, ProbeCost};
-pub use probe::{Gap, ProbeState, ProbeStatus};
+pub use probe::{reasons, Gap, ProbeState, ProbeStatus};
 
 /// One window of signals: deltas between two readings of the kernel maps.
 #[derive(Debug, Clone, Default, Serialize)]

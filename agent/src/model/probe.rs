@@ -59,3 +59,12 @@ pub enum Gap {
     /// memory: reclaim forced by a cgroup's limit.
     MemoryCgroupReclaim,
 }
+
+/// Why the families are not attached, for an error line.
+pub fn reasons(statuses: &[ProbeStatus]) -> String {
+    statuses
+        .iter()
+        .filter_map(|s| s.reason.as_deref().map(|r| format!("{}: {r}", s.probe)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
