@@ -36,6 +36,8 @@ mod otlp;
 #[cfg(test)]
 mod pin;
 #[cfg(test)]
+mod pipeline;
+#[cfg(test)]
 mod process;
 #[cfg(test)]
 mod prometheus;

@@ -959,7 +959,10 @@ mod tests {
     }
 
     #[test]
-    fn every_family_has_its_kernel_losses_recorded_once() {
+    fn the_kernel_loss_table_names_every_family_once() {
+        // Syscalls' come with its window. (tcp_window records tcp's kernel
+        // losses too, so a snapshot lists them twice: kept as the JSON has
+        // always had it, see the issue.)
         let mut recorded: Vec<Family> = LOSS_ORDER.to_vec();
         recorded.push(Family::Syscalls);
         recorded.sort();
