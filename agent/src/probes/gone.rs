@@ -140,16 +140,27 @@ fn forget<K: CgroupKey>(
 impl Reading {
     /// Every cgroup id with a key in a map keyed by cgroup.
     pub fn cgroup_ids(&self) -> HashSet<u64> {
-        let mut ids = HashSet::new();
-        ids.extend(self.syscalls.latency.keys().map(|k| k.0));
-        ids.extend(self.syscalls.errors.keys().map(|k| k.0));
-        ids.extend(self.sched.runq.keys());
-        ids.extend(self.memory.reclaim.keys());
-        ids.extend(self.memory.oom_kills.keys());
-        ids.extend(self.process.exits.keys().map(|k| k.0));
-        ids.extend(self.tcp.connect_latency.keys());
-        ids.extend(self.tcp.cgroup.keys().map(|k| k.0));
-        ids.extend(self.cgroup_losses.keys().map(|k| k.0));
+        let mut ids: HashSet<u64> = self.cgroup_losses.keys().map(|k| k.0).collect();
+        for family in Family::ALL {
+            match family {
+                Family::Syscalls => {
+                    ids.extend(self.syscalls.latency.keys().map(|k| k.0));
+                    ids.extend(self.syscalls.errors.keys().map(|k| k.0));
+                }
+                Family::Sched => ids.extend(self.sched.runq.keys()),
+                Family::Memory => {
+                    ids.extend(self.memory.reclaim.keys());
+                    ids.extend(self.memory.oom_kills.keys());
+                }
+                Family::Process => ids.extend(self.process.exits.keys().map(|k| k.0)),
+                Family::Tcp => {
+                    ids.extend(self.tcp.connect_latency.keys());
+                    ids.extend(self.tcp.cgroup.keys().map(|k| k.0));
+                }
+                // Keyed by device.
+                Family::Block => {}
+            }
+        }
         ids.remove(&NODE);
         ids
     }
@@ -158,15 +169,27 @@ impl Reading {
     /// does in the kernel.
     pub fn forget_cgroups(&mut self, gone: &HashSet<u64>) {
         let keep = |id: &u64| *id == NODE || !gone.contains(id);
-        self.syscalls.latency.retain(|k, _| keep(&k.0));
-        self.syscalls.errors.retain(|k, _| keep(&k.0));
-        self.sched.runq.retain(|k, _| keep(k));
-        self.memory.reclaim.retain(|k, _| keep(k));
-        self.memory.oom_kills.retain(|k, _| keep(k));
-        self.process.exits.retain(|k, _| keep(&k.0));
-        self.tcp.connect_latency.retain(|k, _| keep(k));
-        self.tcp.cgroup.retain(|k, _| keep(&k.0));
         self.cgroup_losses.retain(|k, _| keep(&k.0));
+        for family in Family::ALL {
+            match family {
+                Family::Syscalls => {
+                    self.syscalls.latency.retain(|k, _| keep(&k.0));
+                    self.syscalls.errors.retain(|k, _| keep(&k.0));
+                }
+                Family::Sched => self.sched.runq.retain(|k, _| keep(k)),
+                Family::Memory => {
+                    self.memory.reclaim.retain(|k, _| keep(k));
+                    self.memory.oom_kills.retain(|k, _| keep(k));
+                }
+                Family::Process => self.process.exits.retain(|k, _| keep(&k.0)),
+                Family::Tcp => {
+                    self.tcp.connect_latency.retain(|k, _| keep(k));
+                    self.tcp.cgroup.retain(|k, _| keep(&k.0));
+                }
+                // Keyed by device.
+                Family::Block => {}
+            }
+        }
     }
 }
 

@@ -486,10 +486,18 @@ impl Probes {
             }
         }
         loader.override_global("LATENCY_THRESHOLDS_NS", &thresholds, true);
-        syscalls::configure(&mut loader, &options);
-        memory::configure(&mut loader, victim_is_task);
-        block::configure(&mut loader, &block_offsets);
-        tcp::configure(&mut loader, &tcp_setup);
+        // Every family's globals and map sizes, disabled or not: one object
+        // holds them all.
+        for family in Family::ALL {
+            match family {
+                Family::Syscalls => syscalls::configure(&mut loader, &options),
+                Family::Memory => memory::configure(&mut loader, victim_is_task),
+                Family::Block => block::configure(&mut loader, &block_offsets),
+                Family::Tcp => tcp::configure(&mut loader, &tcp_setup),
+                // Their globals are the task offsets, set above.
+                Family::Sched | Family::Process => {}
+            }
+        }
         let mut ebpf = loader.load(object()?).map_err(LoadError::Object)?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
