@@ -10,7 +10,6 @@ use sonde::{
     probes::ProbeOptions,
 };
 use sonde_common::family::Family;
-use sonde_slo::spec;
 
 use crate::{privileged, TestCgroup, Workload};
 
@@ -20,12 +19,7 @@ async fn the_pipeline_counts_a_workloads_failures_window_by_window_and_evaluates
         return;
     }
     let cgroup = TestCgroup::new("pipeline");
-    let text = format!(
-        "[[slo]]\nname = \"open\"\nsignal = \"syscall.errors\"\nobjective_percent = 99\n\
-         selector = {{ cgroup = \"{}\", syscalls = [\"openat\"] }}\n",
-        cgroup.v2_path()
-    );
-    let slos = spec::parse("sonde.toml", &text).expect("spec");
+    let slos = crate::slo::openat_errors_slo(&cgroup);
     let state = tempfile::tempdir().expect("state dir");
     let config = AgentConfig {
         interval: Duration::from_millis(500),

@@ -461,18 +461,23 @@ fn generated_rules_pass_promtool_and_bad_configs_name_file_and_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+/// An SLO named `open` on the failures of `cgroup`'s openat calls.
+pub(crate) fn openat_errors_slo(cgroup: &TestCgroup) -> Vec<spec::SloSpec> {
+    let text = format!(
+        "[[slo]]\nname = \"open\"\nsignal = \"syscall.errors\"\nobjective_percent = 99\n\
+         selector = {{ cgroup = \"{}\", syscalls = [\"openat\"] }}\n",
+        cgroup.v2_path()
+    );
+    spec::parse("sonde.toml", &text).expect("spec")
+}
+
 #[test]
 fn a_probe_detached_mid_run_marks_the_window_and_the_slo_incomplete() {
     if !privileged() {
         return;
     }
     let cgroup = TestCgroup::new("slo-detach");
-    let text = format!(
-        "[[slo]]\nname = \"open\"\nsignal = \"syscall.errors\"\nobjective_percent = 99\n\
-         selector = {{ cgroup = \"{}\", syscalls = [\"openat\"] }}\n",
-        cgroup.v2_path()
-    );
-    let specs = spec::parse("sonde.toml", &text).expect("spec");
+    let specs = openat_errors_slo(&cgroup);
     // The syscall family alone: the whole window's completeness is its own.
     let probes = crate::load_probes(
         "syscalls",
