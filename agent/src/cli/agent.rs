@@ -28,6 +28,7 @@ use crate::{
 const EVENT_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("outbox_user").args(["collector", "remote_write_url"]).multiple(true)))]
 pub(super) struct Args {
     /// Length of a window, e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -43,8 +44,10 @@ pub(super) struct Args {
     collector: Option<String>,
     #[command(flatten)]
     tls: TlsArgs,
-    /// Keep unacked reports in this directory, so that they survive a restart.
-    #[arg(long, value_name = "DIR", requires = "collector")]
+    /// Keep the reports not yet acked by the collector, or not yet taken by
+    /// every remote-write store, in this directory, so that they survive a
+    /// restart (the stores' in `remote-write/` under it).
+    #[arg(long, value_name = "DIR", requires = "outbox_user")]
     outbox_dir: Option<PathBuf>,
     /// Bound of the outbox; when full, the oldest reports are dropped and counted.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BYTES)]
@@ -175,10 +178,10 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // A disk outbox a previous agent numbered: that agent stopped, and
     // what the kernel saw since is in no window unless pinned probes
     // counted it and the first window resumes from its checkpoint.
-    let previous_run = args
-        .outbox_dir
-        .as_deref()
-        .and_then(Outbox::persisted_next_sequence);
+    let previous_run = args.outbox_dir.as_deref().and_then(|dir| {
+        Outbox::persisted_next_sequence(dir)
+            .or_else(|| Outbox::persisted_next_sequence(&crate::export::remote_write_dir(dir)))
+    });
     let resume = last_checkpoint
         .and_then(|c| checkpoint::resume(&probes, c, previous_run))
         .or_else(|| previous_run.map(|_| checkpoint::unwatched()));
@@ -336,6 +339,12 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let unwritten = sinks.drain_remote_write(args.drain_timeout).await;
     if unwritten > 0 {
         eprintln!("sonde: {unwritten} windows not written to the remote-write stores at exit");
+    }
+    let kept = sinks.remote_write_kept();
+    if kept > 0 {
+        eprintln!(
+            "sonde: {kept} reports kept in the outbox for the remote-write stores; the next start sends them"
+        );
     }
     let waiting = sinks.drain(args.drain_timeout).await;
     if waiting > 0 {
