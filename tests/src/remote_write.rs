@@ -30,14 +30,14 @@ use crate::{
 const FAILING: u64 = 3_000;
 
 /// A Prometheus server with the remote-write receiver on, its data in `data`.
-struct Store {
+pub(crate) struct Store {
     port: u16,
     dir: PathBuf,
     proc: Option<Proc>,
 }
 
 impl Store {
-    fn start(dir: &Path, name: &str, rules: Option<&Path>) -> Self {
+    pub(crate) fn start(dir: &Path, name: &str, rules: Option<&Path>) -> Self {
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).expect("store dir");
         let mut config = "global:\n  evaluation_interval: 1s\n".to_owned();
@@ -55,7 +55,7 @@ impl Store {
     }
 
     /// (Re)starts the server on the same port and data.
-    fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         let proc = Proc::spawn(
             "prometheus",
             Path::new("prometheus"),
@@ -75,13 +75,13 @@ impl Store {
         self.proc = Some(proc);
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             assert_eq!(p.terminate(), 0, "Prometheus stops cleanly");
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/api/v1/write", self.port)
     }
 
@@ -135,7 +135,7 @@ impl Store {
     }
 
     /// The one value of `q`, if there is exactly one series.
-    fn value(&self, q: &str) -> Option<String> {
+    pub(crate) fn value(&self, q: &str) -> Option<String> {
         let r = self.query(q);
         (r.len() == 1).then(|| r[0].1.clone())
     }
@@ -163,7 +163,7 @@ impl Drop for Store {
 
 /// A value of sonde's own `/metrics` (agent or collector) whose line starts
 /// with `prefix` (name and labels, e.g. `x_total{a="b"`), summed.
-fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
     let (status, text) = http_get(port, "/metrics").expect("scrape");
     assert_eq!(status, 200);
     text.lines()

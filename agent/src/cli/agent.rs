@@ -39,9 +39,12 @@ pub(super) struct Args {
     /// Rows per cgroup in the table.
     #[arg(long, default_value_t = 3)]
     top: usize,
-    /// Stream every window to this collector (http://host:port or https://host:port).
+    /// Stream every window to this collector (http://host:port or
+    /// https://host:port). Repeat it, or name a host that resolves to
+    /// several addresses (a headless Service), for replicas: the agent
+    /// picks one by its node name and fails over to the others.
     #[arg(long, value_name = "URL")]
-    collector: Option<String>,
+    collector: Vec<String>,
     #[command(flatten)]
     tls: TlsArgs,
     /// Keep the reports not yet acked by the collector, or not yet taken by
@@ -129,10 +132,11 @@ struct Line<'a> {
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = SinkConfig {
-        collector: args
+        collectors: args
             .collector
-            .as_ref()
-            .map(|url| args.tls.collector(url, args.reconnect_max)),
+            .iter()
+            .map(|url| args.tls.collector(url, args.reconnect_max))
+            .collect(),
         outbox_dir: args.outbox_dir.clone(),
         outbox_max_bytes: args.outbox_max_bytes,
         otlp_endpoint: args.otlp_endpoint.clone(),
@@ -143,7 +147,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     // Check the settings and take the socket before loading anything into
     // the kernel: a mistake there must leave nothing half-started.
-    if let Some(c) = &config.collector {
+    for c in &config.collectors {
         c.endpoint()?;
         c.resolve().await?;
     }

@@ -88,8 +88,9 @@ use crate::model::{LossRecord, Snapshot};
 /// Which sinks to run, from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct SinkConfig {
-    /// Stream reports to this collector.
-    pub collector: Option<grpc::CollectorConfig>,
+    /// Stream reports to these collectors (replicas of one fleet: each
+    /// agent picks one and fails over to the others).
+    pub collectors: Vec<grpc::CollectorConfig>,
     /// Keep the outbox in this directory (survives restarts); with remote
     /// write, the reports for the stores too (in `remote-write/` under it).
     pub outbox_dir: Option<PathBuf>,
@@ -168,9 +169,11 @@ impl Sinks {
         // Without a persisted sequence, number from the clock in µs: a
         // restarted agent never reuses a number (a window lasts ≥ 1 ms).
         let first_sequence = start_unix_ns / 1_000;
-        let shared = match &config.collector {
+        let shared = match config.collectors.first() {
             Some(c) => {
-                let endpoint = c.endpoint()?;
+                for c in &config.collectors {
+                    c.endpoint()?;
+                }
                 let outbox = match &config.outbox_dir {
                     Some(dir) => {
                         outbox::Outbox::open(dir, config.outbox_max_bytes, first_sequence)?
@@ -178,7 +181,12 @@ impl Sinks {
                     None => outbox::Outbox::in_memory(config.outbox_max_bytes, first_sequence),
                 };
                 let shared = Arc::new(grpc::Shared::new(outbox));
-                tokio::spawn(grpc::run(endpoint, shared.clone(), c.backoff_max));
+                tokio::spawn(grpc::run(
+                    config.collectors.clone(),
+                    node.node_name.clone(),
+                    shared.clone(),
+                    c.backoff_max,
+                ));
                 Some(shared)
             }
             None => None,
@@ -221,8 +229,9 @@ impl Sinks {
             prometheus_addr = listener.local_addr().ok();
             let c = c.clone();
             let rw = remote_write.clone();
+            let collectors = shared.clone();
             tokio::spawn(async move {
-                if let Err(e) = prometheus::serve(listener, c, rw).await {
+                if let Err(e) = prometheus::serve(listener, c, rw, collectors).await {
                     log::error!("Prometheus endpoint: {e}");
                 }
             });
