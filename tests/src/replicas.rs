@@ -173,6 +173,17 @@ fn an_agent_fails_over_between_replicas_and_the_store_has_every_window_once() {
         seen == Some(windows.to_string())
     });
     assert_eq!(store.value(&errors), Some((3 * PER_PHASE).to_string()));
+    // Each replica answers for the agents that streamed to it, and says so.
+    for url in &urls {
+        let nodes = crate::procs::fleet_json(&["--collector", url]);
+        assert_eq!(nodes["scope"], "this replica", "{nodes}");
+        assert!(
+            nodes["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n["node"]["node_name"] == node)),
+            "{url}: {nodes}"
+        );
+    }
     drop(collectors);
     eprintln!(
         "took {:.1}s; {windows} windows; fail-overs took {failover_secs:.3} s together, the longest {longest:.3} s; the stopped replica was left {:.1} s after SIGSTOP",
