@@ -191,3 +191,118 @@ fn an_agent_fails_over_between_replicas_and_the_store_has_every_window_once() {
         detected.as_secs_f64()
     );
 }
+
+/// A collector listening on `address` (not only loopback's first address:
+/// two replicas can share a port on 127.0.0.1 and 127.0.0.2).
+fn collector_on(address: &str) -> Proc {
+    let p = Proc::spawn(
+        "collector",
+        &crate::collector_bin(),
+        &["--listen".to_owned(), address.to_owned()],
+    );
+    p.wait_stderr("listening on", Duration::from_secs(10));
+    p
+}
+
+#[test]
+fn a_name_with_several_addresses_is_several_replicas_and_a_new_first_choice_takes_over() {
+    if crate::vm_lacks("sonde-collector") {
+        return;
+    }
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let hosts = dir.path().join("hosts");
+    let name = "replicas.sonde.test";
+    let port = free_port();
+    let addresses = ["127.0.0.1", "127.0.0.2"].map(|a| format!("{a}:{port}"));
+    let both = format!("127.0.0.1 {name}\n127.0.0.2 {name}\n");
+    std::fs::write(&hosts, &both).expect("hosts");
+    let mut collectors = addresses.clone().map(|a| Some(collector_on(&a)));
+    let url = format!("http://{name}:{port}");
+    let node = "e2e-replicas-by-name";
+    let start_agent = |metrics: u16| {
+        let metrics_arg = format!("127.0.0.1:{metrics}");
+        Proc::agent_at(
+            &[
+                "--probes",
+                "syscalls",
+                "--node-name",
+                node,
+                "--collector",
+                &url,
+                "--collector-resolve-interval",
+                "2s",
+                // A name, not a loopback address: plaintext needs the flag.
+                "--insecure",
+                "--reconnect-max",
+                "1s",
+                "--prometheus-listen",
+                &metrics_arg,
+            ],
+            &crate::procs::Place {
+                netns: None,
+                env: Vec::new(),
+                hosts: Some(&hosts),
+            },
+        )
+    };
+    // Which address this node ranks first, as the agent says.
+    let metrics = free_port();
+    let agent = start_agent(metrics);
+    wait_for("a replica streaming", Duration::from_secs(20), || {
+        connected(metrics).is_some()
+    });
+    let named = connected(metrics).expect("connected");
+    let first = addresses
+        .iter()
+        .position(|a| named == format!("{url} ({a})"))
+        .unwrap_or_else(|| panic!("{named} names neither of {addresses:?}"));
+    let other = 1 - first;
+    drop(agent);
+
+    // The name resolves to the other address only: the agent streams there.
+    std::fs::write(&hosts, format!("127.0.0.{} {name}\n", other + 1)).expect("hosts");
+    let metrics = free_port();
+    let mut agent = start_agent(metrics);
+    let on = |i: usize| {
+        let want = format!("{url} ({})", addresses[i]);
+        move || connected(metrics).as_deref() == Some(want.as_str())
+    };
+    wait_for("the only address", Duration::from_secs(20), on(other));
+    // Both again: the first choice takes the stream at the next resolve.
+    std::fs::write(&hosts, &both).expect("hosts");
+    wait_for(
+        "the move to the first choice",
+        Duration::from_secs(20),
+        on(first),
+    );
+    assert_eq!(
+        counter(metrics, "sonde_export_collector_returns_total"),
+        1.0
+    );
+    assert_eq!(
+        counter(metrics, "sonde_export_collector_failovers_total"),
+        0.0
+    );
+    // Killed, it leaves the stream to the other address of the same name.
+    if let Some(mut c) = collectors[first].take() {
+        c.kill();
+    }
+    wait_for(
+        "a fail-over within the name",
+        Duration::from_secs(20),
+        || on(other)() && counter(metrics, "sonde_export_collector_failovers_total") == 1.0,
+    );
+    assert_eq!(agent.terminate(), 0);
+    agent.assert_stopped_acked();
+    assert!(
+        agent
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("ranks first now (the replicas changed)")),
+        "{:?}",
+        agent.stderr_lines()
+    );
+}

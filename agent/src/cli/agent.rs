@@ -55,6 +55,11 @@ pub(super) struct Args {
     /// Bound of the outbox; when full, the oldest reports are dropped and counted.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BYTES)]
     outbox_max_bytes: u64,
+    /// How often to resolve the collectors' names again while streaming:
+    /// a replica added to a headless Service that now ranks first for this
+    /// node takes its stream within this time.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    collector_resolve_interval: Duration,
     /// Longest wait between reconnects to the collector (backoff with jitter).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     reconnect_max: Duration,
@@ -135,7 +140,10 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         collectors: args
             .collector
             .iter()
-            .map(|url| args.tls.collector(url, args.reconnect_max))
+            .map(|url| crate::export::grpc::CollectorConfig {
+                resolve_interval: args.collector_resolve_interval,
+                ..args.tls.collector(url, args.reconnect_max)
+            })
             .collect(),
         outbox_dir: args.outbox_dir.clone(),
         outbox_max_bytes: args.outbox_max_bytes,

@@ -49,6 +49,11 @@ const CONNECT_BOUND: Duration = Duration::from_secs(5);
 /// that one answers again.
 const RECHECK: Duration = Duration::from_secs(5);
 
+/// How often a streaming agent resolves its collectors' names again, by
+/// default (`--collector-resolve-interval`): a replica added (or moved)
+/// that now ranks first for this node takes over once it answers.
+pub const RERESOLVE: Duration = Duration::from_secs(60);
+
 /// How to reach a collector.
 #[derive(Debug, Clone, Default)]
 pub struct CollectorConfig {
@@ -64,6 +69,9 @@ pub struct CollectorConfig {
     pub insecure: bool,
     /// Upper bound of the reconnect backoff.
     pub backoff_max: Duration,
+    /// How often to resolve the URL's host again while streaming (zero:
+    /// [`RERESOLVE`]).
+    pub resolve_interval: Duration,
 }
 
 /// Why a collector cannot be reached as configured.
@@ -328,7 +336,8 @@ async fn resolve_all(collectors: &[CollectorConfig], node: &str) -> Vec<Replica>
 pub struct FailoverStats {
     /// Moves to another replica after the one in use stopped answering.
     pub failovers: AtomicU64,
-    /// Time from losing a replica to the first ack of the next, ns, summed.
+    /// Time from losing a replica to the next one's first ack (or to its
+    /// stream opening, when nothing waited to be resent), ns, summed.
     pub failover_ns: AtomicU64,
     /// The longest such time, ns.
     pub failover_max_ns: AtomicU64,
@@ -388,6 +397,9 @@ enum StreamError {
 enum End {
     /// The first-choice replica answers again: go back to it.
     Preferred,
+    /// The names resolve to a ranking whose first is another replica, and
+    /// it answers: move to it.
+    Reranked(Vec<Replica>),
 }
 
 /// What the sender knows of the last replica it lost, until another acks.
@@ -429,11 +441,30 @@ pub async fn run(
         let mut rank_index = 0;
         while let Some(replica) = replicas.get(rank_index) {
             let first_choice = replicas.first().filter(|_| rank_index > 0);
-            let result = stream(replica, first_choice, &shared, &mut backoff, &mut lost).await;
+            let result = stream(
+                replica,
+                first_choice,
+                (&collectors, &node),
+                &shared,
+                &mut backoff,
+                &mut lost,
+            )
+            .await;
             if let Ok(mut current) = shared.failover.current.lock() {
                 *current = None;
             }
             match result {
+                Ok(End::Reranked(ranking)) => {
+                    shared.failover.returns.fetch_add(1, Ordering::Relaxed);
+                    log::warn!(
+                        "collector {} ranks first now (the replicas changed): moving from {}",
+                        ranking.first().map(Replica::name).unwrap_or_default(),
+                        replica.name()
+                    );
+                    replicas = ranking;
+                    rank_index = 0;
+                    continue;
+                }
                 Ok(End::Preferred) => {
                     shared.failover.returns.fetch_add(1, Ordering::Relaxed);
                     log::warn!(
@@ -481,6 +512,29 @@ pub async fn run(
     }
 }
 
+/// A move away from the replica `lost` names is done: counted, timed and
+/// logged (not when the stream is to that same replica again).
+fn complete_failover(lost: &mut Option<Lost>, replica: &Replica, shared: &Shared) {
+    let Some(l) = lost.take() else {
+        return;
+    };
+    if l.address == replica.address {
+        return;
+    }
+    let took = l.at.elapsed();
+    let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+    let stats = &shared.failover;
+    stats.failovers.fetch_add(1, Ordering::Relaxed);
+    stats.failover_ns.fetch_add(ns, Ordering::Relaxed);
+    stats.failover_max_ns.fetch_max(ns, Ordering::Relaxed);
+    log::warn!(
+        "failed over from collector {} to {} in {:.3} s",
+        l.name,
+        replica.name(),
+        took.as_secs_f64()
+    );
+}
+
 /// Whether `replica` answers its Query API's health check within the
 /// connect bound (a stopped process accepts TCP, and answers nothing).
 async fn answers(replica: &Replica) -> bool {
@@ -499,10 +553,12 @@ async fn answers(replica: &Replica) -> bool {
 
 /// One stream to `replica`, until it fails, or (with `first_choice`, the
 /// replica ranked first, when this one is not it) until the first choice
-/// answers again.
+/// answers again, or until the collectors' names, resolved again, rank
+/// another replica first and it answers.
 async fn stream(
     replica: &Replica,
     first_choice: Option<&Replica>,
+    (collectors, node): (&[CollectorConfig], &str),
     shared: &Shared,
     backoff: &mut Backoff,
     lost: &mut Option<Lost>,
@@ -530,7 +586,19 @@ async fn stream(
         *current = Some(replica.name());
     }
     backoff.reset();
+    // With nothing to resend, the move is done once the stream is open;
+    // else once the new replica acks the first of what it was sent.
+    if shared.outbox().is_empty() {
+        complete_failover(lost, replica, shared);
+    }
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    let every = collectors
+        .iter()
+        .map(|c| c.resolve_interval)
+        .filter(|d| !d.is_zero())
+        .min()
+        .unwrap_or(RERESOLVE);
+    let mut reresolve = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut cursor = None;
     let mut in_flight = 0usize;
     loop {
@@ -555,27 +623,26 @@ async fn stream(
                 Ok(Some(ack)) => {
                     shared.outbox().ack(ack.sequence)?;
                     in_flight = in_flight.saturating_sub(1);
-                    if let Some(l) = lost.take() {
-                        if l.address != replica.address {
-                            let took = l.at.elapsed();
-                            let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-                            let stats = &shared.failover;
-                            stats.failovers.fetch_add(1, Ordering::Relaxed);
-                            stats.failover_ns.fetch_add(ns, Ordering::Relaxed);
-                            stats.failover_max_ns.fetch_max(ns, Ordering::Relaxed);
-                            log::warn!(
-                                "failed over from collector {} to {} in {:.3} s",
-                                l.name,
-                                replica.name(),
-                                took.as_secs_f64()
-                            );
-                        }
-                    }
+                    complete_failover(lost, replica, shared);
                 }
                 Ok(None) => return Err(StreamError::Closed),
                 Err(status) => return Err(StreamError::Status(status)),
             },
             () = shared.added.notified() => {}
+            _ = reresolve.tick() => {
+                let ranking = resolve_all(collectors, node).await;
+                let moved = ranking.first().is_some_and(|top| {
+                    top.address != replica.address
+                        && first_choice.is_none_or(|f| f.address != top.address)
+                });
+                if moved {
+                    if let Some(top) = ranking.first() {
+                        if answers(top).await {
+                            return Ok(End::Reranked(ranking));
+                        }
+                    }
+                }
+            }
             _ = recheck.tick(), if first_choice.is_some() => {
                 if let Some(first) = first_choice {
                     if answers(first).await {

@@ -78,6 +78,7 @@ pub fn collector(port: u16, netns: Option<&crate::netns::TestNetns>) -> Proc {
         &Place {
             netns,
             env: vec![COLLECTOR_ENV],
+            hosts: None,
         },
     )
 }
