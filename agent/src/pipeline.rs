@@ -163,6 +163,9 @@ pub struct WindowOutcome {
 pub struct Stopped {
     /// Windows the remote-write stores did not take in time.
     pub unwritten: usize,
+    /// Reports kept in the outbox for the remote-write stores (the next
+    /// start sends them).
+    pub kept: usize,
     /// Reports the collector did not ack in time.
     pub unacked: usize,
 }
@@ -236,11 +239,10 @@ impl Agent {
         // A disk outbox a previous agent numbered: that agent stopped, and
         // what the kernel saw since is in no window unless pinned probes
         // counted it and the first window resumes from its checkpoint.
-        let previous_run = config
-            .sinks
-            .outbox_dir
-            .as_deref()
-            .and_then(Outbox::persisted_next_sequence);
+        let previous_run = config.sinks.outbox_dir.as_deref().and_then(|dir| {
+            Outbox::persisted_next_sequence(dir)
+                .or_else(|| Outbox::persisted_next_sequence(&crate::export::remote_write_dir(dir)))
+        });
         let resume = last_checkpoint
             .and_then(|c| checkpoint::resume(&probes, c, previous_run))
             .or_else(|| previous_run.map(|_| checkpoint::unwatched()));
@@ -400,8 +402,13 @@ impl Agent {
     /// left, the remote-write stores' first, then the collector's acks.
     pub async fn stop(self, drain_timeout: Duration) -> Stopped {
         let unwritten = self.sinks.drain_remote_write(drain_timeout).await;
+        let kept = self.sinks.remote_write_kept();
         let unacked = self.sinks.drain(drain_timeout).await;
-        Stopped { unwritten, unacked }
+        Stopped {
+            unwritten,
+            kept,
+            unacked,
+        }
     }
 }
 

@@ -1,18 +1,25 @@
 //! `sonde.v1.Ingest`: one stream per agent. Each report is checked whole,
-//! applied (or recognised as a duplicate) and acked by sequence, in order.
+//! applied (or recognised as a duplicate) and acked by sequence, in order;
+//! with remote write, only once the stores are done with it.
 //! A refused report ends that stream with a status that says why; every
 //! other stream goes on.
 
 use std::{pin::Pin, sync::atomic::Ordering, sync::Arc};
 
 use sonde_proto::{
+    remote_write::sender::Delivery,
     v1::{ingest_server::Ingest, Ack, AgentReport},
     validate,
 };
 use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{fleet::Outcome, now_unix_ns, reject::Rejection, state::State};
+use crate::{
+    fleet::Outcome,
+    now_unix_ns,
+    reject::Rejection,
+    state::{State, SHUTDOWN_DRAIN},
+};
 
 /// Acks queued per stream before the collector stops reading it.
 const ACK_QUEUE: usize = 64;
@@ -38,6 +45,14 @@ impl Drop for OpenStream {
     }
 }
 
+/// What the reading half of a stream hands to the acking half, in order.
+enum Next {
+    /// Ack this report once its delivery to the stores is settled.
+    Ack(Ack, Option<Delivery>),
+    /// End the stream with this status.
+    End(Status),
+}
+
 #[tonic::async_trait]
 impl Ingest for IngestService {
     type ReportStream = Pin<Box<dyn Stream<Item = Result<Ack, Status>> + Send>>;
@@ -52,20 +67,25 @@ impl Ingest for IngestService {
             .unwrap_or_else(|| "unknown peer".to_owned());
         let mut inbound = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(ACK_QUEUE);
+        let (next_tx, next_rx) = tokio::sync::mpsc::channel(ACK_QUEUE);
         let state = self.state.clone();
         state.streams_open.fetch_add(1, Ordering::Relaxed);
-        let open = OpenStream(state.clone());
+        tokio::spawn(acks(
+            next_rx,
+            tx,
+            OpenStream(state.clone()),
+            state.shutdown.clone(),
+        ));
         let mut shutdown = state.shutdown.clone();
         tokio::spawn(async move {
-            let _open = open;
             loop {
-                // Every report applied before this point has its ack queued:
-                // a shutdown ends the stream after them, so the agent knows
-                // exactly what this collector took.
+                // Every report read before this point is acked (once its
+                // stores are done with it) before the stream ends: the agent
+                // knows exactly what this collector took.
                 let message = tokio::select! {
                     biased;
                     _ = async { shutdown.wait_for(|&stop| stop).await.is_ok() } => {
-                        let _ = tx.send(Err(Status::unavailable("collector shutting down"))).await;
+                        let _ = next_tx.send(Next::End(Status::unavailable("collector shutting down"))).await;
                         break;
                     }
                     message = inbound.message() => message,
@@ -77,21 +97,19 @@ impl Ingest for IngestService {
                         match Rejection::from_stream_error(&status) {
                             Some(r) => {
                                 state.rejections.count(&r, &peer);
-                                let _ = tx.send(Err(r.into())).await;
+                                let _ = next_tx.send(Next::End(r.into())).await;
                             }
                             None => log::debug!("stream from {peer} ended: {status}"),
                         }
                         break;
                     }
                 };
-                let ack = match accept(&state, report, now_unix_ns(), &peer) {
-                    Ok(ack) => ack,
-                    Err(r) => {
-                        let _ = tx.send(Err(r.into())).await;
-                        break;
-                    }
+                let next = match accept(&state, report, now_unix_ns(), &peer) {
+                    Ok((ack, delivery)) => Next::Ack(ack, delivery),
+                    Err(r) => Next::End(r.into()),
                 };
-                if tx.send(Ok(ack)).await.is_err() {
+                let end = matches!(next, Next::End(_));
+                if next_tx.send(next).await.is_err() || end {
                     break;
                 }
             }
@@ -100,16 +118,64 @@ impl Ingest for IngestService {
     }
 }
 
+/// The acking half of a stream: acks each report, in order, once every
+/// remote-write store is done with its window (stored, already stored, or
+/// refused or dropped — counted). A collector killed before then has acked
+/// nothing of it, and the agent sends it again from its outbox. At shutdown
+/// the stores get [`SHUTDOWN_DRAIN`] more; what they have not settled by
+/// then is not acked.
+async fn acks(
+    mut next: tokio::sync::mpsc::Receiver<Next>,
+    tx: tokio::sync::mpsc::Sender<Result<Ack, Status>>,
+    _open: OpenStream,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let deadline = async move {
+        if shutdown.wait_for(|&stop| stop).await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_DRAIN).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(deadline);
+    while let Some(item) = next.recv().await {
+        let ack = match item {
+            Next::Ack(ack, None) => ack,
+            Next::Ack(ack, Some(delivery)) => {
+                tokio::select! {
+                    () = delivery.settled() => ack,
+                    () = &mut deadline => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(
+                                "collector shutting down before its remote-write stores took this report",
+                            )))
+                            .await;
+                        return;
+                    }
+                }
+            }
+            Next::End(status) => {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+        };
+        if tx.send(Ok(ack)).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// What the collector does with one decoded report of a stream from `peer`:
 /// checks it whole, applies it to the fleet (or recognises a duplicate) and
-/// counts it. Returns the ack to send, or the refusal (counted) that ends
-/// the stream.
+/// counts it, and queues its samples for the remote-write stores. Returns
+/// the ack to send once the returned delivery (with remote write) is
+/// settled, or the refusal (counted) that ends the stream.
 pub fn accept(
     state: &State,
     report: AgentReport,
     now_unix_ns: u64,
     peer: &str,
-) -> Result<Ack, Rejection> {
+) -> Result<(Ack, Option<Delivery>), Rejection> {
     if let Err(e) = validate::report(&report) {
         let r = Rejection::from(e);
         state.rejections.count(&r, peer);
@@ -125,14 +191,18 @@ pub fn accept(
             node.map(|n| n.boot_id.clone()).unwrap_or_default(),
         )
     });
-    // Encoded outside the fleet's lock; queued (before the ack) only when
-    // the report is new to this collector. Its samples come from the
-    // report alone, so another collector writing a copy writes the same.
+    // Encoded outside the fleet's lock. Its samples come from the report
+    // alone, so any collector writing a copy writes the same, and the
+    // stores keep one. A copy this collector already applied is written
+    // again too: the first may still be waiting in a queue (the agent
+    // resent it after its stream broke), and the ack of the copy must not
+    // come before the stores have the window.
     let written = state.remote_write.as_ref().map(|rw| rw.prepare(&report));
     let duplicate = state.fleet().apply(report, now_unix_ns) == Outcome::Duplicate;
-    if let (Some(rw), Some(prepared), false) = (&state.remote_write, written, duplicate) {
-        rw.queue(prepared);
-    }
+    let delivery = match (&state.remote_write, written) {
+        (Some(rw), Some(prepared)) => Some(rw.queue(prepared)),
+        _ => None,
+    };
     if let Some((node, boot)) = witness {
         let what = if duplicate { "duplicate" } else { "applied" };
         log::debug!("report node={node} boot={boot} sequence={sequence} {what}");
@@ -143,8 +213,11 @@ pub fn accept(
         &state.accepted
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    Ok(Ack {
-        sequence,
-        duplicate,
-    })
+    Ok((
+        Ack {
+            sequence,
+            duplicate,
+        },
+        delivery,
+    ))
 }

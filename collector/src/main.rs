@@ -236,7 +236,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     // The stores get what was applied, or the exit says what they did not.
     if let Some(rw) = &state.remote_write {
-        let unwritten = rw.drain(Duration::from_secs(5)).await;
+        let unwritten = rw.drain(sonde_collector::state::SHUTDOWN_DRAIN).await;
         if unwritten > 0 {
             eprintln!(
                 "sonde-collector: {unwritten} windows not written to the remote-write stores at exit"

@@ -10,6 +10,10 @@ use tonic::{Request, Response, Status};
 
 use crate::{now_unix_ns, state::State};
 
+/// What a collector's fleet views cover: the agents streaming to it. With
+/// replicas, each answers for its own agents.
+pub const SCOPE: &str = "this replica";
+
 /// The query service.
 pub struct QueryService {
     state: Arc<State>,
@@ -29,7 +33,10 @@ impl Query for QueryService {
         _: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
         let nodes = self.state.fleet().list(now_unix_ns());
-        Ok(Response::new(ListNodesResponse { nodes }))
+        Ok(Response::new(ListNodesResponse {
+            nodes,
+            scope: SCOPE.to_owned(),
+        }))
     }
 
     async fn get_node(
@@ -50,6 +57,7 @@ impl Query for QueryService {
     ) -> Result<Response<ListSlosResponse>, Status> {
         Ok(Response::new(ListSlosResponse {
             slos: self.state.fleet().slos(),
+            scope: SCOPE.to_owned(),
         }))
     }
 

@@ -7,6 +7,10 @@ use std::sync::{
 
 use crate::{fleet::Fleet, reject::Rejections};
 
+/// How long a stopping collector waits for its remote-write stores (the
+/// streams' last acks wait for them as long, no longer).
+pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Shared by every service.
 pub struct State {
     fleet: Mutex<Fleet>,

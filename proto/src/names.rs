@@ -78,7 +78,25 @@ pub const REMOTE_WRITE_SENT: &str = "sonde.export.remote_write.sent";
 pub const REMOTE_WRITE_TIME: &str = "sonde.export.remote_write.time";
 /// Bytes waiting in a store's queue (gauge, `By`).
 pub const REMOTE_WRITE_QUEUE: &str = "sonde.export.remote_write.queue.size";
+/// An agent's moves to another collector replica after the one in use
+/// stopped answering (counter, `{failover}`).
+pub const COLLECTOR_FAILOVERS: &str = "sonde.export.collector.failovers";
+/// Time from losing a collector replica to the next one's first ack,
+/// summed over the fail-overs (counter, `s`).
+pub const COLLECTOR_FAILOVER_TIME: &str = "sonde.export.collector.failover.time";
+/// The longest fail-over (gauge, `s`).
+pub const COLLECTOR_FAILOVER_TIME_MAX: &str = "sonde.export.collector.failover.time.max";
+/// An agent's moves back to its first-choice replica once it answered
+/// again (counter, `{failover}`).
+pub const COLLECTOR_RETURNS: &str = "sonde.export.collector.returns";
+/// The replica an agent streams to now: 1, by `server.address` (gauge,
+/// `{stream}`).
+pub const COLLECTOR_CONNECTED: &str = "sonde.export.collector.connected";
 
+/// Unit of fail-overs.
+pub const UNIT_FAILOVERS: &str = "{failover}";
+/// Unit of streams.
+pub const UNIT_STREAMS: &str = "{stream}";
 /// UCUM unit of durations.
 pub const UNIT_SECONDS: &str = "s";
 /// UCUM unit of syscall failures.

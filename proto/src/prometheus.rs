@@ -123,7 +123,9 @@ pub fn label_name(key: &str) -> String {
     out
 }
 
-fn escape(value: &str) -> String {
+/// A label value as the text format writes it (backslash, quote and
+/// newline escaped).
+pub fn escape_label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -133,7 +135,7 @@ fn escape(value: &str) -> String {
 fn labels_text(pairs: &[(String, String)], le: Option<&str>) -> String {
     let mut parts: Vec<String> = pairs
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
         .collect();
     if let Some(le) = le {
         parts.push(format!("le=\"{le}\""));
@@ -199,7 +201,7 @@ pub fn render(targets: &[Target<'_>]) -> String {
         } else {
             description.as_str()
         };
-        let _ = writeln!(out, "# HELP {help_name} {}", escape(description));
+        let _ = writeln!(out, "# HELP {help_name} {}", escape_label(description));
         let _ = writeln!(out, "# TYPE {help_name} {type_name}");
         for &(t, m) in members {
             for p in m.points() {

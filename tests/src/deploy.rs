@@ -223,6 +223,7 @@ fn kubernetes_manifests_validate_against_the_schemas() {
         "daemonset/sonde-agent",
         "deployment/sonde-collector",
         "service/sonde-collector",
+        "poddisruptionbudget/sonde-collector",
     ] {
         assert!(
             text.contains(&format!("passed for resource {kind}")),
@@ -312,7 +313,7 @@ fn helm_chart_renders_the_manifests_and_validates() {
     let text =
         String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{text}");
-    assert!(text.contains("same objects: 9"), "{text}");
+    assert!(text.contains("same objects: 10"), "{text}");
     assert!(
         text.contains("agents-only: ConfigMap DaemonSet Namespace Secret ServiceAccount"),
         "{text}"
@@ -377,4 +378,37 @@ fn the_slo_configmap_holds_a_valid_config_and_its_example_is_valid_too() {
         assert!(out.status.success(), "{name}: {said}");
         assert!(said.contains(&format!("{count} SLO")), "{name}: {said}");
     }
+}
+
+#[test]
+fn the_collector_runs_as_spread_replicas_behind_a_headless_service() {
+    if crate::vm_lacks("the repository's deploy/ files") {
+        return;
+    }
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/collector.yaml"),
+    )
+    .expect("collector.yaml");
+    let docs: Vec<&str> = manifest.split("\n---\n").collect();
+    let doc = |kind: &str| {
+        docs.iter()
+            .find(|d| d.lines().any(|l| l == format!("kind: {kind}")))
+            .unwrap_or_else(|| panic!("no {kind} in collector.yaml"))
+            .lines()
+            .map(str::trim)
+            .collect::<Vec<_>>()
+    };
+    let deployment = doc("Deployment");
+    assert!(deployment.contains(&"replicas: 2"), "{deployment:?}");
+    assert!(deployment.contains(&"topologySpreadConstraints:"));
+    assert!(deployment.contains(&"topologyKey: kubernetes.io/hostname"));
+    // Agents resolve every replica through the Service's name.
+    assert!(doc("Service").contains(&"clusterIP: None"));
+    assert!(doc("PodDisruptionBudget").contains(&"minAvailable: 1"));
+    // The agents' URL is that Service's name.
+    let agent = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/agent.yaml"),
+    )
+    .expect("agent.yaml");
+    assert!(agent.contains("--collector=https://sonde-collector.sonde.svc:7411"));
 }

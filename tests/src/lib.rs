@@ -44,6 +44,8 @@ mod prometheus;
 #[cfg(test)]
 mod remote_write;
 #[cfg(test)]
+mod replicas;
+#[cfg(test)]
 mod sched;
 #[cfg(test)]
 mod slo;

@@ -68,6 +68,7 @@ async fn the_pipeline_counts_a_workloads_failures_window_by_window_and_evaluates
         agent.stop(Duration::from_secs(1)).await,
         Stopped {
             unwritten: 0,
+            kept: 0,
             unacked: 0
         }
     );

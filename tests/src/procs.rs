@@ -72,6 +72,45 @@ pub struct Place<'a> {
     pub netns: Option<&'a crate::netns::TestNetns>,
     /// Extra environment variables.
     pub env: Vec<(&'a str, &'a str)>,
+    /// Run in a mount namespace of its own where this file is `/etc/hosts`
+    /// (rewrite it in place to change what names resolve to).
+    pub hosts: Option<&'a Path>,
+}
+
+/// Makes `command` run in a mount namespace of its own with `hosts`
+/// bind-mounted on `/etc/hosts`.
+fn own_hosts_on_exec(command: &mut Command, hosts: &Path) {
+    use std::os::unix::{ffi::OsStrExt as _, process::CommandExt as _};
+    let source = std::ffi::CString::new(hosts.as_os_str().as_bytes()).expect("a path");
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: between fork and exec the closure only makes raw syscalls on
+    // memory it owns (the C strings), allocating nothing.
+    unsafe {
+        command.pre_exec(move || {
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            // Nothing mounted here may leak back to the host's namespace.
+            check(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                source.as_ptr(),
+                c"/etc/hosts".as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))
+        });
+    }
 }
 
 impl Proc {
@@ -86,6 +125,9 @@ impl Proc {
         command.envs(place.env.iter().copied());
         if let Some(ns) = place.netns {
             ns.enter_on_exec(&mut command);
+        }
+        if let Some(hosts) = place.hosts {
+            own_hosts_on_exec(&mut command, hosts);
         }
         let mut child = command
             .args(args)

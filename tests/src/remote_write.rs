@@ -2,9 +2,11 @@
 //! here with `--web.enable-remote-write-receiver`): the stored counters are
 //! sonde's totals exactly, through the agent and through the collector; a
 //! window delivered again leaves every stored sample as it was; a store
-//! down for a minute gets every window afterwards; a store that refuses
-//! or stalls costs counted windows and bounded memory, and the agent and
-//! the collector go on. Small HTTP servers of the test's own play the
+//! down for a minute gets every window afterwards; a collector killed
+//! before its store took the windows loses none (it acks once stored), nor
+//! does an agent killed while its store is down (its outbox keeps them); a
+//! store that refuses or stalls costs counted windows and bounded memory,
+//! and the agent and the collector go on. Small HTTP servers of the test's own play the
 //! stores Prometheus cannot play (one answering 400, one never answering).
 
 use std::{
@@ -28,14 +30,14 @@ use crate::{
 const FAILING: u64 = 3_000;
 
 /// A Prometheus server with the remote-write receiver on, its data in `data`.
-struct Store {
+pub(crate) struct Store {
     port: u16,
     dir: PathBuf,
     proc: Option<Proc>,
 }
 
 impl Store {
-    fn start(dir: &Path, name: &str, rules: Option<&Path>) -> Self {
+    pub(crate) fn start(dir: &Path, name: &str, rules: Option<&Path>) -> Self {
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).expect("store dir");
         let mut config = "global:\n  evaluation_interval: 1s\n".to_owned();
@@ -53,7 +55,7 @@ impl Store {
     }
 
     /// (Re)starts the server on the same port and data.
-    fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         let proc = Proc::spawn(
             "prometheus",
             Path::new("prometheus"),
@@ -73,13 +75,13 @@ impl Store {
         self.proc = Some(proc);
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             assert_eq!(p.terminate(), 0, "Prometheus stops cleanly");
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/api/v1/write", self.port)
     }
 
@@ -133,7 +135,7 @@ impl Store {
     }
 
     /// The one value of `q`, if there is exactly one series.
-    fn value(&self, q: &str) -> Option<String> {
+    pub(crate) fn value(&self, q: &str) -> Option<String> {
         let r = self.query(q);
         (r.len() == 1).then(|| r[0].1.clone())
     }
@@ -161,7 +163,7 @@ impl Drop for Store {
 
 /// A value of sonde's own `/metrics` (agent or collector) whose line starts
 /// with `prefix` (name and labels, e.g. `x_total{a="b"`), summed.
-fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
     let (status, text) = http_get(port, "/metrics").expect("scrape");
     assert_eq!(status, 200);
     text.lines()
@@ -287,7 +289,10 @@ fn a_store_holds_sondes_totals_exactly_and_a_resent_window_changes_nothing() {
     std::fs::create_dir_all(&saved).expect("copy dir");
     for e in std::fs::read_dir(&outbox).expect("outbox") {
         let e = e.expect("entry");
-        std::fs::copy(e.path(), saved.join(e.file_name())).expect("copy");
+        // The collector's reports; the stores' (in remote-write/) stay.
+        if e.file_type().expect("type").is_file() {
+            std::fs::copy(e.path(), saved.join(e.file_name())).expect("copy");
+        }
     }
     let last_ms = written.iter().map(window_end_ms).max().unwrap_or(0);
 
@@ -673,11 +678,13 @@ fn refusing_and_stalled_stores_cost_counted_windows_and_bounded_memory() {
     // after k windows, the k - 1 before (each refused within the second).
     let stopping = Instant::now();
     assert_eq!(agent.terminate(), 0);
-    agent.assert_stopped_acked();
-    // The stalled store never took its windows: the exit waited its
-    // --drain-timeout for them and said so.
+    // The stalled stores never took their windows: the agent's exit waited
+    // its --drain-timeout for its own and said so, then as long for the
+    // collector's acks — and the collector acked none, since its own
+    // stalled store holds the first window in flight (a report is acked
+    // once every store is done with it).
     assert!(
-        stopping.elapsed() >= Duration::from_secs(5),
+        stopping.elapsed() >= Duration::from_secs(10),
         "the exit waited {:?}",
         stopping.elapsed()
     );
@@ -700,6 +707,12 @@ fn refusing_and_stalled_stores_cost_counted_windows_and_bounded_memory() {
         || reports() >= k,
     );
     assert_eq!(reports(), k);
+    let unacked = format!("sonde: agent stopped with {k} reports not acked by the collector");
+    assert!(
+        agent.stderr_lines().contains(&unacked),
+        "{unacked}: {:?}",
+        agent.stderr_lines()
+    );
     assert_eq!(
         in_band_losses(
             collector_metrics,
@@ -779,6 +792,222 @@ fn a_store_stopped_for_a_minute_gets_every_window_afterwards() {
     eprintln!(
         "took {:.1}s; {retries} retries",
         started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn a_collector_killed_before_its_store_took_the_windows_loses_none() {
+    if crate::vm_lacks("prometheus and sonde-collector") {
+        return;
+    }
+    if !privileged() {
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("dir");
+    // The store is down while the first collector holds the windows.
+    let mut store = Store::start(dir.path(), "killed-collector", None);
+    store.stop();
+    let node = "e2e-remote-write-killed-collector";
+    let port = free_port();
+    let collector_metrics = free_port();
+    let outbox = dir.path().join("outbox");
+    let (store_url, metrics_arg, collector_url, outbox_arg) = (
+        store.url(),
+        format!("127.0.0.1:{collector_metrics}"),
+        format!("http://127.0.0.1:{port}"),
+        outbox.to_str().expect("utf-8").to_owned(),
+    );
+    let collector_args = [
+        "--remote-write-url",
+        store_url.as_str(),
+        "--prometheus-listen",
+        metrics_arg.as_str(),
+    ];
+    let mut collector = Proc::collector(port, &collector_args);
+    let cgroup = TestCgroup::new("rw-killed-collector");
+    let path = cgroup.v2_path();
+    let workload = Workload::fork(&cgroup, failing_opens(FAILING));
+    let mut agent = Proc::agent(&[
+        "--probes",
+        "syscalls",
+        "--node-name",
+        node,
+        "--collector",
+        &collector_url,
+        "--outbox-dir",
+        &outbox_arg,
+        "--reconnect-max",
+        "1s",
+    ]);
+    agent.wait_windows(1, Duration::from_secs(20));
+    workload.go();
+    assert_eq!(workload.wait(), 0);
+    let n = agent.windows().len();
+    agent.wait_windows(n + 3, Duration::from_secs(20));
+
+    // The collector took the windows and could not store them: it acked
+    // none, so every report it took is still on the agent's disk.
+    let took = metric(collector_metrics, "sonde_collector_reports_total", &[]);
+    let on_disk = crate::grpc::outbox_reports(&outbox);
+    assert!(took >= 4.0, "the collector took {took} reports");
+    assert!(
+        on_disk.len() as f64 >= took,
+        "{} reports on disk, {took} taken by the collector",
+        on_disk.len()
+    );
+    let sequences: Vec<u64> = on_disk.iter().map(|r| r.sequence).collect();
+    assert!(
+        sequences.windows(2).all(|w| w[1] == w[0] + 1),
+        "{sequences:?}"
+    );
+    assert!(
+        metric(
+            collector_metrics,
+            "sonde_export_remote_write_queue_size_bytes",
+            &[]
+        ) > 0.0,
+        "the windows wait in the collector's queue"
+    );
+
+    // SIGKILL: the collector's queue goes with it. The store comes back; a
+    // new collector, which remembers nothing, gets the windows again from
+    // the agent's disk and acks them once the store has them.
+    collector.kill();
+    store.resume();
+    let collector = Proc::collector(port, &collector_args);
+    let last = sequences.last().copied().unwrap_or(0);
+    wait_for(
+        "the reports acked once stored",
+        Duration::from_secs(60),
+        || {
+            crate::grpc::outbox_reports(&outbox)
+                .iter()
+                .all(|r| r.sequence > last)
+        },
+    );
+    assert_eq!(agent.terminate(), 0);
+    agent.assert_stopped_acked();
+    let windows = agent.windows().len();
+    // A series every window carries (a loss counter, zero included): one
+    // sample per window the agent produced, the first included.
+    let every_window = format!(
+        "count_over_time(sonde_agent_dropped_total{{host_name=\"{node}\",stage=\"userspace\",reason=\"malformed\"}}[1h])"
+    );
+    let errors = format!(
+        "last_over_time(system_linux_syscall_errors_total{{host_name=\"{node}\",linux_cgroup_path=\"{path}\",syscall_name=\"openat\",error_type=\"ENOENT\"}}[1h])"
+    );
+    let mut seen = None;
+    wait_for("every window in the store", Duration::from_secs(30), || {
+        seen = store.value(&every_window);
+        seen == Some(windows.to_string())
+    });
+    assert_eq!(store.value(&errors), Some(FAILING.to_string()));
+    drop(collector);
+    eprintln!(
+        "took {:.1}s; {took} reports held unacked across the kill, {windows} windows stored",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn an_agent_killed_while_its_store_is_down_writes_the_kept_windows_after_a_restart() {
+    if crate::vm_lacks("prometheus") {
+        return;
+    }
+    if !privileged() {
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut store = Store::start(dir.path(), "killed-agent", None);
+    store.stop();
+    let node = "e2e-remote-write-killed-agent";
+    let outbox = dir.path().join("outbox");
+    let kept_dir = outbox.join("remote-write");
+    let (url, outbox_arg) = (store.url(), outbox.to_str().expect("utf-8").to_owned());
+    let args = [
+        "--probes",
+        "syscalls",
+        "--node-name",
+        node,
+        "--remote-write-url",
+        url.as_str(),
+        "--outbox-dir",
+        outbox_arg.as_str(),
+    ];
+    let cgroup = TestCgroup::new("rw-killed-agent");
+    let path = cgroup.v2_path();
+    let workload = Workload::fork(&cgroup, failing_opens(FAILING));
+    let mut agent = Proc::agent(&args);
+    agent.wait_windows(1, Duration::from_secs(20));
+    workload.go();
+    assert_eq!(workload.wait(), 0);
+    let n = agent.windows().len();
+    agent.wait_windows(n + 3, Duration::from_secs(20));
+
+    // The store is down: every window the agent printed is kept on disk.
+    let printed: Vec<u64> = agent
+        .windows()
+        .iter()
+        .map(|w| w["sequence"].as_u64().expect("a sequence"))
+        .collect();
+    agent.kill();
+    let kept: Vec<u64> = crate::grpc::outbox_reports(&kept_dir)
+        .iter()
+        .map(|r| r.sequence)
+        .collect();
+    assert!(
+        printed.iter().all(|s| kept.contains(s)),
+        "printed {printed:?}, kept {kept:?}"
+    );
+
+    // The store back, the agent restarted on its outbox: the kept windows
+    // go first, each forgotten once the store has it.
+    store.resume();
+    let mut agent = Proc::agent(&args);
+    agent.wait_windows(2, Duration::from_secs(20));
+    let last = kept.last().copied().unwrap_or(0);
+    wait_for("the kept windows written", Duration::from_secs(30), || {
+        crate::grpc::outbox_reports(&kept_dir)
+            .iter()
+            .all(|r| r.sequence > last)
+    });
+    assert_eq!(agent.terminate(), 0);
+    agent.assert_stopped_acked();
+    let after: Vec<u64> = agent
+        .windows()
+        .iter()
+        .map(|w| w["sequence"].as_u64().expect("a sequence"))
+        .collect();
+    assert!(
+        after.first().is_some_and(|first| *first > last),
+        "numbering goes on: {after:?} after {last}"
+    );
+    assert!(
+        crate::grpc::outbox_reports(&kept_dir).is_empty(),
+        "nothing kept after a clean stop"
+    );
+    // One sample per window of either run in a series every window carries;
+    // the workload's failures, all of them.
+    let every_window = format!(
+        "count_over_time(sonde_agent_dropped_total{{host_name=\"{node}\",stage=\"userspace\",reason=\"malformed\"}}[1h])"
+    );
+    let errors = format!(
+        "max_over_time(system_linux_syscall_errors_total{{host_name=\"{node}\",linux_cgroup_path=\"{path}\",syscall_name=\"openat\",error_type=\"ENOENT\"}}[1h])"
+    );
+    let expected = (kept.len() + after.len()).to_string();
+    let mut seen = None;
+    wait_for("every window in the store", Duration::from_secs(30), || {
+        seen = store.value(&every_window);
+        seen.as_deref() == Some(expected.as_str())
+    });
+    assert_eq!(store.value(&errors), Some(FAILING.to_string()));
+    eprintln!(
+        "took {:.1}s; {} windows kept across the kill, {} after",
+        started.elapsed().as_secs_f64(),
+        kept.len(),
+        after.len()
     );
 }
 

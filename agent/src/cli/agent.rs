@@ -18,6 +18,7 @@ use crate::{
 };
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("outbox_user").args(["collector", "remote_write_url"]).multiple(true)))]
 pub(super) struct Args {
     /// Length of a window, e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -28,17 +29,27 @@ pub(super) struct Args {
     /// Rows per cgroup in the table.
     #[arg(long, default_value_t = 3)]
     top: usize,
-    /// Stream every window to this collector (http://host:port or https://host:port).
+    /// Stream every window to this collector (http://host:port or
+    /// https://host:port). Repeat it, or name a host that resolves to
+    /// several addresses (a headless Service), for replicas: the agent
+    /// picks one by its node name and fails over to the others.
     #[arg(long, value_name = "URL")]
-    collector: Option<String>,
+    collector: Vec<String>,
     #[command(flatten)]
     tls: TlsArgs,
-    /// Keep unacked reports in this directory, so that they survive a restart.
-    #[arg(long, value_name = "DIR", requires = "collector")]
+    /// Keep the reports not yet acked by the collector, or not yet taken by
+    /// every remote-write store, in this directory, so that they survive a
+    /// restart (the stores' in `remote-write/` under it).
+    #[arg(long, value_name = "DIR", requires = "outbox_user")]
     outbox_dir: Option<PathBuf>,
     /// Bound of the outbox; when full, the oldest reports are dropped and counted.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BYTES)]
     outbox_max_bytes: u64,
+    /// How often to resolve the collectors' names again while streaming:
+    /// a replica added to a headless Service that now ranks first for this
+    /// node takes its stream within this time.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    collector_resolve_interval: Duration,
     /// Longest wait between reconnects to the collector (backoff with jitter).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     reconnect_max: Duration,
@@ -116,10 +127,14 @@ struct Line<'a> {
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sinks = SinkConfig {
-        collector: args
+        collectors: args
             .collector
-            .as_ref()
-            .map(|url| args.tls.collector(url, args.reconnect_max)),
+            .iter()
+            .map(|url| crate::export::grpc::CollectorConfig {
+                resolve_interval: args.collector_resolve_interval,
+                ..args.tls.collector(url, args.reconnect_max)
+            })
+            .collect(),
         outbox_dir: args.outbox_dir.clone(),
         outbox_max_bytes: args.outbox_max_bytes,
         otlp_endpoint: args.otlp_endpoint.clone(),
@@ -131,7 +146,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Check the settings before loading anything into the kernel (the
     // agent takes the socket before its probes too): a mistake there must
     // leave nothing half-started.
-    if let Some(c) = &sinks.collector {
+    for c in &sinks.collectors {
         c.endpoint()?;
         c.resolve().await?;
     }
@@ -178,9 +193,18 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     // Each queue gets its own --drain-timeout: the stores', then the
     // collector's acks (the README says so).
-    let Stopped { unwritten, unacked } = agent.stop(args.drain_timeout).await;
+    let Stopped {
+        unwritten,
+        kept,
+        unacked,
+    } = agent.stop(args.drain_timeout).await;
     if unwritten > 0 {
         eprintln!("sonde: {unwritten} windows not written to the remote-write stores at exit");
+    }
+    if kept > 0 {
+        eprintln!(
+            "sonde: {kept} reports kept in the outbox for the remote-write stores; the next start sends them"
+        );
     }
     if unacked > 0 {
         eprintln!("sonde: agent stopped with {unacked} reports not acked by the collector");

@@ -62,6 +62,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&slos)?);
         } else {
+            print!("{}", scope_line(&slos.scope));
             print!("{}", slo_table(&slos.slos));
         }
         return Ok(ExitCode::SUCCESS);
@@ -112,11 +113,22 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&nodes)?);
             } else {
+                print!("{}", scope_line(&nodes.scope));
                 print!("{}", fleet_table(&nodes.nodes));
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The answer's scope, said first when the collector gives one (a
+/// collector older than replicas gives none).
+fn scope_line(scope: &str) -> String {
+    if scope.is_empty() {
+        String::new()
+    } else {
+        format!("scope: {scope} (the agents streaming to this collector)\n")
+    }
 }
 
 fn slo_table(slos: &[sonde_proto::v1::FleetSlo]) -> String {

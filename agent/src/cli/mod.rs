@@ -101,6 +101,7 @@ struct TlsArgs {
 impl TlsArgs {
     fn collector(&self, url: &str, backoff_max: Duration) -> crate::export::grpc::CollectorConfig {
         crate::export::grpc::CollectorConfig {
+            resolve_interval: crate::export::grpc::RERESOLVE,
             url: url.to_owned(),
             tls_ca: self.tls_ca.clone(),
             tls_cert: self.tls_cert.clone(),

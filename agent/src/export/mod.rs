@@ -7,7 +7,9 @@
 //! - [`otlp`]: OTLP/gRPC metrics, cumulative, pushed after every window;
 //! - [`prometheus`]: a `/metrics` endpoint;
 //! - Prometheus remote write (`sonde_proto::remote_write`): every window's
-//!   samples to one or more stores, from the report alone.
+//!   samples to one or more stores, from the report alone; with an outbox
+//!   directory each report is kept on disk until every store is done with
+//!   it, and sent again after a restart.
 
 pub mod grpc;
 pub mod identity;
@@ -70,7 +72,12 @@ impl Cumulative {
     }
 }
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use prost::Message as _;
 use sonde_proto::v1::NodeIdentity;
@@ -81,9 +88,11 @@ use crate::model::{LossRecord, Snapshot};
 /// Which sinks to run, from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct SinkConfig {
-    /// Stream reports to this collector.
-    pub collector: Option<grpc::CollectorConfig>,
-    /// Keep the outbox in this directory (survives restarts).
+    /// Stream reports to these collectors (replicas of one fleet: each
+    /// agent picks one and fails over to the others).
+    pub collectors: Vec<grpc::CollectorConfig>,
+    /// Keep the outbox in this directory (survives restarts); with remote
+    /// write, the reports for the stores too (in `remote-write/` under it).
     pub outbox_dir: Option<PathBuf>,
     /// Bound of the outbox in bytes.
     pub outbox_max_bytes: u64,
@@ -135,6 +144,10 @@ pub struct Sinks {
     cumulative: Option<Arc<Cumulative>>,
     otlp_tick: Option<Arc<Notify>>,
     remote_write: Option<Arc<RemoteWrite>>,
+    /// With an outbox directory: the reports written to the stores, kept on
+    /// disk until every store is done with them, and sent again after a
+    /// restart.
+    remote_write_outbox: Option<Arc<Mutex<outbox::Outbox>>>,
     next_sequence: u64,
     max_series: usize,
     /// Where Prometheus is served, once bound.
@@ -156,9 +169,11 @@ impl Sinks {
         // Without a persisted sequence, number from the clock in µs: a
         // restarted agent never reuses a number (a window lasts ≥ 1 ms).
         let first_sequence = start_unix_ns / 1_000;
-        let shared = match &config.collector {
+        let shared = match config.collectors.first() {
             Some(c) => {
-                let endpoint = c.endpoint()?;
+                for c in &config.collectors {
+                    c.endpoint()?;
+                }
                 let outbox = match &config.outbox_dir {
                     Some(dir) => {
                         outbox::Outbox::open(dir, config.outbox_max_bytes, first_sequence)?
@@ -166,12 +181,30 @@ impl Sinks {
                     None => outbox::Outbox::in_memory(config.outbox_max_bytes, first_sequence),
                 };
                 let shared = Arc::new(grpc::Shared::new(outbox));
-                tokio::spawn(grpc::run(endpoint, shared.clone(), c.backoff_max));
+                tokio::spawn(grpc::run(
+                    config.collectors.clone(),
+                    node.node_name.clone(),
+                    shared.clone(),
+                    c.backoff_max,
+                ));
                 Some(shared)
             }
             None => None,
         };
         let remote_write = RemoteWrite::start(&config.remote_write)?.map(Arc::new);
+        let remote_write_outbox = match (&remote_write, &config.outbox_dir) {
+            (Some(rw), Some(dir)) => {
+                let kept = outbox::Outbox::open_remote_write(
+                    &remote_write_dir(dir),
+                    config.outbox_max_bytes,
+                    first_sequence,
+                )?;
+                let kept = Arc::new(Mutex::new(kept));
+                resend_kept(rw, &kept);
+                Some(kept)
+            }
+            _ => None,
+        };
         // Reports carry the cumulative values (for whoever writes them to a
         // store), so a collector or a store needs them too.
         let needs_cumulative = config.otlp_endpoint.is_some()
@@ -196,8 +229,9 @@ impl Sinks {
             prometheus_addr = listener.local_addr().ok();
             let c = c.clone();
             let rw = remote_write.clone();
+            let collectors = shared.clone();
             tokio::spawn(async move {
-                if let Err(e) = prometheus::serve(listener, c, rw).await {
+                if let Err(e) = prometheus::serve(listener, c, rw, collectors).await {
                     log::error!("Prometheus endpoint: {e}");
                 }
             });
@@ -208,6 +242,7 @@ impl Sinks {
             cumulative,
             otlp_tick,
             remote_write,
+            remote_write_outbox,
             next_sequence: first_sequence,
             max_series: config.max_series_per_metric,
             prometheus_addr,
@@ -248,12 +283,24 @@ impl Sinks {
                     ],
                 )
             }
-            None => {
-                let sequence = self.next_sequence;
-                self.next_sequence += 1;
-                (sequence, Vec::new())
-            }
+            None => match &self.remote_write_outbox {
+                // Numbered by the disk, so that a restart goes on from there.
+                Some(kept) => (lock(kept).next_sequence()?, Vec::new()),
+                None => {
+                    let sequence = self.next_sequence;
+                    self.next_sequence += 1;
+                    (sequence, Vec::new())
+                }
+            },
         };
+        if let Some(kept) = &self.remote_write_outbox {
+            extra.push(LossRecord {
+                stage: remote_write::STAGE,
+                probe: "all",
+                reason: outbox::REASON_FULL,
+                count: lock(kept).take_dropped(),
+            });
+        }
         if let Some(rw) = &self.remote_write {
             // Windows a store never got, like the outbox's drops: counted
             // in band, zero counts included.
@@ -277,7 +324,15 @@ impl Sinks {
             c.add(&mut report);
         }
         if let Some(rw) = &self.remote_write {
-            rw.window(&report);
+            match &self.remote_write_outbox {
+                Some(kept) => {
+                    lock(kept).push(sequence, report.encode_to_vec())?;
+                    ack_when_settled(kept, sequence, rw.window(&report));
+                }
+                None => {
+                    rw.window(&report);
+                }
+            }
         }
         if let Some(shared) = &self.shared {
             shared.outbox().push(sequence, report.encode_to_vec())?;
@@ -298,6 +353,14 @@ impl Sinks {
         }
     }
 
+    /// Reports kept on disk for the remote-write stores, not yet settled:
+    /// the next start sends them again.
+    pub fn remote_write_kept(&self) -> usize {
+        self.remote_write_outbox
+            .as_ref()
+            .map_or(0, |kept| lock(kept).len())
+    }
+
     /// Waits until the collector has acked everything, at most `timeout`;
     /// returns the reports still waiting.
     pub async fn drain(&self, timeout: Duration) -> usize {
@@ -312,5 +375,68 @@ impl Sinks {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Where an outbox directory keeps the reports for the remote-write stores.
+pub fn remote_write_dir(outbox_dir: &Path) -> PathBuf {
+    outbox_dir.join("remote-write")
+}
+
+/// The outbox, locked. Its invariants hold between calls, so a panic while
+/// it was held cannot leave it worse than a lost report: poisoning is
+/// ignored.
+fn lock(outbox: &Mutex<outbox::Outbox>) -> MutexGuard<'_, outbox::Outbox> {
+    outbox.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Forgets report `sequence` once every store is done with it.
+fn ack_when_settled(
+    kept: &Arc<Mutex<outbox::Outbox>>,
+    sequence: u64,
+    delivery: remote_write::Delivery,
+) {
+    let kept = kept.clone();
+    tokio::spawn(async move {
+        delivery.settled().await;
+        if let Err(e) = lock(&kept).ack(sequence) {
+            log::error!("remote-write outbox: {e}");
+        }
+    });
+}
+
+/// Sends the reports an earlier run kept for the stores again, oldest
+/// first, before any new window.
+fn resend_kept(rw: &RemoteWrite, kept: &Arc<Mutex<outbox::Outbox>>) {
+    let mut cursor = None;
+    let mut resent = 0usize;
+    loop {
+        let next = {
+            let outbox = lock(kept);
+            outbox
+                .after(cursor)
+                .map(|(sequence, bytes)| (sequence, AgentReport::decode(bytes)))
+        };
+        let Some((sequence, report)) = next else {
+            break;
+        };
+        cursor = Some(sequence);
+        match report {
+            Ok(report) => {
+                ack_when_settled(kept, sequence, rw.window(&report));
+                resent += 1;
+            }
+            Err(e) => {
+                // Written whole and synced by this agent: cannot happen
+                // short of a damaged disk. Said, and forgotten.
+                log::error!("remote-write outbox: report {sequence} unreadable ({e}); dropped");
+                if let Err(e) = lock(kept).ack(sequence) {
+                    log::error!("remote-write outbox: {e}");
+                }
+            }
+        }
+    }
+    if resent > 0 {
+        log::info!("remote write: {resent} windows kept by the last run sent again");
     }
 }

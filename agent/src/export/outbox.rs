@@ -14,6 +14,10 @@
 //! On disk: one file per report, `<sequence, 20 digits>.report`, written to
 //! a temporary name, synced and renamed; `next_sequence` holds the next
 //! number to hand out, updated the same way before the number is used.
+//!
+//! The same type keeps the reports an agent writes to remote-write stores
+//! itself until every store is done with them ([`Outbox::open_remote_write`]):
+//! its drops ride in band as `stage=remote_write`, `reason=outbox_full`.
 
 use std::{
     collections::VecDeque,
@@ -72,8 +76,29 @@ struct Entry {
     bytes: Vec<u8>,
 }
 
+/// Whose acks an outbox waits for, which decides the loss records its
+/// counts ride in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The collector's (`stage=outbox`).
+    Collector,
+    /// The remote-write stores' (`stage=remote_write`).
+    RemoteWrite,
+}
+
+impl Kind {
+    /// The loss stage its counts ride in.
+    fn stage(self) -> &'static str {
+        match self {
+            Self::Collector => STAGE,
+            Self::RemoteWrite => sonde_proto::remote_write::sender::STAGE,
+        }
+    }
+}
+
 /// Reports not yet acked.
 pub struct Outbox {
+    kind: Kind,
     max_bytes: u64,
     entries: VecDeque<Entry>,
     bytes: u64,
@@ -88,6 +113,7 @@ impl Outbox {
     /// An outbox in memory only; numbering starts at `first_sequence`.
     pub fn in_memory(max_bytes: u64, first_sequence: u64) -> Self {
         Self {
+            kind: Kind::Collector,
             max_bytes,
             entries: VecDeque::new(),
             bytes: 0,
@@ -103,6 +129,26 @@ impl Outbox {
     /// left; numbering goes on from there, or starts at `first_sequence` in
     /// a new directory. Reports beyond the bound are dropped and counted.
     pub fn open(dir: &Path, max_bytes: u64, first_sequence: u64) -> Result<Self, OutboxError> {
+        Self::open_as(Kind::Collector, dir, max_bytes, first_sequence)
+    }
+
+    /// [`Outbox::open`] for the reports the agent writes to remote-write
+    /// stores itself: each is acked once every store is done with it, and
+    /// its drops are counted as `stage=remote_write`, `reason=outbox_full`.
+    pub fn open_remote_write(
+        dir: &Path,
+        max_bytes: u64,
+        first_sequence: u64,
+    ) -> Result<Self, OutboxError> {
+        Self::open_as(Kind::RemoteWrite, dir, max_bytes, first_sequence)
+    }
+
+    fn open_as(
+        kind: Kind,
+        dir: &Path,
+        max_bytes: u64,
+        first_sequence: u64,
+    ) -> Result<Self, OutboxError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let mut found: Vec<(u64, PathBuf)> = Vec::new();
         for entry in fs::read_dir(dir).map_err(io(dir))? {
@@ -139,6 +185,7 @@ impl Outbox {
             .max()
             .unwrap_or(first_sequence);
         let mut outbox = Self {
+            kind,
             dir: Some(dir.to_owned()),
             next_sequence,
             ..Self::in_memory(max_bytes, first_sequence)
@@ -220,7 +267,7 @@ impl Outbox {
     /// before it) would go with it: they are carried by the next report
     /// instead.
     fn recarry(&mut self, bytes: &[u8]) {
-        let (dropped, refused) = carried(bytes);
+        let (dropped, refused) = carried(bytes, self.kind.stage());
         self.dropped_unreported += dropped;
         self.refused_unreported += refused;
     }
@@ -304,16 +351,17 @@ impl Outbox {
     }
 }
 
-/// The outbox counts an encoded report carries: (`outbox_full`,
-/// `refused_by_collector`). Bytes that do not decode carry none.
-fn carried(bytes: &[u8]) -> (u64, u64) {
+/// The outbox counts an encoded report carries in its loss records of
+/// `stage`: (`outbox_full`, `refused_by_collector`). Bytes that do not
+/// decode carry none.
+fn carried(bytes: &[u8], stage: &str) -> (u64, u64) {
     let Ok(report) = <AgentReport as prost::Message>::decode(bytes) else {
         return (0, 0);
     };
     report
         .losses
         .iter()
-        .filter(|l| l.stage == STAGE)
+        .filter(|l| l.stage == stage)
         .fold((0, 0), |(full, refused), l| match l.reason.as_str() {
             REASON_FULL => (full + l.count, refused),
             REASON_REFUSED => (full, refused + l.count),

@@ -15,11 +15,16 @@
 //!
 //! Every window dropped is counted by reason; the agent reports the counts
 //! as loss records in its next window (`stage=remote_write`).
+//!
+//! Queueing a window returns its [`Delivery`], settled once every store has
+//! stored it, already had it, refused it or dropped it from a full queue
+//! (each counted): the collector acks a report only then, so a collector
+//! that dies first leaves the window in the agent's outbox, to be sent again.
 
 use std::{
     collections::VecDeque,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
     time::Duration,
@@ -96,6 +101,63 @@ struct Item {
     samples: u64,
     /// The window's end: counting dropped windows once per window.
     window: u64,
+    /// Settled by one when this request leaves the queue, whatever became
+    /// of it.
+    delivery: Delivery,
+}
+
+/// A window's requests on their way to every store: settled once each has
+/// left its queue — stored, already stored, refused or dropped from a full
+/// queue, every one counted. Clones share the count.
+#[derive(Debug, Clone)]
+pub struct Delivery(Arc<Settle>);
+
+#[derive(Debug)]
+struct Settle {
+    /// Requests not yet settled, plus one while they are being queued.
+    remaining: AtomicUsize,
+    settled: Notify,
+}
+
+impl Delivery {
+    /// Holds one count for the queueing itself (see [`Self::settle_one`]).
+    fn queueing() -> Self {
+        Self(Arc::new(Settle {
+            remaining: AtomicUsize::new(1),
+            settled: Notify::new(),
+        }))
+    }
+
+    /// One more request to settle.
+    fn add_one(&self) {
+        self.0.remaining.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// One request settled (or the queueing done).
+    fn settle_one(&self) {
+        if self.0.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
+
+    /// Whether every store is done with the window.
+    pub fn is_settled(&self) -> bool {
+        self.0.remaining.load(Ordering::Acquire) == 0
+    }
+
+    /// Waits until every store is done with the window.
+    pub async fn settled(&self) {
+        loop {
+            let notified = self.0.settled.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a settle in between still wakes us.
+            notified.as_mut().enable();
+            if self.is_settled() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -144,7 +206,9 @@ impl Target {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, requests: &[Encoded], window: u64) {
+    /// Queues a window's requests; each admitted one holds a count of
+    /// `delivery` until it leaves the queue.
+    fn push(&self, requests: &[Encoded], window: u64, delivery: &Delivery) {
         let mut q = self.queue();
         for r in requests {
             let size = r.body.len() as u64;
@@ -169,6 +233,7 @@ impl Target {
                     .queue_full
                     .fetch_add(old.samples, Ordering::Relaxed);
                 q.count_dropped_window(old.window, REASON_QUEUE_FULL);
+                old.delivery.settle_one();
             }
             if q.bytes + size > self.max_bytes {
                 // Larger than what is left beside the request in flight.
@@ -181,11 +246,13 @@ impl Target {
             let id = q.next_id;
             q.next_id += 1;
             q.bytes += size;
+            delivery.add_one();
             q.items.push_back(Item {
                 id,
                 body: r.body.clone(),
                 samples: r.samples,
                 window,
+                delivery: delivery.clone(),
             });
         }
         drop(q);
@@ -203,13 +270,14 @@ impl Target {
         Some(front)
     }
 
-    /// Removes the request in flight.
+    /// Removes the request in flight: the store is done with it.
     fn done(&self, id: u64) {
         let mut q = self.queue();
         q.in_flight = None;
         if q.items.front().is_some_and(|i| i.id == id) {
             if let Some(i) = q.items.pop_front() {
                 q.bytes -= i.body.len() as u64;
+                i.delivery.settle_one();
             }
         }
     }
@@ -260,15 +328,25 @@ fn already_stored(body: &str) -> bool {
     .any(|s| body.contains(s))
 }
 
+/// The wait a store asks for: `Retry-After` in seconds or as an HTTP date
+/// (RFC 9110), at most [`RETRY_AFTER_MAX`]; a date already past is no wait.
 fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(hyper::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs).min(RETRY_AFTER_MAX))
+    retry_after_value(
+        headers.get(hyper::header::RETRY_AFTER)?.to_str().ok()?,
+        std::time::SystemTime::now(),
+    )
+}
+
+fn retry_after_value(text: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let text = text.trim();
+    let wait = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(text)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(RETRY_AFTER_MAX))
 }
 
 async fn connect(e: &Endpoint) -> std::io::Result<SendRequest<Full<Bytes>>> {
@@ -475,8 +553,8 @@ impl RemoteWrite {
 
     /// Queues a window report's samples for every store. A report that
     /// cannot be written is logged and counted as a dropped window.
-    pub fn window(&self, report: &AgentReport) {
-        self.queue(self.prepare(report));
+    pub fn window(&self, report: &AgentReport) -> Delivery {
+        self.queue(self.prepare(report))
     }
 
     /// A window report's requests, encoded (no lock held: the collector
@@ -492,8 +570,11 @@ impl RemoteWrite {
         }
     }
 
-    /// Queues prepared requests for every store.
-    pub fn queue(&self, prepared: Prepared) {
+    /// Queues prepared requests for every store; the delivery settles when
+    /// every store is done with them (at once for a window that cannot be
+    /// written, counted as dropped).
+    pub fn queue(&self, prepared: Prepared) -> Delivery {
+        let delivery = Delivery::queueing();
         match prepared.requests {
             Ok(requests) => {
                 let encode_ns: u64 = requests.iter().map(|r| r.encode_ns).sum();
@@ -503,7 +584,7 @@ impl RemoteWrite {
                     s.series_ns.fetch_add(prepared.series_ns, Ordering::Relaxed);
                     s.encode_ns.fetch_add(encode_ns, Ordering::Relaxed);
                     s.compress_ns.fetch_add(compress_ns, Ordering::Relaxed);
-                    t.push(&requests, prepared.window);
+                    t.push(&requests, prepared.window, &delivery);
                 }
             }
             Err(e) => {
@@ -514,6 +595,8 @@ impl RemoteWrite {
                 }
             }
         }
+        delivery.settle_one();
+        delivery
     }
 
     /// The windows dropped since the last call, summed over the stores.
@@ -679,6 +762,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retry_after_is_seconds_or_an_http_date_and_bounded() {
+        let now = httpdate::parse_http_date("Wed, 02 Dec 2026 19:00:00 GMT").unwrap();
+        assert_eq!(retry_after_value(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after_value("Wed, 02 Dec 2026 19:00:42 GMT", now),
+            Some(Duration::from_secs(42))
+        );
+        assert_eq!(
+            retry_after_value("Wed, 02 Dec 2026 18:59:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after_value("86400", now), Some(RETRY_AFTER_MAX));
+        assert_eq!(retry_after_value("soon", now), None);
+    }
+
+    #[test]
     fn a_resend_the_store_holds_is_stored_not_retried() {
         assert!(already_stored("out of order sample"));
         assert!(already_stored("duplicate sample for timestamp"));
@@ -725,28 +824,77 @@ mod tests {
     #[test]
     fn a_full_queue_drops_the_oldest_waiting_never_the_one_in_flight() {
         let t = target(25);
-        let req = |n: usize| Encoded {
-            body: vec![0; n].into(),
-            samples: n as u64,
-            raw_bytes: n,
-            encode_ns: 0,
-            compress_ns: 0,
+        let push = |n: usize, window: u64| {
+            let req = Encoded {
+                body: vec![0; n].into(),
+                samples: n as u64,
+                raw_bytes: n,
+                encode_ns: 0,
+                compress_ns: 0,
+            };
+            let delivery = Delivery::queueing();
+            t.push(&[req], window, &delivery);
+            delivery.settle_one();
+            delivery
         };
-        t.push(&[req(10)], 1);
+        let d1 = push(10, 1);
         let (first, ..) = t.next().unwrap();
-        t.push(&[req(10)], 2);
-        t.push(&[req(10)], 3);
-        // Window 2 went to make room; window 1 is in flight.
+        let d2 = push(10, 2);
+        assert!(!d1.is_settled() && !d2.is_settled());
+        let d3 = push(10, 3);
+        // Window 2 went to make room (settled: dropped and counted);
+        // window 1 is in flight.
         let q = t.queue();
         assert_eq!(q.bytes, 20);
         assert_eq!(q.items.iter().map(|i| i.window).collect::<Vec<_>>(), [1, 3]);
         assert_eq!(q.pending.queue_full, 1);
         drop(q);
+        assert!(d2.is_settled() && !d1.is_settled() && !d3.is_settled());
         t.done(first);
-        // Larger than the whole bound: dropped alone.
-        t.push(&[req(30)], 4);
+        assert!(d1.is_settled() && !d3.is_settled());
+        // Larger than the whole bound: dropped alone, settled at once.
+        let d4 = push(30, 4);
+        assert!(d4.is_settled());
         assert_eq!(t.stats.queue_full.load(Ordering::Relaxed), 40);
         assert_eq!(t.queue().bytes, 10);
         assert_eq!(t.queue().total.queue_full, 2);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_settles_when_every_store_is_done_with_every_request() {
+        let (a, b) = (Arc::new(target(1000)), Arc::new(target(1000)));
+        let delivery = Delivery::queueing();
+        let req = |n: usize| Encoded {
+            body: vec![0; n].into(),
+            samples: 1,
+            raw_bytes: n,
+            encode_ns: 0,
+            compress_ns: 0,
+        };
+        // Two requests for the window, to each of two stores.
+        a.push(&[req(5), req(6)], 9, &delivery);
+        b.push(&[req(5), req(6)], 9, &delivery);
+        delivery.settle_one();
+        let waiting = {
+            let d = delivery.clone();
+            tokio::spawn(async move { d.settled().await })
+        };
+        for t in [&a, &b, &a] {
+            let (id, ..) = t.next().unwrap();
+            t.done(id);
+            tokio::task::yield_now().await;
+            assert!(!delivery.is_settled() && !waiting.is_finished());
+        }
+        let (id, ..) = b.next().unwrap();
+        t_done_and_wait(&b, id, waiting).await;
+        assert!(delivery.is_settled());
+
+        async fn t_done_and_wait(t: &Target, id: u64, waiting: tokio::task::JoinHandle<()>) {
+            t.done(id);
+            tokio::time::timeout(Duration::from_secs(5), waiting)
+                .await
+                .expect("settled")
+                .expect("task");
+        }
     }
 }

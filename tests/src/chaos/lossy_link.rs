@@ -117,6 +117,7 @@ fn five_percent_loss_and_seconds_of_delay() {
         &Place {
             netns: Some(agent_ns),
             env: Vec::new(),
+            hosts: None,
         },
     );
     workload.go();

@@ -14,6 +14,9 @@
 //!   around its flushes, with a disk outbox, restarted each time.
 //! - [`collector_restarts`]: the collector SIGKILLed and SIGTERMed in turn
 //!   while two agents stream one window a second from eight busy cgroups.
+//! - [`replica_failover`]: two collector replicas writing to one
+//!   Prometheus, one SIGKILLed every minute in turn; the agents fail over
+//!   and come back, and the store holds every window once.
 //!
 //! The pass criterion, asserted exactly in each: every window an agent
 //! produced reached a collector or was counted as dropped in band
@@ -34,6 +37,7 @@ mod collector_restarts;
 mod lossy_link;
 mod outage;
 pub mod relay;
+mod replica_failover;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -74,6 +78,7 @@ pub fn collector(port: u16, netns: Option<&crate::netns::TestNetns>) -> Proc {
         &Place {
             netns,
             env: vec![COLLECTOR_ENV],
+            hosts: None,
         },
     )
 }

@@ -1,0 +1,308 @@
+//! Collector replicas: one agent, two real collectors writing to one real
+//! Prometheus. The agent streams to its first choice, fails over when that
+//! one is SIGKILLed and when it is SIGSTOPped (it accepts connections and
+//! answers nothing), and comes back once it answers again; the store then
+//! holds the workload's own count exactly and one sample per window, and
+//! every fail-over is counted and logged with its duration.
+
+use std::time::{Duration, Instant};
+
+use crate::{
+    privileged,
+    procs::{failing_opens, free_port, http_get, wait_for, Proc},
+    remote_write::{metric, Store},
+    TestCgroup, Workload,
+};
+
+/// Failing `openat` per phase of the workload.
+const PER_PHASE: u64 = 1_000;
+
+/// The replica the agent streams to now, as its `/metrics` names it.
+fn connected(agent_metrics: u16) -> Option<String> {
+    let (status, text) = http_get(agent_metrics, "/metrics").ok()?;
+    if status != 200 {
+        return None;
+    }
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("sonde_export_collector_connected{"))?;
+    let start = line.find("server_address=\"")? + "server_address=\"".len();
+    let rest = line.get(start..)?;
+    Some(rest.get(..rest.find('"')?)?.to_owned())
+}
+
+fn counter(agent_metrics: u16, name: &str) -> f64 {
+    metric(agent_metrics, name, &[])
+}
+
+/// Runs `n` failing opens in `cgroup` and waits for them.
+fn phase(cgroup: &TestCgroup, n: u64) {
+    let w = Workload::fork(cgroup, failing_opens(n));
+    w.go();
+    assert_eq!(w.wait(), 0);
+}
+
+#[test]
+fn an_agent_fails_over_between_replicas_and_the_store_has_every_window_once() {
+    if crate::vm_lacks("prometheus and sonde-collector") {
+        return;
+    }
+    if !privileged() {
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::start(dir.path(), "replicas", None);
+    let store_url = store.url();
+    let ports = [free_port(), free_port()];
+    let urls = ports.map(|p| format!("http://127.0.0.1:{p}"));
+    let replica = |port: u16| Proc::collector(port, &["--remote-write-url", store_url.as_str()]);
+    let mut collectors = [Some(replica(ports[0])), Some(replica(ports[1]))];
+    let node = "e2e-replicas";
+    let agent_metrics = free_port();
+    let outbox = dir.path().join("outbox");
+    let (metrics_arg, outbox_arg) = (
+        format!("127.0.0.1:{agent_metrics}"),
+        outbox.to_str().expect("utf-8").to_owned(),
+    );
+    let cgroup = TestCgroup::new("replicas");
+    let path = cgroup.v2_path();
+    let mut agent = Proc::agent(&[
+        "--probes",
+        "syscalls",
+        "--node-name",
+        node,
+        "--collector",
+        &urls[0],
+        "--collector",
+        &urls[1],
+        "--outbox-dir",
+        &outbox_arg,
+        "--reconnect-max",
+        "1s",
+        "--prometheus-listen",
+        &metrics_arg,
+    ]);
+    wait_for("a replica streaming", Duration::from_secs(20), || {
+        connected(agent_metrics).is_some()
+    });
+    let first = connected(agent_metrics).expect("connected");
+    let (f, other) = if first == urls[0] { (0, 1) } else { (1, 0) };
+    assert_eq!(first, urls[f], "the agent names the replica it streams to");
+    phase(&cgroup, PER_PHASE);
+    let n = agent.windows().len();
+    agent.wait_windows(n + 2, Duration::from_secs(20));
+
+    // SIGKILL the first choice: the agent moves to the other.
+    if let Some(mut c) = collectors[f].take() {
+        c.kill();
+    }
+    phase(&cgroup, PER_PHASE);
+    wait_for(
+        "a fail-over after a SIGKILL",
+        Duration::from_secs(30),
+        || {
+            counter(agent_metrics, "sonde_export_collector_failovers_total") == 1.0
+                && connected(agent_metrics).as_deref() == Some(urls[other].as_str())
+        },
+    );
+    // Back: the agent returns to its first choice.
+    collectors[f] = Some(replica(ports[f]));
+    wait_for(
+        "the return to the first choice",
+        Duration::from_secs(30),
+        || {
+            counter(agent_metrics, "sonde_export_collector_returns_total") == 1.0
+                && connected(agent_metrics).as_deref() == Some(urls[f].as_str())
+        },
+    );
+
+    // SIGSTOP it: it keeps its connections and answers nothing.
+    let stopped_at = Instant::now();
+    if let Some(c) = &collectors[f] {
+        c.signal(libc::SIGSTOP);
+    }
+    phase(&cgroup, PER_PHASE);
+    wait_for(
+        "a fail-over from a stopped replica",
+        Duration::from_secs(40),
+        || {
+            counter(agent_metrics, "sonde_export_collector_failovers_total") == 2.0
+                && connected(agent_metrics).as_deref() == Some(urls[other].as_str())
+        },
+    );
+    let detected = stopped_at.elapsed();
+    if let Some(c) = &collectors[f] {
+        c.signal(libc::SIGCONT);
+    }
+    wait_for("the second return", Duration::from_secs(30), || {
+        counter(agent_metrics, "sonde_export_collector_returns_total") == 2.0
+            && connected(agent_metrics).as_deref() == Some(urls[f].as_str())
+    });
+    let n = agent.windows().len();
+    agent.wait_windows(n + 2, Duration::from_secs(20));
+    let failover_secs = counter(
+        agent_metrics,
+        "sonde_export_collector_failover_time_seconds_total",
+    );
+    let longest = counter(
+        agent_metrics,
+        "sonde_export_collector_failover_time_max_seconds",
+    );
+    assert_eq!(agent.terminate(), 0);
+    agent.assert_stopped_acked();
+    let logged = agent
+        .stderr_lines()
+        .iter()
+        .filter(|l| l.contains("failed over from collector") && l.ends_with(" s"))
+        .count();
+    assert_eq!(logged, 2, "{:?}", agent.stderr_lines());
+
+    // The store: the workload's count, and one sample per window — none
+    // lost across the moves, none twice although some were written by both.
+    let windows = agent.windows().len();
+    let every_window = format!(
+        "count_over_time(sonde_agent_dropped_total{{host_name=\"{node}\",stage=\"userspace\",reason=\"malformed\"}}[1h])"
+    );
+    let errors = format!(
+        "last_over_time(system_linux_syscall_errors_total{{host_name=\"{node}\",linux_cgroup_path=\"{path}\",syscall_name=\"openat\",error_type=\"ENOENT\"}}[1h])"
+    );
+    let mut seen = None;
+    wait_for("every window in the store", Duration::from_secs(30), || {
+        seen = store.value(&every_window);
+        seen == Some(windows.to_string())
+    });
+    assert_eq!(store.value(&errors), Some((3 * PER_PHASE).to_string()));
+    // Each replica answers for the agents that streamed to it, and says so.
+    for url in &urls {
+        let nodes = crate::procs::fleet_json(&["--collector", url]);
+        assert_eq!(nodes["scope"], "this replica", "{nodes}");
+        assert!(
+            nodes["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n["node"]["node_name"] == node)),
+            "{url}: {nodes}"
+        );
+    }
+    drop(collectors);
+    eprintln!(
+        "took {:.1}s; {windows} windows; fail-overs took {failover_secs:.3} s together, the longest {longest:.3} s; the stopped replica was left {:.1} s after SIGSTOP",
+        started.elapsed().as_secs_f64(),
+        detected.as_secs_f64()
+    );
+}
+
+/// A collector listening on `address` (not only loopback's first address:
+/// two replicas can share a port on 127.0.0.1 and 127.0.0.2).
+fn collector_on(address: &str) -> Proc {
+    let p = Proc::spawn(
+        "collector",
+        &crate::collector_bin(),
+        &["--listen".to_owned(), address.to_owned()],
+    );
+    p.wait_stderr("listening on", Duration::from_secs(10));
+    p
+}
+
+#[test]
+fn a_name_with_several_addresses_is_several_replicas_and_a_new_first_choice_takes_over() {
+    if crate::vm_lacks("sonde-collector") {
+        return;
+    }
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let hosts = dir.path().join("hosts");
+    let name = "replicas.sonde.test";
+    let port = free_port();
+    let addresses = ["127.0.0.1", "127.0.0.2"].map(|a| format!("{a}:{port}"));
+    let both = format!("127.0.0.1 {name}\n127.0.0.2 {name}\n");
+    std::fs::write(&hosts, &both).expect("hosts");
+    let mut collectors = addresses.clone().map(|a| Some(collector_on(&a)));
+    let url = format!("http://{name}:{port}");
+    let node = "e2e-replicas-by-name";
+    let start_agent = |metrics: u16| {
+        let metrics_arg = format!("127.0.0.1:{metrics}");
+        Proc::agent_at(
+            &[
+                "--probes",
+                "syscalls",
+                "--node-name",
+                node,
+                "--collector",
+                &url,
+                "--collector-resolve-interval",
+                "2s",
+                // A name, not a loopback address: plaintext needs the flag.
+                "--insecure",
+                "--reconnect-max",
+                "1s",
+                "--prometheus-listen",
+                &metrics_arg,
+            ],
+            &crate::procs::Place {
+                netns: None,
+                env: Vec::new(),
+                hosts: Some(&hosts),
+            },
+        )
+    };
+    // Which address this node ranks first, as the agent says.
+    let metrics = free_port();
+    let agent = start_agent(metrics);
+    wait_for("a replica streaming", Duration::from_secs(20), || {
+        connected(metrics).is_some()
+    });
+    let named = connected(metrics).expect("connected");
+    let first = addresses
+        .iter()
+        .position(|a| named == format!("{url} ({a})"))
+        .unwrap_or_else(|| panic!("{named} names neither of {addresses:?}"));
+    let other = 1 - first;
+    drop(agent);
+
+    // The name resolves to the other address only: the agent streams there.
+    std::fs::write(&hosts, format!("127.0.0.{} {name}\n", other + 1)).expect("hosts");
+    let metrics = free_port();
+    let mut agent = start_agent(metrics);
+    let on = |i: usize| {
+        let want = format!("{url} ({})", addresses[i]);
+        move || connected(metrics).as_deref() == Some(want.as_str())
+    };
+    wait_for("the only address", Duration::from_secs(20), on(other));
+    // Both again: the first choice takes the stream at the next resolve.
+    std::fs::write(&hosts, &both).expect("hosts");
+    wait_for(
+        "the move to the first choice",
+        Duration::from_secs(20),
+        on(first),
+    );
+    assert_eq!(
+        counter(metrics, "sonde_export_collector_returns_total"),
+        1.0
+    );
+    assert_eq!(
+        counter(metrics, "sonde_export_collector_failovers_total"),
+        0.0
+    );
+    // Killed, it leaves the stream to the other address of the same name.
+    if let Some(mut c) = collectors[first].take() {
+        c.kill();
+    }
+    wait_for(
+        "a fail-over within the name",
+        Duration::from_secs(20),
+        || on(other)() && counter(metrics, "sonde_export_collector_failovers_total") == 1.0,
+    );
+    assert_eq!(agent.terminate(), 0);
+    agent.assert_stopped_acked();
+    assert!(
+        agent
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("ranks first now (the replicas changed)")),
+        "{:?}",
+        agent.stderr_lines()
+    );
+}
