@@ -27,6 +27,33 @@ fn json_snapshot_parses_and_carries_losses() {
     for loss in losses {
         assert_eq!(loss["count"], 0, "{loss}");
     }
+    // Each loss is listed once: a record listed twice counts its events
+    // twice wherever records are summed (the collector's totals, the store).
+    let mut listed = std::collections::BTreeSet::new();
+    for loss in losses {
+        let key = (
+            loss["stage"].to_string(),
+            loss["probe"].to_string(),
+            loss["reason"].to_string(),
+        );
+        assert!(listed.insert(key.clone()), "listed twice: {key:?}");
+    }
+    let attached = |family: &str| {
+        json["probes"].as_array().is_some_and(|p| {
+            p.iter()
+                .any(|p| p["probe"] == family && p["state"] != "unavailable")
+        })
+    };
+    for family in ["syscalls", "sched", "block", "memory", "process", "tcp"] {
+        if attached(family) {
+            assert!(
+                losses
+                    .iter()
+                    .any(|l| l["stage"] == "kernel" && l["probe"] == family),
+                "{family}'s kernel loss counters are listed when it counts"
+            );
+        }
+    }
     for reason in ["hist_map_full", "errors_map_full", "start_slot_collision"] {
         assert!(
             losses

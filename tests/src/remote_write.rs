@@ -140,6 +140,30 @@ impl Store {
         (r.len() == 1).then(|| r[0].1.clone())
     }
 
+    /// Waits until the store holds exactly `windows` samples of a series
+    /// every window of `node`'s agent carries (a loss counter, zero
+    /// included): one per window produced, none lost, none twice.
+    pub(crate) fn wait_every_window(&self, node: &str, windows: usize, timeout: Duration) {
+        let q = format!(
+            "count_over_time(sonde_agent_dropped_total{{host_name=\"{node}\",stage=\"userspace\",reason=\"malformed\"}}[1h])"
+        );
+        let want = windows.to_string();
+        let mut seen = None;
+        wait_for("every window in the store", timeout, || {
+            seen = self.value(&q);
+            seen.as_deref() == Some(want.as_str())
+        });
+    }
+
+    /// The largest value stored of `node`'s count of `openat` failing with
+    /// ENOENT in the cgroup at `path` (its total: the counter only grows
+    /// within an agent's run).
+    pub(crate) fn enoent_openat(&self, node: &str, path: &str) -> Option<String> {
+        self.value(&format!(
+            "max_over_time(system_linux_syscall_errors_total{{host_name=\"{node}\",linux_cgroup_path=\"{path}\",syscall_name=\"openat\",error_type=\"ENOENT\"}}[1h])"
+        ))
+    }
+
     /// Every raw sample of the node's series up to `until_ms`:
     /// series → [(timestamp ms, value)].
     fn samples(&self, node: &str, until_ms: i64) -> BTreeMap<String, Vec<(i64, String)>> {
@@ -889,20 +913,9 @@ fn a_collector_killed_before_its_store_took_the_windows_loses_none() {
     assert_eq!(agent.terminate(), 0);
     agent.assert_stopped_acked();
     let windows = agent.windows().len();
-    // A series every window carries (a loss counter, zero included): one
-    // sample per window the agent produced, the first included.
-    let every_window = format!(
-        "count_over_time(sonde_agent_dropped_total{{host_name=\"{node}\",stage=\"userspace\",reason=\"malformed\"}}[1h])"
-    );
-    let errors = format!(
-        "last_over_time(system_linux_syscall_errors_total{{host_name=\"{node}\",linux_cgroup_path=\"{path}\",syscall_name=\"openat\",error_type=\"ENOENT\"}}[1h])"
-    );
-    let mut seen = None;
-    wait_for("every window in the store", Duration::from_secs(30), || {
-        seen = store.value(&every_window);
-        seen == Some(windows.to_string())
-    });
-    assert_eq!(store.value(&errors), Some(FAILING.to_string()));
+    // One sample per window the agent produced, the first included.
+    store.wait_every_window(node, windows, Duration::from_secs(30));
+    assert_eq!(store.enoent_openat(node, &path), Some(FAILING.to_string()));
     drop(collector);
     eprintln!(
         "took {:.1}s; {took} reports held unacked across the kill, {windows} windows stored",
@@ -988,21 +1001,10 @@ fn an_agent_killed_while_its_store_is_down_writes_the_kept_windows_after_a_resta
         crate::grpc::outbox_reports(&kept_dir).is_empty(),
         "nothing kept after a clean stop"
     );
-    // One sample per window of either run in a series every window carries;
-    // the workload's failures, all of them.
-    let every_window = format!(
-        "count_over_time(sonde_agent_dropped_total{{host_name=\"{node}\",stage=\"userspace\",reason=\"malformed\"}}[1h])"
-    );
-    let errors = format!(
-        "max_over_time(system_linux_syscall_errors_total{{host_name=\"{node}\",linux_cgroup_path=\"{path}\",syscall_name=\"openat\",error_type=\"ENOENT\"}}[1h])"
-    );
-    let expected = (kept.len() + after.len()).to_string();
-    let mut seen = None;
-    wait_for("every window in the store", Duration::from_secs(30), || {
-        seen = store.value(&every_window);
-        seen.as_deref() == Some(expected.as_str())
-    });
-    assert_eq!(store.value(&errors), Some(FAILING.to_string()));
+    // One sample per window of either run; the workload's failures, all
+    // of them.
+    store.wait_every_window(node, kept.len() + after.len(), Duration::from_secs(30));
+    assert_eq!(store.enoent_openat(node, &path), Some(FAILING.to_string()));
     eprintln!(
         "took {:.1}s; {} windows kept across the kill, {} after",
         started.elapsed().as_secs_f64(),

@@ -18,7 +18,7 @@ use crate::{
 const PER_PHASE: u64 = 1_000;
 
 /// The replica the agent streams to now, as its `/metrics` names it.
-fn connected(agent_metrics: u16) -> Option<String> {
+pub(crate) fn connected(agent_metrics: u16) -> Option<String> {
     let (status, text) = http_get(agent_metrics, "/metrics").ok()?;
     if status != 200 {
         return None;
@@ -161,18 +161,11 @@ fn an_agent_fails_over_between_replicas_and_the_store_has_every_window_once() {
     // The store: the workload's count, and one sample per window — none
     // lost across the moves, none twice although some were written by both.
     let windows = agent.windows().len();
-    let every_window = format!(
-        "count_over_time(sonde_agent_dropped_total{{host_name=\"{node}\",stage=\"userspace\",reason=\"malformed\"}}[1h])"
+    store.wait_every_window(node, windows, Duration::from_secs(30));
+    assert_eq!(
+        store.enoent_openat(node, &path),
+        Some((3 * PER_PHASE).to_string())
     );
-    let errors = format!(
-        "last_over_time(system_linux_syscall_errors_total{{host_name=\"{node}\",linux_cgroup_path=\"{path}\",syscall_name=\"openat\",error_type=\"ENOENT\"}}[1h])"
-    );
-    let mut seen = None;
-    wait_for("every window in the store", Duration::from_secs(30), || {
-        seen = store.value(&every_window);
-        seen == Some(windows.to_string())
-    });
-    assert_eq!(store.value(&errors), Some((3 * PER_PHASE).to_string()));
     // Each replica answers for the agents that streamed to it, and says so.
     for url in &urls {
         let nodes = crate::procs::fleet_json(&["--collector", url]);

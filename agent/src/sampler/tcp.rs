@@ -16,7 +16,7 @@ use sonde_common::{
     tcp::{failure_of, listen, netns, what, TcpEvent, AF_INET, AF_INET6},
 };
 
-use super::{histogram_deltas, loss_records};
+use super::histogram_deltas;
 use crate::{
     attribution::CgroupRef,
     host::{
@@ -32,7 +32,7 @@ use crate::{
     },
     probes::{
         syscalls::errno_name,
-        tcp::{self, failure_name, state_name, TcpNames, TcpReading},
+        tcp::{failure_name, state_name, TcpNames, TcpReading},
     },
 };
 
@@ -263,14 +263,17 @@ fn delta<K: Eq + std::hash::Hash>(before: &HashMap<K, u64>, after: &HashMap<K, u
         .unwrap_or(now)
 }
 
-/// The TCP window and its losses.
+/// The TCP window and the losses it adds to the kernel's counters (the
+/// netns check's, the events').
 pub fn tcp_window(
     input: &TcpInputs<'_>,
     check: Option<&mut NetnsCheck>,
     resolve: &mut dyn FnMut(u64) -> CgroupRef,
 ) -> (TcpWindow, Vec<LossRecord>) {
     let (before, after) = (input.before, input.after);
-    let mut losses = loss_records(Family::Tcp.name(), &tcp::LOSSES, &before.loss, &after.loss);
+    // The family's kernel loss counters are the window's, with every
+    // family's (`Sampler::tick`): only what the TCP window adds is here.
+    let mut losses = Vec::new();
     let mut window = TcpWindow::default();
 
     // Per cgroup: connects, failures, retransmits, resets.

@@ -27,8 +27,9 @@ use super::{
     stop_counted, witness, COLLECTOR_ARGS, COLLECTOR_ENV,
 };
 use crate::{
-    procs::{free_port, http_get, wait_for, Place, Proc},
+    procs::{free_port, wait_for, Place, Proc},
     remote_write::{metric, Store},
+    replicas::connected,
     TestCgroup, Workload,
 };
 
@@ -50,17 +51,6 @@ fn replica(port: u16, store_url: &str) -> Proc {
             hosts: None,
         },
     )
-}
-
-/// The replica an agent streams to, as its `/metrics` names it.
-fn connected(port: u16) -> Option<String> {
-    let (_, text) = http_get(port, "/metrics").ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("sonde_export_collector_connected{"))?;
-    let start = line.find("server_address=\"")? + "server_address=\"".len();
-    let rest = line.get(start..)?;
-    Some(rest.get(..rest.find('"')?)?.to_owned())
 }
 
 #[test]
@@ -196,19 +186,13 @@ fn replicas_killed_in_turn_lose_nothing_and_count_nothing_twice() {
         let expected = kills[first_choice[i]] as f64;
         assert_eq!((moves[i].0, moves[i].1), (expected, expected), "{node}");
         // The store: one sample per window, and each workload's count.
-        let every_window = format!(
-            "count_over_time(sonde_agent_dropped_total{{host_name=\"{node}\",stage=\"userspace\",reason=\"malformed\"}}[1h])"
-        );
-        let want = produced.len().to_string();
-        wait_for("every window in the store", Duration::from_secs(60), || {
-            store.value(&every_window).as_deref() == Some(want.as_str())
-        });
+        store.wait_every_window(node, produced.len(), Duration::from_secs(60));
         for (cgroup, n) in cgroups.iter().zip(&own) {
-            let errors = format!(
-                "last_over_time(system_linux_syscall_errors_total{{host_name=\"{node}\",linux_cgroup_path=\"{}\",syscall_name=\"openat\",error_type=\"ENOENT\"}}[1h])",
-                cgroup.v2_path()
+            assert_eq!(
+                store.enoent_openat(node, &cgroup.v2_path()),
+                Some(n.to_string()),
+                "{node}"
             );
-            assert_eq!(store.value(&errors), Some(n.to_string()), "{node}");
         }
         figures.push(json!({
             "node": node,

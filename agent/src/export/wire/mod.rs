@@ -1,5 +1,16 @@
 //! The one place where model types become `sonde.v1` wire types. Metric and
 //! attribute names come from `sonde_proto::names` (docs/telemetry.md).
+//! Each family's series are rendered by its own module (`wire/<family>.rs`),
+//! called from [`report`] in the registry's order.
+
+mod block;
+mod memory;
+mod process;
+mod sched;
+mod syscalls;
+mod tcp;
+
+use sonde_common::family::Family;
 
 use sonde_proto::{
     histogram, names,
@@ -142,301 +153,16 @@ pub fn report(
         max_series: max_series.max(1),
         overflowed: Vec::new(),
     };
-    let (mut durations, mut errors) = (Vec::new(), Vec::new());
-    for cg in &snapshot.syscalls {
-        let path = cgroup_label(&cg.cgroup);
-        for s in &cg.syscalls {
-            durations.push(b.histogram(
-                &[
-                    (names::ATTR_CGROUP_PATH, &path),
-                    (names::ATTR_SYSCALL_NAME, &s.name),
-                ],
-                &s.latency,
-            ));
-            for (errno, &count) in &s.errnos {
-                errors.push(b.counter(
-                    &[
-                        (names::ATTR_CGROUP_PATH, &path),
-                        (names::ATTR_SYSCALL_NAME, &s.name),
-                        (names::ATTR_ERROR_TYPE, errno),
-                    ],
-                    count,
-                ));
-            }
+    for family in Family::ALL {
+        match family {
+            Family::Syscalls => syscalls::metrics(&mut b, snapshot),
+            Family::Sched => sched::metrics(&mut b, snapshot),
+            Family::Block => block::metrics(&mut b, snapshot),
+            Family::Memory => memory::metrics(&mut b, snapshot),
+            Family::Process => process::metrics(&mut b, snapshot),
+            Family::Tcp => tcp::metrics(&mut b, snapshot),
         }
     }
-    b.metric(
-        names::SYSCALL_DURATION,
-        names::UNIT_SECONDS,
-        "Latency of system calls, per cgroup and syscall",
-        MetricKind::Histogram,
-        durations,
-    );
-    b.metric(
-        names::SYSCALL_ERRORS,
-        names::UNIT_ERRORS,
-        "Failed system calls, per cgroup, syscall and errno",
-        MetricKind::Counter,
-        errors,
-    );
-
-    let per_cgroup = |b: &mut Builder<'_>, rows: &[CgroupLatency]| -> Vec<Point> {
-        rows.iter()
-            .map(|r| {
-                b.histogram(
-                    &[(names::ATTR_CGROUP_PATH, &cgroup_label(&r.cgroup))],
-                    &r.latency,
-                )
-            })
-            .collect()
-    };
-    let runq = per_cgroup(&mut b, &snapshot.runqueue);
-    b.metric(
-        names::RUNQUEUE_DURATION,
-        names::UNIT_SECONDS,
-        "Time runnable tasks waited for a CPU, per cgroup",
-        MetricKind::Histogram,
-        runq,
-    );
-    let reclaim = per_cgroup(&mut b, &snapshot.reclaim);
-    b.metric(
-        names::RECLAIM_DURATION,
-        names::UNIT_SECONDS,
-        "Allocation stalls in memory reclaim, per cgroup",
-        MetricKind::Histogram,
-        reclaim,
-    );
-
-    let (mut disk_latency, mut disk_ops, mut disk_errors) = (Vec::new(), Vec::new(), Vec::new());
-    for d in &snapshot.block {
-        let labels = [
-            (names::ATTR_DEVICE, d.device.as_str()),
-            (names::ATTR_DISK_DIRECTION, d.op),
-        ];
-        if d.latency.count() > 0 {
-            disk_latency.push(b.histogram(&labels, &d.latency));
-        }
-        if d.completed > 0 {
-            disk_ops.push(b.counter(&labels, d.completed));
-        }
-        for (errno, &count) in &d.errors {
-            disk_errors.push(b.counter(
-                &[labels[0], labels[1], (names::ATTR_ERROR_TYPE, errno)],
-                count,
-            ));
-        }
-    }
-    b.metric(
-        names::DISK_REQUEST_DURATION,
-        names::UNIT_SECONDS,
-        "Block request latency, issue to completion, per device and operation",
-        MetricKind::Histogram,
-        disk_latency,
-    );
-    b.metric(
-        names::DISK_OPERATIONS,
-        names::UNIT_OPERATIONS,
-        "Block requests completed, per device and operation",
-        MetricKind::Counter,
-        disk_ops,
-    );
-    b.metric(
-        names::DISK_ERRORS,
-        names::UNIT_ERRORS,
-        "Failed block requests, per device, operation and errno",
-        MetricKind::Counter,
-        disk_errors,
-    );
-
-    let kills: Vec<Point> = snapshot
-        .oom_kills
-        .iter()
-        .map(|c| {
-            b.counter(
-                &[(names::ATTR_CGROUP_PATH, &cgroup_label(&c.cgroup))],
-                c.count,
-            )
-        })
-        .collect();
-    b.metric(
-        names::OOM_KILLS,
-        names::UNIT_KILLS,
-        "Processes killed by the OOM killer, per cgroup",
-        MetricKind::Counter,
-        kills,
-    );
-
-    let (mut crashes, mut exits) = (Vec::new(), Vec::new());
-    for c in &snapshot.exits {
-        let path = cgroup_label(&c.cgroup);
-        for (signal, &count) in &c.signals {
-            crashes.push(b.counter(
-                &[
-                    (names::ATTR_CGROUP_PATH, &path),
-                    (names::ATTR_SIGNAL_NAME, signal),
-                ],
-                count,
-            ));
-        }
-        for (status, &count) in &c.exit_statuses {
-            exits.push(b.counter(
-                &[
-                    (names::ATTR_CGROUP_PATH, &path),
-                    (names::ATTR_EXIT_CODE, &status.to_string()),
-                ],
-                count,
-            ));
-        }
-    }
-    b.metric(
-        names::PROCESS_SIGNALED,
-        names::UNIT_PROCESSES,
-        "Processes ended by a signal, per cgroup and signal (crashes among them)",
-        MetricKind::Counter,
-        crashes,
-    );
-    b.metric(
-        names::PROCESS_NONZERO_EXITS,
-        names::UNIT_PROCESSES,
-        "Processes that exited with a non-zero status, per cgroup and status",
-        MetricKind::Counter,
-        exits,
-    );
-
-    let (mut connect, mut connect_failures, mut retransmits, mut resets) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for c in &snapshot.tcp.cgroups {
-        let path = cgroup_label(&c.cgroup);
-        if c.connect_latency.count() > 0 {
-            connect.push(b.histogram(&[(names::ATTR_CGROUP_PATH, &path)], &c.connect_latency));
-        }
-        for (reason, &count) in &c.connect_failures {
-            connect_failures.push(b.counter(
-                &[
-                    (names::ATTR_CGROUP_PATH, &path),
-                    (names::ATTR_ERROR_TYPE, reason),
-                ],
-                count,
-            ));
-        }
-        if c.counts.retransmit_segments > 0 {
-            retransmits.push(b.counter(
-                &[(names::ATTR_CGROUP_PATH, &path)],
-                c.counts.retransmit_segments,
-            ));
-        }
-        for (direction, count) in [
-            ("transmit", c.counts.resets_sent),
-            ("receive", c.counts.resets_received),
-        ] {
-            if count > 0 {
-                resets.push(b.counter(
-                    &[
-                        (names::ATTR_CGROUP_PATH, &path),
-                        (names::ATTR_IO_DIRECTION, direction),
-                    ],
-                    count,
-                ));
-            }
-        }
-    }
-    // Segments and resets of sockets with no known cgroup: the node's.
-    let tcp_node = &snapshot.tcp.node;
-    if tcp_node.retransmit_segments > 0 {
-        retransmits.push(b.counter(
-            &[(names::ATTR_CGROUP_PATH, "unknown")],
-            tcp_node.retransmit_segments,
-        ));
-    }
-    for (direction, count) in [
-        ("transmit", tcp_node.resets_sent),
-        ("receive", tcp_node.resets_received),
-    ] {
-        if count > 0 {
-            resets.push(b.counter(
-                &[
-                    (names::ATTR_CGROUP_PATH, "unknown"),
-                    (names::ATTR_IO_DIRECTION, direction),
-                ],
-                count,
-            ));
-        }
-    }
-    b.metric(
-        names::TCP_CONNECT_DURATION,
-        names::UNIT_SECONDS,
-        "TCP connect latency (SYN sent to established), per cgroup",
-        MetricKind::Histogram,
-        connect,
-    );
-    b.metric(
-        names::TCP_CONNECT_FAILURES,
-        names::UNIT_CONNECTIONS,
-        "Failed TCP connects, per cgroup and reason",
-        MetricKind::Counter,
-        connect_failures,
-    );
-    b.metric(
-        names::TCP_RETRANSMITS,
-        names::UNIT_SEGMENTS,
-        "TCP segments retransmitted, per cgroup of the socket (`unknown` when it has none)",
-        MetricKind::Counter,
-        retransmits,
-    );
-    b.metric(
-        names::TCP_RESETS,
-        names::UNIT_SEGMENTS,
-        "TCP resets sent and received, per cgroup of the socket",
-        MetricKind::Counter,
-        resets,
-    );
-    let overflows: Vec<Point> = snapshot
-        .tcp
-        .listeners
-        .iter()
-        .filter(|l| l.overflows > 0)
-        .map(|l| {
-            b.counter(
-                &[(names::ATTR_SERVER_PORT, &l.port.to_string())],
-                l.overflows,
-            )
-        })
-        .collect();
-    b.metric(
-        names::TCP_LISTEN_OVERFLOWS,
-        names::UNIT_SEGMENTS,
-        "Handshakes refused at their last ACK because the accept queue was full, per port",
-        MetricKind::Counter,
-        overflows,
-    );
-    let socket_drops: Vec<Point> = snapshot
-        .tcp
-        .listeners
-        .iter()
-        .filter_map(|l| Some((l.port, l.sockets?.drops)))
-        .filter(|&(_, n)| n > 0)
-        .map(|(port, n)| b.counter(&[(names::ATTR_SERVER_PORT, &port.to_string())], n))
-        .collect();
-    b.metric(
-        names::TCP_LISTEN_DROPS,
-        names::UNIT_SEGMENTS,
-        "Packets the listening sockets dropped, per port: their own count, which alone holds the SYNs refused by a full SYN or accept queue",
-        MetricKind::Counter,
-        socket_drops,
-    );
-    let mut dropped = Vec::new();
-    for d in &snapshot.tcp.drops {
-        for (reason, &count) in &d.reasons {
-            dropped.push(b.counter(&[(names::ATTR_DROP_REASON, reason)], count));
-        }
-    }
-    b.metric(
-        names::PACKETS_DROPPED,
-        names::UNIT_PACKETS,
-        "Packets the kernel dropped, by its own drop reason",
-        MetricKind::Counter,
-        dropped,
-    );
 
     slos(&mut b, &snapshot.slos);
     if let Some(o) = &snapshot.overhead {
@@ -494,6 +220,18 @@ pub fn report(
         strings: strings.into_strings(),
         ..Default::default()
     }
+}
+
+/// One latency histogram per cgroup (the sched and memory families').
+fn per_cgroup(b: &mut Builder<'_>, rows: &[CgroupLatency]) -> Vec<Point> {
+    rows.iter()
+        .map(|r| {
+            b.histogram(
+                &[(names::ATTR_CGROUP_PATH, &cgroup_label(&r.cgroup))],
+                &r.latency,
+            )
+        })
+        .collect()
 }
 
 /// The SLOs' counts of the window and where they stand.
