@@ -45,41 +45,47 @@ fn failover_text(stats: &super::grpc::FailoverStats) -> String {
     let count = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let name = |n: &str, unit: &str, kind: MetricKind| metric_name(n, unit, kind);
     let mut out = String::new();
-    let failovers = name(
-        names::COLLECTOR_FAILOVERS,
-        names::UNIT_FAILOVERS,
-        MetricKind::Counter,
-    );
-    let _ = writeln!(out, "# HELP {failovers} Moves to another collector replica after the one in use stopped answering");
-    let _ = writeln!(out, "# TYPE {failovers} counter");
-    let _ = writeln!(out, "{failovers} {}", count(&stats.failovers));
-    let time = name(
-        names::COLLECTOR_FAILOVER_TIME,
-        names::UNIT_SECONDS,
-        MetricKind::Counter,
-    );
-    let _ = writeln!(out, "# HELP {time} Time from losing a replica to the next one's first ack, summed over the fail-overs");
-    let _ = writeln!(out, "# TYPE {time} counter");
-    let _ = writeln!(out, "{time} {}", secs(&stats.failover_ns));
-    let max = name(
-        names::COLLECTOR_FAILOVER_TIME_MAX,
-        names::UNIT_SECONDS,
-        MetricKind::Gauge,
-    );
-    let _ = writeln!(out, "# HELP {max} The longest fail-over");
-    let _ = writeln!(out, "# TYPE {max} gauge");
-    let _ = writeln!(out, "{max} {}", secs(&stats.failover_max_ns));
-    let returns = name(
-        names::COLLECTOR_RETURNS,
-        names::UNIT_FAILOVERS,
-        MetricKind::Counter,
-    );
-    let _ = writeln!(
-        out,
-        "# HELP {returns} Moves back to the first-choice replica once it answered again"
-    );
-    let _ = writeln!(out, "# TYPE {returns} counter");
-    let _ = writeln!(out, "{returns} {}", count(&stats.returns));
+    let families: [(&str, &str, MetricKind, &str, f64); 4] = [
+        (
+            names::COLLECTOR_FAILOVERS,
+            names::UNIT_FAILOVERS,
+            MetricKind::Counter,
+            "Moves to another collector replica after the one in use stopped answering",
+            count(&stats.failovers) as f64,
+        ),
+        (
+            names::COLLECTOR_FAILOVER_TIME,
+            names::UNIT_SECONDS,
+            MetricKind::Counter,
+            "Time from losing a replica to the next one's first ack, summed over the fail-overs",
+            secs(&stats.failover_ns),
+        ),
+        (
+            names::COLLECTOR_FAILOVER_TIME_MAX,
+            names::UNIT_SECONDS,
+            MetricKind::Gauge,
+            "The longest fail-over",
+            secs(&stats.failover_max_ns),
+        ),
+        (
+            names::COLLECTOR_RETURNS,
+            names::UNIT_FAILOVERS,
+            MetricKind::Counter,
+            "Moves back to the first-choice replica once it answered again",
+            count(&stats.returns) as f64,
+        ),
+    ];
+    for (metric, unit, kind, help, value) in families {
+        let n = name(metric, unit, kind);
+        let type_name = if kind == MetricKind::Gauge {
+            "gauge"
+        } else {
+            "counter"
+        };
+        let _ = writeln!(out, "# HELP {n} {help}");
+        let _ = writeln!(out, "# TYPE {n} {type_name}");
+        let _ = writeln!(out, "{n} {value}");
+    }
     let current = stats.current.lock().map(|c| c.clone()).unwrap_or_default();
     let connected = name(
         names::COLLECTOR_CONNECTED,
