@@ -160,6 +160,7 @@ impl Fleet {
                 .map(|l| n.series.window_to_labeled(l.sequence))
                 .unwrap_or_default(),
             recent: n.recent.iter().cloned().collect(),
+            scope: String::new(),
         })
     }
 
@@ -214,23 +215,38 @@ fn node_name(s: &NodeSummary) -> &str {
     s.node.as_ref().map(|n| n.node_name.as_str()).unwrap_or("")
 }
 
-fn summary(n: &Node, now_unix_ns: u64) -> NodeSummary {
-    let latest = n.latest.clone();
+/// A node's health: "stale" (no report for [`STALE_WINDOWS`] window
+/// lengths), "degraded" (a probe not attached), "incomplete" (its latest
+/// window lost events) or "ok".
+pub fn health(
+    now_unix_ns: u64,
+    last_received_unix_ns: u64,
+    latest: Option<&WindowSummary>,
+    probes: &[ProbeStatus],
+) -> &'static str {
     let window_ns = latest
-        .as_ref()
         .map(|l| l.window_end_unix_ns.saturating_sub(l.window_start_unix_ns))
         .unwrap_or(0)
         .max(1_000_000_000);
-    let health = if now_unix_ns.saturating_sub(n.last_received_unix_ns) > STALE_WINDOWS * window_ns
-    {
+    if now_unix_ns.saturating_sub(last_received_unix_ns) > STALE_WINDOWS * window_ns {
         "stale"
-    } else if n.probes.iter().any(|p| p.state != "attached") {
+    } else if probes.iter().any(|p| p.state != "attached") {
         "degraded"
-    } else if latest.as_ref().is_some_and(|l| !l.complete) {
+    } else if latest.is_some_and(|l| !l.complete) {
         "incomplete"
     } else {
         "ok"
-    };
+    }
+}
+
+fn summary(n: &Node, now_unix_ns: u64) -> NodeSummary {
+    let latest = n.latest.clone();
+    let health = health(
+        now_unix_ns,
+        n.last_received_unix_ns,
+        latest.as_ref(),
+        &n.probes,
+    );
     let losses = n
         .series
         .metrics()

@@ -14,6 +14,7 @@ pub mod ranges;
 pub mod reject;
 pub mod slo;
 pub mod state;
+pub mod store;
 pub mod tls;
 
 /// Unix time now, in nanoseconds.

@@ -6,10 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use sonde_collector::{
-    forward, http, ingest::IngestService, query::QueryService, state::State, tls::Tls,
+    forward, http, ingest::IngestService, query::QueryService, state::State, store::Store, tls::Tls,
 };
 use sonde_proto::{
-    remote_write::sender::RemoteWrite,
+    remote_write::{config::ConfigError, query::QueryClient, sender::RemoteWrite},
     v1::{ingest_server::IngestServer, query_server::QueryServer},
 };
 use tokio::net::TcpListener;
@@ -71,6 +71,16 @@ struct Args {
     log_level: log::LevelFilter,
     #[command(flatten)]
     remote_write: sonde_proto::remote_write::args::RemoteWriteArgs,
+    /// Answer `sonde fleet`, `sonde fleet slo` and the Query API for the
+    /// whole fleet from this store's Prometheus query API (e.g.
+    /// http://127.0.0.1:9090, or https://mimir/prometheus), whichever
+    /// replica each agent streams to; its TLS and headers are the remote
+    /// write's. Without it, a replica answers for its own agents.
+    #[arg(long, value_name = "URL", requires = "remote_write_url")]
+    store_url: Option<String>,
+    /// How far back the store views look for a node's last window.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, requires = "store_url")]
+    store_lookback: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -146,6 +156,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "sonde-collector: remote write to {}",
             remote_write.urls.join(", ")
         );
+    }
+    if let Some(url) = &args.store_url {
+        let client = QueryClient::new(&remote_write, url).map_err(|e| match e {
+            ConfigError::Url { .. } => anyhow::anyhow!(
+                "--store-url '{url}' is not the URL of a store's query API; write it like http://127.0.0.1:9090 or https://mimir:8080/prometheus"
+            ),
+            ConfigError::Plaintext { host } => anyhow::anyhow!(
+                "refusing plaintext queries to the store at {host}, which is not a loopback address: use https:// with --remote-write-tls-ca, or pass --insecure"
+            ),
+            other => anyhow::anyhow!("--store-url: {other}"),
+        })?;
+        eprintln!(
+            "sonde-collector: fleet views from the store at {url} (nodes seen in the last {})",
+            humantime::format_duration(args.store_lookback)
+        );
+        state.store = Some(Store::new(client, args.store_lookback, specs.clone()));
     }
     let state = Arc::new(state);
     if !specs.is_empty() {

@@ -8,11 +8,19 @@ use sonde_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::{now_unix_ns, state::State};
+use crate::{now_unix_ns, state::State, store};
 
-/// What a collector's fleet views cover: the agents streaming to it. With
-/// replicas, each answers for its own agents.
-pub const SCOPE: &str = "this replica";
+/// A store that gave no view: logged, and said in the answer, which then
+/// covers this replica only.
+fn unanswered(e: &store::StoreError) -> String {
+    log::warn!("fleet view from this replica only: {e}");
+    e.to_string()
+}
+
+/// What a collector's fleet views cover without a store (or when its store
+/// does not answer): the agents streaming to it. With replicas, each
+/// answers for its own agents.
+pub const SCOPE: &str = sonde_proto::names::SCOPE_REPLICA;
 
 /// The query service.
 pub struct QueryService {
@@ -32,10 +40,24 @@ impl Query for QueryService {
         &self,
         _: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
+        let mut store_error = String::new();
+        if let Some(store) = &self.state.store {
+            match store.nodes(now_unix_ns()).await {
+                Ok(nodes) => {
+                    return Ok(Response::new(ListNodesResponse {
+                        nodes,
+                        scope: store::SCOPE.to_owned(),
+                        store_error,
+                    }))
+                }
+                Err(e) => store_error = unanswered(&e),
+            }
+        }
         let nodes = self.state.fleet().list(now_unix_ns());
         Ok(Response::new(ListNodesResponse {
             nodes,
             scope: SCOPE.to_owned(),
+            store_error,
         }))
     }
 
@@ -44,20 +66,55 @@ impl Query for QueryService {
         request: Request<GetNodeRequest>,
     ) -> Result<Response<NodeDetail>, Status> {
         let name = request.into_inner().node_name;
-        self.state
-            .fleet()
-            .node(&name, now_unix_ns())
-            .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("no report from a node named '{name}'")))
+        let held = self.state.fleet().node(&name, now_unix_ns());
+        if let Some(detail) = held {
+            return Ok(Response::new(NodeDetail {
+                scope: SCOPE.to_owned(),
+                ..detail
+            }));
+        }
+        let Some(store) = &self.state.store else {
+            return Err(Status::not_found(format!(
+                "no report from a node named '{name}'"
+            )));
+        };
+        match store.node(&name, now_unix_ns()).await {
+            Ok(Some(summary)) => Ok(Response::new(NodeDetail {
+                summary: Some(summary),
+                scope: store::SCOPE.to_owned(),
+                ..Default::default()
+            })),
+            Ok(None) => Err(Status::not_found(format!(
+                "no report from a node named '{name}' at this replica, and no window of it in the store at {} within the lookback",
+                store.url()
+            ))),
+            Err(e) => Err(Status::unavailable(format!(
+                "no report from a node named '{name}' at this replica, and {e}"
+            ))),
+        }
     }
 
     async fn list_slos(
         &self,
         _: Request<ListSlosRequest>,
     ) -> Result<Response<ListSlosResponse>, Status> {
+        let mut store_error = String::new();
+        if let Some(store) = &self.state.store {
+            match store.slos(now_unix_ns()).await {
+                Ok(slos) => {
+                    return Ok(Response::new(ListSlosResponse {
+                        slos,
+                        scope: store::SCOPE.to_owned(),
+                        store_error,
+                    }))
+                }
+                Err(e) => store_error = unanswered(&e),
+            }
+        }
         Ok(Response::new(ListSlosResponse {
             slos: self.state.fleet().slos(),
             scope: SCOPE.to_owned(),
+            store_error,
         }))
     }
 

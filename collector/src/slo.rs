@@ -118,36 +118,52 @@ impl FleetSlos {
         self.entries
             .iter()
             .map(|e| {
-                let spec = &e.spec;
-                let mut slo = FleetSlo {
-                    name: spec.name.clone(),
-                    signal: spec.signal.name().to_owned(),
-                    objective_percent: spec.objective.target * 100.0,
-                    window_days: spec.objective.window_secs as f64 / 86_400.0,
-                    severity: "ok".to_owned(),
-                    complete: true,
-                    budget_remaining: 1.0,
-                    nodes: e.nodes.iter().cloned().collect(),
-                    ..Default::default()
-                };
-                if let Some(ev) = &e.latest {
-                    slo.good = ev.compliance.good;
-                    slo.total = ev.compliance.total;
-                    slo.budget_remaining = ev.budget_remaining;
-                    slo.complete = ev.complete;
-                    slo.severity = ev.severity.name().to_owned();
-                    slo.burn_rates = ev
-                        .burn_by_window()
-                        .into_iter()
-                        .map(|(secs, rate)| BurnRate {
-                            window: promql_duration(secs),
-                            rate,
-                        })
-                        .collect();
-                }
-                slo
+                fleet_slo(
+                    &e.spec,
+                    e.nodes.iter().cloned().collect(),
+                    e.latest.as_ref(),
+                )
             })
             .collect()
+    }
+}
+
+/// Where `spec` stands across `nodes`, from its evaluation (none yet: an
+/// untouched budget).
+pub fn fleet_slo(spec: &SloSpec, nodes: Vec<String>, evaluation: Option<&Evaluation>) -> FleetSlo {
+    let mut slo = FleetSlo {
+        name: spec.name.clone(),
+        signal: spec.signal.name().to_owned(),
+        objective_percent: spec.objective.target * 100.0,
+        window_days: spec.objective.window_secs as f64 / 86_400.0,
+        severity: "ok".to_owned(),
+        complete: true,
+        budget_remaining: 1.0,
+        nodes,
+        ..Default::default()
+    };
+    if let Some(ev) = evaluation {
+        slo.good = ev.compliance.good;
+        slo.total = ev.compliance.total;
+        slo.budget_remaining = ev.budget_remaining;
+        slo.complete = ev.complete;
+        slo.severity = ev.severity.name().to_owned();
+        slo.burn_rates = ev
+            .burn_by_window()
+            .into_iter()
+            .map(|(secs, rate)| BurnRate {
+                window: promql_duration(secs),
+                rate,
+            })
+            .collect();
+    }
+    slo
+}
+
+impl FleetSlos {
+    /// The specs evaluated, in the configuration's order.
+    pub fn specs(&self) -> Vec<SloSpec> {
+        self.entries.iter().map(|e| e.spec.clone()).collect()
     }
 }
 

@@ -26,6 +26,8 @@ pub struct State {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Prometheus remote write of every report applied, when configured.
     pub remote_write: Option<sonde_proto::remote_write::sender::RemoteWrite>,
+    /// The store the fleet views read, when configured (`--store-url`).
+    pub store: Option<crate::store::Store>,
 }
 
 impl State {
@@ -39,6 +41,7 @@ impl State {
             accepted: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             remote_write: None,
+            store: None,
         }
     }
 

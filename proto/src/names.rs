@@ -93,6 +93,39 @@ pub const COLLECTOR_RETURNS: &str = "sonde.export.collector.returns";
 /// `{stream}`).
 pub const COLLECTOR_CONNECTED: &str = "sonde.export.collector.connected";
 
+/// The node that wrote a window, as remote write stores it: 1, labelled
+/// with the node's identity (gauge; `host.id`, `host.arch`, `os.version`,
+/// `service.version`). With the window series below, a store alone can
+/// answer `sonde fleet` (`sonde-collector --store-url`).
+pub const STORE_AGENT_INFO: &str = "sonde.agent.info";
+/// The window's sequence number in its agent's run (gauge).
+pub const STORE_WINDOW_SEQUENCE: &str = "sonde.window.sequence";
+/// 1 when the window lost no event, 0 when it did (gauge).
+pub const STORE_WINDOW_COMPLETE: &str = "sonde.window.complete";
+/// Start of the window, Unix seconds (gauge, `s`).
+pub const STORE_WINDOW_START: &str = "sonde.window.start";
+/// End of the window, Unix seconds (gauge, `s`): the samples' timestamp,
+/// as a value that `last_over_time` keeps.
+pub const STORE_WINDOW_END: &str = "sonde.window.end";
+/// Events the window counted, per metric (gauge, `{event}`; `metric`):
+/// histogram samples or counter increments, what `sonde fleet` shows of
+/// a node's latest window.
+pub const STORE_WINDOW_EVENTS: &str = "sonde.window.events";
+/// Events the window lost, all stages (gauge, `{event}`).
+pub const STORE_WINDOW_LOST: &str = "sonde.window.lost";
+/// Since when the window's cumulative values count, Unix seconds (gauge,
+/// `s`): a change means the agent restarted and its counters began again.
+pub const STORE_TOTALS_START: &str = "sonde.agent.totals.start";
+/// 1 when the probe is attached, 0 when degraded or unavailable (gauge; `probe`).
+pub const STORE_PROBE_ATTACHED: &str = "sonde.probe.attached";
+
+/// The scope of a fleet view that covers the agents streaming to the
+/// collector that answered (`ListNodesResponse.scope`).
+pub const SCOPE_REPLICA: &str = "this replica";
+/// The scope of a fleet view read from the store: every node that wrote
+/// its windows there.
+pub const SCOPE_STORE: &str = "the fleet, from the store";
+
 /// Unit of fail-overs.
 pub const UNIT_FAILOVERS: &str = "{failover}";
 /// Unit of streams.

@@ -20,6 +20,7 @@
 
 pub mod args;
 pub mod config;
+pub mod query;
 pub mod sender;
 
 use prost::Message as _;
@@ -27,6 +28,7 @@ use prost::Message as _;
 use crate::{
     names,
     prometheus::{classic_buckets, label_name, metric_name},
+    series::window_totals,
     v1::{AgentReport, MetricKind},
 };
 
@@ -173,7 +175,75 @@ pub fn window_series(report: &AgentReport) -> Result<Vec<TimeSeries>, WriteError
         ];
         push(dropped.clone(), &labels, None, l.total_count as f64);
     }
+    // What a store needs to answer for the fleet alone (the collector's
+    // `--store-url`): who wrote the window, which one it was, and whether
+    // it was whole. Small: a few series per node and window.
+    let id = node.cloned().unwrap_or_default();
+    let info = [
+        host.clone(),
+        (label_name(names::RES_HOST_ID), id.machine_id),
+        (label_name(names::RES_HOST_ARCH), id.arch),
+        (label_name(names::RES_OS_VERSION), id.kernel),
+        (label_name(names::RES_SERVICE_VERSION), id.agent_version),
+    ];
+    push(gauge_name(names::STORE_AGENT_INFO, ""), &info, None, 1.0);
+    let node_only = [host.clone()];
+    let seconds = |ns: u64| ns as f64 / 1e9;
+    for (name, unit, value) in [
+        (names::STORE_WINDOW_SEQUENCE, "", report.sequence as f64),
+        (
+            names::STORE_WINDOW_COMPLETE,
+            "",
+            if report.complete { 1.0 } else { 0.0 },
+        ),
+        (
+            names::STORE_WINDOW_START,
+            names::UNIT_SECONDS,
+            seconds(report.window_start_unix_ns),
+        ),
+        (
+            names::STORE_WINDOW_END,
+            names::UNIT_SECONDS,
+            seconds(report.window_end_unix_ns),
+        ),
+        (
+            names::STORE_TOTALS_START,
+            names::UNIT_SECONDS,
+            seconds(report.totals_start_unix_ns),
+        ),
+    ] {
+        push(gauge_name(name, unit), &node_only, None, value);
+    }
+    let lost: u64 = report.losses.iter().map(|l| l.count).sum();
+    push(
+        gauge_name(names::STORE_WINDOW_LOST, names::UNIT_EVENTS),
+        &node_only,
+        None,
+        lost as f64,
+    );
+    let events = gauge_name(names::STORE_WINDOW_EVENTS, names::UNIT_EVENTS);
+    for (m, total) in report.metrics.iter().zip(window_totals(&report.metrics)) {
+        if m.kind == MetricKind::Gauge as i32 || m.kind == MetricKind::Unspecified as i32 {
+            continue;
+        }
+        let labels = [host.clone(), (label_name(names::ATTR_METRIC), total.name)];
+        push(events.clone(), &labels, None, total.count as f64);
+    }
+    let attached = gauge_name(names::STORE_PROBE_ATTACHED, "");
+    for p in &report.probes {
+        let labels = [
+            host.clone(),
+            (label_name(names::ATTR_PROBE), p.probe.clone()),
+        ];
+        let value = if p.state == "attached" { 1.0 } else { 0.0 };
+        push(attached.clone(), &labels, None, value);
+    }
     Ok(out)
+}
+
+/// The Prometheus name of a gauge that [`window_series`] writes.
+pub fn gauge_name(name: &str, unit: &str) -> String {
+    metric_name(name, unit, MetricKind::Gauge)
 }
 
 /// `series` as requests of at most `max_samples` samples each, encoded and
@@ -308,6 +378,29 @@ mod tests {
             2.0
         );
         assert_eq!(value(&series, "sonde_agent_dropped_total"), 2.0);
+        // Which window it was, for views read from the store.
+        assert_eq!(value(&series, "sonde_window_sequence"), 2.0);
+        assert_eq!(value(&series, "sonde_window_start_seconds"), 2.0);
+        assert_eq!(value(&series, "sonde_window_end_seconds"), 3.0);
+        assert_eq!(value(&series, "sonde_agent_totals_start_seconds"), 7e-9);
+        assert_eq!(value(&series, "sonde_window_lost"), 1.0);
+        assert_eq!(value(&series, "sonde_window_complete"), 0.0);
+        assert_eq!(value(&series, "sonde_agent_info"), 1.0);
+        let events: Vec<(String, f64)> = series
+            .iter()
+            .filter(|s| s.labels.iter().any(|l| l.value == "sonde_window_events"))
+            .map(|s| {
+                let metric = s.labels.iter().find(|l| l.name == "metric").unwrap();
+                (metric.value.clone(), s.samples[0].value)
+            })
+            .collect();
+        assert_eq!(
+            events,
+            [
+                (names::SYSCALL_ERRORS.to_owned(), 3.0),
+                (names::SYSCALL_DURATION.to_owned(), 1.0)
+            ]
+        );
         for ts in &series {
             assert_eq!(ts.samples[0].timestamp, 3_000);
             let names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();

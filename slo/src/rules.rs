@@ -60,16 +60,7 @@ pub fn prometheus(specs: &[SloSpec], names: &MetricNames) -> String {
         let allowed = 1.0 - spec.objective.target;
         let _ = writeln!(out, "  - name: sonde-slo-{}", spec.name);
         let _ = writeln!(out, "    rules:");
-        let mut windows: Vec<u64> = spec
-            .objective
-            .rules
-            .iter()
-            .flat_map(|r| [r.short_secs, r.long_secs])
-            .chain([spec.objective.window_secs])
-            .collect();
-        windows.sort_unstable();
-        windows.dedup();
-        for secs in &windows {
+        for secs in &crate::slo::windows(&spec.objective) {
             let w = promql_duration(*secs);
             let _ = writeln!(out, "      - record: {RECORD_PREFIX}:error_ratio:rate{w}");
             let _ = writeln!(out, "        expr: {}", error_ratio(names, &spec.name, &w));

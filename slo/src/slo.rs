@@ -343,21 +343,7 @@ impl Tracker {
 
     /// Good/total over the windows that ended within `secs` of `now`.
     pub fn span(&self, now: u64, secs: u64) -> Span {
-        let mut span = Span {
-            good: 0,
-            total: 0,
-            complete: true,
-        };
-        for slot in self
-            .slots
-            .range(now.saturating_sub(secs) + 1..)
-            .map(|(_, s)| s)
-        {
-            span.good += slot.good;
-            span.total += slot.total;
-            span.complete &= slot.complete;
-        }
-        span
+        span_of(&self.slots, now, secs)
     }
 
     /// Evaluates at `now` (Unix seconds), updating the alert states.
@@ -366,54 +352,99 @@ impl Tracker {
     }
 
     fn evaluate(&mut self, now: u64) -> Evaluation {
-        let target = self.objective.target;
-        let compliance = self.span(now, self.objective.window_secs);
-        let allowed_bad = (1.0 - target) * compliance.total as f64;
-        let bad = (compliance.total - compliance.good.min(compliance.total)) as f64;
-        let budget_remaining = if allowed_bad > 0.0 {
-            1.0 - bad / allowed_bad
-        } else if bad > 0.0 {
-            f64::NEG_INFINITY
+        let slots = &self.slots;
+        evaluate_spans(&self.objective, &mut self.firing, |secs| {
+            span_of(slots, now, secs)
+        })
+    }
+}
+
+fn span_of(slots: &BTreeMap<u64, Slot>, now: u64, secs: u64) -> Span {
+    let mut span = Span {
+        good: 0,
+        total: 0,
+        complete: true,
+    };
+    for slot in slots.range(now.saturating_sub(secs) + 1..).map(|(_, s)| s) {
+        span.good += slot.good;
+        span.total += slot.total;
+        span.complete &= slot.complete;
+    }
+    span
+}
+
+/// Every window `objective` looks at (its SLO window and its rules' alert
+/// windows), seconds, shortest first, each once.
+pub fn windows(objective: &Objective) -> Vec<u64> {
+    let mut out: Vec<u64> = objective
+        .rules
+        .iter()
+        .flat_map(|r| [r.short_secs, r.long_secs])
+        .chain([objective.window_secs])
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The evaluation of `objective` from its spans, however they were counted
+/// (a tracker's history; a store's cumulative counters): `span(secs)` is
+/// good/total over the windows that ended within `secs` of the moment
+/// evaluated, for each of [`windows`]. `firing` holds whether each rule
+/// fired at the previous evaluation (hysteresis; all false without one) and
+/// is updated.
+pub fn evaluate_spans(
+    objective: &Objective,
+    firing: &mut [bool],
+    span: impl Fn(u64) -> Span,
+) -> Evaluation {
+    let target = objective.target;
+    let compliance = span(objective.window_secs);
+    let allowed_bad = (1.0 - target) * compliance.total as f64;
+    let bad = (compliance.total - compliance.good.min(compliance.total)) as f64;
+    let budget_remaining = if allowed_bad > 0.0 {
+        1.0 - bad / allowed_bad
+    } else if bad > 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        1.0
+    };
+    let mut complete = compliance.complete;
+    let mut severity = Severity::Ok;
+    let mut rules = Vec::with_capacity(objective.rules.len());
+    for (i, rule) in objective.rules.iter().copied().enumerate() {
+        let long = span(rule.long_secs);
+        let short = span(rule.short_secs);
+        let (long_burn, short_burn) = (long.burn_rate(target), short.burn_rate(target));
+        // `new` and `resume` keep one flag per rule.
+        let was_firing = firing.get(i).copied().unwrap_or(false);
+        let fires = if was_firing {
+            // Hysteresis: stays until the short window cools below the clear level.
+            short_burn >= rule.factor * objective.clear_ratio
+                && long_burn >= rule.factor * objective.clear_ratio
         } else {
-            1.0
+            long_burn >= rule.factor && short_burn >= rule.factor
         };
-        let mut complete = compliance.complete;
-        let mut severity = Severity::Ok;
-        let mut rules = Vec::with_capacity(self.objective.rules.len());
-        for (i, rule) in self.objective.rules.clone().into_iter().enumerate() {
-            let long = self.span(now, rule.long_secs);
-            let short = self.span(now, rule.short_secs);
-            let (long_burn, short_burn) = (long.burn_rate(target), short.burn_rate(target));
-            // `new` and `resume` keep one flag per rule.
-            let was_firing = self.firing.get(i).copied().unwrap_or(false);
-            let firing = if was_firing {
-                // Hysteresis: stays until the short window cools below the clear level.
-                short_burn >= rule.factor * self.objective.clear_ratio
-                    && long_burn >= rule.factor * self.objective.clear_ratio
-            } else {
-                long_burn >= rule.factor && short_burn >= rule.factor
-            };
-            if let Some(flag) = self.firing.get_mut(i) {
-                *flag = firing;
-            }
-            complete &= long.complete && short.complete;
-            if firing && rule.severity > severity {
-                severity = rule.severity;
-            }
-            rules.push(RuleState {
-                rule,
-                long_burn,
-                short_burn,
-                firing,
-            });
+        if let Some(flag) = firing.get_mut(i) {
+            *flag = fires;
         }
-        Evaluation {
-            compliance,
-            budget_remaining,
-            rules,
-            severity,
-            complete,
+        complete &= long.complete && short.complete;
+        if fires && rule.severity > severity {
+            severity = rule.severity;
         }
+        rules.push(RuleState {
+            rule,
+            long_burn,
+            short_burn,
+            firing: fires,
+        });
+    }
+    Evaluation {
+        compliance,
+        budget_remaining,
+        rules,
+        severity,
+        complete,
     }
 }
 

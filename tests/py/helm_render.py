@@ -94,6 +94,7 @@ def remote_write(chart, rule_file, out):
             "urls": [url],
             "headers": [{"name": "X-Scope-OrgID", "secret": "sonde-remote-write", "key": "tenant"}],
             "tlsSecret": "sonde-remote-write-tls",
+            "queryUrl": "https://mimir.example/prometheus",
         },
         "podMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True, "groups": rule["spec"]["groups"]},
@@ -105,7 +106,7 @@ def remote_write(chart, rule_file, out):
             "--remote-write-header=X-Scope-OrgID=$(SONDE_REMOTE_WRITE_HEADER_0)",
             "--remote-write-tls-ca=/etc/sonde/remote-write-tls/ca.crt",
             "--remote-write-queue-max-bytes=67108864"]
-    if any(a not in collector["args"] for a in want):
+    if any(a not in collector["args"] for a in want + ["--store-url=https://mimir.example/prometheus"]):
         fail(f"collector remote-write args: {collector['args']}")
     if any(a.startswith("--remote-write") for a in agent["args"]):
         fail(f"agents write too while the collector does: {agent['args']}")
@@ -130,7 +131,7 @@ def remote_write(chart, rule_file, out):
     agent = container(agents, "DaemonSet", "sonde-agent")
     collector = container(agents, "Deployment", "sonde-collector")
     if any(a not in agent["args"] for a in want) or any(
-            a.startswith("--remote-write") for a in collector["args"]):
+            a.startswith(("--remote-write", "--store-url")) for a in collector["args"]):
         fail(f"from agents: agent {agent['args']}, collector {collector['args']}")
     env = [e["name"] for e in agent["env"]]
     if env != ["NODE_NAME", "SONDE_REMOTE_WRITE_HEADER_0"]:

@@ -445,16 +445,22 @@ fn rogue_report_stream(port: u16, pki: &Pki) -> tonic::Status {
     })
 }
 
-/// The reports an agent left in its outbox directory, by sequence.
+/// The reports an agent left in its outbox directory, by sequence. A
+/// running agent removes a report once it is acked: one listed and gone
+/// before it was read is skipped.
 pub(crate) fn outbox_reports(dir: &std::path::Path) -> Vec<sonde_proto::v1::AgentReport> {
     let mut reports: Vec<sonde_proto::v1::AgentReport> = std::fs::read_dir(dir)
         .expect("outbox")
         .filter_map(|e| {
             let path = e.expect("entry").path();
-            path.to_string_lossy().ends_with(".report").then(|| {
-                let bytes = std::fs::read(&path).expect("read report");
-                prost::Message::decode(bytes.as_slice()).expect("a report")
-            })
+            if !path.to_string_lossy().ends_with(".report") {
+                return None;
+            }
+            let bytes = match std::fs::read(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                read => read.expect("read report"),
+            };
+            Some(prost::Message::decode(bytes.as_slice()).expect("a report"))
         })
         .collect();
     reports.sort_by_key(|r| r.sequence);

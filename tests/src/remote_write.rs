@@ -85,6 +85,11 @@ impl Store {
         format!("http://127.0.0.1:{}/api/v1/write", self.port)
     }
 
+    /// The base of its query API, as `sonde-collector --store-url` takes it.
+    pub(crate) fn query_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     /// `data.result` of an instant query of `q`, at `at_ms` when given.
     fn api(&self, q: &str, at_ms: Option<i64>) -> Vec<serde_json::Value> {
         let time = at_ms.map_or(String::new(), |ms| format!("&time={}", ms as f64 / 1000.0));
@@ -1030,15 +1035,15 @@ fn rule_expressions(rules: &str) -> BTreeMap<String, String> {
 
 /// One agent window's SLO figures: its end (ms), good, total, burn per
 /// alert window (seconds), severity.
-struct SloWindow {
-    end_ms: i64,
-    good: u64,
-    total: u64,
-    burn: BTreeMap<u64, f64>,
-    severity: String,
+pub(crate) struct SloWindow {
+    pub(crate) end_ms: i64,
+    pub(crate) good: u64,
+    pub(crate) total: u64,
+    pub(crate) burn: BTreeMap<u64, f64>,
+    pub(crate) severity: String,
 }
 
-fn slo_windows(windows: &[serde_json::Value]) -> Vec<SloWindow> {
+pub(crate) fn slo_windows(windows: &[serde_json::Value]) -> Vec<SloWindow> {
     windows
         .iter()
         .filter_map(|w| {

@@ -299,3 +299,232 @@ fn a_name_with_several_addresses_is_several_replicas_and_a_new_first_choice_take
         agent.stderr_lines()
     );
 }
+
+/// Two agents, each streaming to its own replica; both replicas read the
+/// store they write to. Either answers `sonde fleet` and `sonde fleet slo`
+/// for both nodes, with the workloads' own counts and the burn over each
+/// alert window that the agents' windows give; with the store stopped, a
+/// replica answers for its own agent and says why.
+#[test]
+fn any_replica_answers_for_the_whole_fleet_from_the_store() {
+    if crate::vm_lacks("prometheus and sonde-collector") {
+        return;
+    }
+    if !privileged() {
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("dir");
+    let cgroup = TestCgroup::new("store-views");
+    // Alert windows of 1 min and 30 s, so that the spans differ within
+    // the test's two minutes.
+    let config = dir.path().join("sonde.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[slo]]\nname = \"e2e-views\"\nsignal = \"syscall.errors\"\nobjective_percent = 99\n\
+             selector = {{ cgroup = \"{}\", syscalls = [\"openat\"] }}\n\
+             [[slo.alert]]\nseverity = \"page\"\nlong_window_mins = 1\nshort_window_mins = 0.5\nburn_rate = 5\n\
+             [[slo.alert]]\nseverity = \"ticket\"\nlong_window_mins = 1\nshort_window_mins = 0.5\nburn_rate = 1\n",
+            cgroup.v2_path()
+        ),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8").to_owned();
+    let mut store = Store::start(dir.path(), "views", None);
+    let (write_url, query_url) = (store.url(), store.query_url());
+    let ports = [free_port(), free_port()];
+    let urls = ports.map(|p| format!("http://127.0.0.1:{p}"));
+    let _replicas = ports.map(|port| {
+        Proc::collector(
+            port,
+            &[
+                "--config",
+                &config,
+                "--remote-write-url",
+                &write_url,
+                "--store-url",
+                &query_url,
+            ],
+        )
+    });
+    let nodes = ["e2e-views-a", "e2e-views-b"];
+    let mut agents: Vec<Proc> = nodes
+        .iter()
+        .zip(&urls)
+        .map(|(node, url)| {
+            Proc::agent(&[
+                "--probes",
+                "syscalls",
+                "--node-name",
+                node,
+                "--config",
+                &config,
+                "--collector",
+                url,
+            ])
+        })
+        .collect();
+    for a in &agents {
+        a.wait_windows(2, Duration::from_secs(20));
+    }
+    // 5,000 opens of which 100 fail; 35 s later, 1,000 that all fail: the
+    // 30 s span then holds the second phase only, the 1 min span both.
+    let steady = Workload::fork(&cgroup, crate::slo::two_percent_failing_opens(100));
+    steady.go();
+    assert_eq!(steady.wait(), 0);
+    std::thread::sleep(Duration::from_secs(35));
+    phase(&cgroup, 1_000);
+    for a in &agents {
+        let n = a.windows().len();
+        a.wait_windows(n + 3, Duration::from_secs(20));
+    }
+    for a in &mut agents {
+        assert_eq!(a.terminate(), 0);
+        a.assert_stopped_acked();
+    }
+    // Each agent saw every open of the workload (they share the machine).
+    let (good, total) = (2 * (5_000 - 100), 2 * (5_000 + 1_000));
+
+    // The agents' own windows: the ground truth of every span.
+    let windows: Vec<Vec<crate::remote_write::SloWindow>> = agents
+        .iter()
+        .map(|a| crate::remote_write::slo_windows(&a.windows()))
+        .collect();
+    let at = windows
+        .iter()
+        .filter_map(|w| w.last())
+        .map(|w| w.end_ms)
+        .max()
+        .expect("windows");
+    let burn = |secs: i64| -> f64 {
+        let (bad, all) = windows
+            .iter()
+            .flatten()
+            .filter(|w| w.end_ms > at - secs * 1000 && w.end_ms <= at)
+            .fold((0, 0), |(b, t), w| (b + w.total - w.good, t + w.total));
+        (bad as f64 / all as f64) / 0.01
+    };
+    for (node, agent) in nodes.iter().zip(&agents) {
+        store.wait_every_window(node, agent.windows().len(), Duration::from_secs(30));
+    }
+    // Whole when every window of both agents saw all the SLO's data (the
+    // SLO window spans them all).
+    let lossy: Vec<(&str, u64)> = nodes
+        .iter()
+        .zip(&agents)
+        .flat_map(|(node, a)| a.windows().into_iter().map(move |w| (*node, w)))
+        .filter(|(_, w)| w["slos"][0]["complete"] != true)
+        .map(|(node, w)| (node, w["sequence"].as_u64().unwrap_or(0)))
+        .collect();
+    let whole = lossy.is_empty();
+
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    for url in &urls {
+        let fleet = crate::procs::fleet_json(&["--collector", url, "slo"]);
+        assert_eq!(
+            fleet["scope"], "the fleet, from the store",
+            "{url}: {fleet}"
+        );
+        let slo = &fleet["slos"][0];
+        assert_eq!(slo["total"].as_u64(), Some(total), "{url}: {fleet}");
+        assert_eq!(slo["good"].as_u64(), Some(good), "{url}: {fleet}");
+        assert_eq!(slo["nodes"], serde_json::json!(nodes), "{url}: {fleet}");
+        assert_eq!(slo["complete"], whole, "{url}: {fleet}");
+        let rates = slo["burnRates"]
+            .as_array()
+            .or(slo["burn_rates"].as_array())
+            .expect("burn rates");
+        for (window, secs) in [("30s", 30), ("1m", 60)] {
+            let rate = rates
+                .iter()
+                .find(|r| r["window"] == window)
+                .and_then(|r| r["rate"].as_f64())
+                .unwrap_or_else(|| panic!("no {window} burn in {fleet}"));
+            assert!(
+                (rate - burn(secs)).abs() <= 1e-9 * burn(secs).max(1.0),
+                "{url} {window}: store {rate}, agents' windows {}",
+                burn(secs)
+            );
+        }
+        assert!(burn(30) > burn(60), "the spans differ");
+
+        let listed = crate::procs::fleet_json(&["--collector", url]);
+        assert_eq!(listed["scope"], "the fleet, from the store", "{listed}");
+        for (node, agent) in nodes.iter().zip(&agents) {
+            let row = listed["nodes"]
+                .as_array()
+                .and_then(|n| n.iter().find(|n| n["node"]["node_name"] == *node))
+                .unwrap_or_else(|| panic!("{url}: no {node} in {listed}"));
+            let last = agent.windows().last().cloned().expect("windows");
+            assert_eq!(row["latest"]["sequence"], last["sequence"], "{row}");
+            assert_eq!(
+                row["latest"]["window_end_unix_ns"]
+                    .as_u64()
+                    .map(|ns| ns / 1_000_000),
+                last["window_end_unix_ns"].as_u64().map(|ns| ns / 1_000_000),
+                "{row}"
+            );
+            assert_eq!(row["node"]["kernel"], kernel.trim(), "{row}");
+        }
+    }
+    // A node that streams to the other replica: its summary, from the store.
+    let detail = crate::procs::fleet_json(&["--collector", &urls[0], "--node", nodes[1]]);
+    assert_eq!(detail["scope"], "the fleet, from the store", "{detail}");
+    assert_eq!(
+        detail["summary"]["latest"]["sequence"],
+        agents[1].windows().last().expect("windows")["sequence"],
+        "{detail}"
+    );
+    let text = std::process::Command::new(crate::sonde_bin())
+        .args(["fleet", "--collector", &urls[0]])
+        .output()
+        .expect("sonde fleet");
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.starts_with("scope: the fleet, from the store"),
+        "{text}"
+    );
+
+    // The store stopped: each replica answers for its own agent, and says
+    // why it does not answer for the fleet.
+    store.stop();
+    let fleet = crate::procs::fleet_json(&["--collector", &urls[0], "slo"]);
+    assert_eq!(fleet["scope"], "this replica", "{fleet}");
+    assert!(
+        fleet["store_error"]
+            .as_str()
+            .or(fleet["storeError"].as_str())
+            .is_some_and(|e| e.contains(&query_url)),
+        "{fleet}"
+    );
+    assert_eq!(
+        fleet["slos"][0]["total"].as_u64(),
+        Some(total / 2),
+        "{fleet}"
+    );
+    let listed = crate::procs::fleet_json(&["--collector", &urls[0]]);
+    assert_eq!(listed["scope"], "this replica", "{listed}");
+    let names: Vec<&str> = listed["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["node"]["node_name"].as_str())
+        .collect();
+    assert_eq!(names, [nodes[0]], "{listed}");
+    let out = std::process::Command::new(crate::sonde_bin())
+        .args(["fleet", "--collector", &urls[0], "--node", nodes[1]])
+        .output()
+        .expect("sonde fleet --node");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("did not answer") && err.lines().count() == 1,
+        "{err}"
+    );
+    eprintln!(
+        "took {:.1}s; windows that lost SLO data {lossy:?}; burn over 30 s {:.3}, over 1 min {:.3}",
+        started.elapsed().as_secs_f64(),
+        burn(30),
+        burn(60)
+    );
+}

@@ -62,7 +62,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&slos)?);
         } else {
-            print!("{}", scope_line(&slos.scope));
+            print!("{}", scope_line(&slos.scope, &slos.store_error));
             print!("{}", slo_table(&slos.slos));
         }
         return Ok(ExitCode::SUCCESS);
@@ -113,8 +113,11 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&nodes)?);
             } else {
-                print!("{}", scope_line(&nodes.scope));
-                print!("{}", fleet_table(&nodes.nodes));
+                print!("{}", scope_line(&nodes.scope, &nodes.store_error));
+                print!(
+                    "{}",
+                    fleet_table(&nodes.nodes, nodes.scope == names::SCOPE_STORE)
+                );
             }
         }
     }
@@ -122,13 +125,20 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The answer's scope, said first when the collector gives one (a
-/// collector older than replicas gives none).
-fn scope_line(scope: &str) -> String {
-    if scope.is_empty() {
-        String::new()
-    } else {
-        format!("scope: {scope} (the agents streaming to this collector)\n")
+/// collector older than replicas gives none); and why a collector with a
+/// store answered for itself only.
+fn scope_line(scope: &str, store_error: &str) -> String {
+    let mut out = match scope {
+        "" => String::new(),
+        names::SCOPE_STORE => {
+            format!("scope: {scope} (every node that wrote its windows there)\n")
+        }
+        _ => format!("scope: {scope} (the agents streaming to this collector)\n"),
+    };
+    if !store_error.is_empty() {
+        let _ = writeln!(out, "not the whole fleet: {store_error}");
     }
+    out
 }
 
 fn slo_table(slos: &[sonde_proto::v1::FleetSlo]) -> String {
@@ -181,7 +191,10 @@ fn total(totals: &[sonde_proto::v1::MetricTotal], name: &str) -> u64 {
         .sum()
 }
 
-fn fleet_table(nodes: &[NodeSummary]) -> String {
+/// The nodes, one row each. From the store, the reports and duplicates a
+/// collector counted are not known (`-`), and a node's age is its last
+/// window's end.
+fn fleet_table(nodes: &[NodeSummary], from_store: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -209,14 +222,19 @@ fn fleet_table(nodes: &[NodeSummary]) -> String {
         };
         let lost: u64 = n.losses.iter().map(|l| l.count).sum();
         let age = now.saturating_sub(n.last_received_unix_ns) as f64 / 1e9;
+        let (reports, duplicates) = if from_store {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            (n.reports.to_string(), n.duplicates.to_string())
+        };
         let _ = writeln!(
             out,
             "{:<24} {:<10} {:>10} {:>8} {:>6} {:>10.1} {:>6.2}% {:>8} {:>6.0}s  {}",
             id.node_name,
             n.health,
             n.latest.as_ref().map(|l| l.sequence).unwrap_or(0),
-            n.reports,
-            n.duplicates,
+            reports,
+            duplicates,
             rate,
             err,
             lost,
@@ -230,7 +248,10 @@ fn fleet_table(nodes: &[NodeSummary]) -> String {
 fn node_table(d: &NodeDetail, top: usize) -> String {
     let mut out = String::new();
     if let Some(s) = &d.summary {
-        out.push_str(&fleet_table(std::slice::from_ref(s)));
+        out.push_str(&fleet_table(
+            std::slice::from_ref(s),
+            d.scope == names::SCOPE_STORE,
+        ));
         for p in &s.probes {
             let _ = writeln!(
                 out,
@@ -238,6 +259,17 @@ fn node_table(d: &NodeDetail, top: usize) -> String {
                 p.probe, p.state, p.hook, p.reason
             );
         }
+    }
+    if d.scope == names::SCOPE_STORE {
+        let _ = writeln!(
+            out,
+            "\n{} streams to another replica: its summary from the store; its series are in the store",
+            d.summary
+                .as_ref()
+                .and_then(|s| s.node.as_ref())
+                .map_or("the node", |n| n.node_name.as_str())
+        );
+        return out;
     }
     let _ = writeln!(out, "\nsince the collector first saw this node:");
     let _ = writeln!(

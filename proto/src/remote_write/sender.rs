@@ -349,7 +349,7 @@ fn retry_after_value(text: &str, now: std::time::SystemTime) -> Option<Duration>
     Some(wait.min(RETRY_AFTER_MAX))
 }
 
-async fn connect(e: &Endpoint) -> std::io::Result<SendRequest<Full<Bytes>>> {
+pub(super) async fn connect(e: &Endpoint) -> std::io::Result<SendRequest<Full<Bytes>>> {
     let tcp = tokio::net::TcpStream::connect((e.host.as_str(), e.port)).await?;
     tcp.set_nodelay(true)?;
     let handshake_error = |err: hyper::Error| std::io::Error::other(err);
