@@ -1087,6 +1087,25 @@ fn aligned_burn(windows: &[SloWindow], at_ms: i64, secs: u64) -> f64 {
     (bad as f64 / total as f64) / 0.01
 }
 
+/// `sonde.toml` in `dir` with the SLO `name` over `openat` failures in
+/// `cgroup`, 99 %, with short alert windows so that a test runs in
+/// minutes: page at 5x and ticket at 1x, both over 1 min and 30 s.
+pub(crate) fn short_windows_slo(dir: &Path, name: &str, cgroup: &TestCgroup) -> PathBuf {
+    let config = dir.join("sonde.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[slo]]\nname = \"{name}\"\nsignal = \"syscall.errors\"\nobjective_percent = 99\n\
+             selector = {{ cgroup = \"{}\", syscalls = [\"openat\"] }}\n\
+             [[slo.alert]]\nseverity = \"page\"\nlong_window_mins = 1\nshort_window_mins = 0.5\nburn_rate = 5\n\
+             [[slo.alert]]\nseverity = \"ticket\"\nlong_window_mins = 1\nshort_window_mins = 0.5\nburn_rate = 1\n",
+            cgroup.v2_path()
+        ),
+    )
+    .expect("config");
+    config
+}
+
 #[test]
 fn prometheus_rules_over_written_series_burn_as_sonde_and_page_when_sonde_does() {
     if crate::vm_lacks("prometheus, promtool and sonde-collector") {
@@ -1098,20 +1117,7 @@ fn prometheus_rules_over_written_series_burn_as_sonde_and_page_when_sonde_does()
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("dir");
     let cgroup = TestCgroup::new("remote-write-slo");
-    // Short alert windows, so that the test runs in minutes: page at 5x
-    // and ticket at 1x, both over 1 min and 30 s.
-    let config = dir.path().join("sonde.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[slo]]\nname = \"e2e-rw\"\nsignal = \"syscall.errors\"\nobjective_percent = 99\n\
-             selector = {{ cgroup = \"{}\", syscalls = [\"openat\"] }}\n\
-             [[slo.alert]]\nseverity = \"page\"\nlong_window_mins = 1\nshort_window_mins = 0.5\nburn_rate = 5\n\
-             [[slo.alert]]\nseverity = \"ticket\"\nlong_window_mins = 1\nshort_window_mins = 0.5\nburn_rate = 1\n",
-            cgroup.v2_path()
-        ),
-    )
-    .expect("config");
+    let config = short_windows_slo(dir.path(), "e2e-rw", &cgroup);
     let out = std::process::Command::new(crate::sonde_bin())
         .args(["slo", "rules", "--config"])
         .arg(&config)

@@ -318,18 +318,7 @@ fn any_replica_answers_for_the_whole_fleet_from_the_store() {
     let cgroup = TestCgroup::new("store-views");
     // Alert windows of 1 min and 30 s, so that the spans differ within
     // the test's two minutes.
-    let config = dir.path().join("sonde.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[slo]]\nname = \"e2e-views\"\nsignal = \"syscall.errors\"\nobjective_percent = 99\n\
-             selector = {{ cgroup = \"{}\", syscalls = [\"openat\"] }}\n\
-             [[slo.alert]]\nseverity = \"page\"\nlong_window_mins = 1\nshort_window_mins = 0.5\nburn_rate = 5\n\
-             [[slo.alert]]\nseverity = \"ticket\"\nlong_window_mins = 1\nshort_window_mins = 0.5\nburn_rate = 1\n",
-            cgroup.v2_path()
-        ),
-    )
-    .expect("config");
+    let config = crate::remote_write::short_windows_slo(dir.path(), "e2e-views", &cgroup);
     let config = config.to_str().expect("utf-8").to_owned();
     let mut store = Store::start(dir.path(), "views", None);
     let (write_url, query_url) = (store.url(), store.query_url());
