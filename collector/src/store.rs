@@ -58,6 +58,9 @@ pub enum StoreError {
     },
 }
 
+/// A series' labels, by name.
+type Labels = BTreeMap<String, String>;
+
 /// One series of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
 struct Sample {
@@ -188,7 +191,7 @@ fn parse_matrix(text: &str) -> Result<Vec<Raw>, String> {
 }
 
 /// A series' labels without its name (what `timestamp()` keeps of them).
-fn unnamed(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+fn unnamed(labels: &Labels) -> Labels {
     let mut labels = labels.clone();
     labels.remove("__name__");
     labels
@@ -213,6 +216,57 @@ fn written_with(
     stamps
         .get(&unnamed(&s.labels))
         .is_some_and(|t| ((t * 1e9).round() as u64).abs_diff(end) < 1_000_000)
+}
+
+/// What the store holds of one node around one span: its SLO counters'
+/// last value in the span and last one before it, per series; its
+/// counters' falls and its totals' start changes in the span; its totals'
+/// start in the span and before it.
+#[derive(Debug, Default)]
+struct NodeSpan {
+    last_good: BTreeMap<Labels, f64>,
+    last_total: BTreeMap<Labels, f64>,
+    before_good: BTreeMap<Labels, f64>,
+    before_total: BTreeMap<Labels, f64>,
+    resets: f64,
+    changes: f64,
+    began_in: Option<f64>,
+    began_before: Option<f64>,
+}
+
+impl NodeSpan {
+    /// The node's (good, total) over the span as differences of its
+    /// cumulative values; `None` when they cannot be trusted and its raw
+    /// samples must be walked: its agent began counting again inside the
+    /// span, or between the value before it and the span, a counter fell,
+    /// or a value before the span is missing although the agent counted
+    /// since before it (`span_start`, Unix seconds).
+    fn difference(&self, span_start: f64) -> Option<(u64, u64)> {
+        if self.resets > 0.0 || self.changes > 0.0 {
+            return None;
+        }
+        if let (Some(now), Some(then)) = (self.began_in, self.began_before) {
+            if now != then {
+                return None;
+            }
+        }
+        let increase = |last: &BTreeMap<Labels, f64>, before: &BTreeMap<Labels, f64>| {
+            let mut sum = 0.0;
+            for (labels, &a) in last {
+                sum += match before.get(labels) {
+                    Some(&b) if a >= b => a - b,
+                    Some(_) => return None,
+                    None if self.began_in.is_some_and(|s| s <= span_start) => return None,
+                    None => a,
+                };
+            }
+            Some(sum.round() as u64)
+        };
+        Some((
+            increase(&self.last_good, &self.before_good)?,
+            increase(&self.last_total, &self.before_total)?,
+        ))
+    }
 }
 
 /// Exactly what a counter series counted in a span: `start` its last value
@@ -503,60 +557,95 @@ impl Store {
             .unwrap_or(now);
         let mut spans: HashMap<u64, Span> = HashMap::new();
         let mut nodes = BTreeSet::new();
+        let lb = self.lookback_secs;
         for secs in windows(&spec.objective) {
             let range = span_range(secs);
-            let increase = |name: &str| {
-                format!(
-                    "last_over_time({name}{{{sel}}}[{range}]) - (last_over_time({name}{{{sel}}}[{lb}s] offset {secs}s) or last_over_time({name}{{{sel}}}[{range}]) * 0)",
-                    lb = self.lookback_secs
-                )
-            };
-            let (good_inc, total_inc) = (increase(&good), increase(&total));
-            let restarts = format!(
-                "sum by ({host}) (resets({good}{{{sel}}}[{range}])) + sum by ({host}) (resets({total}{{{sel}}}[{range}]))",
+            let last = |name: &str| format!("last_over_time({name}[{range}])");
+            let before = |name: &str| format!("last_over_time({name}[{lb}s] offset {secs}s)");
+            let (good_sel, total_sel) = (format!("{good}{{{sel}}}"), format!("{total}{{{sel}}}"));
+            let resets = format!(
+                "sum by ({host}) (resets({good_sel}[{range}])) + sum by ({host}) (resets({total_sel}[{range}]))",
                 host = n.host
             );
-            let began = format!("changes({}[{range}])", n.totals_start);
+            let changes = format!("changes({}[{range}])", n.totals_start);
             let whole = format!("min_over_time({complete}{{{sel}}}[{range}])");
-            let (good_inc, total_inc, restarts, began, whole) = tokio::try_join!(
-                self.vector(&good_inc, at),
-                self.vector(&total_inc, at),
-                self.vector(&restarts, at),
-                self.vector(&began, at),
+            let (last_good, last_total, before_good, before_total) = (
+                last(&good_sel),
+                last(&total_sel),
+                before(&good_sel),
+                before(&total_sel),
+            );
+            let (began_in, began_before) = (last(&n.totals_start), before(&n.totals_start));
+            let (
+                last_good,
+                last_total,
+                before_good,
+                before_total,
+                resets,
+                changes,
+                began_in,
+                began_before,
+                whole,
+            ) = tokio::try_join!(
+                self.vector(&last_good, at),
+                self.vector(&last_total, at),
+                self.vector(&before_good, at),
+                self.vector(&before_total, at),
+                self.vector(&resets, at),
+                self.vector(&changes, at),
+                self.vector(&began_in, at),
+                self.vector(&began_before, at),
                 self.vector(&whole, at),
             )?;
-            // Nodes whose counting began again inside the span, or fell.
-            let mut again: BTreeSet<String> = restarts
-                .iter()
-                .chain(&began)
-                .filter(|s| s.value > 0.0)
-                .filter_map(host_of)
-                .collect();
-            again.extend(
-                good_inc
-                    .iter()
-                    .chain(&total_inc)
-                    .filter(|s| s.value < 0.0)
-                    .filter_map(host_of),
-            );
+            let mut held: BTreeMap<String, NodeSpan> = BTreeMap::new();
+            for (samples, counter, in_span) in [
+                (last_good, 0, true),
+                (last_total, 1, true),
+                (before_good, 0, false),
+                (before_total, 1, false),
+            ] {
+                for s in samples {
+                    let Some(host) = host_of(&s) else { continue };
+                    let node = held.entry(host).or_default();
+                    let into = match (counter, in_span) {
+                        (0, true) => &mut node.last_good,
+                        (_, true) => &mut node.last_total,
+                        (0, false) => &mut node.before_good,
+                        (_, false) => &mut node.before_total,
+                    };
+                    into.insert(unnamed(&s.labels), s.value);
+                }
+            }
+            for (samples, field) in [(resets, 0), (changes, 1), (began_in, 2), (began_before, 3)] {
+                for s in samples {
+                    let Some(node) = host_of(&s).and_then(|h| held.get_mut(&h)) else {
+                        continue;
+                    };
+                    match field {
+                        0 => node.resets = s.value,
+                        1 => node.changes = s.value,
+                        2 => node.began_in = Some(s.value),
+                        _ => node.began_before = Some(s.value),
+                    }
+                }
+            }
             let mut span = Span {
                 good: 0,
                 total: 0,
                 complete: true,
             };
-            for (samples, into) in [(&good_inc, &mut span.good), (&total_inc, &mut span.total)] {
-                for s in samples.iter() {
-                    let Some(host) = host_of(s) else { continue };
-                    nodes.insert(host.clone());
-                    if !again.contains(&host) {
-                        *into += s.value.round() as u64;
-                    }
+            for (host, node) in &held {
+                if node.last_good.is_empty() && node.last_total.is_empty() {
+                    continue;
                 }
-            }
-            for host in &again {
-                let (g, t) = self
-                    .walked(host, &[&good, &total], &sel, secs, spec, at)
-                    .await?;
+                nodes.insert(host.clone());
+                let (g, t) = match node.difference(at - secs as f64) {
+                    Some(counts) => counts,
+                    None => {
+                        self.walked(host, &[&good, &total], &sel, secs, spec, at)
+                            .await?
+                    }
+                };
                 span.good += g;
                 span.total += t;
             }
@@ -690,6 +779,50 @@ mod tests {
             exact_increase(Some((10.0, None)), &[(1, 12.0), (2, 5.0)], |_| None),
             2.0 + 5.0
         );
+    }
+
+    #[test]
+    fn differences_only_where_the_counting_went_on() {
+        let series = |v: f64| BTreeMap::from([(Labels::new(), v)]);
+        let node =
+            |last: f64, before: Option<f64>, began_in: f64, began_before: Option<f64>| NodeSpan {
+                last_good: series(last),
+                last_total: series(last * 2.0),
+                before_good: before.map(series).unwrap_or_default(),
+                before_total: before.map(|b| series(b * 2.0)).unwrap_or_default(),
+                began_in: Some(began_in),
+                began_before,
+                ..Default::default()
+            };
+        // Counting since before the span: the difference.
+        assert_eq!(
+            node(30.0, Some(10.0), 5.0, Some(5.0)).difference(100.0),
+            Some((20, 40))
+        );
+        // Began inside the span: all of it.
+        assert_eq!(
+            node(30.0, None, 150.0, None).difference(100.0),
+            Some((30, 60))
+        );
+        // Counting since before the span but no value before it: walk.
+        assert_eq!(node(30.0, None, 5.0, None).difference(100.0), None);
+        // Began again between the value before and the span: walk, even
+        // with a higher value than before.
+        assert_eq!(
+            node(30.0, Some(10.0), 150.0, Some(5.0)).difference(100.0),
+            None
+        );
+        // A fall, or a reset or change the store counted in the span: walk.
+        assert_eq!(
+            node(3.0, Some(10.0), 5.0, Some(5.0)).difference(100.0),
+            None
+        );
+        let mut reset = node(30.0, Some(10.0), 5.0, Some(5.0));
+        reset.resets = 1.0;
+        assert_eq!(reset.difference(100.0), None);
+        let mut changed = node(30.0, Some(10.0), 5.0, Some(5.0));
+        changed.changes = 1.0;
+        assert_eq!(changed.difference(100.0), None);
     }
 
     #[test]

@@ -338,75 +338,92 @@ fn any_replica_answers_for_the_whole_fleet_from_the_store() {
         )
     });
     let nodes = ["e2e-views-a", "e2e-views-b"];
-    let mut agents: Vec<Proc> = nodes
-        .iter()
-        .zip(&urls)
-        .map(|(node, url)| {
-            Proc::agent(&[
-                "--probes",
-                "syscalls",
-                "--node-name",
-                node,
-                "--config",
-                &config,
-                "--collector",
-                url,
-            ])
-        })
-        .collect();
-    for a in &agents {
+    let agent = |i: usize| {
+        Proc::agent(&[
+            "--probes",
+            "syscalls",
+            "--node-name",
+            nodes[i],
+            "--config",
+            &config,
+            "--collector",
+            &urls[i],
+        ])
+    };
+    // Every run of an agent: (node index, process).
+    let mut runs: Vec<(usize, Proc)> = vec![(0, agent(0)), (1, agent(1))];
+    for (_, a) in &runs {
         a.wait_windows(2, Duration::from_secs(20));
     }
-    // 5,000 opens of which 100 fail; 35 s later, 1,000 that all fail: the
-    // 30 s span then holds the second phase only, the 1 min span both.
+    // 5,000 opens of which 100 fail; then the second node's agent restarts
+    // (its counters begin again: the spans that hold the restart are
+    // counted from its raw samples); 35 s later, 1,000 opens that all fail:
+    // the 30 s span then holds the second phase only, the 1 min span both.
     let steady = Workload::fork(&cgroup, crate::slo::two_percent_failing_opens(100));
     steady.go();
     assert_eq!(steady.wait(), 0);
-    std::thread::sleep(Duration::from_secs(35));
-    phase(&cgroup, 1_000);
-    for a in &agents {
+    let wait_more = |a: &Proc| {
         let n = a.windows().len();
         a.wait_windows(n + 3, Duration::from_secs(20));
+    };
+    wait_more(&runs[1].1);
+    assert_eq!(runs[1].1.terminate(), 0);
+    runs.push((1, agent(1)));
+    std::thread::sleep(Duration::from_secs(35));
+    phase(&cgroup, 1_000);
+    for (_, a) in &runs[..] {
+        if a.pid() != 0 {
+            wait_more(a);
+        }
     }
-    for a in &mut agents {
-        assert_eq!(a.terminate(), 0);
+    for (_, a) in &mut runs {
+        if a.pid() != 0 {
+            assert_eq!(a.terminate(), 0);
+        }
         a.assert_stopped_acked();
     }
-    // Each agent saw every open of the workload (they share the machine).
+    // Each node saw every open of the workload (they share the machine),
+    // the second one across two runs.
     let (good, total) = (2 * (5_000 - 100), 2 * (5_000 + 1_000));
 
     // The agents' own windows: the ground truth of every span.
-    let windows: Vec<Vec<crate::remote_write::SloWindow>> = agents
+    let windows: Vec<crate::remote_write::SloWindow> = runs
         .iter()
-        .map(|a| crate::remote_write::slo_windows(&a.windows()))
+        .flat_map(|(_, a)| crate::remote_write::slo_windows(&a.windows()))
         .collect();
-    let at = windows
-        .iter()
-        .filter_map(|w| w.last())
-        .map(|w| w.end_ms)
-        .max()
-        .expect("windows");
+    let at = windows.iter().map(|w| w.end_ms).max().expect("windows");
     let burn = |secs: i64| -> f64 {
         let (bad, all) = windows
             .iter()
-            .flatten()
             .filter(|w| w.end_ms > at - secs * 1000 && w.end_ms <= at)
             .fold((0, 0), |(b, t), w| (b + w.total - w.good, t + w.total));
         (bad as f64 / all as f64) / 0.01
     };
-    for (node, agent) in nodes.iter().zip(&agents) {
-        store.wait_every_window(node, agent.windows().len(), Duration::from_secs(30));
+    for (i, node) in nodes.iter().enumerate() {
+        let produced: usize = runs
+            .iter()
+            .filter(|(n, _)| *n == i)
+            .map(|(_, a)| a.windows().len())
+            .sum();
+        store.wait_every_window(node, produced, Duration::from_secs(30));
     }
-    // Whole when every window of both agents saw all the SLO's data (the
-    // SLO window spans them all).
-    let lossy: Vec<(&str, u64)> = nodes
+    // Whole when every window of every run saw all the SLO's data (the SLO
+    // window spans them all).
+    let lossy: Vec<(&str, u64)> = runs
         .iter()
-        .zip(&agents)
-        .flat_map(|(node, a)| a.windows().into_iter().map(move |w| (*node, w)))
+        .flat_map(|(i, a)| a.windows().into_iter().map(move |w| (nodes[*i], w)))
         .filter(|(_, w)| w["slos"][0]["complete"] != true)
         .map(|(node, w)| (node, w["sequence"].as_u64().unwrap_or(0)))
         .collect();
     let whole = lossy.is_empty();
+    // The last run of each node.
+    let latest = |i: usize| -> &Proc {
+        runs.iter()
+            .rev()
+            .find(|(n, _)| *n == i)
+            .map(|(_, a)| a)
+            .expect("a run")
+    };
 
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
     for url in &urls {
@@ -440,7 +457,8 @@ fn any_replica_answers_for_the_whole_fleet_from_the_store() {
 
         let listed = crate::procs::fleet_json(&["--collector", url]);
         assert_eq!(listed["scope"], "the fleet, from the store", "{listed}");
-        for (node, agent) in nodes.iter().zip(&agents) {
+        for (i, node) in nodes.iter().enumerate() {
+            let agent = latest(i);
             let row = listed["nodes"]
                 .as_array()
                 .and_then(|n| n.iter().find(|n| n["node"]["node_name"] == *node))
@@ -462,7 +480,7 @@ fn any_replica_answers_for_the_whole_fleet_from_the_store() {
     assert_eq!(detail["scope"], "the fleet, from the store", "{detail}");
     assert_eq!(
         detail["summary"]["latest"]["sequence"],
-        agents[1].windows().last().expect("windows")["sequence"],
+        latest(1).windows().last().expect("windows")["sequence"],
         "{detail}"
     );
     let text = std::process::Command::new(crate::sonde_bin())
