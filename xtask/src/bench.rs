@@ -32,6 +32,10 @@ pub enum Which {
     RemoteWrite,
     /// Every benchmark above.
     All,
+    /// The scale run (not part of `all`): 1,000 simulated nodes against two
+    /// collector replicas writing to one real Prometheus; one replica
+    /// SIGKILLed and restarted; every node's stored totals checked.
+    Fleet,
 }
 
 /// The driver's benchmarks each choice runs, in order.
@@ -42,7 +46,7 @@ fn drivers(which: Which) -> &'static [&'static str] {
         Which::Tcp => &["tcp-connect", "tcp-bulk"],
         Which::Helpers => &["helpers"],
         Which::Agent => &["agent"],
-        Which::Collector | Which::RemoteWrite => &[],
+        Which::Collector | Which::RemoteWrite | Which::Fleet => &[],
         Which::All => &[
             "syscalls",
             "sched",
@@ -99,12 +103,16 @@ pub fn run(which: Which, ops: Option<u64>, rounds: u32) -> Result<()> {
         gather(&results, name, &out, &command_line)?;
     }
     if matches!(which, Which::Collector | Which::All) {
-        let out = collector(false)?;
+        let out = collector(Loadgen::Collector)?;
         gather(&results, "collector", &out, &command_line)?;
     }
     if matches!(which, Which::RemoteWrite | Which::All) {
-        let out = collector(true)?;
+        let out = collector(Loadgen::RemoteWrite)?;
         gather(&results, "remote-write", &out, &command_line)?;
+    }
+    if matches!(which, Which::Fleet) {
+        let out = collector(Loadgen::Fleet)?;
+        gather(&results, "fleet", &out, &command_line)?;
     }
     eprintln!("xtask: results in {}", results.display());
     Ok(())
@@ -205,10 +213,32 @@ fn gather(results: &Path, name: &str, out: &Path, command_line: &str) -> Result<
     Ok(())
 }
 
-/// The collector's ingest: reports/s on one core, ack latency, memory per
-/// 1,000 nodes; or, with `remote_write`, its remote write into a real
-/// Prometheus (`sonde-loadgen`). Returns the JSON it wrote.
-fn collector(remote_write: bool) -> Result<PathBuf> {
+/// What `sonde-loadgen` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loadgen {
+    /// The collector's ingest: reports/s on one core, ack latency, memory
+    /// per 1,000 nodes.
+    Collector,
+    /// Its remote write into a real Prometheus.
+    RemoteWrite,
+    /// Two replicas, 1,000 nodes, one replica killed and restarted.
+    Fleet,
+}
+
+impl Loadgen {
+    /// The results' name, and the driver's flag.
+    fn name_and_flag(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Loadgen::Collector => ("collector", None),
+            Loadgen::RemoteWrite => ("remote-write", Some("--remote-write")),
+            Loadgen::Fleet => ("fleet", Some("--fleet")),
+        }
+    }
+}
+
+/// Runs `sonde-loadgen` against release `sonde-collector`s. Returns the
+/// JSON it wrote.
+fn collector(which: Loadgen) -> Result<PathBuf> {
     sh(
         "cargo",
         &[
@@ -225,11 +255,7 @@ fn collector(remote_write: bool) -> Result<PathBuf> {
         ],
     )?;
     let target = target_dir().join("release");
-    let name = if remote_write {
-        "remote-write"
-    } else {
-        "collector"
-    };
+    let (name, flag) = which.name_and_flag();
     let out = target_dir().join(format!("bench/{name}.json"));
     let mut command = std::process::Command::new(target.join("sonde-loadgen"));
     command
@@ -237,12 +263,12 @@ fn collector(remote_write: bool) -> Result<PathBuf> {
         .arg(target.join("sonde-collector"))
         .arg("--out")
         .arg(&out);
-    if remote_write {
-        command.arg("--remote-write");
+    if let Some(flag) = flag {
+        command.arg(flag);
     }
-    let status = command.status()?;
+    let status = command.status().context("run sonde-loadgen")?;
     if !status.success() {
-        bail!("collector benchmark failed");
+        bail!("{name} benchmark failed");
     }
     Ok(out)
 }

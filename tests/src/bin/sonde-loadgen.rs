@@ -51,6 +51,9 @@ const PHASE: Duration = Duration::from_secs(10);
 #[path = "sonde-loadgen/remote_write.rs"]
 mod remote_write;
 
+#[path = "sonde-loadgen/fleet.rs"]
+mod fleet;
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("sonde-loadgen: {e:#}");
@@ -111,6 +114,9 @@ fn run() -> Result<()> {
     raise_nofile();
     if args.iter().any(|a| a == "--remote-write") {
         return remote_write::run(&collector, &out);
+    }
+    if args.iter().any(|a| a == "--fleet") {
+        return fleet::run(&collector, &out, &args);
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
