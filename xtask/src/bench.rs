@@ -60,7 +60,10 @@ fn drivers(which: Which) -> &'static [&'static str] {
 
 pub fn run(which: Which, ops: Option<u64>, rounds: u32) -> Result<()> {
     let benches = drivers(which);
-    let results = results_file()?;
+    // One date for the file's name and its "date" field, even when the run
+    // crosses midnight.
+    let date = today_utc()?;
+    let results = results_file(&date)?;
     let target = target_dir().join("release");
     let name = clap::ValueEnum::to_possible_value(&which)
         .map(|v| v.get_name().to_owned())
@@ -100,19 +103,19 @@ pub fn run(which: Which, ops: Option<u64>, rounds: u32) -> Result<()> {
         if !status.success() {
             bail!("benchmark {name} failed (it needs root)");
         }
-        gather(&results, name, &out, &command_line)?;
+        gather(&results, &date, name, &out, &command_line)?;
     }
     if matches!(which, Which::Collector | Which::All) {
         let out = collector(Loadgen::Collector)?;
-        gather(&results, "collector", &out, &command_line)?;
+        gather(&results, &date, "collector", &out, &command_line)?;
     }
     if matches!(which, Which::RemoteWrite | Which::All) {
         let out = collector(Loadgen::RemoteWrite)?;
-        gather(&results, "remote-write", &out, &command_line)?;
+        gather(&results, &date, "remote-write", &out, &command_line)?;
     }
     if matches!(which, Which::Fleet) {
         let out = collector(Loadgen::Fleet)?;
-        gather(&results, "fleet", &out, &command_line)?;
+        gather(&results, &date, "fleet", &out, &command_line)?;
     }
     eprintln!("xtask: results in {}", results.display());
     Ok(())
@@ -128,11 +131,11 @@ fn target_dir() -> PathBuf {
 }
 
 /// `bench/results/<arch>-linux-<kernel release>-<YYYY-MM-DD>.json`.
-fn results_file() -> Result<PathBuf> {
+fn results_file(date: &str) -> Result<PathBuf> {
     let machine = format!("{}-linux-{}", std::env::consts::ARCH, kernel_release()?);
     Ok(root()
         .join("bench/results")
-        .join(format!("{machine}-{}.json", today_utc()?)))
+        .join(format!("{machine}-{date}.json")))
 }
 
 fn kernel_release() -> Result<String> {
@@ -184,7 +187,7 @@ fn machine() -> Result<Value> {
 }
 
 /// Puts one benchmark's JSON (`out`) into the results file under `name`.
-fn gather(results: &Path, name: &str, out: &Path, command_line: &str) -> Result<()> {
+fn gather(results: &Path, date: &str, name: &str, out: &Path, command_line: &str) -> Result<()> {
     let text = std::fs::read_to_string(out).with_context(|| format!("read {}", out.display()))?;
     let result: Value = serde_json::from_str(&text)?;
     let mut all: Value = match std::fs::read_to_string(results) {
@@ -196,7 +199,7 @@ fn gather(results: &Path, name: &str, out: &Path, command_line: &str) -> Result<
         .as_object_mut()
         .context("the results file is not a JSON object")?;
     top.insert("machine".to_owned(), machine()?);
-    top.insert("date".to_owned(), Value::String(today_utc()?));
+    top.insert("date".to_owned(), Value::String(date.to_owned()));
     let benchmarks = top
         .entry("benchmarks")
         .or_insert_with(|| Value::Object(Map::new()))

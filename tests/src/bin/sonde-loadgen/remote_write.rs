@@ -72,7 +72,7 @@ pub(super) fn cpu_secs(pid: u32) -> Result<f64> {
 /// A report like the collector benchmark's, carrying the agent's
 /// cumulative values (here: the window's own, which is all Prometheus sees
 /// of them).
-fn with_totals(node: usize) -> sonde_proto::v1::AgentReport {
+pub(super) fn with_totals(node: usize) -> sonde_proto::v1::AgentReport {
     let mut r = template(node);
     for p in r.metrics.iter_mut().flat_map(|m| m.points.iter_mut()) {
         p.total_count = p.count;
