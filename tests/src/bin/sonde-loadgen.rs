@@ -16,6 +16,10 @@
 //! writes them all: samples per second per collector core, bytes per sample
 //! on the wire, and the time per stage (series, protobuf, snappy, request
 //! to answer, of which the store's own handling).
+//!
+//! With `--fleet` (`cargo xtask bench fleet`) it runs the scale run of two
+//! collector replicas, one killed and restarted, under 1,000 simulated
+//! nodes: see `sonde-loadgen/fleet.rs`.
 
 use std::{
     collections::VecDeque,

@@ -14,6 +14,9 @@
 //! values of counters and histogram counts, and the sum over time of the
 //! counters (a window stored with another window's value would change it).
 //!
+//! Flags for a shorter run: `--nodes N` (1,000), `--steady-secs S` (180),
+//! `--down-secs S` (60), `--after-secs S` (90).
+//!
 //! Pinning: both replicas on core 0 (one runtime thread each, so their CPU
 //! time from /proc is what they cost); Prometheus and this load generator
 //! on core 1.
