@@ -32,6 +32,10 @@ pub enum Which {
     RemoteWrite,
     /// Every benchmark above.
     All,
+    /// The scale run (not part of `all`): 1,000 simulated nodes against two
+    /// collector replicas writing to one real Prometheus; one replica
+    /// SIGKILLed and restarted; every node's stored totals checked.
+    Fleet,
 }
 
 /// The driver's benchmarks each choice runs, in order.
@@ -42,7 +46,7 @@ fn drivers(which: Which) -> &'static [&'static str] {
         Which::Tcp => &["tcp-connect", "tcp-bulk"],
         Which::Helpers => &["helpers"],
         Which::Agent => &["agent"],
-        Which::Collector | Which::RemoteWrite => &[],
+        Which::Collector | Which::RemoteWrite | Which::Fleet => &[],
         Which::All => &[
             "syscalls",
             "sched",
@@ -56,7 +60,10 @@ fn drivers(which: Which) -> &'static [&'static str] {
 
 pub fn run(which: Which, ops: Option<u64>, rounds: u32) -> Result<()> {
     let benches = drivers(which);
-    let results = results_file()?;
+    // One date for the file's name and its "date" field, even when the run
+    // crosses midnight.
+    let date = today_utc()?;
+    let results = results_file(&date)?;
     let target = target_dir().join("release");
     let name = clap::ValueEnum::to_possible_value(&which)
         .map(|v| v.get_name().to_owned())
@@ -96,15 +103,19 @@ pub fn run(which: Which, ops: Option<u64>, rounds: u32) -> Result<()> {
         if !status.success() {
             bail!("benchmark {name} failed (it needs root)");
         }
-        gather(&results, name, &out, &command_line)?;
+        gather(&results, &date, name, &out, &command_line)?;
     }
     if matches!(which, Which::Collector | Which::All) {
-        let out = collector(false)?;
-        gather(&results, "collector", &out, &command_line)?;
+        let out = collector(Loadgen::Collector)?;
+        gather(&results, &date, "collector", &out, &command_line)?;
     }
     if matches!(which, Which::RemoteWrite | Which::All) {
-        let out = collector(true)?;
-        gather(&results, "remote-write", &out, &command_line)?;
+        let out = collector(Loadgen::RemoteWrite)?;
+        gather(&results, &date, "remote-write", &out, &command_line)?;
+    }
+    if matches!(which, Which::Fleet) {
+        let out = collector(Loadgen::Fleet)?;
+        gather(&results, &date, "fleet", &out, &command_line)?;
     }
     eprintln!("xtask: results in {}", results.display());
     Ok(())
@@ -120,11 +131,11 @@ fn target_dir() -> PathBuf {
 }
 
 /// `bench/results/<arch>-linux-<kernel release>-<YYYY-MM-DD>.json`.
-fn results_file() -> Result<PathBuf> {
+fn results_file(date: &str) -> Result<PathBuf> {
     let machine = format!("{}-linux-{}", std::env::consts::ARCH, kernel_release()?);
     Ok(root()
         .join("bench/results")
-        .join(format!("{machine}-{}.json", today_utc()?)))
+        .join(format!("{machine}-{date}.json")))
 }
 
 fn kernel_release() -> Result<String> {
@@ -176,7 +187,7 @@ fn machine() -> Result<Value> {
 }
 
 /// Puts one benchmark's JSON (`out`) into the results file under `name`.
-fn gather(results: &Path, name: &str, out: &Path, command_line: &str) -> Result<()> {
+fn gather(results: &Path, date: &str, name: &str, out: &Path, command_line: &str) -> Result<()> {
     let text = std::fs::read_to_string(out).with_context(|| format!("read {}", out.display()))?;
     let result: Value = serde_json::from_str(&text)?;
     let mut all: Value = match std::fs::read_to_string(results) {
@@ -188,7 +199,7 @@ fn gather(results: &Path, name: &str, out: &Path, command_line: &str) -> Result<
         .as_object_mut()
         .context("the results file is not a JSON object")?;
     top.insert("machine".to_owned(), machine()?);
-    top.insert("date".to_owned(), Value::String(today_utc()?));
+    top.insert("date".to_owned(), Value::String(date.to_owned()));
     let benchmarks = top
         .entry("benchmarks")
         .or_insert_with(|| Value::Object(Map::new()))
@@ -205,10 +216,32 @@ fn gather(results: &Path, name: &str, out: &Path, command_line: &str) -> Result<
     Ok(())
 }
 
-/// The collector's ingest: reports/s on one core, ack latency, memory per
-/// 1,000 nodes; or, with `remote_write`, its remote write into a real
-/// Prometheus (`sonde-loadgen`). Returns the JSON it wrote.
-fn collector(remote_write: bool) -> Result<PathBuf> {
+/// What `sonde-loadgen` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loadgen {
+    /// The collector's ingest: reports/s on one core, ack latency, memory
+    /// per 1,000 nodes.
+    Collector,
+    /// Its remote write into a real Prometheus.
+    RemoteWrite,
+    /// Two replicas, 1,000 nodes, one replica killed and restarted.
+    Fleet,
+}
+
+impl Loadgen {
+    /// The results' name, and the driver's flag.
+    fn name_and_flag(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Loadgen::Collector => ("collector", None),
+            Loadgen::RemoteWrite => ("remote-write", Some("--remote-write")),
+            Loadgen::Fleet => ("fleet", Some("--fleet")),
+        }
+    }
+}
+
+/// Runs `sonde-loadgen` against release `sonde-collector`s. Returns the
+/// JSON it wrote.
+fn collector(which: Loadgen) -> Result<PathBuf> {
     sh(
         "cargo",
         &[
@@ -225,11 +258,7 @@ fn collector(remote_write: bool) -> Result<PathBuf> {
         ],
     )?;
     let target = target_dir().join("release");
-    let name = if remote_write {
-        "remote-write"
-    } else {
-        "collector"
-    };
+    let (name, flag) = which.name_and_flag();
     let out = target_dir().join(format!("bench/{name}.json"));
     let mut command = std::process::Command::new(target.join("sonde-loadgen"));
     command
@@ -237,12 +266,12 @@ fn collector(remote_write: bool) -> Result<PathBuf> {
         .arg(target.join("sonde-collector"))
         .arg("--out")
         .arg(&out);
-    if remote_write {
-        command.arg("--remote-write");
+    if let Some(flag) = flag {
+        command.arg(flag);
     }
-    let status = command.status()?;
+    let status = command.status().context("run sonde-loadgen")?;
     if !status.success() {
-        bail!("collector benchmark failed");
+        bail!("{name} benchmark failed");
     }
     Ok(out)
 }

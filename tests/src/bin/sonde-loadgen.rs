@@ -16,6 +16,10 @@
 //! writes them all: samples per second per collector core, bytes per sample
 //! on the wire, and the time per stage (series, protobuf, snappy, request
 //! to answer, of which the store's own handling).
+//!
+//! With `--fleet` (`cargo xtask bench fleet`) it runs the scale run of two
+//! collector replicas, one killed and restarted, under 1,000 simulated
+//! nodes: see `sonde-loadgen/fleet.rs`.
 
 use std::{
     collections::VecDeque,
@@ -50,6 +54,9 @@ const PHASE: Duration = Duration::from_secs(10);
 
 #[path = "sonde-loadgen/remote_write.rs"]
 mod remote_write;
+
+#[path = "sonde-loadgen/fleet.rs"]
+mod fleet;
 
 fn main() {
     if let Err(e) = run() {
@@ -111,6 +118,9 @@ fn run() -> Result<()> {
     raise_nofile();
     if args.iter().any(|a| a == "--remote-write") {
         return remote_write::run(&collector, &out);
+    }
+    if args.iter().any(|a| a == "--fleet") {
+        return fleet::run(&collector, &out, &args);
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

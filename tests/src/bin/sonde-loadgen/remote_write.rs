@@ -20,7 +20,7 @@ const REPORTS: u64 = 20;
 const IN_FLIGHT: u64 = 8;
 
 /// Kills the child on drop.
-struct Guard(Child);
+pub(super) struct Guard(pub(super) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -29,7 +29,7 @@ impl Drop for Guard {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -37,7 +37,7 @@ fn free_port() -> Result<u16> {
 
 /// The sum of a Prometheus text metric's samples whose labels contain
 /// every `key="value"` of `labels`.
-fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+pub(super) fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
@@ -49,7 +49,7 @@ fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-fn scrape(port: u16) -> Result<String> {
+pub(super) fn scrape(port: u16) -> Result<String> {
     let (status, text) = http_get(port, "/metrics")?;
     if status != 200 {
         bail!("/metrics on {port} answered {status}");
@@ -58,7 +58,7 @@ fn scrape(port: u16) -> Result<String> {
 }
 
 /// utime + stime of `pid`, seconds.
-fn cpu_secs(pid: u32) -> Result<f64> {
+pub(super) fn cpu_secs(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat.rsplit_once(')').context("stat")?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -72,7 +72,7 @@ fn cpu_secs(pid: u32) -> Result<f64> {
 /// A report like the collector benchmark's, carrying the agent's
 /// cumulative values (here: the window's own, which is all Prometheus sees
 /// of them).
-fn with_totals(node: usize) -> sonde_proto::v1::AgentReport {
+pub(super) fn with_totals(node: usize) -> sonde_proto::v1::AgentReport {
     let mut r = template(node);
     for p in r.metrics.iter_mut().flat_map(|m| m.points.iter_mut()) {
         p.total_count = p.count;
@@ -82,22 +82,23 @@ fn with_totals(node: usize) -> sonde_proto::v1::AgentReport {
     r
 }
 
-pub fn run(collector: &Path, out: &Path) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("prometheus.yml"), "global: {}\n")?;
-    let prometheus_port = free_port()?;
-    let prometheus = Guard(
+/// A real Prometheus with its remote-write receiver, on core 1, its data in
+/// `dir`: the process and its port.
+pub(super) fn prometheus(dir: &Path) -> Result<(Guard, u16)> {
+    std::fs::write(dir.join("prometheus.yml"), "global: {}\n")?;
+    let port = free_port()?;
+    let guard = Guard(
         Command::new("taskset")
             .args(["-c", "1", "prometheus"])
             .arg(format!(
                 "--config.file={}",
-                dir.path().join("prometheus.yml").display()
+                dir.join("prometheus.yml").display()
             ))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.path().join("data").display()
+                dir.join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -105,12 +106,18 @@ pub fn run(collector: &Path, out: &Path) -> Result<()> {
             .context("starting prometheus (cargo xtask setup installs it)")?,
     );
     let started = Instant::now();
-    while !http_get(prometheus_port, "/-/ready").is_ok_and(|(s, _)| s == 200) {
+    while !http_get(port, "/-/ready").is_ok_and(|(s, _)| s == 200) {
         if started.elapsed() > Duration::from_secs(30) {
             bail!("Prometheus did not come up");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    Ok((guard, port))
+}
+
+pub fn run(collector: &Path, out: &Path) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (prometheus, prometheus_port) = prometheus(dir.path())?;
     let (port, metrics_port) = (free_port()?, free_port()?);
     let collector = Guard(
         Command::new("taskset")
