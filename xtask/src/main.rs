@@ -99,8 +99,8 @@ enum Task {
         /// --ci 900).
         #[arg(long)]
         timeout_secs: Option<u64>,
-        /// Exactly what `cargo xtask test` (CI) runs: 5.10 x86_64 and 6.12
-        /// arm64, every test.
+        /// Exactly what `cargo xtask test` (CI) runs: 5.10 and 7.2 x86_64
+        /// and 6.12 arm64, every test.
         #[arg(long, conflicts_with_all = ["arches", "kernels", "tests"])]
         ci: bool,
         /// Boot each kernel this many times (a test that fails now and then
