@@ -400,7 +400,7 @@ fn test(lint: bool) -> Result<()> {
         "fuzz: every target for {CI_FUZZ_SECONDS} s (`cargo xtask fuzz` runs them longer)"
     ));
     fuzz::run(CI_FUZZ_SECONDS, &[])?;
-    step("vm-test --ci: the integration tests on an older x86_64 kernel and on arm64, under QEMU (`cargo xtask vm-test` runs every kernel)");
+    step("vm-test --ci: the integration tests on the oldest and the newest x86_64 kernels (5.10, 7.2) and on arm64 (6.12), under QEMU (`cargo xtask vm-test` runs every kernel)");
     vm::run(&vm::Options::ci())
 }
 
