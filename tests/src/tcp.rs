@@ -869,7 +869,7 @@ fn assert_whole(snapshot: &Snapshot) {
     let missed: u64 = snapshot
         .losses
         .iter()
-        .filter(|l| l.probe == "tcp" && l.reason == "program_missed")
+        .filter(|l| l.probe == "tcp" && l.reason == sonde::sampler::PROGRAM_MISSED)
         .map(|l| l.count)
         .sum();
     let allowed = if crate::in_vm() { missed } else { 0 };
