@@ -24,17 +24,20 @@ pub enum Family {
     Process = 4,
     /// TCP: connects, resets, retransmits, drops.
     Tcp = 5,
+    /// Interrupts: time in hard IRQ handlers and softirqs, per CPU.
+    Irq = 6,
 }
 
 impl Family {
     /// Every family, in the order they are attached and reported.
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Syscalls,
         Family::Sched,
         Family::Block,
         Family::Memory,
         Family::Process,
         Family::Tcp,
+        Family::Irq,
     ];
 
     /// How many families there are.
@@ -50,6 +53,7 @@ impl Family {
             Family::Memory => "memory",
             Family::Process => "process",
             Family::Tcp => "tcp",
+            Family::Irq => "irq",
         }
     }
 
@@ -63,12 +67,14 @@ impl Family {
             Family::Memory => "mem_",
             Family::Process => "proc_",
             Family::Tcp => "tcp_",
+            Family::Irq => "irq_",
         }
     }
 
     /// The family's maps keyed by cgroup (a cgroup id leads each key): the
     /// keys of a removed cgroup are deleted from them, so that cgroup churn
-    /// does not fill them. Block I/O is keyed by device, not cgroup.
+    /// does not fill them. Block I/O is keyed by device and interrupts by
+    /// IRQ, not cgroup.
     pub const fn cgroup_maps(self) -> &'static [&'static str] {
         match self {
             Family::Syscalls => &["SYSCALL_HIST", "SYSCALL_ERRORS"],
@@ -77,6 +83,8 @@ impl Family {
             Family::Memory => &["RECLAIM_HIST", "OOM_KILLS"],
             Family::Process => &["PROC_EXITS"],
             Family::Tcp => &["TCP_CONNECT_HIST", "TCP_CGROUP"],
+            // Keyed by IRQ and vector.
+            Family::Irq => &[],
         }
     }
 
@@ -85,7 +93,7 @@ impl Family {
     pub const fn essential(self) -> bool {
         match self {
             Family::Memory | Family::Process => true,
-            Family::Syscalls | Family::Sched | Family::Block | Family::Tcp => false,
+            Family::Syscalls | Family::Sched | Family::Block | Family::Tcp | Family::Irq => false,
         }
     }
 
@@ -96,10 +104,11 @@ impl Family {
         match self {
             Family::Syscalls => 0,
             Family::Sched => 1,
-            Family::Tcp => 2,
-            Family::Block => 3,
-            Family::Memory => 4,
-            Family::Process => 5,
+            Family::Irq => 2,
+            Family::Tcp => 3,
+            Family::Block => 4,
+            Family::Memory => 5,
+            Family::Process => 6,
         }
     }
 
@@ -113,6 +122,7 @@ impl Family {
             Family::Memory => crate::memory::loss::COUNT,
             Family::Process => crate::process::loss::COUNT,
             Family::Tcp => crate::tcp::loss::COUNT,
+            Family::Irq => crate::irq::loss::COUNT,
         }
     }
 
@@ -138,6 +148,7 @@ impl Family {
             3 => Family::Memory,
             4 => Family::Process,
             5 => Family::Tcp,
+            6 => Family::Irq,
             _ => return None,
         })
     }
@@ -210,7 +221,8 @@ mod tests {
                 ("block", 2),
                 ("memory", 3),
                 ("process", 4),
-                ("tcp", 5)
+                ("tcp", 5),
+                ("irq", 6)
             ]
         );
     }

@@ -9,6 +9,7 @@ pub mod block;
 pub mod events;
 pub mod family;
 pub mod hist;
+pub mod irq;
 pub mod loss;
 pub mod memory;
 pub mod process;
@@ -51,4 +52,7 @@ user_pod!(
     tcp::NetnsKey,
     tcp::ListenKey,
     tcp::TcpEvent,
+    irq::IrqTotals,
+    irq::IrqBucketKey,
+    irq::IrqCpu,
 );

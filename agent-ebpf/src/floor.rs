@@ -77,3 +77,23 @@ pub fn floor_rst_rx(_ctx: RawTracePointContext) -> i32 {
 pub fn floor_skb_drop(_ctx: RawTracePointContext) -> i32 {
     0
 }
+
+#[raw_tracepoint(tracepoint = "irq_handler_entry")]
+pub fn floor_irq_in(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "irq_handler_exit")]
+pub fn floor_irq_out(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "softirq_entry")]
+pub fn floor_soft_in(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "softirq_exit")]
+pub fn floor_soft_out(_ctx: RawTracePointContext) -> i32 {
+    0
+}

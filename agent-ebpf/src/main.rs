@@ -13,6 +13,8 @@ mod common;
 #[cfg(target_arch = "bpf")]
 mod floor;
 #[cfg(target_arch = "bpf")]
+mod irq;
+#[cfg(target_arch = "bpf")]
 mod memory;
 #[cfg(target_arch = "bpf")]
 mod process;

@@ -304,7 +304,7 @@ mod tests {
         }
     }
 
-    const ALL: [Family; 6] = Family::ALL;
+    const ALL: [Family; Family::ALL.len()] = Family::ALL;
 
     #[test]
     fn over_budget_sheds_the_most_expensive_optional_family_one_per_window() {

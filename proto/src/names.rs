@@ -37,6 +37,24 @@ pub const TCP_LISTEN_OVERFLOWS: &str = "network.tcp.listen.overflows";
 pub const TCP_LISTEN_DROPS: &str = "network.tcp.listen.drops";
 /// Packets dropped, by the kernel's reason (OTel `system.network.packet.dropped`).
 pub const PACKETS_DROPPED: &str = "system.network.packet.dropped";
+/// Softirq handler durations (histogram, seconds; `softirq.vector`).
+pub const SOFTIRQ_DURATION: &str = "system.linux.softirq.duration";
+/// Softirq handler runs (counter; `softirq.vector`, `cpu.logical_number`).
+pub const SOFTIRQ_COUNT: &str = "system.linux.softirq.count";
+/// Time in softirqs over the window, as a share of the CPU's time (gauge,
+/// `1`; `softirq.vector`, `cpu.logical_number`).
+pub const SOFTIRQ_UTILIZATION: &str = "system.linux.softirq.utilization";
+/// Hard IRQ handler durations (histogram, seconds; `irq.number`, `irq.handler`).
+pub const IRQ_DURATION: &str = "system.linux.irq.duration";
+/// Hard IRQ handler runs (counter; `irq.number`, `irq.handler`, `cpu.logical_number`).
+pub const IRQ_COUNT: &str = "system.linux.irq.count";
+/// Time in hard IRQ handlers over the window, as a share of the CPU's time
+/// (gauge, `1`; `irq.number`, `irq.handler`, `cpu.logical_number`).
+pub const IRQ_UTILIZATION: &str = "system.linux.irq.utilization";
+/// A self-check's difference from the kernel's own count over the window:
+/// entries the kernel counted that sonde did not see, less those sonde
+/// counted beyond the kernel's (gauge; `counter`). 0 when they agree.
+pub const SELFCHECK_DISCREPANCY: &str = "sonde.selfcheck.discrepancy";
 /// SLO good events (counter; `slo.name`).
 pub const SLO_GOOD: &str = "slo.sli.good";
 /// SLO valid events (counter; `slo.name`).
@@ -158,6 +176,10 @@ pub const UNIT_REQUESTS: &str = "{request}";
 pub const UNIT_WINDOWS: &str = "{window}";
 /// UCUM unit of bytes.
 pub const UNIT_BYTES: &str = "By";
+/// UCUM unit of softirq handler runs.
+pub const UNIT_SOFTIRQS: &str = "{softirq}";
+/// UCUM unit of hard IRQ handler runs.
+pub const UNIT_INTERRUPTS: &str = "{interrupt}";
 /// UCUM unit of lost events.
 pub const UNIT_EVENTS: &str = "{event}";
 
@@ -167,6 +189,16 @@ pub const UNIT_EVENTS: &str = "{event}";
 pub const ATTR_CGROUP_PATH: &str = "linux.cgroup.path";
 /// A metric's name (on sonde's own metrics about other metrics).
 pub const ATTR_METRIC: &str = "metric";
+/// The kernel counter a self-check compares against.
+pub const ATTR_COUNTER: &str = "counter";
+/// A softirq vector, as `/proc/softirqs` names it (`NET_RX`).
+pub const ATTR_SOFTIRQ_VECTOR: &str = "softirq.vector";
+/// A hard IRQ's number.
+pub const ATTR_IRQ_NUMBER: &str = "irq.number";
+/// A hard IRQ's handlers, as `/proc/interrupts` names them.
+pub const ATTR_IRQ_HANDLER: &str = "irq.handler";
+/// A CPU (OpenTelemetry's `cpu.logical_number`).
+pub const ATTR_CPU: &str = "cpu.logical_number";
 /// An SLO's name.
 pub const ATTR_SLO_NAME: &str = "slo.name";
 /// An alert window, e.g. `1h`.

@@ -30,6 +30,8 @@ mod grpc;
 #[cfg(test)]
 mod host;
 #[cfg(test)]
+mod irq;
+#[cfg(test)]
 mod memory;
 #[cfg(test)]
 mod otlp;

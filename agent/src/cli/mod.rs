@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidValue);
         let text = e.to_string();
         assert!(
-            text.contains("[possible values: syscalls, sched, block, memory, process, tcp]"),
+            text.contains("[possible values: syscalls, sched, block, memory, process, tcp, irq]"),
             "{text}"
         );
         assert!(parse(&["snapshot", "--probes", "memory,process"]).is_ok());

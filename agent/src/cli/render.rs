@@ -246,8 +246,82 @@ fn snapshot(s: &Snapshot, top: usize) -> String {
         let _ = writeln!(out, "EVENT     {}", event_line(e));
     }
     tcp(&mut out, &s.tcp, top);
+    irq(&mut out, &s.irq, top);
     out.push_str(&super::slo::table(&s.slos));
     out
+}
+
+/// The interrupt window: the node's share, the busiest CPUs, vectors and
+/// IRQs, and the check against the kernel's counts.
+fn irq(out: &mut String, w: &crate::model::irq::IrqWindow, top: usize) {
+    if w.softirqs.is_empty() && w.irqs.is_empty() {
+        return;
+    }
+    let cpus = w
+        .cpus
+        .iter()
+        .take(top)
+        .map(|c| format!("cpu{} {:.2}%", c.cpu, 100.0 * c.utilization))
+        .collect::<Vec<_>>()
+        .join("  ");
+    let _ = writeln!(
+        out,
+        "INTERRUPTS {:.2}% of the CPUs (hard {}, soft {})  busiest: {cpus}",
+        100.0 * w.utilization,
+        secs(Some(w.hardirq_secs)),
+        secs(Some(w.softirq_secs)),
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:<24} {:>10} {:>10} {:>8} {:>8}",
+        "IRQ", "HANDLER", "RUNS", "TIME", "P50", "P99"
+    );
+    let rows = w
+        .softirqs
+        .iter()
+        .map(|l| ("soft", l))
+        .chain(w.irqs.iter().map(|l| ("hard", l)));
+    let mut rows: Vec<_> = rows.collect();
+    rows.sort_by(|a, b| b.1.time_secs.total_cmp(&a.1.time_secs));
+    for (kind, l) in rows.into_iter().take(top) {
+        let handler = match (kind, &l.handler) {
+            ("soft", _) => "softirq".to_owned(),
+            (_, Some(h)) => truncate_left(h, 24),
+            (_, None) => "-".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<10} {:<24} {:>10} {:>10} {:>8} {:>8}",
+            l.name,
+            handler,
+            l.count,
+            secs(Some(l.time_secs)),
+            secs(l.p50_secs),
+            secs(l.p99_secs)
+        );
+    }
+    if let Some(c) = &w.check {
+        if c.ok {
+            let _ = writeln!(
+                out,
+                "IRQ CHECK {} softirq and {} IRQ (CPU) pairs: sonde's counts within the kernel's",
+                c.softirq_pairs, c.irq_pairs
+            );
+        } else {
+            let shown: Vec<String> = c
+                .mismatches
+                .iter()
+                .take(top)
+                .map(|m| {
+                    format!(
+                        "{} {} cpu{} sonde {} kernel {}..{}",
+                        m.kind, m.name, m.cpu, m.sonde, m.kernel_min, m.kernel_max
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "IRQ CHECK differs: {}", shown.join("; "));
+        }
+    }
 }
 
 /// The TCP window: per cgroup, listening ports, drops, the namespace

@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod host;
+pub mod irq;
 pub mod overhead;
 pub mod probe;
 pub mod slo;
@@ -61,6 +62,10 @@ pub struct Snapshot {
     /// TCP: connects, retransmits, resets, accepts, drops, the namespace
     /// check, and the connections behind resets and failed connects.
     pub tcp: tcp::TcpWindow,
+    /// Interrupts: time in hard IRQ handlers and softirqs per CPU, vector
+    /// and IRQ, and the check against `/proc/softirqs` and
+    /// `/proc/interrupts`.
+    pub irq: irq::IrqWindow,
     /// The node's pressure stall information at the end of the window.
     pub node_pressure: Pressure,
     /// PSI and CPU throttling of the cgroups seen in the window.

@@ -157,8 +157,8 @@ impl Reading {
                     ids.extend(self.tcp.connect_latency.keys());
                     ids.extend(self.tcp.cgroup.keys().map(|k| k.0));
                 }
-                // Keyed by device.
-                Family::Block => {}
+                // Keyed by device, and by IRQ.
+                Family::Block | Family::Irq => {}
             }
         }
         ids.remove(&NODE);
@@ -186,8 +186,8 @@ impl Reading {
                     self.tcp.connect_latency.retain(|k, _| keep(k));
                     self.tcp.cgroup.retain(|k, _| keep(&k.0));
                 }
-                // Keyed by device.
-                Family::Block => {}
+                // Keyed by device, and by IRQ.
+                Family::Block | Family::Irq => {}
             }
         }
     }

@@ -8,6 +8,7 @@
 pub mod block;
 pub mod events;
 mod gone;
+pub mod irq;
 pub mod memory;
 mod missed;
 pub mod pin;
@@ -87,7 +88,7 @@ pub enum LoadError {
     #[error("the kernel refused sonde's eBPF object; run `sonde doctor` for details")]
     Object(#[source] aya::EbpfError),
     /// `load_floor` was asked for a family that has no floor programs.
-    #[error("the {family} family has no floor programs (syscalls, sched and tcp have)")]
+    #[error("the {family} family has no floor programs (syscalls, sched, tcp and irq have)")]
     NoFloor {
         /// The family asked for.
         family: Family,
@@ -187,6 +188,9 @@ pub struct Reading {
     pub process: process::ProcessReading,
     /// TCP family.
     pub tcp: tcp::TcpReading,
+    /// Interrupt family.
+    #[serde(default)]
+    pub irq: irq::IrqReading,
     /// Events that found the ring buffer full, per kind.
     pub event_loss: [u64; sonde_common::events::kind::COUNT as usize],
     /// Ring-buffer records that could not be decoded (cumulative).
@@ -495,7 +499,7 @@ impl Probes {
                 Family::Block => block::configure(&mut loader, &block_offsets),
                 Family::Tcp => tcp::configure(&mut loader, &tcp_setup),
                 // Their globals are the task offsets, set above.
-                Family::Sched | Family::Process => {}
+                Family::Sched | Family::Process | Family::Irq => {}
             }
         }
         let mut ebpf = loader.load(object()?).map_err(LoadError::Object)?;
@@ -745,6 +749,7 @@ impl Probes {
                 Family::Memory => reading.memory = memory::read(&self.ebpf)?,
                 Family::Process => reading.process = process::read(&self.ebpf)?,
                 Family::Tcp => reading.tcp = tcp::read(&self.ebpf)?,
+                Family::Irq => reading.irq = irq::read(&self.ebpf)?,
             }
         }
         let event_loss: PerCpuArray<&MapData, u64> =
@@ -839,6 +844,7 @@ impl Probes {
         let hooks = match family {
             Family::Syscalls => Some(&syscalls::FLOOR_HOOKS[..]),
             Family::Tcp => Some(&tcp::FLOOR_HOOKS[..]),
+            Family::Irq => Some(&irq::FLOOR_HOOKS[..]),
             // Its hooks depend on the kernel's BTF: see `attach_floor`.
             Family::Sched => None,
             Family::Block | Family::Memory | Family::Process => {
@@ -885,6 +891,7 @@ fn attach_family(
         Family::Process => process::attach(ebpf, links, &setup.offsets, mounts),
         Family::Tcp => tcp::attach(ebpf, links, &setup.tcp),
         Family::Block => block::attach(ebpf, links, &setup.block),
+        Family::Irq => irq::attach(ebpf, links),
         Family::Memory => match &setup.offsets {
             Ok(_) => memory::attach(ebpf, links),
             Err(why) => unavailable(Family::Memory.name(), why.clone()),

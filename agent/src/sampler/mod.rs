@@ -2,6 +2,7 @@
 //! attributed to cgroups. The kernel never resets its counters, so a window
 //! is exactly what happened between two reads.
 
+pub mod irq;
 pub mod tcp;
 
 use std::{
@@ -88,6 +89,8 @@ pub struct Sampler {
     /// Cgroups found removed after the last reading: their keys go after
     /// the next one.
     gone: std::collections::HashSet<u64>,
+    /// The kernel's interrupt counts around each reading.
+    irq_check: irq::IrqCheckState,
 }
 
 /// Bound on the cgroups whose PSI and throttling are read per window.
@@ -101,12 +104,12 @@ impl Sampler {
 
     /// [`Sampler::start`] with options.
     pub fn start_with(mut probes: Probes, options: SamplerOptions) -> Result<Self, ReadError> {
+        let mut irq_check = irq::IrqCheckState::new(PathBuf::from("/proc"));
+        irq_check.before_read();
         let now = probes.read()?;
+        irq_check.after_read(counting(&probes, Family::Irq));
         let mounts = Mounts::current().unwrap_or_default();
-        let tcp_counting = probes
-            .statuses()
-            .iter()
-            .any(|s| s.family() == Some(Family::Tcp) && s.state != ProbeState::Unavailable);
+        let tcp_counting = counting(&probes, Family::Tcp);
         // The namespace check compares from now: /proc has no past.
         let netns_check =
             tcp_counting.then(|| tcp::NetnsCheck::start(PathBuf::from("/proc"), &now.tcp));
@@ -114,6 +117,11 @@ impl Sampler {
             Some(Resume { baseline, restart }) => (baseline, Some(restart)),
             None => (None, None),
         };
+        if resumed.is_some() {
+            // The first window starts at the last run's reading, which no
+            // bracket of this run's holds.
+            irq_check.forget();
+        }
         let (previous, previous_at) = match resumed {
             Some((mut reading, end_unix_ns)) => {
                 // Decoding failures are counted by this process, from zero.
@@ -137,6 +145,7 @@ impl Sampler {
             pending: Vec::new(),
             pending_overflow: Default::default(),
             gone: Default::default(),
+            irq_check,
         })
     }
 
@@ -209,7 +218,11 @@ impl Sampler {
                 KernelEvent::Block(e) => block_events.push(e),
             }
         }
+        self.irq_check.before_read();
         let reading = self.probes.read()?;
+        let brackets = self
+            .irq_check
+            .after_read(counting(&self.probes, Family::Irq));
         let now = (Instant::now(), SystemTime::now());
         let monotonic_now_ns = monotonic_ns();
         let window_secs = now.0.duration_since(self.previous_at.0).as_secs_f64();
@@ -248,6 +261,22 @@ impl Sampler {
         );
         let exits = exit_window(&before.process.exits, &reading.process.exits, &mut resolve);
         let block = block_window(&before.block, &reading.block);
+        let irq = match &brackets {
+            (Some(start), Some(end)) => irq::irq_window(
+                &before.irq,
+                &reading.irq,
+                window_secs,
+                &end.after.names,
+                Some((start, end)),
+            ),
+            _ => irq::irq_window(
+                &before.irq,
+                &reading.irq,
+                window_secs,
+                &irq::read_names(Path::new("/proc")),
+                None,
+            ),
+        };
         for family in LOSS_ORDER {
             losses.extend(loss_records(
                 family.name(),
@@ -389,6 +418,7 @@ impl Sampler {
             exits,
             events,
             tcp,
+            irq,
             node_pressure,
             cgroups,
             slos: Vec::new(),
@@ -429,6 +459,14 @@ impl Sampler {
         }
         self.gone = self.attributor.gone(&reading.cgroup_ids(), read_at);
     }
+}
+
+/// Whether `family` is attached (counting) now.
+fn counting(probes: &Probes, family: Family) -> bool {
+    probes
+        .statuses()
+        .iter()
+        .any(|s| s.family() == Some(family) && s.state != ProbeState::Unavailable)
 }
 
 /// The host family reads /proc and cgroupfs; it is degraded without PSI.
@@ -677,12 +715,13 @@ pub fn loss_records(
 /// The order of the families' kernel loss records in a window after the
 /// syscall family's (which come with its window, first): the order they
 /// have always had. A unit test checks that it names every other family.
-const LOSS_ORDER: [Family; 5] = [
+const LOSS_ORDER: [Family; 6] = [
     Family::Sched,
     Family::Memory,
     Family::Block,
     Family::Process,
     Family::Tcp,
+    Family::Irq,
 ];
 
 /// A family's kernel loss counters: (index, stable name).
@@ -694,6 +733,7 @@ pub fn losses_of(family: Family) -> &'static [(u32, &'static str)] {
         Family::Memory => &memory::LOSSES,
         Family::Process => &process::LOSSES,
         Family::Tcp => &crate::probes::tcp::LOSSES,
+        Family::Irq => &crate::probes::irq::LOSSES,
     }
 }
 
@@ -706,6 +746,7 @@ fn kernel_loss(reading: &Reading, family: Family) -> &[u64] {
         Family::Memory => &reading.memory.loss,
         Family::Process => &reading.process.loss,
         Family::Tcp => &reading.tcp.loss,
+        Family::Irq => &reading.irq.loss,
     }
 }
 

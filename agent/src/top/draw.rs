@@ -49,7 +49,7 @@ fn node_lines(n: &Node) -> [String; 2] {
     };
     [
         format!(
-            "syscalls {}/s  errors {}/s ({ratio})  p50 {}  p99 {}   run queue p50 {}  p99 {}   pressure cpu {}  mem {}  io {}",
+            "syscalls {}/s  errors {}/s ({ratio})  p50 {}  p99 {}   run queue p50 {}  p99 {}   pressure cpu {}  mem {}  io {}   irq {}{}",
             rate(per_sec(n.calls)),
             rate(per_sec(n.errors)),
             opt_secs(n.sys_p50),
@@ -59,6 +59,9 @@ fn node_lines(n: &Node) -> [String; 2] {
             pct(n.psi_cpu),
             pct(n.psi_memory),
             pct(n.psi_io),
+            pct(n.irq),
+            n.irq_busiest
+                .map_or(String::new(), |(cpu, p)| format!(" (cpu{cpu} {p:.1}%)")),
         ),
         format!(
             "tcp connects {} (p99 {})  failed {}  retrans {}  resets {}   crashes+oom {}   block {} requests, {} errors, p99 {}",

@@ -374,6 +374,10 @@ pub struct Node {
     pub psi_memory: Option<f64>,
     /// PSI some avg10, percent.
     pub psi_io: Option<f64>,
+    /// Time in interrupts, percent of all CPUs; `None` without the family.
+    pub irq: Option<f64>,
+    /// The CPU most in interrupts: (CPU, percent of its time).
+    pub irq_busiest: Option<(u32, f64)>,
     /// Completed connects.
     pub tcp_connects: u64,
     /// Connect p99.
@@ -591,6 +595,12 @@ impl Board {
             psi_cpu: psi(w.node_pressure.cpu),
             psi_memory: psi(w.node_pressure.memory),
             psi_io: psi(w.node_pressure.io),
+            irq: w
+                .probes
+                .iter()
+                .any(|p| p.probe == "irq" && p.state != "unavailable")
+                .then_some(100.0 * w.irq.utilization),
+            irq_busiest: w.irq.cpus.first().map(|c| (c.cpu, 100.0 * c.utilization)),
             ..Node::default()
         };
         for c in &w.tcp.cgroups {

@@ -4,6 +4,7 @@
 //! called from [`report`] in the registry's order.
 
 mod block;
+mod irq;
 mod memory;
 mod process;
 mod sched;
@@ -161,6 +162,7 @@ pub fn report(
             Family::Memory => memory::metrics(&mut b, snapshot),
             Family::Process => process::metrics(&mut b, snapshot),
             Family::Tcp => tcp::metrics(&mut b, snapshot),
+            Family::Irq => irq::metrics(&mut b, snapshot),
         }
     }
 
