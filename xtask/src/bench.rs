@@ -20,6 +20,9 @@ pub enum Which {
     /// loopback connect/accept storm and bulk transfer: no probes, floor,
     /// sonde's TCP probes.
     Tcp,
+    /// loopback UDP ping on one CPU: no probes, floor, sonde's interrupt
+    /// probes (ns per softirq).
+    Irq,
     /// In-kernel cost of a clock read and of per-CPU hash updates
     /// (BPF_PROG_TEST_RUN), and of clock_gettime in user space.
     Helpers,
@@ -44,6 +47,7 @@ fn drivers(which: Which) -> &'static [&'static str] {
         Which::Syscalls => &["syscalls"],
         Which::Sched => &["sched"],
         Which::Tcp => &["tcp-connect", "tcp-bulk"],
+        Which::Irq => &["irq"],
         Which::Helpers => &["helpers"],
         Which::Agent => &["agent"],
         Which::Collector | Which::RemoteWrite | Which::Fleet => &[],
@@ -52,6 +56,7 @@ fn drivers(which: Which) -> &'static [&'static str] {
             "sched",
             "tcp-connect",
             "tcp-bulk",
+            "irq",
             "helpers",
             "agent",
         ],

@@ -15,6 +15,10 @@
 //!   connect, accept, close on both sides) and `tcp-bulk`: one loopback
 //!   transfer (ns per MiB), each in a network namespace of its own, with no
 //!   probes, empty programs on the TCP hooks, and sonde's TCP probes;
+//! - `irq`: a loopback UDP ping on CPU 0 in a network namespace of its
+//!   own (ns per softirq, every softirq CPU 0 ran counted from
+//!   `/proc/softirqs`) with no probes, empty programs on the four interrupt
+//!   hooks, and sonde's interrupt probes;
 //! - `helpers`: what the pieces of a latency measurement cost in the kernel,
 //!   from `BPF_PROG_TEST_RUN` of small socket-filter programs: a
 //!   `bpf_ktime_get_ns` call, a per-CPU hash lookup with an add in place
@@ -99,7 +103,7 @@ struct Bench {
     programs: &'static [&'static str],
 }
 
-const BENCHES: [Bench; 4] = [
+const BENCHES: [Bench; 5] = [
     Bench {
         name: "syscalls",
         default_ops: 2_000_000,
@@ -153,6 +157,19 @@ const BENCHES: [Bench; 4] = [
         ],
         programs: &sonde::probes::tcp::PROGRAMS,
     },
+    Bench {
+        name: "irq",
+        default_ops: 200_000,
+        unit: "softirq",
+        rate: None,
+        workload: "softirqs",
+        conditions: &[
+            Condition::Bare,
+            Condition::Floor(Family::Irq),
+            Condition::Agent("irq"),
+        ],
+        programs: &sonde::probes::irq::PROGRAMS,
+    },
 ];
 
 fn main() {
@@ -185,6 +202,10 @@ fn run() -> Result<()> {
         }
         Some("bulk") => {
             println!("{}", bulk(value("--ops")?.parse()?)?);
+            Ok(())
+        }
+        Some("softirqs") => {
+            println!("{}", softirqs(value("--ops")?.parse()?)?);
             Ok(())
         }
         Some(name) => {
@@ -220,7 +241,7 @@ fn run() -> Result<()> {
             write_result(&out, name, result, &report)
         }
         None => {
-            bail!("usage: sonde-bench syscalls|sched|tcp-connect|tcp-bulk|helpers|agent [--ops N] --rounds R --sonde PATH --out FILE [--secs S]")
+            bail!("usage: sonde-bench syscalls|sched|tcp-connect|tcp-bulk|irq|helpers|agent [--ops N] --rounds R --sonde PATH --out FILE [--secs S]")
         }
     }
 }
@@ -280,6 +301,47 @@ fn pingpong(round_trips: u64) -> Result<f64> {
         }
     }
     Ok(elapsed.as_nanos() as f64 / (2 * round_trips) as f64)
+}
+
+/// Softirqs run on CPU 0 so far, all vectors, from `/proc/softirqs`.
+fn cpu0_softirqs() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/softirqs")?;
+    let mut total = 0;
+    for line in text.lines().skip(1) {
+        let (_, counts) = line.split_once(':').context("/proc/softirqs line")?;
+        total += counts
+            .split_whitespace()
+            .next()
+            .context("CPU0 column")?
+            .parse::<u64>()?;
+    }
+    Ok(total)
+}
+
+/// ns per softirq: `datagrams` UDP datagrams sent to ourselves over the
+/// loopback of a network namespace of our own, on CPU 0, each received
+/// before the next is sent. Each raises NET_RX, which runs as the send
+/// leaves its bottom-half section; the time is divided by every softirq
+/// CPU 0 ran meanwhile (`/proc/softirqs`), timer ticks included.
+fn softirqs(datagrams: u64) -> Result<f64> {
+    own_loopback()?;
+    pin_to_cpu0();
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let to = rx.local_addr()?;
+    let mut buf = [0u8; 64];
+    let before = cpu0_softirqs()?;
+    let start = Instant::now();
+    for i in 0..datagrams {
+        tx.send_to(&i.to_le_bytes(), to)?;
+        rx.recv(&mut buf)?;
+    }
+    let elapsed = start.elapsed();
+    let ran = cpu0_softirqs()? - before;
+    if ran < datagrams / 2 {
+        bail!("only {ran} softirqs for {datagrams} datagrams");
+    }
+    Ok(elapsed.as_nanos() as f64 / ran as f64)
 }
 
 /// Moves this process into a network namespace of its own with its
