@@ -2,6 +2,10 @@
 //! record offsets of this kernel's tracepoints, reads latency, completions,
 //! errors and in-flight counts per (device, op).
 
+use super::{
+    family::{Attach, FamilyProbe},
+    Reading, Setup,
+};
 use std::{collections::HashMap, path::Path};
 
 use aya::{
@@ -200,6 +204,33 @@ pub fn device_name(dev: u32) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| format!("{major}:{minor}"))
+}
+
+/// The block I/O family's user side in this layer. Keyed by device, not
+/// cgroup: nothing to forget when a cgroup goes.
+pub(super) struct BlockProbe;
+
+impl FamilyProbe for BlockProbe {
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, setup: &'a Setup) {
+        configure(loader, &setup.block);
+    }
+
+    fn attach(&self, cx: &mut Attach<'_>) -> ProbeStatus {
+        attach(cx.ebpf, cx.links, &cx.setup.block)
+    }
+
+    fn read(&self, ebpf: &Ebpf, reading: &mut Reading) -> Result<(), MapError> {
+        reading.block = read(ebpf)?;
+        Ok(())
+    }
+
+    fn losses(&self) -> &'static [(u32, &'static str)] {
+        &LOSSES
+    }
+
+    fn loss_counts<'r>(&self, reading: &'r Reading) -> &'r [u64] {
+        &reading.block.loss
+    }
 }
 
 #[cfg(test)]

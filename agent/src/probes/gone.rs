@@ -17,16 +17,9 @@ use aya::{
     maps::{MapError, PerCpuHashMap},
     Ebpf, Pod,
 };
-use sonde_common::{
-    family::Family,
-    loss::CgroupLossKey,
-    process::ExitKey,
-    syscalls::{SyscallErrKey, SyscallHistKey},
-    task::CgroupBucketKey,
-    tcp::CgroupCountKey,
-};
+use sonde_common::{family::Family, loss::CgroupLossKey, task::CgroupBucketKey};
 
-use super::{Probes, ReadError, Reading};
+use super::{family, Probes, ReadError, Reading};
 
 /// The node's own id in the tcp family's keys (a socket without a cgroup):
 /// never a cgroup that could be removed.
@@ -44,24 +37,23 @@ impl Probes {
         if gone.is_empty() {
             return Ok(0);
         }
-        let maps: Vec<&str> = Family::ALL
+        let maps = Family::ALL
             .into_iter()
             .filter(|&f| self.attached(f))
-            .flat_map(|f| f.cgroup_maps().iter().copied())
-            .collect();
+            .flat_map(|f| family::of(f).cgroup_maps().iter().copied())
+            .collect::<Vec<_>>();
         let mut n = 0;
-        for name in std::iter::once(LOSS_BY_CGROUP).chain(maps) {
-            let forget = forgetter(name).ok_or_else(|| MapError::InvalidName {
-                name: name.to_owned(),
-            })?;
+        let losses = (LOSS_BY_CGROUP, forget::<CgroupLossKey> as Forget);
+        for (name, forget) in std::iter::once(losses).chain(maps) {
             n += forget(&mut self.ebpf, name, gone)?;
         }
         Ok(n)
     }
 }
 
-/// A key that leads with the cgroup it counts for.
-trait CgroupKey: Pod {
+/// A key that leads with the cgroup it counts for (each family implements
+/// it for its own key types).
+pub(super) trait CgroupKey: Pod {
     fn cgroup_id(&self) -> u64;
 }
 
@@ -81,36 +73,16 @@ macro_rules! cgroup_keys {
     };
 }
 
-cgroup_keys!(
-    CgroupLossKey,
-    SyscallHistKey,
-    SyscallErrKey,
-    CgroupBucketKey,
-    ExitKey,
-    CgroupCountKey,
-);
+// Shared by several families (a cgroup and a histogram bucket), and the
+// table of losses by cgroup.
+cgroup_keys!(CgroupLossKey, CgroupBucketKey);
 
-/// Deletes the keys of removed cgroups from one map.
-type Forget = fn(&mut Ebpf, &str, &HashSet<u64>) -> Result<usize, MapError>;
-
-/// How to forget removed cgroups in the map `name` (of `Family::cgroup_maps`
-/// or the table of losses by cgroup): its key type. `None` for a map of no
-/// known key type (a unit test checks that every family's have one).
-fn forgetter(name: &str) -> Option<Forget> {
-    Some(match name {
-        LOSS_BY_CGROUP => forget::<CgroupLossKey>,
-        "SYSCALL_HIST" => forget::<SyscallHistKey>,
-        "SYSCALL_ERRORS" => forget::<SyscallErrKey>,
-        "RUNQ_HIST" | "RECLAIM_HIST" | "TCP_CONNECT_HIST" => forget::<CgroupBucketKey>,
-        "OOM_KILLS" => forget::<u64>,
-        "PROC_EXITS" => forget::<ExitKey>,
-        "TCP_CGROUP" => forget::<CgroupCountKey>,
-        _ => return None,
-    })
-}
+/// Deletes the keys of removed cgroups from one map (`forget` of its key
+/// type), returning how many.
+pub(super) type Forget = fn(&mut Ebpf, &str, &HashSet<u64>) -> Result<usize, MapError>;
 
 /// Deletes the keys of map `name` whose cgroup is in `gone`.
-fn forget<K: CgroupKey>(
+pub(super) fn forget<K: CgroupKey>(
     ebpf: &mut Ebpf,
     name: &str,
     gone: &HashSet<u64>,
@@ -141,25 +113,8 @@ impl Reading {
     /// Every cgroup id with a key in a map keyed by cgroup.
     pub fn cgroup_ids(&self) -> HashSet<u64> {
         let mut ids: HashSet<u64> = self.cgroup_losses.keys().map(|k| k.0).collect();
-        for family in Family::ALL {
-            match family {
-                Family::Syscalls => {
-                    ids.extend(self.syscalls.latency.keys().map(|k| k.0));
-                    ids.extend(self.syscalls.errors.keys().map(|k| k.0));
-                }
-                Family::Sched => ids.extend(self.sched.runq.keys()),
-                Family::Memory => {
-                    ids.extend(self.memory.reclaim.keys());
-                    ids.extend(self.memory.oom_kills.keys());
-                }
-                Family::Process => ids.extend(self.process.exits.keys().map(|k| k.0)),
-                Family::Tcp => {
-                    ids.extend(self.tcp.connect_latency.keys());
-                    ids.extend(self.tcp.cgroup.keys().map(|k| k.0));
-                }
-                // Keyed by device, and by IRQ.
-                Family::Block | Family::Irq => {}
-            }
+        for f in Family::ALL {
+            family::of(f).cgroup_ids(self, &mut ids);
         }
         ids.remove(&NODE);
         ids
@@ -168,27 +123,10 @@ impl Reading {
     /// Drops the counts of the cgroups `gone`, as [`Probes::forget_cgroups`]
     /// does in the kernel.
     pub fn forget_cgroups(&mut self, gone: &HashSet<u64>) {
-        let keep = |id: &u64| *id == NODE || !gone.contains(id);
-        self.cgroup_losses.retain(|k, _| keep(&k.0));
-        for family in Family::ALL {
-            match family {
-                Family::Syscalls => {
-                    self.syscalls.latency.retain(|k, _| keep(&k.0));
-                    self.syscalls.errors.retain(|k, _| keep(&k.0));
-                }
-                Family::Sched => self.sched.runq.retain(|k, _| keep(k)),
-                Family::Memory => {
-                    self.memory.reclaim.retain(|k, _| keep(k));
-                    self.memory.oom_kills.retain(|k, _| keep(k));
-                }
-                Family::Process => self.process.exits.retain(|k, _| keep(&k.0)),
-                Family::Tcp => {
-                    self.tcp.connect_latency.retain(|k, _| keep(k));
-                    self.tcp.cgroup.retain(|k, _| keep(&k.0));
-                }
-                // Keyed by device, and by IRQ.
-                Family::Block | Family::Irq => {}
-            }
+        let keep = |id: u64| id == NODE || !gone.contains(&id);
+        self.cgroup_losses.retain(|k, _| keep(k.0));
+        for f in Family::ALL {
+            family::of(f).retain_cgroups(self, &keep);
         }
     }
 }
@@ -196,16 +134,6 @@ impl Reading {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_map_keyed_by_cgroup_has_a_key_type() {
-        for family in Family::ALL {
-            for name in family.cgroup_maps() {
-                assert!(forgetter(name).is_some(), "{family}: {name}");
-            }
-        }
-        assert!(forgetter(LOSS_BY_CGROUP).is_some());
-    }
 
     #[test]
     fn a_reading_forgets_the_gone_cgroups_and_keeps_the_node() {

@@ -15,7 +15,11 @@ use sonde_common::{
 };
 use sonde_slo::Histogram;
 
-use super::{attach_raw_tracepoints, map, read_losses, Links, ProbeStatus};
+use super::{
+    attach_raw_tracepoints,
+    family::{Attach, FamilyProbe},
+    map, read_losses, Links, ProbeStatus, Reading,
+};
 
 /// The family's hooks, as (program, raw tracepoint).
 const HOOKS: [(&str, &str); 4] = [
@@ -34,7 +38,7 @@ pub const PROGRAMS: [&str; 4] = [
 ];
 
 /// The same hooks with empty programs (benchmarks only).
-pub(super) const FLOOR_HOOKS: [(&str, &str); 4] = [
+const FLOOR_HOOKS: [(&str, &str); 4] = [
     ("floor_irq_in", "irq_handler_entry"),
     ("floor_irq_out", "irq_handler_exit"),
     ("floor_soft_in", "softirq_entry"),
@@ -71,10 +75,6 @@ pub struct IrqReading {
     pub loss: [u64; loss::COUNT as usize],
 }
 
-pub(super) fn attach(ebpf: &mut Ebpf, links: &mut Links) -> ProbeStatus {
-    attach_raw_tracepoints(ebpf, links, Family::Irq.name(), &HOOKS)
-}
-
 fn totals(values: impl IntoIterator<Item = IrqTotals>) -> Vec<Totals> {
     values
         .into_iter()
@@ -85,7 +85,7 @@ fn totals(values: impl IntoIterator<Item = IrqTotals>) -> Vec<Totals> {
         .collect()
 }
 
-pub(super) fn read(ebpf: &Ebpf) -> Result<IrqReading, MapError> {
+fn read(ebpf: &Ebpf) -> Result<IrqReading, MapError> {
     let mut reading = IrqReading::default();
     let soft: PerCpuArray<&MapData, IrqTotals> =
         PerCpuArray::try_from(map(ebpf, "SOFTIRQ_TOTALS")?)?;
@@ -113,4 +113,31 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<IrqReading, MapError> {
     let losses: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, "IRQ_LOSS")?)?;
     read_losses(&losses, &mut reading.loss)?;
     Ok(reading)
+}
+
+/// The interrupt family's user side in this layer. Keyed by IRQ and
+/// vector, not cgroup: nothing to forget when a cgroup goes.
+pub(super) struct IrqProbe;
+
+impl FamilyProbe for IrqProbe {
+    fn attach(&self, cx: &mut Attach<'_>) -> ProbeStatus {
+        attach_raw_tracepoints(cx.ebpf, cx.links, Family::Irq.name(), &HOOKS)
+    }
+
+    fn attach_floor(&self, ebpf: &mut Ebpf, links: &mut Links) -> Option<ProbeStatus> {
+        Some(attach_raw_tracepoints(ebpf, links, "floor", &FLOOR_HOOKS))
+    }
+
+    fn read(&self, ebpf: &Ebpf, reading: &mut Reading) -> Result<(), MapError> {
+        reading.irq = read(ebpf)?;
+        Ok(())
+    }
+
+    fn losses(&self) -> &'static [(u32, &'static str)] {
+        &LOSSES
+    }
+
+    fn loss_counts<'r>(&self, reading: &'r Reading) -> &'r [u64] {
+        &reading.irq.loss
+    }
 }

@@ -1,7 +1,13 @@
 //! Memory family: loads and attaches `agent-ebpf/src/memory.rs`, reads the
 //! reclaim stalls and OOM kills per cgroup.
 
+use super::{
+    family::{Attach, FamilyProbe},
+    gone::{forget, Forget},
+    Reading, Setup,
+};
 use std::collections::HashMap;
+use std::collections::HashSet;
 
 use aya::{
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
@@ -120,4 +126,53 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<MemoryReading, MapError> {
     let losses: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, "MEM_LOSS")?)?;
     read_losses(&losses, &mut reading.loss)?;
     Ok(reading)
+}
+
+/// The memory family's user side in this layer.
+pub(super) struct MemoryProbe;
+
+/// The maps keyed by cgroup, with their key types.
+const CGROUP_MAPS: [(&str, Forget); 2] = [
+    ("RECLAIM_HIST", forget::<CgroupBucketKey> as Forget),
+    ("OOM_KILLS", forget::<u64> as Forget),
+];
+
+impl FamilyProbe for MemoryProbe {
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, setup: &'a Setup) {
+        configure(loader, setup.victim_is_task);
+    }
+
+    fn attach(&self, cx: &mut Attach<'_>) -> ProbeStatus {
+        match &cx.setup.offsets {
+            Ok(_) => attach(cx.ebpf, cx.links),
+            Err(why) => super::unavailable(Family::Memory.name(), why.clone()),
+        }
+    }
+
+    fn read(&self, ebpf: &Ebpf, reading: &mut Reading) -> Result<(), MapError> {
+        reading.memory = read(ebpf)?;
+        Ok(())
+    }
+
+    fn losses(&self) -> &'static [(u32, &'static str)] {
+        &LOSSES
+    }
+
+    fn loss_counts<'r>(&self, reading: &'r Reading) -> &'r [u64] {
+        &reading.memory.loss
+    }
+
+    fn cgroup_maps(&self) -> &'static [(&'static str, Forget)] {
+        &CGROUP_MAPS
+    }
+
+    fn cgroup_ids(&self, reading: &Reading, ids: &mut HashSet<u64>) {
+        ids.extend(reading.memory.reclaim.keys());
+        ids.extend(reading.memory.oom_kills.keys());
+    }
+
+    fn retain_cgroups(&self, reading: &mut Reading, keep: &dyn Fn(u64) -> bool) {
+        reading.memory.reclaim.retain(|k, _| keep(*k));
+        reading.memory.oom_kills.retain(|k, _| keep(*k));
+    }
 }

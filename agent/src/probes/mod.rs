@@ -7,6 +7,7 @@
 
 pub mod block;
 pub mod events;
+mod family;
 mod gone;
 pub mod irq;
 pub mod memory;
@@ -67,6 +68,18 @@ pub mod feature {
     /// The kernel preempts kernel code (model full or lazy; not from BTF:
     /// debugfs `sched/preempt`, else the version string).
     pub const KERNEL_PREEMPTS: &str = "kernel.preempts";
+}
+
+/// A family's kernel loss counters: (index, stable name).
+pub fn losses(family: Family) -> &'static [(u32, &'static str)] {
+    family::of(family).losses()
+}
+
+impl Reading {
+    /// A family's kernel loss counters in this reading, cumulative.
+    pub fn loss_counts(&self, family: Family) -> &[u64] {
+        family::of(family).loss_counts(self)
+    }
 }
 
 /// Why the probes could not be loaded at all.
@@ -237,7 +250,8 @@ pub struct Probes {
     setup: Option<Setup>,
 }
 
-/// What the families' attach functions need.
+/// What the families' configure and attach steps need: read from the
+/// kernel before the object is loaded, and the options.
 struct Setup {
     options: ProbeOptions,
     offsets: Result<sonde_common::task::TaskOffsets, String>,
@@ -246,6 +260,8 @@ struct Setup {
     /// The kernel's syscall tracepoints may fault and it preempts kernel
     /// code, so their callbacks can be preempted (see `syscalls::attach`).
     faultable_syscall_tracepoints: bool,
+    /// `mark_victim`'s first argument is the victim task (6.x), not its pid.
+    victim_is_task: bool,
 }
 
 /// A pinning agent's view of its pins.
@@ -476,12 +492,20 @@ impl Probes {
                 })
                 .collect();
         }
+        let setup = Setup {
+            options: options.clone(),
+            offsets,
+            tcp: tcp_setup,
+            block: block_offsets,
+            faultable_syscall_tracepoints,
+            victim_is_task,
+        };
         let mut loader = EbpfLoader::new();
         for (name, path) in &pin_names {
             loader.map_pin_path(name.as_str(), path.as_path());
         }
         loader.btf(aya_btf.as_ref());
-        let given = offsets.clone().unwrap_or_default();
+        let given = setup.offsets.clone().unwrap_or_default();
         loader.override_global("TASK_OFFSETS", &given, true);
         let mut thresholds = [0u64; THRESHOLD_SLOTS];
         for &(slot, ns) in &options.latency_thresholds_ns {
@@ -493,14 +517,7 @@ impl Probes {
         // Every family's globals and map sizes, disabled or not: one object
         // holds them all.
         for family in Family::ALL {
-            match family {
-                Family::Syscalls => syscalls::configure(&mut loader, &options),
-                Family::Memory => memory::configure(&mut loader, victim_is_task),
-                Family::Block => block::configure(&mut loader, &block_offsets),
-                Family::Tcp => tcp::configure(&mut loader, &tcp_setup),
-                // Their globals are the task offsets, set above.
-                Family::Sched | Family::Process | Family::Irq => {}
-            }
+            family::of(family).configure(&mut loader, &setup);
         }
         let mut ebpf = loader.load(object()?).map_err(LoadError::Object)?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -552,13 +569,6 @@ impl Probes {
                 maps,
             });
         }
-        let setup = Setup {
-            options: options.clone(),
-            offsets,
-            tcp: tcp_setup,
-            block: block_offsets,
-            faultable_syscall_tracepoints,
-        };
         let statuses = match adopted {
             Some(statuses) => statuses,
             // A disabled family is left out entirely: it neither counts nor
@@ -622,7 +632,8 @@ impl Probes {
     pub fn reattach(&mut self, family: Family) -> Option<&ProbeStatus> {
         let index = self.detached.iter().position(|&f| f == family)?;
         let setup = self.setup.as_ref()?;
-        let aya_btf = (family == Family::Sched)
+        let aya_btf = family::of(family)
+            .attaches_by_btf()
             .then(|| aya::Btf::from_sys_fs().ok())
             .flatten();
         let mounts = Mounts::current().unwrap_or_default();
@@ -742,15 +753,7 @@ impl Probes {
         self.flush_logs();
         let mut reading = Reading::default();
         for family in Family::ALL.into_iter().filter(|&f| self.attached(f)) {
-            match family {
-                Family::Syscalls => reading.syscalls = syscalls::read(&self.ebpf)?,
-                Family::Sched => reading.sched = sched::read(&self.ebpf)?,
-                Family::Block => reading.block = block::read(&self.ebpf)?,
-                Family::Memory => reading.memory = memory::read(&self.ebpf)?,
-                Family::Process => reading.process = process::read(&self.ebpf)?,
-                Family::Tcp => reading.tcp = tcp::read(&self.ebpf)?,
-                Family::Irq => reading.irq = irq::read(&self.ebpf)?,
-            }
+            family::of(family).read(&self.ebpf, &mut reading)?;
         }
         let event_loss: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map(&self.ebpf, "EVENT_LOSS")?)?;
@@ -839,26 +842,15 @@ impl Probes {
 
     /// Attaches empty programs on a family's hooks instead of sonde's own:
     /// the floor that any tracing on those hooks pays (benchmarks only:
-    /// the syscall, scheduler and tcp families have floor programs).
+    /// the syscall, scheduler, tcp and irq families have floor programs).
     pub fn load_floor(family: Family) -> Result<Self, LoadError> {
-        let hooks = match family {
-            Family::Syscalls => Some(&syscalls::FLOOR_HOOKS[..]),
-            Family::Tcp => Some(&tcp::FLOOR_HOOKS[..]),
-            Family::Irq => Some(&irq::FLOOR_HOOKS[..]),
-            // Its hooks depend on the kernel's BTF: see `attach_floor`.
-            Family::Sched => None,
-            Family::Block | Family::Memory | Family::Process => {
-                return Err(LoadError::NoFloor { family })
-            }
-        };
         let mut ebpf = EbpfLoader::new()
             .load(object()?)
             .map_err(LoadError::Object)?;
         let mut links = Links::default();
-        let statuses = vec![match hooks {
-            Some(hooks) => attach_raw_tracepoints(&mut ebpf, &mut links, "floor", hooks),
-            None => sched::attach_floor(&mut ebpf, &mut links),
-        }];
+        let statuses = vec![family::of(family)
+            .attach_floor(&mut ebpf, &mut links)
+            .ok_or(LoadError::NoFloor { family })?];
         Ok(Self {
             ebpf,
             logger: None,
@@ -886,24 +878,13 @@ fn attach_family(
     btf: Option<&aya::Btf>,
     mounts: &Mounts,
 ) -> ProbeStatus {
-    match family {
-        Family::Sched => sched::attach(ebpf, links, &setup.offsets, btf, setup.options.sched_hook),
-        Family::Process => process::attach(ebpf, links, &setup.offsets, mounts),
-        Family::Tcp => tcp::attach(ebpf, links, &setup.tcp),
-        Family::Block => block::attach(ebpf, links, &setup.block),
-        Family::Irq => irq::attach(ebpf, links),
-        Family::Memory => match &setup.offsets {
-            Ok(_) => memory::attach(ebpf, links),
-            Err(why) => unavailable(Family::Memory.name(), why.clone()),
-        },
-        Family::Syscalls => syscalls::attach(
-            ebpf,
-            links,
-            setup.options.syscall_hook,
-            mounts,
-            setup.faultable_syscall_tracepoints,
-        ),
-    }
+    family::of(family).attach(&mut family::Attach {
+        ebpf,
+        links,
+        setup,
+        btf,
+        mounts,
+    })
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones use

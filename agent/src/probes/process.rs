@@ -1,7 +1,13 @@
 //! Process family: loads and attaches `agent-ebpf/src/process.rs`, reads the
 //! terminations per cgroup.
 
+use super::{
+    family::{Attach, FamilyProbe},
+    gone::{forget, CgroupKey, Forget},
+    Reading,
+};
 use std::collections::HashMap;
+use std::collections::HashSet;
 
 use aya::{
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
@@ -148,6 +154,49 @@ pub fn signal_name(signal: u32) -> String {
     match NAMES.get(signal as usize) {
         Some(name) if !name.is_empty() => (*name).to_owned(),
         _ => format!("SIG{signal}"),
+    }
+}
+
+/// The process family's user side in this layer.
+pub(super) struct ProcessProbe;
+
+impl CgroupKey for ExitKey {
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+}
+
+/// The maps keyed by cgroup, with their key types.
+const CGROUP_MAPS: [(&str, Forget); 1] = [("PROC_EXITS", forget::<ExitKey> as Forget)];
+
+impl FamilyProbe for ProcessProbe {
+    fn attach(&self, cx: &mut Attach<'_>) -> ProbeStatus {
+        attach(cx.ebpf, cx.links, &cx.setup.offsets, cx.mounts)
+    }
+
+    fn read(&self, ebpf: &Ebpf, reading: &mut Reading) -> Result<(), MapError> {
+        reading.process = read(ebpf)?;
+        Ok(())
+    }
+
+    fn losses(&self) -> &'static [(u32, &'static str)] {
+        &LOSSES
+    }
+
+    fn loss_counts<'r>(&self, reading: &'r Reading) -> &'r [u64] {
+        &reading.process.loss
+    }
+
+    fn cgroup_maps(&self) -> &'static [(&'static str, Forget)] {
+        &CGROUP_MAPS
+    }
+
+    fn cgroup_ids(&self, reading: &Reading, ids: &mut HashSet<u64>) {
+        ids.extend(reading.process.exits.keys().map(|k| k.0));
+    }
+
+    fn retain_cgroups(&self, reading: &mut Reading, keep: &dyn Fn(u64) -> bool) {
+        reading.process.exits.retain(|k, _| keep(k.0));
     }
 }
 

@@ -1,7 +1,13 @@
 //! Scheduler family: loads and attaches `agent-ebpf/src/sched.rs`, reads the
 //! run-queue latency histograms per cgroup.
 
+use super::{
+    family::{Attach, FamilyProbe},
+    gone::{forget, Forget},
+    Reading,
+};
 use std::collections::HashMap;
+use std::collections::HashSet;
 
 use aya::{
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
@@ -173,4 +179,55 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<SchedReading, MapError> {
     let losses: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, "RUNQ_LOSS")?)?;
     read_losses(&losses, &mut reading.loss)?;
     Ok(reading)
+}
+
+/// The scheduler family's user side in this layer.
+pub(super) struct SchedProbe;
+
+/// The maps keyed by cgroup, with their key types.
+const CGROUP_MAPS: [(&str, Forget); 1] = [("RUNQ_HIST", forget::<CgroupBucketKey> as Forget)];
+
+impl FamilyProbe for SchedProbe {
+    fn attach(&self, cx: &mut Attach<'_>) -> ProbeStatus {
+        attach(
+            cx.ebpf,
+            cx.links,
+            &cx.setup.offsets,
+            cx.btf,
+            cx.setup.options.sched_hook,
+        )
+    }
+
+    fn attaches_by_btf(&self) -> bool {
+        true
+    }
+
+    fn attach_floor(&self, ebpf: &mut Ebpf, links: &mut Links) -> Option<ProbeStatus> {
+        Some(attach_floor(ebpf, links))
+    }
+
+    fn read(&self, ebpf: &Ebpf, reading: &mut Reading) -> Result<(), MapError> {
+        reading.sched = read(ebpf)?;
+        Ok(())
+    }
+
+    fn losses(&self) -> &'static [(u32, &'static str)] {
+        &LOSSES
+    }
+
+    fn loss_counts<'r>(&self, reading: &'r Reading) -> &'r [u64] {
+        &reading.sched.loss
+    }
+
+    fn cgroup_maps(&self) -> &'static [(&'static str, Forget)] {
+        &CGROUP_MAPS
+    }
+
+    fn cgroup_ids(&self, reading: &Reading, ids: &mut HashSet<u64>) {
+        ids.extend(reading.sched.runq.keys());
+    }
+
+    fn retain_cgroups(&self, reading: &mut Reading, keep: &dyn Fn(u64) -> bool) {
+        reading.sched.runq.retain(|k, _| keep(*k));
+    }
 }

@@ -3,7 +3,13 @@
 //! connect latency, failures, retransmits, resets, accepts, listen
 //! overflows, drops by reason and per-namespace counters.
 
+use super::{
+    family::{Attach, FamilyProbe},
+    gone::{forget, CgroupKey, Forget},
+    Reading, Setup,
+};
 use std::collections::HashMap;
+use std::collections::HashSet;
 
 use aya::{
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
@@ -462,6 +468,62 @@ pub fn failure_name(reason: u32) -> &'static str {
         fail::TIMEOUT => "timeout",
         fail::UNREACHABLE => "unreachable",
         _ => "other",
+    }
+}
+
+/// The TCP family's user side in this layer.
+pub(super) struct TcpProbe;
+
+impl CgroupKey for CgroupCountKey {
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+}
+
+/// The maps keyed by cgroup, with their key types.
+const CGROUP_MAPS: [(&str, Forget); 2] = [
+    ("TCP_CONNECT_HIST", forget::<CgroupBucketKey> as Forget),
+    ("TCP_CGROUP", forget::<CgroupCountKey> as Forget),
+];
+
+impl FamilyProbe for TcpProbe {
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, setup: &'a Setup) {
+        configure(loader, &setup.tcp);
+    }
+
+    fn attach(&self, cx: &mut Attach<'_>) -> ProbeStatus {
+        attach(cx.ebpf, cx.links, &cx.setup.tcp)
+    }
+
+    fn attach_floor(&self, ebpf: &mut Ebpf, links: &mut Links) -> Option<ProbeStatus> {
+        Some(attach_raw_tracepoints(ebpf, links, "floor", &FLOOR_HOOKS))
+    }
+
+    fn read(&self, ebpf: &Ebpf, reading: &mut Reading) -> Result<(), MapError> {
+        reading.tcp = read(ebpf)?;
+        Ok(())
+    }
+
+    fn losses(&self) -> &'static [(u32, &'static str)] {
+        &LOSSES
+    }
+
+    fn loss_counts<'r>(&self, reading: &'r Reading) -> &'r [u64] {
+        &reading.tcp.loss
+    }
+
+    fn cgroup_maps(&self) -> &'static [(&'static str, Forget)] {
+        &CGROUP_MAPS
+    }
+
+    fn cgroup_ids(&self, reading: &Reading, ids: &mut HashSet<u64>) {
+        ids.extend(reading.tcp.connect_latency.keys());
+        ids.extend(reading.tcp.cgroup.keys().map(|k| k.0));
+    }
+
+    fn retain_cgroups(&self, reading: &mut Reading, keep: &dyn Fn(u64) -> bool) {
+        reading.tcp.connect_latency.retain(|k, _| keep(*k));
+        reading.tcp.cgroup.retain(|k, _| keep(k.0));
     }
 }
 

@@ -2,8 +2,18 @@
 //! attributed to cgroups. The kernel never resets its counters, so a window
 //! is exactly what happened between two reads.
 
+mod block;
 pub mod irq;
+mod process;
+mod syscalls;
 pub mod tcp;
+
+use block::{io_error_record, MAX_IO_ERROR_EVENTS};
+use process::event_record;
+
+pub use block::block_window;
+pub use process::exit_window;
+pub use syscalls::syscall_window;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -19,16 +29,11 @@ use crate::{
     attribution::{Attributor, CgroupRef, Owner, KUBELET_PODS_DIR},
     host::{mounts::Mounts, pressure, throttle},
     model::{
-        CgroupCount, CgroupExits, CgroupHost, CgroupLatency, CgroupLoss, CgroupSyscalls, DeviceIo,
-        EventRecord, IoErrorRecord, LossRecord, Restart, Snapshot, SyscallSeries,
+        CgroupCount, CgroupHost, CgroupLatency, CgroupLoss, EventRecord, LossRecord, Restart,
+        Snapshot,
     },
     probes::{
-        block::{self, BlockReading},
         events::{self, KernelEvent},
-        memory,
-        process::{self, signal_name},
-        sched,
-        syscalls::{self, SyscallReading},
         ProbeState, ProbeStatus, Probes, ReadError, Reading,
     },
 };
@@ -281,8 +286,8 @@ impl Sampler {
             losses.extend(loss_records(
                 family.name(),
                 losses_of(family),
-                kernel_loss(before, family),
-                kernel_loss(&reading, family),
+                before.loss_counts(family),
+                reading.loss_counts(family),
             ));
         }
         losses.extend(loss_records(
@@ -501,111 +506,6 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn event_record(
-    e: &sonde_common::events::Event,
-    cgroup: CgroupRef,
-    time_unix_ns: u64,
-) -> EventRecord {
-    use sonde_common::events::{flag, kind};
-    let comm_len = e.comm.iter().position(|&b| b == 0).unwrap_or(e.comm.len());
-    EventRecord {
-        kind: if e.kind == kind::OOM_KILL {
-            "oom_kill"
-        } else {
-            "crash"
-        },
-        time_unix_ns,
-        pid: e.tgid,
-        tid: e.pid,
-        comm: String::from_utf8_lossy(e.comm.get(..comm_len).unwrap_or(&e.comm)).into_owned(),
-        signal: (e.kind == kind::CRASH).then(|| signal_name(e.code)),
-        core_dumped: e.flags & flag::CORE_DUMPED != 0,
-        cgroup_of_trigger: e.flags & flag::CGROUP_OF_CURRENT != 0,
-        cgroup,
-    }
-}
-
-/// Failed block requests kept as events per window; beyond, counted.
-const MAX_IO_ERROR_EVENTS: usize = 256;
-
-fn io_error_record(e: &sonde_common::block::BlockEvent, time_unix_ns: u64) -> IoErrorRecord {
-    let (major, minor) = block::major_minor(e.dev);
-    IoErrorRecord {
-        kind: "io_error",
-        time_unix_ns,
-        device: block::device_name(e.dev),
-        major,
-        minor,
-        op: block::op_name(e.op),
-        error: syscalls::errno_name(e.errno).into_owned(),
-        sector: e.sector,
-    }
-}
-
-/// Block I/O per (device, op) over the window, busiest first.
-pub fn block_window(before: &BlockReading, after: &BlockReading) -> Vec<DeviceIo> {
-    use sonde_common::block::what;
-    let delta = |b: &HashMap<(u32, u32, u32), u64>, a: &HashMap<(u32, u32, u32), u64>, k| {
-        let now: u64 = a.get(&k).copied().unwrap_or(0);
-        now.checked_sub(b.get(&k).copied().unwrap_or(0))
-            .unwrap_or(now)
-    };
-    let mut keys: Vec<(u32, u32)> = after.io.keys().map(|&(dev, op, _)| (dev, op)).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let latencies: HashMap<(u32, u32), Histogram> =
-        histogram_deltas(&before.latency, &after.latency)
-            .into_iter()
-            .collect();
-    let mut out: Vec<DeviceIo> = keys
-        .into_iter()
-        .filter_map(|(dev, op)| {
-            let issued = delta(&before.io, &after.io, (dev, op, what::ISSUED));
-            let completed = delta(&before.io, &after.io, (dev, op, what::COMPLETED));
-            let total_issued = after.io.get(&(dev, op, what::ISSUED)).copied().unwrap_or(0);
-            let total_completed = after
-                .io
-                .get(&(dev, op, what::COMPLETED))
-                .copied()
-                .unwrap_or(0);
-            let in_flight = total_issued.saturating_sub(total_completed);
-            if issued == 0 && completed == 0 && in_flight == 0 {
-                return None;
-            }
-            let errors = after
-                .errors
-                .keys()
-                .filter(|&&(d, o, _)| d == dev && o == op)
-                .filter_map(|&k| {
-                    let n = delta(&before.errors, &after.errors, k);
-                    (n > 0).then(|| (syscalls::errno_name(k.2).into_owned(), n))
-                })
-                .collect();
-            let latency = latencies.get(&(dev, op)).cloned().unwrap_or_default();
-            let (major, minor) = block::major_minor(dev);
-            Some(DeviceIo {
-                device: block::device_name(dev),
-                major,
-                minor,
-                op: block::op_name(op),
-                issued,
-                completed,
-                errors,
-                in_flight,
-                p50_secs: latency.quantile(0.5),
-                p99_secs: latency.quantile(0.99),
-                latency,
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        b.completed
-            .cmp(&a.completed)
-            .then_with(|| a.device.cmp(&b.device))
-    });
-    out
-}
-
 /// Per-cgroup counts of the window, largest first.
 pub fn count_window(
     before: &HashMap<u64, u64>,
@@ -630,37 +530,6 @@ pub fn count_window(
             .then(a.cgroup.cgroup_id.cmp(&b.cgroup.cgroup_id))
     });
     out
-}
-
-/// Per-cgroup process terminations of the window.
-pub fn exit_window(
-    before: &HashMap<(u64, u32, u32), u64>,
-    after: &HashMap<(u64, u32, u32), u64>,
-    resolve: &mut dyn FnMut(u64) -> CgroupRef,
-) -> Vec<CgroupExits> {
-    use sonde_common::process::{how, CRASH_SIGNALS};
-    let mut per_cgroup: BTreeMap<u64, CgroupExits> = BTreeMap::new();
-    for (&(cgroup, kind, code), &n) in after {
-        let delta = n
-            .checked_sub(before.get(&(cgroup, kind, code)).copied().unwrap_or(0))
-            .unwrap_or(n);
-        if delta == 0 {
-            continue;
-        }
-        let entry = per_cgroup
-            .entry(cgroup)
-            .or_insert_with(|| CgroupExits::new(resolve(cgroup)));
-        if kind == how::SIGNAL {
-            *entry.signals.entry(signal_name(code)).or_default() += delta;
-            if code < 64 && CRASH_SIGNALS & (1 << code) != 0 {
-                entry.crashes += delta;
-            }
-        } else {
-            *entry.exit_statuses.entry(code).or_default() += delta;
-            entry.nonzero_exits += delta;
-        }
-    }
-    per_cgroup.into_values().collect()
 }
 
 fn unix_ns(t: SystemTime) -> u64 {
@@ -726,28 +595,7 @@ const LOSS_ORDER: [Family; 6] = [
 
 /// A family's kernel loss counters: (index, stable name).
 pub fn losses_of(family: Family) -> &'static [(u32, &'static str)] {
-    match family {
-        Family::Syscalls => &syscalls::LOSSES,
-        Family::Sched => &sched::LOSSES,
-        Family::Block => &block::LOSSES,
-        Family::Memory => &memory::LOSSES,
-        Family::Process => &process::LOSSES,
-        Family::Tcp => &crate::probes::tcp::LOSSES,
-        Family::Irq => &crate::probes::irq::LOSSES,
-    }
-}
-
-/// A family's kernel loss counters in a reading (cumulative).
-fn kernel_loss(reading: &Reading, family: Family) -> &[u64] {
-    match family {
-        Family::Syscalls => &reading.syscalls.loss,
-        Family::Sched => &reading.sched.loss,
-        Family::Block => &reading.block.loss,
-        Family::Memory => &reading.memory.loss,
-        Family::Process => &reading.process.loss,
-        Family::Tcp => &reading.tcp.loss,
-        Family::Irq => &reading.irq.loss,
-    }
+    crate::probes::losses(family)
 }
 
 /// The losses the kernel counts against the cgroup whose event was lost:
@@ -875,88 +723,10 @@ pub fn latency_window(
     out
 }
 
-/// The syscall signals between two cumulative readings, per cgroup (busiest
-/// first), and the family's losses in that window.
-pub fn syscall_window(
-    before: &SyscallReading,
-    after: &SyscallReading,
-    window_secs: f64,
-    resolve: &mut dyn FnMut(u64) -> CgroupRef,
-) -> (Vec<CgroupSyscalls>, Vec<LossRecord>) {
-    let mut errnos: HashMap<(u64, u32), BTreeMap<String, u64>> = HashMap::new();
-    for (&(cgroup, nr, errno), &count) in &after.errors {
-        let earlier = before
-            .errors
-            .get(&(cgroup, nr, errno))
-            .copied()
-            .unwrap_or(0);
-        // A smaller count means the map was recreated: count from zero.
-        let delta = count.checked_sub(earlier).unwrap_or(count);
-        if delta > 0 {
-            errnos
-                .entry((cgroup, nr))
-                .or_default()
-                .insert(syscalls::errno_name(errno).into_owned(), delta);
-        }
-    }
-
-    let mut per_cgroup: BTreeMap<u64, Vec<SyscallSeries>> = BTreeMap::new();
-    for ((cgroup, nr), latency) in histogram_deltas(&before.latency, &after.latency) {
-        let errnos = errnos.remove(&(cgroup, nr)).unwrap_or_default();
-        let name = syscalls::name(nr).into_owned();
-        per_cgroup
-            .entry(cgroup)
-            .or_default()
-            .push(SyscallSeries::new(name, nr, latency, errnos, window_secs));
-    }
-
-    // Failures whose latency sample found the latency map full (counted
-    // as hist_map_full) are still failures: a series of their own, without
-    // latency, rather than nothing.
-    for ((cgroup, nr), errnos) in errnos {
-        let name = syscalls::name(nr).into_owned();
-        per_cgroup
-            .entry(cgroup)
-            .or_default()
-            .push(SyscallSeries::new(
-                name,
-                nr,
-                Histogram::new(),
-                errnos,
-                window_secs,
-            ));
-    }
-
-    let mut out: Vec<CgroupSyscalls> = per_cgroup
-        .into_iter()
-        .map(|(cgroup_id, mut series)| {
-            series.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.name.cmp(&b.name)));
-            CgroupSyscalls {
-                cgroup: resolve(cgroup_id),
-                calls: series.iter().map(|s| s.calls).sum(),
-                errors: series.iter().map(|s| s.errors).sum(),
-                syscalls: series,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        b.calls
-            .cmp(&a.calls)
-            .then(a.cgroup.cgroup_id.cmp(&b.cgroup.cgroup_id))
-    });
-
-    let losses = loss_records(
-        Family::Syscalls.name(),
-        losses_of(Family::Syscalls),
-        &before.loss,
-        &after.loss,
-    );
-    (out, losses)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probes::syscalls::SyscallReading;
     use sonde_common::syscalls::loss;
 
     #[test]
@@ -1072,8 +842,8 @@ mod tests {
 
     #[test]
     fn window_is_the_difference_of_two_readings() {
-        let openat = syscalls::number("openat").unwrap();
-        let read = syscalls::number("read").unwrap();
+        let openat = crate::probes::syscalls::number("openat").unwrap();
+        let read = crate::probes::syscalls::number("read").unwrap();
         let before = reading(&[(7, openat, 1000)], &[(7, openat, 2, 1)]);
         let mut after = reading(
             &[
@@ -1107,7 +877,7 @@ mod tests {
     fn failures_without_a_latency_sample_are_still_reported() {
         // The latency map was full when cgroup 7's openat failed (its
         // sample counted as hist_map_full); the failure map had room.
-        let openat = syscalls::number("openat").unwrap();
+        let openat = crate::probes::syscalls::number("openat").unwrap();
         let before = reading(&[], &[]);
         let mut after = reading(
             &[(8, openat, 1000)],

@@ -7,6 +7,12 @@ pub mod aarch64;
 pub mod errno;
 pub mod x86_64;
 
+use super::{
+    family::{Attach, FamilyProbe},
+    gone::{forget, CgroupKey, Forget},
+    Reading, Setup,
+};
+use std::collections::HashSet;
 use std::{borrow::Cow, collections::HashMap};
 
 use aya::{
@@ -258,6 +264,74 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<SyscallReading, MapError> {
     let losses: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, "SYSCALL_LOSS")?)?;
     read_losses(&losses, &mut reading.loss)?;
     Ok(reading)
+}
+
+/// The syscall family's user side in this layer.
+pub(super) struct SyscallsProbe;
+
+impl CgroupKey for SyscallHistKey {
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+}
+
+impl CgroupKey for SyscallErrKey {
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+}
+
+/// The maps keyed by cgroup, with their key types.
+const CGROUP_MAPS: [(&str, Forget); 2] = [
+    ("SYSCALL_HIST", forget::<SyscallHistKey> as Forget),
+    ("SYSCALL_ERRORS", forget::<SyscallErrKey> as Forget),
+];
+
+impl FamilyProbe for SyscallsProbe {
+    fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, setup: &'a Setup) {
+        configure(loader, &setup.options);
+    }
+
+    fn attach(&self, cx: &mut Attach<'_>) -> ProbeStatus {
+        attach(
+            cx.ebpf,
+            cx.links,
+            cx.setup.options.syscall_hook,
+            cx.mounts,
+            cx.setup.faultable_syscall_tracepoints,
+        )
+    }
+
+    fn attach_floor(&self, ebpf: &mut Ebpf, links: &mut Links) -> Option<ProbeStatus> {
+        Some(attach_raw_tracepoints(ebpf, links, "floor", &FLOOR_HOOKS))
+    }
+
+    fn read(&self, ebpf: &Ebpf, reading: &mut Reading) -> Result<(), MapError> {
+        reading.syscalls = read(ebpf)?;
+        Ok(())
+    }
+
+    fn losses(&self) -> &'static [(u32, &'static str)] {
+        &LOSSES
+    }
+
+    fn loss_counts<'r>(&self, reading: &'r Reading) -> &'r [u64] {
+        &reading.syscalls.loss
+    }
+
+    fn cgroup_maps(&self) -> &'static [(&'static str, Forget)] {
+        &CGROUP_MAPS
+    }
+
+    fn cgroup_ids(&self, reading: &Reading, ids: &mut HashSet<u64>) {
+        ids.extend(reading.syscalls.latency.keys().map(|k| k.0));
+        ids.extend(reading.syscalls.errors.keys().map(|k| k.0));
+    }
+
+    fn retain_cgroups(&self, reading: &mut Reading, keep: &dyn Fn(u64) -> bool) {
+        reading.syscalls.latency.retain(|k, _| keep(k.0));
+        reading.syscalls.errors.retain(|k, _| keep(k.0));
+    }
 }
 
 #[cfg(test)]
