@@ -63,7 +63,7 @@ fn drivers(which: Which) -> &'static [&'static str] {
     }
 }
 
-pub fn run(which: Which, ops: Option<u64>, rounds: u32) -> Result<()> {
+pub fn run(which: Which, ops: Option<u64>, rounds: u32, before: Option<&Path>) -> Result<()> {
     let benches = drivers(which);
     // One date for the file's name and its "date" field, even when the run
     // crosses midnight.
@@ -76,6 +76,11 @@ pub fn run(which: Which, ops: Option<u64>, rounds: u32) -> Result<()> {
     let mut command_line = format!("cargo xtask bench {name} --rounds {rounds}");
     if let Some(ops) = ops {
         command_line += &format!(" --ops {ops}");
+    }
+    if let Some(before) = before {
+        // Named by file name only: results name no path of this machine.
+        let name = before.file_name().map(|n| n.to_string_lossy().into_owned());
+        command_line += &format!(" --before {}", name.unwrap_or_default());
     }
     if !benches.is_empty() {
         sh(
@@ -97,6 +102,9 @@ pub fn run(which: Which, ops: Option<u64>, rounds: u32) -> Result<()> {
         command.args([name, "--rounds", &rounds.to_string()]);
         if let Some(ops) = ops {
             command.args(["--ops", &ops.to_string()]);
+        }
+        if let Some(before) = before {
+            command.arg("--sonde-before").arg(before);
         }
         let status = command
             .arg("--sonde")

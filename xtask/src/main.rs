@@ -138,6 +138,11 @@ enum Task {
         /// one from the round before.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
+        /// Another build's `sonde` binary: its agent runs as one more
+        /// condition beside this build's, a change's before and after in
+        /// one run (workload benchmarks only).
+        #[arg(long)]
+        before: Option<std::path::PathBuf>,
     },
 }
 
@@ -258,9 +263,14 @@ fn run(cli: Cli) -> Result<()> {
             setup::run(false)?;
             chaos(filter.as_deref(), minutes)
         }
-        Task::Bench { which, ops, rounds } => {
+        Task::Bench {
+            which,
+            ops,
+            rounds,
+            before,
+        } => {
             setup::run(true)?;
-            bench::run(which, ops, rounds)
+            bench::run(which, ops, rounds, before.as_deref())
         }
     }
 }

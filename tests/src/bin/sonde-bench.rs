@@ -72,6 +72,9 @@ enum Condition {
     Floor(Family),
     /// The real agent, with only these families.
     Agent(&'static str),
+    /// Another build of the agent (`--sonde-before`), the same families:
+    /// a change's before and after in one run.
+    AgentBefore(&'static str),
     /// bpftrace with the equivalent script.
     Bpftrace,
 }
@@ -82,6 +85,7 @@ impl Condition {
             Condition::Bare => "no probes".to_owned(),
             Condition::Floor(_) => "empty programs (floor)".to_owned(),
             Condition::Agent(families) => format!("sonde agent ({families})"),
+            Condition::AgentBefore(families) => format!("sonde agent before ({families})"),
             Condition::Bpftrace => "bpftrace".to_owned(),
         }
     }
@@ -229,11 +233,12 @@ fn run() -> Result<()> {
                         .find(|b| b.name == name)
                         .with_context(|| format!("no benchmark {name}"))?;
                     let sonde = PathBuf::from(value("--sonde")?);
+                    let before = value("--sonde-before").ok().map(PathBuf::from);
                     run_bench(
                         bench,
                         ops.unwrap_or(bench.default_ops),
                         rounds,
-                        &sonde,
+                        (&sonde, before.as_deref()),
                         &mut report,
                     )?
                 }
@@ -638,7 +643,12 @@ fn paired(values: &[f64], baseline: &[f64]) -> Vec<f64> {
     values.iter().zip(baseline).map(|(v, b)| v - b).collect()
 }
 
-fn timed(condition: Condition, bench: &Bench, ops: u64, sonde: &Path) -> Result<f64> {
+fn timed(
+    condition: Condition,
+    bench: &Bench,
+    ops: u64,
+    (sonde, before): (&Path, Option<&Path>),
+) -> Result<f64> {
     Ok(match condition {
         Condition::Bare => measure(bench.workload, ops)?,
         Condition::Floor(family) => {
@@ -647,8 +657,12 @@ fn timed(condition: Condition, bench: &Bench, ops: u64, sonde: &Path) -> Result<
             drop(floor);
             ns
         }
-        Condition::Agent(families) => {
-            let mut agent = start_agent(sonde, Some(families))?;
+        Condition::Agent(families) | Condition::AgentBefore(families) => {
+            let binary = match condition {
+                Condition::AgentBefore(_) => before.context("no --sonde-before")?,
+                _ => sonde,
+            };
+            let mut agent = start_agent(binary, Some(families))?;
             let ns = measure(bench.workload, ops)?;
             stop(&mut agent.child, libc::SIGTERM)?;
             ns
@@ -666,23 +680,32 @@ fn run_bench(
     bench: &Bench,
     ops: u64,
     rounds: u32,
-    sonde: &Path,
+    (sonde, before): (&Path, Option<&Path>),
     report: &mut Report,
 ) -> Result<Value> {
-    if !matches!(bench.conditions.first(), Some(Condition::Bare)) {
+    // With another build to compare, its agent runs beside this one's.
+    let mut conditions = bench.conditions.to_vec();
+    if before.is_some() {
+        let families = conditions.iter().find_map(|c| match c {
+            Condition::Agent(f) => Some(*f),
+            _ => None,
+        });
+        conditions.extend(families.map(Condition::AgentBefore));
+    }
+    if !matches!(conditions.first(), Some(Condition::Bare)) {
         bail!("{}: the first condition must be the baseline", bench.name);
     }
     if !sonde::host::mounts::Mounts::current()?.tracefs_ready() {
         sonde::host::mounts::mount_tracefs().context("bpftrace needs tracefs")?;
     }
-    let n = bench.conditions.len();
+    let n = conditions.len();
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut orders: Vec<Vec<String>> = Vec::new();
     for round in 0..rounds as usize {
         let mut order = Vec::new();
         for i in rotated(n, round) {
-            let condition = *bench.conditions.get(i).context("condition")?;
-            let ns = timed(condition, bench, ops, sonde)?;
+            let condition = *conditions.get(i).context("condition")?;
+            let ns = timed(condition, bench, ops, (sonde, before))?;
             eprintln!(
                 "round {}/{rounds}  {:<28} {ns:>10.1} ns/{}",
                 round + 1,
@@ -716,7 +739,7 @@ fn run_bench(
         "added ns",
         bench.rate.unwrap_or("")
     ));
-    for ((c, ns), added) in bench.conditions.iter().zip(&ns).zip(&added_spread) {
+    for ((c, ns), added) in conditions.iter().zip(&ns).zip(&added_spread) {
         let rate = bench
             .rate
             .map_or(String::new(), |_| format!("{:.0}", 1e9 / ns.median));
@@ -727,7 +750,7 @@ fn run_bench(
             added.show(1)
         ));
     }
-    let find = |pred: fn(&Condition) -> bool| bench.conditions.iter().position(pred);
+    let find = |pred: fn(&Condition) -> bool| conditions.iter().position(pred);
     let floor = find(|c| matches!(c, Condition::Floor(_)));
     let agent = find(|c| matches!(c, Condition::Agent(_)));
     let bpftrace = find(|c| matches!(c, Condition::Bpftrace));
@@ -746,6 +769,19 @@ fn run_bench(
     };
     let over_floor = ratio(agent, floor);
     let over_bpftrace = ratio(agent, bpftrace);
+    // This build against the other, per round: this one's time minus the
+    // other's in the same round.
+    let against_before = find(|c| matches!(c, Condition::AgentBefore(_))).and_then(|b| {
+        let diffs = paired(samples.get(agent?)?, samples.get(b)?);
+        Spread::of(&diffs)
+    });
+    if let Some(d) = against_before {
+        report.line(format!(
+            "sonde - sonde before  {} ns per {} (this build's time minus the other build's, same round)",
+            d.show(1),
+            bench.unit
+        ));
+    }
     if let Some((m, r)) = over_floor {
         report.line(format!(
             "sonde / floor     {m:.2}x (medians; per round {:.2}x to {:.2}x)",
@@ -769,7 +805,7 @@ fn run_bench(
         "rounds": rounds,
         "method": "conditions in an order rotated by one each round; added = median over rounds of (condition - no probes) in the same round, with min and max",
         "round_orders": orders,
-        "conditions": bench.conditions.iter().enumerate().map(|(i, c)| json!({
+        "conditions": conditions.iter().enumerate().map(|(i, c)| json!({
             "name": c.name(),
             "ns": ns.get(i).map(|s| s.json()),
             "added_ns": added_spread.get(i).map(|s| s.json()),
@@ -779,6 +815,7 @@ fn run_bench(
         })).collect::<Vec<_>>(),
         "sonde_over_floor": ratio_json(over_floor),
         "sonde_over_bpftrace": ratio_json(over_bpftrace),
+        "sonde_minus_sonde_before_ns": against_before.map(|d| d.json()),
         "agent_under_load": load,
     }))
 }
