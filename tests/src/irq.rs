@@ -421,6 +421,13 @@ fn softirq_and_irq_entries_match_the_kernels_counts() {
         let names = interrupts().1;
         assert_eq!(line.handler.as_ref(), names.get(irq));
         assert!(line.time_secs > 0.0 && line.p99_secs.is_some(), "{line:?}");
+        // One duration per handler exit: within one in flight per CPU.
+        assert!(
+            line.duration.count().abs_diff(line.count) <= ncpu,
+            "IRQ {irq}: {} entries, {} durations",
+            line.count,
+            line.duration.count()
+        );
     }
 
     // The window's own check: the same pairs, and out of bounds only below,

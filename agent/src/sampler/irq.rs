@@ -115,13 +115,15 @@ pub struct Bracket {
     pub after: KernelCounts,
 }
 
-/// Reads the kernel's counts around each map read.
+/// Reads the kernel's counts around each map read, while the family
+/// counts (nothing is read otherwise).
 #[derive(Debug)]
 pub struct IrqCheckState {
     proc_root: PathBuf,
-    /// Around the last read, when the family counted then.
+    /// Around the read before the last one: the window's start.
     last: Option<Bracket>,
-    pending: Option<KernelCounts>,
+    /// Around the last read: the window's end.
+    now: Option<Bracket>,
 }
 
 impl IrqCheckState {
@@ -130,30 +132,36 @@ impl IrqCheckState {
         Self {
             proc_root,
             last: None,
-            pending: None,
+            now: None,
         }
     }
 
-    /// Just before the maps are read.
-    pub fn before_read(&mut self) {
-        self.pending = kernel_counts(&self.proc_root);
+    /// Runs `read` (the maps' read) between two reads of the kernel's
+    /// counts, when `counting` says the family counts.
+    pub fn around<T>(&mut self, counting: bool, read: impl FnOnce() -> T) -> T {
+        let before = counting.then(|| kernel_counts(&self.proc_root)).flatten();
+        let out = read();
+        let after = before
+            .is_some()
+            .then(|| kernel_counts(&self.proc_root))
+            .flatten();
+        self.last = self.now.take();
+        self.now = before
+            .zip(after)
+            .map(|(before, after)| Bracket { before, after });
+        out
     }
 
-    /// Just after: the bracket of this read, and the last one's (`None`
-    /// where either could not be read, or `counting` says the family was
-    /// not counting through the window).
-    pub fn after_read(&mut self, counting: bool) -> (Option<Bracket>, Option<Bracket>) {
-        let now = match (self.pending.take(), kernel_counts(&self.proc_root)) {
-            (Some(before), Some(after)) if counting => Some(Bracket { before, after }),
-            _ => None,
-        };
-        let last = std::mem::replace(&mut self.last, now.clone());
-        (last, now)
+    /// The window's start and end brackets, when both were read: the
+    /// family counted through the window.
+    pub fn brackets(&self) -> Option<(&Bracket, &Bracket)> {
+        Some((self.last.as_ref()?, self.now.as_ref()?))
     }
 
-    /// Drops the last bracket: the next window has no start to check from.
+    /// Drops the last read's bracket: the next window has no start to
+    /// check from.
     pub fn forget(&mut self) {
-        self.last = None;
+        self.now = None;
     }
 }
 
@@ -371,8 +379,8 @@ pub fn irq_window(
     }
 }
 
-/// The IRQ names straight from `/proc/interrupts`, for windows without a
-/// bracket.
+/// The IRQ names straight from `/proc/interrupts`, for a window without a
+/// bracket that has IRQs to name.
 pub fn read_names(proc_root: &Path) -> BTreeMap<u32, String> {
     std::fs::read_to_string(proc_root.join("interrupts"))
         .map(|t| parse_interrupts(&t).1)
@@ -459,6 +467,33 @@ ERR:          0
                 kernel_max: 55
             }]
         );
+    }
+
+    #[test]
+    fn brackets_come_only_from_two_counting_reads_in_a_row() {
+        let dir = std::env::temp_dir().join(format!("sonde-irq-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("softirqs"), SOFTIRQS).unwrap();
+        std::fs::write(dir.join("interrupts"), INTERRUPTS).unwrap();
+        let mut check = IrqCheckState::new(dir.clone());
+        // Not counting: the files are not read, the read still runs.
+        assert_eq!(check.around(false, || 7), 7);
+        assert!(check.now.is_none() && check.brackets().is_none());
+        check.around(true, || ());
+        assert!(check.brackets().is_none(), "one read is no window");
+        check.around(true, || ());
+        let (start, end) = check.brackets().unwrap();
+        assert_eq!(start.after.softirqs["NET_RX"][&1], 410226);
+        assert_eq!(end.after.names[&36], "virtio1-req.0");
+        check.forget();
+        check.around(true, || ());
+        assert!(
+            check.brackets().is_none(),
+            "a forgotten read starts no window"
+        );
+        check.around(false, || ());
+        assert!(check.brackets().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

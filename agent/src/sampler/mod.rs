@@ -110,9 +110,8 @@ impl Sampler {
     /// [`Sampler::start`] with options.
     pub fn start_with(mut probes: Probes, options: SamplerOptions) -> Result<Self, ReadError> {
         let mut irq_check = irq::IrqCheckState::new(PathBuf::from("/proc"));
-        irq_check.before_read();
-        let now = probes.read()?;
-        irq_check.after_read(counting(&probes, Family::Irq));
+        let irq_counting = counting(&probes, Family::Irq);
+        let now = irq_check.around(irq_counting, || probes.read())?;
         let mounts = Mounts::current().unwrap_or_default();
         let tcp_counting = counting(&probes, Family::Tcp);
         // The namespace check compares from now: /proc has no past.
@@ -223,11 +222,9 @@ impl Sampler {
                 KernelEvent::Block(e) => block_events.push(e),
             }
         }
-        self.irq_check.before_read();
-        let reading = self.probes.read()?;
-        let brackets = self
-            .irq_check
-            .after_read(counting(&self.probes, Family::Irq));
+        let irq_counting = counting(&self.probes, Family::Irq);
+        let probes = &mut self.probes;
+        let reading = self.irq_check.around(irq_counting, || probes.read())?;
         let now = (Instant::now(), SystemTime::now());
         let monotonic_now_ns = monotonic_ns();
         let window_secs = now.0.duration_since(self.previous_at.0).as_secs_f64();
@@ -266,22 +263,13 @@ impl Sampler {
         );
         let exits = exit_window(&before.process.exits, &reading.process.exits, &mut resolve);
         let block = block_window(&before.block, &reading.block);
-        let irq = match &brackets {
-            (Some(start), Some(end)) => irq::irq_window(
-                &before.irq,
-                &reading.irq,
-                window_secs,
-                &end.after.names,
-                Some((start, end)),
-            ),
-            _ => irq::irq_window(
-                &before.irq,
-                &reading.irq,
-                window_secs,
-                &irq::read_names(Path::new("/proc")),
-                None,
-            ),
+        let brackets = self.irq_check.brackets();
+        let names = match brackets {
+            Some((_, end)) => end.after.names.clone(),
+            None if !reading.irq.hard.is_empty() => irq::read_names(Path::new("/proc")),
+            None => Default::default(),
         };
+        let irq = irq::irq_window(&before.irq, &reading.irq, window_secs, &names, brackets);
         for family in LOSS_ORDER {
             losses.extend(loss_records(
                 family.name(),
