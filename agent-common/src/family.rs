@@ -78,7 +78,7 @@ impl Family {
     pub const fn cgroup_maps(self) -> &'static [&'static str] {
         match self {
             Family::Syscalls => &["SYSCALL_HIST", "SYSCALL_ERRORS"],
-            Family::Sched => &["RUNQ_HIST"],
+            Family::Sched => &["RUNQ_HIST", "RUNQ_HOLDER"],
             Family::Block => &[],
             Family::Memory => &["RECLAIM_HIST", "OOM_KILLS"],
             Family::Process => &["PROC_EXITS"],

@@ -39,6 +39,8 @@ user_pod!(
     task::TaskOffsets,
     task::StartSlot,
     task::CgroupBucketKey,
+    sched::HolderKey,
+    sched::HolderWait,
     events::Event,
     process::ExitKey,
     block::BlockOffsets,

@@ -1,4 +1,5 @@
-//! Scheduler family: run-queue latency (wakeup → on CPU) per cgroup.
+//! Scheduler family: run-queue latency (wakeup → on CPU) per cgroup, and
+//! the wait each cgroup's tasks caused others (who held the CPU).
 
 /// Slots in `RUNQ_START`, indexed by `pid & RUNQ_SLOT_MASK`.
 pub const RUNQ_SLOTS: u32 = 1 << 16;
@@ -15,6 +16,45 @@ pub mod loss {
     pub const START_COLLISION: u32 = 1;
     /// A kernel read (task fields) failed: the sample is dropped.
     pub const READ_FAILED: u32 = 2;
+    /// A wait could not be charged to any holder: `RUNQ_HOLDER` had room
+    /// neither for its (victim, holder) pair nor for the victim's
+    /// [`super::HOLDER_OTHER`] row.
+    pub const HOLDER_MAP_FULL: u32 = 3;
     /// Number of counters.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
+
+/// Bound of `RUNQ_HOLDER` (keys are (victim cgroup, holder cgroup)).
+pub const RUNQ_HOLDER_MAX_ENTRIES: u32 = 1 << 12;
+/// Holder of a wait that ended with the CPU idle: nobody held it (the
+/// waiter was woken on, or moved to, an idle CPU).
+pub const HOLDER_IDLE: u64 = 0;
+/// Holder under which a victim's waits are summed once `RUNQ_HOLDER` has no
+/// room for its (victim, holder) pair: counted, never dropped while the
+/// victim's own row fits.
+pub const HOLDER_OTHER: u64 = u64::MAX;
+
+/// Key of `RUNQ_HOLDER`: who waited, and whose task held the CPU when the
+/// wait ended (the task switched out as the waiter was switched in).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HolderKey {
+    /// cgroup v2 id of the task that waited.
+    pub victim_cgroup: u64,
+    /// cgroup v2 id of the task that held the CPU, [`HOLDER_IDLE`] or
+    /// [`HOLDER_OTHER`].
+    pub holder_cgroup: u64,
+}
+
+/// Value of `RUNQ_HOLDER` (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HolderWait {
+    /// Nanoseconds waited.
+    pub wait_ns: u64,
+    /// Waits that ended.
+    pub waits: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<HolderKey>() == 16);
+const _: () = assert!(core::mem::size_of::<HolderWait>() == 16);

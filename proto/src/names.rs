@@ -9,6 +9,10 @@ pub const SYSCALL_DURATION: &str = "system.linux.syscall.duration";
 pub const SYSCALL_ERRORS: &str = "system.linux.syscall.errors";
 /// Run-queue latency (histogram, seconds).
 pub const RUNQUEUE_DURATION: &str = "system.linux.scheduler.runqueue.duration";
+/// Run-queue wait by the cgroup that held the CPU when each wait ended
+/// (gauge: seconds waited per second of the window; `linux.cgroup.path`
+/// the victim, `linux.cgroup.holder.path` the holder, `idle` or `other`).
+pub const RUNQUEUE_WAIT_BY_HOLDER: &str = "system.linux.scheduler.runqueue.wait.by_holder";
 /// Memory reclaim stalls (histogram, seconds).
 pub const RECLAIM_DURATION: &str = "system.linux.memory.reclaim.duration";
 /// Block request latency (histogram, seconds).
@@ -187,6 +191,9 @@ pub const UNIT_EVENTS: &str = "{event}";
 /// `process.linux.cgroup` names a process's cgroup line; sonde's series
 /// belong to a cgroup, not a process, hence a name of its own.
 pub const ATTR_CGROUP_PATH: &str = "linux.cgroup.path";
+/// The cgroup whose task held the CPU when a run-queue wait ended: its v2
+/// path, `idle` (nobody held it) or `other` (the holders not named one by one).
+pub const ATTR_HOLDER_CGROUP_PATH: &str = "linux.cgroup.holder.path";
 /// A metric's name (on sonde's own metrics about other metrics).
 pub const ATTR_METRIC: &str = "metric";
 /// The kernel counter a self-check compares against.

@@ -186,6 +186,7 @@ fn snapshot(s: &Snapshot, top: usize) -> String {
         }
     }
     latencies(&mut out, "RUN QUEUE WAIT (cgroup)", &s.runqueue, top);
+    holders(&mut out, &s.runqueue_holders, top);
     latencies(&mut out, "RECLAIM STALLS (cgroup)", &s.reclaim, top);
     if let Some(cpu) = s.node_pressure.cpu {
         let line = |name: &str, p: Option<crate::host::pressure::Psi>| {
@@ -512,6 +513,51 @@ pub(super) fn latencies(
             secs(Some(row.sum_secs)),
             secs(row.p50_secs),
             secs(row.p99_secs)
+        );
+    }
+}
+
+/// Who held the CPU when each cgroup's waits ended: the victim, its wait,
+/// the share that ended with the CPU idle, and its heaviest holders.
+fn holders(out: &mut String, rows: &[crate::model::sched::CgroupHolders], top: usize) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{:<44} {:>10} {:>6}  HOLDERS (share of the wait)",
+        "RUN QUEUE WAIT BY HOLDER (cgroup)", "TOTAL", "IDLE"
+    );
+    for row in rows.iter().take(top) {
+        let share = |secs: f64| {
+            if row.wait_secs > 0.0 {
+                100.0 * secs / row.wait_secs
+            } else {
+                0.0
+            }
+        };
+        let mut named: Vec<String> = row
+            .holders
+            .iter()
+            .map(|h| {
+                let who = if h.cgroup.cgroup_id == row.cgroup.cgroup_id {
+                    "(itself)".to_owned()
+                } else {
+                    cgroup_label(&h.cgroup)
+                };
+                format!("{who} {:.0}%", share(h.wait_secs))
+            })
+            .collect();
+        if row.rest.waits > 0 {
+            named.push(format!("other {:.0}%", share(row.rest.wait_secs)));
+        }
+        let _ = writeln!(
+            out,
+            "{:<44} {:>10} {:>5.0}%  {}",
+            truncate_left(&cgroup_label(&row.cgroup), 44),
+            secs(Some(row.wait_secs)),
+            share(row.idle_wait_secs),
+            named.join(", ")
         );
     }
 }

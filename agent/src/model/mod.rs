@@ -6,6 +6,7 @@ pub mod host;
 pub mod irq;
 pub mod overhead;
 pub mod probe;
+pub mod sched;
 pub mod slo;
 pub mod tcp;
 
@@ -49,6 +50,9 @@ pub struct Snapshot {
     pub syscalls: Vec<CgroupSyscalls>,
     /// Run-queue latency (runnable → running) per cgroup, most waited first.
     pub runqueue: Vec<CgroupLatency>,
+    /// Run-queue wait per cgroup by who held the CPU when each wait ended,
+    /// most waited first.
+    pub runqueue_holders: Vec<sched::CgroupHolders>,
     /// Block I/O per (device, operation).
     pub block: Vec<DeviceIo>,
     /// Reclaim stalls (allocations that had to reclaim memory first) per cgroup.

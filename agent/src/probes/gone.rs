@@ -17,7 +17,12 @@ use aya::{
     maps::{MapError, PerCpuHashMap},
     Ebpf, Pod,
 };
-use sonde_common::{family::Family, loss::CgroupLossKey, task::CgroupBucketKey};
+use sonde_common::{
+    family::Family,
+    loss::CgroupLossKey,
+    sched::{HolderKey, HolderWait, HOLDER_IDLE, HOLDER_OTHER},
+    task::CgroupBucketKey,
+};
 
 use super::{family, Probes, ReadError, Reading};
 
@@ -54,18 +59,42 @@ impl Probes {
 /// A key that leads with the cgroup it counts for (each family implements
 /// it for its own key types).
 pub(super) trait CgroupKey: Pod {
+    /// The map's value type.
+    type Value: Pod;
+    /// The cgroup the key counts for.
     fn cgroup_id(&self) -> u64;
+    /// Whether the key names a cgroup of `gone`.
+    fn names_any(&self, gone: &HashSet<u64>) -> bool {
+        let id = self.cgroup_id();
+        id != NODE && gone.contains(&id)
+    }
 }
 
 impl CgroupKey for u64 {
+    type Value = u64;
     fn cgroup_id(&self) -> u64 {
         *self
+    }
+}
+
+/// Run-queue wait by holder: the key names two cgroups, and goes when
+/// either does (the holder sentinels are never cgroups).
+impl CgroupKey for HolderKey {
+    type Value = HolderWait;
+    fn cgroup_id(&self) -> u64 {
+        self.victim_cgroup
+    }
+    fn names_any(&self, gone: &HashSet<u64>) -> bool {
+        [self.victim_cgroup, self.holder_cgroup]
+            .iter()
+            .any(|id| *id != HOLDER_IDLE && *id != HOLDER_OTHER && gone.contains(id))
     }
 }
 
 macro_rules! cgroup_keys {
     ($($t:ty),* $(,)?) => {
         $(impl CgroupKey for $t {
+            type Value = u64;
             fn cgroup_id(&self) -> u64 {
                 self.cgroup_id
             }
@@ -90,15 +119,12 @@ pub(super) fn forget<K: CgroupKey>(
     let map = ebpf.map_mut(name).ok_or_else(|| MapError::InvalidName {
         name: name.to_owned(),
     })?;
-    let mut map: PerCpuHashMap<_, K, u64> = PerCpuHashMap::try_from(map)?;
+    let mut map: PerCpuHashMap<_, K, K::Value> = PerCpuHashMap::try_from(map)?;
     // Collected first: deleting while walking the keys restarts the walk.
     let doomed: Vec<K> = map
         .keys()
         .filter_map(Result::ok)
-        .filter(|k| {
-            let id = k.cgroup_id();
-            id != NODE && gone.contains(&id)
-        })
+        .filter(|k| k.names_any(gone))
         .collect();
     for key in &doomed {
         match map.remove(key) {

@@ -161,6 +161,7 @@ pub fn signal_name(signal: u32) -> String {
 pub(super) struct ProcessProbe;
 
 impl CgroupKey for ExitKey {
+    type Value = u64;
     fn cgroup_id(&self) -> u64 {
         self.cgroup_id
     }

@@ -15,7 +15,10 @@ use aya::{
     Ebpf,
 };
 use sonde_common::family::Family;
-use sonde_common::{sched::loss, task::CgroupBucketKey};
+use sonde_common::{
+    sched::{loss, HolderKey, HolderWait},
+    task::CgroupBucketKey,
+};
 use sonde_slo::Histogram;
 
 use super::{
@@ -78,10 +81,11 @@ pub(super) fn attach_floor(ebpf: &mut Ebpf, links: &mut Links) -> ProbeStatus {
 }
 
 /// Loss counters: (index, stable name). All are real losses.
-pub const LOSSES: [(u32, &str); 3] = [
+pub const LOSSES: [(u32, &str); 4] = [
     (loss::HIST_MAP_FULL, "hist_map_full"),
     (loss::START_COLLISION, "start_slot_collision"),
     (loss::READ_FAILED, "kernel_read_failed"),
+    (loss::HOLDER_MAP_FULL, "holder_map_full"),
 ];
 
 /// Which kernel hook feeds the scheduler family.
@@ -102,8 +106,23 @@ pub struct SchedReading {
     /// Run-queue latency per cgroup id.
     #[serde(with = "super::pairs")]
     pub runq: HashMap<u64, Histogram>,
+    /// Run-queue wait per (victim cgroup, holder cgroup): whose task held
+    /// the CPU when each wait ended (`sonde_common::sched::HOLDER_IDLE`,
+    /// `HOLDER_OTHER` as the kernel names them). Absent from a checkpoint
+    /// written before it existed, hence the default.
+    #[serde(with = "super::pairs", default)]
+    pub holders: HashMap<(u64, u64), Held>,
     /// Loss counters, indexed by `sonde_common::sched::loss`.
     pub loss: [u64; loss::COUNT as usize],
+}
+
+/// Run-queue wait charged to one holder (cumulative).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Held {
+    /// Nanoseconds waited.
+    pub wait_ns: u64,
+    /// Waits that ended.
+    pub waits: u64,
 }
 
 pub(super) fn attach(
@@ -176,6 +195,19 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<SchedReading, MapError> {
             .or_default()
             .record_kernel_bucket(key.bucket, values.iter().sum());
     }
+    let holders: PerCpuHashMap<&MapData, HolderKey, HolderWait> =
+        PerCpuHashMap::try_from(map(ebpf, "RUNQ_HOLDER")?)?;
+    for item in holders.iter() {
+        let (key, values) = item?;
+        let held = reading
+            .holders
+            .entry((key.victim_cgroup, key.holder_cgroup))
+            .or_default();
+        for v in values.iter() {
+            held.wait_ns += v.wait_ns;
+            held.waits += v.waits;
+        }
+    }
     let losses: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map(ebpf, "RUNQ_LOSS")?)?;
     read_losses(&losses, &mut reading.loss)?;
     Ok(reading)
@@ -185,7 +217,10 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<SchedReading, MapError> {
 pub(super) struct SchedProbe;
 
 /// The maps keyed by cgroup, with their key types.
-const CGROUP_MAPS: [(&str, Forget); 1] = [("RUNQ_HIST", forget::<CgroupBucketKey> as Forget)];
+const CGROUP_MAPS: [(&str, Forget); 2] = [
+    ("RUNQ_HIST", forget::<CgroupBucketKey> as Forget),
+    ("RUNQ_HOLDER", forget::<HolderKey> as Forget),
+];
 
 impl FamilyProbe for SchedProbe {
     fn attach(&self, cx: &mut Attach<'_>) -> ProbeStatus {
@@ -225,9 +260,15 @@ impl FamilyProbe for SchedProbe {
 
     fn cgroup_ids(&self, reading: &Reading, ids: &mut HashSet<u64>) {
         ids.extend(reading.sched.runq.keys());
+        ids.extend(reading.sched.holders.keys().flat_map(|&(v, h)| [v, h]));
+        ids.remove(&sonde_common::sched::HOLDER_OTHER);
     }
 
     fn retain_cgroups(&self, reading: &mut Reading, keep: &dyn Fn(u64) -> bool) {
         reading.sched.runq.retain(|k, _| keep(*k));
+        reading
+            .sched
+            .holders
+            .retain(|&(v, h), _| keep(v) && (h == sonde_common::sched::HOLDER_OTHER || keep(h)));
     }
 }

@@ -475,6 +475,7 @@ pub fn failure_name(reason: u32) -> &'static str {
 pub(super) struct TcpProbe;
 
 impl CgroupKey for CgroupCountKey {
+    type Value = u64;
     fn cgroup_id(&self) -> u64 {
         self.cgroup_id
     }

@@ -5,6 +5,7 @@
 mod block;
 pub mod irq;
 mod process;
+mod sched;
 mod syscalls;
 pub mod tcp;
 
@@ -251,6 +252,8 @@ impl Sampler {
             &mut resolve,
         );
         let runqueue = latency_window(&before.sched.runq, &reading.sched.runq, &mut resolve);
+        let runqueue_holders =
+            sched::holder_window(&before.sched.holders, &reading.sched.holders, &mut resolve);
         let reclaim = latency_window(
             &before.memory.reclaim,
             &reading.memory.reclaim,
@@ -405,6 +408,7 @@ impl Sampler {
             unattributed_series: unattributed,
             syscalls,
             runqueue,
+            runqueue_holders,
             block,
             reclaim,
             oom_kills,

@@ -127,7 +127,24 @@ fn name_width(names: impl Iterator<Item = usize>) -> u16 {
 
 /// Width of a value column.
 fn column_width(c: Column) -> u16 {
-    c.title().len().max(7) as u16
+    match c {
+        // A name and its wait per second.
+        Column::Neighbour => 24,
+        _ => c.title().len().max(7) as u16,
+    }
+}
+
+/// The neighbour's name, cut on the left to leave room for its figure.
+fn neighbour_cell(name: &str, figure: &str, width: u16) -> String {
+    let room = usize::from(width).saturating_sub(figure.chars().count() + 1);
+    let n = name.chars().count();
+    let name = if n <= room {
+        name.to_owned()
+    } else {
+        let keep: String = name.chars().skip(n + 1 - room.max(1)).collect();
+        format!("…{keep}")
+    };
+    format!("{name} {figure}")
 }
 
 /// What fits in `width` columns: the indices (into [`Column::ALL`]) of the
@@ -208,7 +225,13 @@ pub fn draw(frame: &mut Frame<'_>, board: &Board, status: &Status, scroll: usize
         .map(|r| {
             let mut cells = vec![Cell::from(r.name.clone())];
             cells.extend(shown.iter().map(|&c| {
-                Cell::from(Line::from(c.format(r.value(c))).alignment(Alignment::Right))
+                let text = match (c, &r.neighbour) {
+                    (Column::Neighbour, Some(name)) => {
+                        neighbour_cell(name, &c.format(r.value(c)), column_width(c))
+                    }
+                    _ => c.format(r.value(c)),
+                };
+                Cell::from(Line::from(text).alignment(Alignment::Right))
             }));
             if history_w > 0 {
                 cells.push(Cell::from(sparkline(&r.history, usize::from(history_w))));

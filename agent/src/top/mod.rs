@@ -34,6 +34,10 @@ pub struct Metrics {
     pub sys_p99: Option<f64>,
     /// 99th percentile run-queue latency, seconds.
     pub runq_p99: Option<f64>,
+    /// The main neighbour: the cgroup other than this one whose tasks held
+    /// the CPU when most of this one's run-queue wait ended, and that wait
+    /// in seconds per second.
+    pub neighbour: Option<(String, f64)>,
     /// PSI some avg10, percent.
     pub psi_cpu: Option<f64>,
     /// PSI some avg10, percent.
@@ -67,6 +71,7 @@ impl Metrics {
     fn active(&self) -> bool {
         self.calls > 0
             || self.runq_p99.is_some()
+            || self.neighbour.is_some()
             || self.tcp_failures > 0
             || self.retransmits > 0
             || self.resets > 0
@@ -92,6 +97,8 @@ pub enum Column {
     SysP99,
     /// Run-queue latency p99.
     RunqP99,
+    /// The main neighbour on the CPU, by the wait it caused.
+    Neighbour,
     /// PSI cpu.
     PsiCpu,
     /// PSI memory.
@@ -115,7 +122,7 @@ pub enum Column {
 
 impl Column {
     /// Every column, in screen order.
-    pub const ALL: [Column; 16] = [
+    pub const ALL: [Column; 17] = [
         Column::ErrorsPerSec,
         Column::ErrorRatio,
         Column::Errors,
@@ -123,6 +130,7 @@ impl Column {
         Column::SysP50,
         Column::SysP99,
         Column::RunqP99,
+        Column::Neighbour,
         Column::PsiCpu,
         Column::PsiMemory,
         Column::PsiIo,
@@ -144,6 +152,7 @@ impl Column {
             Column::SysP50 => "SYS_P50",
             Column::SysP99 => "SYS_P99",
             Column::RunqP99 => "RUNQ_P99",
+            Column::Neighbour => "NEIGHBOUR",
             Column::PsiCpu => "PSI_CPU",
             Column::PsiMemory => "PSI_MEM",
             Column::PsiIo => "PSI_IO",
@@ -166,6 +175,9 @@ impl Column {
             Column::SysP50 => "syscall latency, median",
             Column::SysP99 => "syscall latency, 99th percentile",
             Column::RunqP99 => "run-queue latency, 99th percentile",
+            Column::Neighbour => {
+                "the other cgroup holding the CPU when most run-queue waits ended (wait s/s)"
+            }
             Column::PsiCpu => "CPU pressure, some, avg10",
             Column::PsiMemory => "memory pressure, some, avg10",
             Column::PsiIo => "I/O pressure, some, avg10",
@@ -188,6 +200,7 @@ impl Column {
             Column::SysP50 => m.sys_p50,
             Column::SysP99 => m.sys_p99,
             Column::RunqP99 => m.runq_p99,
+            Column::Neighbour => m.neighbour.as_ref().map(|n| n.1),
             Column::PsiCpu => m.psi_cpu,
             Column::PsiMemory => m.psi_memory,
             Column::PsiIo => m.psi_io,
@@ -220,6 +233,7 @@ impl Column {
             | Column::Throttled => format!("{v:.1}%"),
             Column::ErrorsPerSec | Column::CallsPerSec => rate(v),
             Column::SloBurn => format!("{v:.1}x"),
+            Column::Neighbour => format!("{v:.2}"),
             Column::Errors
             | Column::TcpFailures
             | Column::Retransmits
@@ -331,6 +345,8 @@ pub struct Row {
     pub name: String,
     /// Values in [`Column::ALL`] order.
     pub values: Vec<Option<f64>>,
+    /// The main neighbour's name in the latest window.
+    pub neighbour: Option<String>,
     /// The sort column's value per window, oldest first, [`HISTORY`] at most.
     pub history: Vec<f64>,
 }
@@ -572,6 +588,18 @@ impl Board {
             entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path).runq_p99 =
                 c.latency.quantile(0.99);
         }
+        for v in &w.runqueue_holders {
+            let neighbour = v.main_neighbour().filter(|_| secs > 0.0).map(|h| {
+                let name = owner_label(
+                    &h.cgroup.owner,
+                    h.cgroup.cgroup_path.as_deref(),
+                    h.cgroup.cgroup_id,
+                );
+                (name, h.wait_secs / secs)
+            });
+            let c = &v.cgroup;
+            entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path).neighbour = neighbour;
+        }
         for c in &w.exits {
             entry(&mut now, secs, c.cgroup_id, &c.owner, &c.cgroup_path).crashes += c.crashes;
         }
@@ -739,6 +767,10 @@ impl Board {
                 cgroup_id: *id,
                 name: owner_label(&r.cgroup.owner, r.cgroup.cgroup_path.as_deref(), *id),
                 values: Column::ALL.iter().map(|c| r.value(*c)).collect(),
+                neighbour: r
+                    .latest()
+                    .and_then(|m| m.neighbour.as_ref())
+                    .map(|n| n.0.clone()),
                 history: r
                     .history
                     .iter()

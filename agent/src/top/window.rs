@@ -36,6 +36,8 @@ pub struct Window {
     pub syscalls: Vec<Syscalls>,
     /// Run-queue latency per cgroup.
     pub runqueue: Vec<Latency>,
+    /// Run-queue wait per cgroup by holder.
+    pub runqueue_holders: Vec<crate::model::sched::CgroupHolders>,
     /// OOM kills per cgroup.
     pub oom_kills: Vec<Count>,
     /// Crashes and non-zero exits per cgroup.
@@ -278,6 +280,7 @@ mod tests {
         for field in [
             "syscalls",
             "runqueue",
+            "runqueue_holders",
             "tcp",
             "irq",
             "node_pressure",

@@ -270,12 +270,14 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<SyscallReading, MapError> {
 pub(super) struct SyscallsProbe;
 
 impl CgroupKey for SyscallHistKey {
+    type Value = u64;
     fn cgroup_id(&self) -> u64 {
         self.cgroup_id
     }
 }
 
 impl CgroupKey for SyscallErrKey {
+    type Value = u64;
     fn cgroup_id(&self) -> u64 {
         self.cgroup_id
     }
