@@ -113,7 +113,7 @@ mod tests {
         for h in 0..6u64 {
             after.insert((10, 30 + h), held(10_000_000 * (h + 1), 1));
         }
-        after.insert((11, 10), held(7, 1));
+        after.insert((11, 11), held(7, 1));
         before.insert((12, 10), held(7, 1));
         after.insert((12, 10), held(7, 1)); // no wait in the window
         let out = holder_window(&before, &after, &mut named);
