@@ -16,6 +16,7 @@ pub mod attribution;
 pub mod budget;
 pub mod checkpoint;
 pub mod cli;
+pub mod explain;
 pub mod export;
 pub mod host;
 pub mod local;

@@ -4,6 +4,7 @@ mod agent;
 mod completions;
 mod doctor;
 mod events;
+mod explain;
 mod fleet;
 mod render;
 mod slo;
@@ -53,6 +54,17 @@ enum Command {
     /// `--json` prints the whole window: every series and histogram, block
     /// I/O, events and loss counters.
     Snapshot(snapshot::Args),
+    /// Why a target hurts: the kernel's evidence ranked, the verdict first.
+    ///
+    /// For an SLO, a cgroup (and those under it), a pod or a unit, ranks
+    /// the causes the windows show: CPU contention with the neighbours that
+    /// held the CPU, CPU throttling, memory reclaim, OOM kills, crashes,
+    /// TCP retransmits, resets and failed connects, slow or failing block
+    /// devices, pressure, and windows that lost data. Deterministic rules
+    /// (docs/explain.md), each finding with its measured magnitude, score
+    /// and evidence. Standalone on its own probes over --duration, or
+    /// --attach to a running agent's recent windows.
+    Explain(Box<explain::Args>),
     /// Live terminal view of the node and each cgroup, worst first.
     ///
     /// Standalone on its own probes, or attached to a running agent's local
@@ -220,6 +232,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Agent(args) => agent::run(*args).await,
         Command::Snapshot(args) => snapshot::run(args).await,
+        Command::Explain(args) => explain::run(*args).await,
         Command::Unpin(args) => unpin::run(args),
         Command::Top(args) => top::run(args).await,
         Command::Doctor(args) => doctor::run(args),
