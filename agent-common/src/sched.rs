@@ -29,10 +29,18 @@ pub const RUNQ_HOLDER_MAX_ENTRIES: u32 = 1 << 12;
 /// Holder of a wait that ended with the CPU idle: nobody held it (the
 /// waiter was woken on, or moved to, an idle CPU).
 pub const HOLDER_IDLE: u64 = 0;
+/// The part of a wait older than its holder's run on the CPU: the time
+/// before the holder got the CPU, held by whoever ran then (not tracked).
+pub const HOLDER_EARLIER: u64 = u64::MAX - 1;
 /// Holder under which a victim's waits are summed once `RUNQ_HOLDER` has no
 /// room for its (victim, holder) pair: counted, never dropped while the
 /// victim's own row fits.
 pub const HOLDER_OTHER: u64 = u64::MAX;
+
+/// Whether a holder id names a cgroup (not one of the sentinels).
+pub const fn is_cgroup(holder_cgroup: u64) -> bool {
+    !matches!(holder_cgroup, HOLDER_IDLE | HOLDER_EARLIER | HOLDER_OTHER)
+}
 
 /// Key of `RUNQ_HOLDER`: who waited, and whose task held the CPU when the
 /// wait ended (the task switched out as the waiter was switched in).
@@ -41,8 +49,8 @@ pub const HOLDER_OTHER: u64 = u64::MAX;
 pub struct HolderKey {
     /// cgroup v2 id of the task that waited.
     pub victim_cgroup: u64,
-    /// cgroup v2 id of the task that held the CPU, [`HOLDER_IDLE`] or
-    /// [`HOLDER_OTHER`].
+    /// cgroup v2 id of the task that held the CPU, [`HOLDER_IDLE`],
+    /// [`HOLDER_EARLIER`] or [`HOLDER_OTHER`].
     pub holder_cgroup: u64,
 }
 
@@ -52,7 +60,8 @@ pub struct HolderKey {
 pub struct HolderWait {
     /// Nanoseconds waited.
     pub wait_ns: u64,
-    /// Waits that ended.
+    /// Waits that ended (counted under their holder, not under
+    /// [`HOLDER_EARLIER`]).
     pub waits: u64,
 }
 

@@ -11,7 +11,8 @@ pub const SYSCALL_ERRORS: &str = "system.linux.syscall.errors";
 pub const RUNQUEUE_DURATION: &str = "system.linux.scheduler.runqueue.duration";
 /// Run-queue wait by the cgroup that held the CPU when each wait ended
 /// (gauge: seconds waited per second of the window; `linux.cgroup.path`
-/// the victim, `linux.cgroup.holder.path` the holder, `idle` or `other`).
+/// the victim, `linux.cgroup.holder.path` the holder, `idle`, `earlier` or
+/// `other`).
 pub const RUNQUEUE_WAIT_BY_HOLDER: &str = "system.linux.scheduler.runqueue.wait.by_holder";
 /// Memory reclaim stalls (histogram, seconds).
 pub const RECLAIM_DURATION: &str = "system.linux.memory.reclaim.duration";
@@ -192,7 +193,8 @@ pub const UNIT_EVENTS: &str = "{event}";
 /// belong to a cgroup, not a process, hence a name of its own.
 pub const ATTR_CGROUP_PATH: &str = "linux.cgroup.path";
 /// The cgroup whose task held the CPU when a run-queue wait ended: its v2
-/// path, `idle` (nobody held it) or `other` (the holders not named one by one).
+/// path, `idle` (nobody held it), `earlier` (the part of a wait before its
+/// last holder got the CPU) or `other` (the holders not named one by one).
 pub const ATTR_HOLDER_CGROUP_PATH: &str = "linux.cgroup.holder.path";
 /// A metric's name (on sonde's own metrics about other metrics).
 pub const ATTR_METRIC: &str = "metric";

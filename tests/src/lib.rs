@@ -26,6 +26,8 @@ mod deploy;
 #[cfg(test)]
 mod doctor;
 #[cfg(test)]
+mod explain;
+#[cfg(test)]
 mod grpc;
 #[cfg(test)]
 mod host;

@@ -551,6 +551,9 @@ fn holders(out: &mut String, rows: &[crate::model::sched::CgroupHolders], top: u
         if row.rest.waits > 0 {
             named.push(format!("other {:.0}%", share(row.rest.wait_secs)));
         }
+        if row.earlier_wait_secs > 0.0 {
+            named.push(format!("earlier {:.0}%", share(row.earlier_wait_secs)));
+        }
         let _ = writeln!(
             out,
             "{:<44} {:>10} {:>5.0}%  {}",

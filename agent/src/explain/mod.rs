@@ -29,7 +29,7 @@ pub use window::Window;
 
 /// Noise floor of `cpu_contention`: seconds of run-queue wait per second
 /// that neighbours held the CPU for.
-pub const CONTENTION_FLOOR: f64 = 0.005;
+pub const CONTENTION_FLOOR: f64 = 0.02;
 /// Noise floor of `cpu_throttling`: share of enforcement periods throttled.
 pub const THROTTLING_FLOOR: f64 = 0.01;
 /// Noise floor of `memory_reclaim`: seconds of reclaim stall per second.
@@ -47,7 +47,7 @@ pub const BLOCK_LATENCY_FLOOR: f64 = 0.02;
 /// Noise floor of `block_errors`: failed requests.
 pub const BLOCK_ERROR_FLOOR: f64 = 1.0;
 /// Noise floor of `psi_*`: share of the time some task stalled.
-pub const PSI_FLOOR: f64 = 0.01;
+pub const PSI_FLOOR: f64 = 0.05;
 /// Culprits listed per finding.
 pub const MAX_CULPRITS: usize = 5;
 
@@ -752,16 +752,19 @@ impl<'a> Accumulator<'a> {
                 incomplete_windows: incomplete("oom_kill"),
             });
         }
-        let crashes = self.crashes as f64;
+        // The OOM killer's SIGKILL ends its victim like a crash would: those
+        // deaths are the kills above, not crashes.
+        let crashes = self.crashes.saturating_sub(self.oom_kills) as f64;
         if let Some(score) = score(3, crashes, PROCESS_FLOOR) {
-            let culprits = top_culprits(
-                "signal",
-                self.crash_signals
-                    .iter()
-                    .map(|(k, v)| (k.clone(), *v as f64)),
-                crashes,
-                |n| n,
-            );
+            let signals = self.crash_signals.iter().map(|(k, v)| {
+                let n = if k == "SIGKILL" {
+                    v.saturating_sub(self.oom_kills)
+                } else {
+                    *v
+                };
+                (k.clone(), n as f64)
+            });
+            let culprits = top_culprits("signal", signals, crashes, |n| n);
             out.push(Finding {
                 kind: "crash",
                 score,
@@ -775,7 +778,7 @@ impl<'a> Accumulator<'a> {
                     unit: "{process}",
                     windows: self.crash_windows,
                 }],
-                summary: format!("{} process(es) crashed", self.crashes),
+                summary: format!("{crashes} process(es) crashed"),
                 incomplete_windows: incomplete("crash"),
             });
         }

@@ -22,6 +22,10 @@ pub struct CgroupHolders {
     /// Of those, the seconds of waits that ended with the CPU idle: nobody
     /// held it (a wakeup on, or a move to, an idle CPU).
     pub idle_wait_secs: f64,
+    /// Of those, the seconds before each wait's holder got the CPU (a wait
+    /// is charged to its last holder for at most that holder's run): held
+    /// by whoever ran earlier, not tracked one by one.
+    pub earlier_wait_secs: f64,
     /// The heaviest holders (at most [`MAX_HOLDERS`]), most wait first.
     pub holders: Vec<Holder>,
     /// Every holder beyond those, summed, with the waits the kernel could

@@ -20,7 +20,7 @@ use aya::{
 use sonde_common::{
     family::Family,
     loss::CgroupLossKey,
-    sched::{HolderKey, HolderWait, HOLDER_IDLE, HOLDER_OTHER},
+    sched::{is_cgroup, HolderKey, HolderWait},
     task::CgroupBucketKey,
 };
 
@@ -87,7 +87,7 @@ impl CgroupKey for HolderKey {
     fn names_any(&self, gone: &HashSet<u64>) -> bool {
         [self.victim_cgroup, self.holder_cgroup]
             .iter()
-            .any(|id| *id != HOLDER_IDLE && *id != HOLDER_OTHER && gone.contains(id))
+            .any(|id| is_cgroup(*id) && gone.contains(id))
     }
 }
 

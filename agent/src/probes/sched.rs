@@ -16,7 +16,7 @@ use aya::{
 };
 use sonde_common::family::Family;
 use sonde_common::{
-    sched::{loss, HolderKey, HolderWait},
+    sched::{is_cgroup, loss, HolderKey, HolderWait},
     task::CgroupBucketKey,
 };
 use sonde_slo::Histogram;
@@ -108,7 +108,7 @@ pub struct SchedReading {
     pub runq: HashMap<u64, Histogram>,
     /// Run-queue wait per (victim cgroup, holder cgroup): whose task held
     /// the CPU when each wait ended (`sonde_common::sched::HOLDER_IDLE`,
-    /// `HOLDER_OTHER` as the kernel names them). Absent from a checkpoint
+    /// `HOLDER_EARLIER`, `HOLDER_OTHER` as the kernel names them). Absent from a checkpoint
     /// written before it existed, hence the default.
     #[serde(with = "super::pairs", default)]
     pub holders: HashMap<(u64, u64), Held>,
@@ -260,8 +260,12 @@ impl FamilyProbe for SchedProbe {
 
     fn cgroup_ids(&self, reading: &Reading, ids: &mut HashSet<u64>) {
         ids.extend(reading.sched.runq.keys());
-        ids.extend(reading.sched.holders.keys().flat_map(|&(v, h)| [v, h]));
-        ids.remove(&sonde_common::sched::HOLDER_OTHER);
+        let holders = reading.sched.holders.keys();
+        ids.extend(
+            holders
+                .flat_map(|&(v, h)| [v, h])
+                .filter(|&id| is_cgroup(id)),
+        );
     }
 
     fn retain_cgroups(&self, reading: &mut Reading, keep: &dyn Fn(u64) -> bool) {
@@ -269,6 +273,6 @@ impl FamilyProbe for SchedProbe {
         reading
             .sched
             .holders
-            .retain(|&(v, h), _| keep(v) && (h == sonde_common::sched::HOLDER_OTHER || keep(h)));
+            .retain(|&(v, h), _| keep(v) && (!is_cgroup(h) || keep(h)));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sonde_common::sched::{HOLDER_IDLE, HOLDER_OTHER};
+use sonde_common::sched::{HOLDER_EARLIER, HOLDER_IDLE, HOLDER_OTHER};
 
 use crate::{
     attribution::CgroupRef,
@@ -33,7 +33,7 @@ pub fn holder_window(
                 waits: now.waits - then.waits,
             }
         };
-        if delta.waits > 0 {
+        if delta.waits > 0 || delta.wait_ns > 0 {
             victims.entry(victim).or_default().push((holder, delta));
         }
     }
@@ -46,6 +46,7 @@ pub fn holder_window(
                 wait_secs: 0.0,
                 waits: 0,
                 idle_wait_secs: 0.0,
+                earlier_wait_secs: 0.0,
                 holders: Vec::new(),
                 rest: HolderRest::default(),
             };
@@ -55,6 +56,7 @@ pub fn holder_window(
                 row.waits += d.waits;
                 match holder {
                     HOLDER_IDLE => row.idle_wait_secs += d.wait_ns as f64 / NS_PER_SEC,
+                    HOLDER_EARLIER => row.earlier_wait_secs += d.wait_ns as f64 / NS_PER_SEC,
                     HOLDER_OTHER => {
                         rest_ns += d.wait_ns;
                         row.rest.waits += d.waits;
@@ -110,6 +112,7 @@ mod tests {
         after.insert((10, 20), held(4_000_000_000, 40)); // 3 s, 30 waits
         after.insert((10, HOLDER_IDLE), held(500_000_000, 5));
         after.insert((10, HOLDER_OTHER), held(100_000_000, 2));
+        after.insert((10, HOLDER_EARLIER), held(250_000_000, 0));
         for h in 0..6u64 {
             after.insert((10, 30 + h), held(10_000_000 * (h + 1), 1));
         }
@@ -125,12 +128,13 @@ mod tests {
         assert_eq!(ids, [20, 35, 34, 33, 32]);
         assert!((v.holders[0].wait_secs - 3.0).abs() < 1e-9);
         assert!((v.idle_wait_secs - 0.5).abs() < 1e-9);
+        assert!((v.earlier_wait_secs - 0.25).abs() < 1e-9);
         // Holders 31 and 30 (0.02 s + 0.01 s) and the kernel's overflow row.
         assert_eq!(v.rest.holders, 2);
         assert_eq!(v.rest.waits, 4);
         assert_eq!(v.rest.overflow_waits, 2);
         assert!((v.rest.wait_secs - 0.13).abs() < 1e-9);
-        let total = 3.0 + 0.5 + 0.13 + (0.06 + 0.05 + 0.04 + 0.03);
+        let total = 3.0 + 0.5 + 0.25 + 0.13 + (0.06 + 0.05 + 0.04 + 0.03);
         assert!((v.wait_secs - total).abs() < 1e-9, "{}", v.wait_secs);
         assert_eq!(v.main_neighbour().map(|h| h.cgroup.cgroup_id), Some(20));
         assert_eq!(out[1].main_neighbour(), None, "its only holder is itself");

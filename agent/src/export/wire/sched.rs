@@ -32,6 +32,7 @@ pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
             .map(|h| (cgroup_label(&h.cgroup), h.wait_secs));
         let others = [
             ("idle".to_owned(), v.idle_wait_secs),
+            ("earlier".to_owned(), v.earlier_wait_secs),
             ("other".to_owned(), v.rest.wait_secs),
         ];
         for (holder, secs) in named.chain(others.into_iter().filter(|(_, s)| *s > 0.0)) {

@@ -1,0 +1,334 @@
+//! `sonde explain` on staged incidents: each must rank its true cause
+//! first, from the real kernel, and the same workload with the cause absent
+//! must lose that finding. The windows come from the library's sampler and
+//! reach the rules through their JSON, as they do from an agent's socket.
+
+use std::time::Duration;
+
+use sonde::{
+    explain::{self, Explanation, Target, Window},
+    probes::{ProbeOptions, Probes},
+    sampler::Sampler,
+};
+
+use crate::{
+    burn_cpu, pin_to_cpu, privileged, run_delay_ns, CpuLimit, MemoryLimit, TestCgroup, Workload,
+};
+
+/// Closes a window every `every` until `done` says so (at least `min`
+/// windows, at most `max`), then one more.
+fn watch(
+    sampler: &mut Sampler,
+    every: Duration,
+    min: usize,
+    max: usize,
+    done: impl Fn() -> bool,
+) -> Vec<Window> {
+    let mut windows = Vec::new();
+    while windows.len() < max {
+        std::thread::sleep(every);
+        let snapshot = sampler.tick().expect("window");
+        if !snapshot.complete {
+            let lost: Vec<_> = snapshot.losses.iter().filter(|l| l.count > 0).collect();
+            eprintln!("incomplete window: {lost:?}");
+        }
+        windows.push(Window::from_snapshot(&snapshot).expect("window as JSON"));
+        if windows.len() >= min && done() {
+            break;
+        }
+    }
+    windows
+}
+
+fn kinds(e: &Explanation) -> Vec<&'static str> {
+    e.findings.iter().map(|f| f.kind).collect()
+}
+
+fn sleep_ns(ns: i64) {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: ns,
+    };
+    // SAFETY: a valid timespec.
+    unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+}
+
+/// (a) A request handler (sleeps 1 ms, works 2 ms) shares CPU 0 with a
+/// spinning neighbour in another cgroup, or runs there alone.
+fn contention(with_hog: bool) -> (Explanation, TestCgroup, TestCgroup, f64, Vec<Window>) {
+    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
+    let tag = if with_hog { "" } else { "-alone" };
+    let victim_cg = TestCgroup::new(&format!("explain-victim{tag}"));
+    let hog_cg = TestCgroup::new(&format!("explain-hog{tag}"));
+    let victim = Workload::fork(&victim_cg, || {
+        pin_to_cpu(0);
+        for _ in 0..500 {
+            sleep_ns(1_000_000);
+            burn_cpu(2_000_000);
+        }
+    });
+    let hog = with_hog.then(|| {
+        Workload::fork(&hog_cg, || {
+            pin_to_cpu(0);
+            burn_cpu(30_000_000_000);
+        })
+    });
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    let delay_before = run_delay_ns(victim.pid());
+    if let Some(h) = &hog {
+        h.go();
+    }
+    victim.go();
+    let windows = watch(&mut sampler, Duration::from_millis(500), 3, 40, || {
+        victim.exited()
+    });
+    victim.wait_exited();
+    let waited = (run_delay_ns(victim.pid()) - delay_before) as f64 / 1e9;
+    assert_eq!(victim.wait(), 0);
+    if let Some(h) = hog {
+        h.kill();
+    }
+    let e =
+        explain::explain(&Target::Cgroup(victim_cg.v2_path()), &windows, None).expect("explain");
+    eprintln!("{}", explain::render(&e));
+    (e, victim_cg, hog_cg, waited, windows)
+}
+
+#[test]
+fn a_cpu_hog_on_the_same_cpu_is_the_top_cause_and_gone_without_it() {
+    if !privileged() {
+        return;
+    }
+    let (e, victim_cg, hog_cg, waited, windows) = contention(true);
+    assert_eq!(kinds(&e).first(), Some(&"cpu_contention"), "{}", e.verdict);
+    let f = &e.findings[0];
+    let top = &f.culprits[0];
+    assert_eq!(top.name, hog_cg.v2_path(), "{:?}", f.culprits);
+    // The share of the victim's whole run-queue wait charged to the hog.
+    let share = top.share.expect("share");
+    assert!(
+        share >= 0.9,
+        "the hog held the CPU for {share:.3} of the wait"
+    );
+    assert!(e.verdict.starts_with("cpu_contention: "), "{}", e.verdict);
+
+    // The victim's waits by holder add up to the kernel's run_delay: every
+    // wait is charged to someone (idle included), in exact nanoseconds.
+    let id = victim_cg.id();
+    let charged: f64 = windows
+        .iter()
+        .flat_map(|w| &w.runqueue_holders)
+        .filter(|v| v.cgroup.cgroup_id == id)
+        .map(|v| v.wait_secs)
+        .sum();
+    let hog_secs: f64 = windows
+        .iter()
+        .flat_map(|w| &w.runqueue_holders)
+        .filter(|v| v.cgroup.cgroup_id == id)
+        .flat_map(|v| &v.holders)
+        .filter(|h| h.cgroup.cgroup_id == hog_cg.id())
+        .map(|h| h.wait_secs)
+        .sum();
+    eprintln!(
+        "victim waited {waited:.4} s (run_delay); sonde charged {charged:.4} s, {hog_secs:.4} s of it to the hog ({:.1} %)",
+        100.0 * hog_secs / charged
+    );
+    // As in the sched test: the tracepoints and the scheduler's own
+    // accounting take their clocks at slightly different points.
+    assert!(
+        (charged - waited).abs() <= 0.10 * waited,
+        "charged {charged} s, run_delay {waited} s"
+    );
+    assert!(hog_secs >= 0.9 * waited, "hog {hog_secs} s of {waited} s");
+
+    // The same victim alone: no contention, nothing above the floor.
+    let (alone, ..) = contention(false);
+    assert!(
+        !kinds(&alone).contains(&"cpu_contention"),
+        "{:?}",
+        alone.findings
+    );
+}
+
+/// (b) A spinner under a CPU quota of 10 ms per 100 ms, or with none.
+fn throttled(quota: bool) -> Explanation {
+    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
+    let cgroup = TestCgroup::new("explain-quota");
+    let limit = quota.then(|| CpuLimit::new(&cgroup, "explain-quota", 10_000, 100_000));
+    let extra = limit.as_ref().and_then(CpuLimit::extra_procs);
+    let spinner = Workload::fork_joining(&cgroup, extra.as_deref(), || {
+        pin_to_cpu(1);
+        burn_cpu(30_000_000_000);
+    });
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    spinner.go();
+    let windows = watch(&mut sampler, Duration::from_millis(500), 5, 5, || true);
+    spinner.kill();
+    let e = explain::explain(&Target::Cgroup(cgroup.v2_path()), &windows, None).expect("explain");
+    eprintln!("{}", explain::render(&e));
+    e
+}
+
+#[test]
+fn a_cpu_quota_that_throttles_is_the_top_cause_and_gone_without_it() {
+    if !privileged() {
+        return;
+    }
+    let e = throttled(true);
+    assert_eq!(kinds(&e).first(), Some(&"cpu_throttling"), "{}", e.verdict);
+    let f = &e.findings[0];
+    // 10 % of each period: a spinner is throttled in most of them.
+    assert!(f.magnitude >= 0.5, "{f:?}");
+    let free = throttled(false);
+    assert!(
+        !kinds(&free).contains(&"cpu_throttling"),
+        "{:?}",
+        free.findings
+    );
+}
+
+/// (c) Reading a file of 64 MiB over and over under a 24 MiB memory limit
+/// makes the reader reclaim its own page cache; allocating 96 MiB under it
+/// gets it OOM-killed. Without the limit, neither.
+fn memory(limit: bool, allocate: bool) -> Explanation {
+    const FILE_BYTES: usize = 64 << 20;
+    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
+    let cgroup = TestCgroup::new("explain-memory");
+    let limit = limit.then(|| MemoryLimit::new(&cgroup, "explain-memory", 24 << 20));
+    let extra = limit.as_ref().and_then(MemoryLimit::extra_procs);
+    // A file on a disk-backed filesystem (a tmpfs page could not be reclaimed).
+    let file = std::env::current_dir()
+        .expect("cwd")
+        .join(format!("sonde-test-explain-{}.bin", std::process::id()));
+    std::fs::write(&file, vec![7u8; FILE_BYTES]).expect("write the file");
+    // Written here, its pages are cached and charged to this process's
+    // cgroup: written back and dropped, the worker reads them in itself.
+    {
+        use std::os::fd::AsRawFd as _;
+        let f = std::fs::File::open(&file).expect("open the file");
+        f.sync_all().expect("fsync");
+        // SAFETY: advice on a file descriptor we hold open.
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0, "posix_fadvise");
+    }
+    let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).expect("path");
+    let mut buf = vec![0u8; 1 << 20];
+    let buf_ptr = buf.as_mut_ptr();
+    let worker = Workload::fork_joining(&cgroup, extra.as_deref(), || {
+        if allocate {
+            // SAFETY: an anonymous mapping, touched page by page.
+            unsafe {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    96 << 20,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                ) as *mut u8;
+                if p.is_null() || p as *mut libc::c_void == libc::MAP_FAILED {
+                    libc::_exit(3);
+                }
+                for i in (0..(96usize << 20)).step_by(4096) {
+                    *p.add(i) = 1;
+                }
+            }
+            return;
+        }
+        for _ in 0..6 {
+            // SAFETY: a NUL-terminated path and a buffer mapped before the fork.
+            unsafe {
+                let fd = libc::open(path.as_ptr(), libc::O_RDONLY);
+                if fd < 0 {
+                    libc::_exit(2);
+                }
+                while libc::read(fd, buf_ptr.cast(), 1 << 20) > 0 {}
+                libc::close(fd);
+            }
+        }
+    });
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    worker.go();
+    let windows = watch(&mut sampler, Duration::from_millis(500), 3, 60, || {
+        worker.exited()
+    });
+    worker.wait_status();
+    let _ = std::fs::remove_file(&file);
+    drop(buf);
+    let e = explain::explain(&Target::Cgroup(cgroup.v2_path()), &windows, None).expect("explain");
+    eprintln!("{}", explain::render(&e));
+    e
+}
+
+#[test]
+fn a_memory_limit_that_makes_the_workload_reclaim_is_the_top_cause() {
+    if !privileged() {
+        return;
+    }
+    let e = memory(true, false);
+    assert_eq!(kinds(&e).first(), Some(&"memory_reclaim"), "{}", e.verdict);
+    let free = memory(false, false);
+    assert!(
+        !kinds(&free).contains(&"memory_reclaim"),
+        "{:?}",
+        free.findings
+    );
+}
+
+#[test]
+fn an_oom_kill_is_the_top_cause_and_gone_without_the_limit() {
+    if !privileged() {
+        return;
+    }
+    let e = memory(true, true);
+    assert_eq!(kinds(&e).first(), Some(&"oom_kill"), "{}", e.verdict);
+    assert_eq!(e.findings[0].magnitude, 1.0);
+    let free = memory(false, true);
+    assert!(!kinds(&free).contains(&"oom_kill"), "{:?}", free.findings);
+}
+
+#[test]
+fn a_quiet_workload_with_a_healthy_slo_gets_no_blame() {
+    if !privileged() {
+        return;
+    }
+    let cgroup = TestCgroup::new("explain-quiet");
+    let specs = sonde_slo::spec::parse(
+        "explain.toml",
+        &format!(
+            "[[slo]]\nname = \"quiet\"\nsignal = \"syscall.latency\"\nobjective_percent = 99\n\
+             threshold_ms = 50\nselector = {{ cgroup = \"{}\", syscalls = [\"nanosleep\", \"clock_nanosleep\"] }}\n",
+            cgroup.v2_path()
+        ),
+    )
+    .expect("spec");
+    let mut slos = sonde::slo::Slos::new(specs, None).expect("slos");
+    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
+    let worker = Workload::fork(&cgroup, || {
+        for _ in 0..300 {
+            sleep_ns(5_000_000);
+        }
+    });
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    worker.go();
+    let mut windows = Vec::new();
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(400));
+        let mut snapshot = sampler.tick().expect("window");
+        snapshot.slos = slos.window(&snapshot).expect("slo window");
+        windows.push(Window::from_snapshot(&snapshot).expect("window as JSON"));
+    }
+    worker.kill();
+    let e = explain::explain(&Target::Slo("quiet".into()), &windows, None).expect("explain");
+    eprintln!("{}", explain::render(&e));
+    let slo = e.target.slo.as_ref().expect("the SLO's events");
+    assert!(slo.total >= 100, "{slo:?}");
+    assert_eq!(slo.good, slo.total, "the SLO is healthy: {slo:?}");
+    let causes: Vec<_> = e
+        .findings
+        .iter()
+        .filter(|f| f.kind != "data_incomplete")
+        .collect();
+    assert!(causes.is_empty(), "false blame: {causes:?}");
+    assert!(e.verdict.starts_with("nothing found"), "{}", e.verdict);
+}
