@@ -238,7 +238,7 @@ fn add_wait(key: &HolderKey, wait_ns: u64, waits: u64) -> bool {
             return true;
         }
         let first = HolderWait { wait_ns, waits };
-        if RUNQ_HOLDER.insert(key, &first, BPF_NOEXIST as u64).is_ok() {
+        if RUNQ_HOLDER.insert(key, first, BPF_NOEXIST as u64).is_ok() {
             return true;
         }
         // Another CPU may have inserted the key meanwhile (EEXIST): look again.
