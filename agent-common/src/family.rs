@@ -82,7 +82,7 @@ impl Family {
             Family::Block => &[],
             Family::Memory => &["RECLAIM_HIST", "OOM_KILLS"],
             Family::Process => &["PROC_EXITS"],
-            Family::Tcp => &["TCP_CONNECT_HIST", "TCP_CGROUP"],
+            Family::Tcp => &["TCP_CONNECT_HIST", "TCP_CGROUP", "TCP_RETRANS_DEST"],
             // Keyed by IRQ and vector.
             Family::Irq => &[],
         }

@@ -51,6 +51,7 @@ user_pod!(
     tcp::TcpOffsets,
     tcp::ConnectStart,
     tcp::CgroupCountKey,
+    tcp::RetransDestKey,
     tcp::NetnsKey,
     tcp::ListenKey,
     tcp::TcpEvent,

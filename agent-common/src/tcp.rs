@@ -16,6 +16,8 @@ pub const NETNS_MAX_ENTRIES: u32 = 1 << 12;
 pub const LISTEN_MAX_ENTRIES: u32 = 1 << 12;
 /// Default bound of `TCP_DROPS` (keys are (netns, drop reason)).
 pub const DROPS_MAX_ENTRIES: u32 = 1 << 12;
+/// Bound of `TCP_RETRANS_DEST` (keys are (cgroup, destination)).
+pub const RETRANS_DEST_MAX_ENTRIES: u32 = 1 << 12;
 
 /// `IPPROTO_TCP`.
 pub const IPPROTO_TCP: u16 = 6;
@@ -134,8 +136,9 @@ pub mod loss {
     pub const START_MAP_FULL: u32 = 0;
     /// A connect latency was dropped because `TCP_CONNECT_HIST` was full.
     pub const HIST_MAP_FULL: u32 = 1;
-    /// A count was dropped because `TCP_CGROUP`, `TCP_NETNS`, `TCP_LISTEN`
-    /// or `TCP_DROPS` was full.
+    /// A count was dropped because `TCP_CGROUP`, `TCP_NETNS`, `TCP_LISTEN`,
+    /// `TCP_DROPS` or `TCP_RETRANS_DEST` (for the pair and for the cgroup's
+    /// row of other destinations) was full.
     pub const COUNT_MAP_FULL: u32 = 2;
     /// A kernel read (socket or packet fields) failed.
     pub const READ_FAILED: u32 = 3;
@@ -209,6 +212,26 @@ pub struct TcpOffsets {
 }
 
 const _: () = assert!(core::mem::size_of::<TcpOffsets>() == 100);
+
+/// Key of `TCP_RETRANS_DEST`: segments a cgroup's sockets retransmitted to
+/// one destination. A pair with no room in the map is counted under the
+/// cgroup's row with `family` 0 (every other destination).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RetransDestKey {
+    /// cgroup v2 id of the socket (0: none known).
+    pub cgroup_id: u64,
+    /// Destination address; IPv4 in the first four bytes.
+    pub daddr: [u8; 16],
+    /// Destination port.
+    pub dport: u16,
+    /// `AF_INET`, `AF_INET6`, or 0 for the cgroup's other destinations.
+    pub family: u16,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<RetransDestKey>() == 32);
 
 /// Start of a connect in flight, in `TCP_CONNECT_START` under the socket's
 /// address: `connect()` runs in the connecting task, so its cgroup is known

@@ -36,9 +36,9 @@ use sonde_common::{
     task::CgroupBucketKey,
     tcp::{
         failure_of, flags, listen, loss, netns, state, what, CgroupCountKey, ConnectStart,
-        ListenKey, NetnsKey, TcpEvent, TcpOffsets, AF_INET, AF_INET6, CGROUP_MAX_ENTRIES,
-        CONNECT_HIST_MAX_ENTRIES, CONNECT_START_MAX_ENTRIES, DROPS_MAX_ENTRIES, IPPROTO_TCP,
-        LISTEN_MAX_ENTRIES, NETNS_MAX_ENTRIES, NO_REASON,
+        ListenKey, NetnsKey, RetransDestKey, TcpEvent, TcpOffsets, AF_INET, AF_INET6,
+        CGROUP_MAX_ENTRIES, CONNECT_HIST_MAX_ENTRIES, CONNECT_START_MAX_ENTRIES, DROPS_MAX_ENTRIES,
+        IPPROTO_TCP, LISTEN_MAX_ENTRIES, NETNS_MAX_ENTRIES, NO_REASON, RETRANS_DEST_MAX_ENTRIES,
     },
 };
 
@@ -121,6 +121,11 @@ static TCP_CONNECT_HIST: PerCpuHashMap<CgroupBucketKey, u64> =
 #[map]
 static TCP_CGROUP: PerCpuHashMap<CgroupCountKey, u64> =
     PerCpuHashMap::with_max_entries(CGROUP_MAX_ENTRIES, 0);
+
+/// Retransmitted segments per (cgroup, destination).
+#[map]
+static TCP_RETRANS_DEST: PerCpuHashMap<RetransDestKey, u64> =
+    PerCpuHashMap::with_max_entries(RETRANS_DEST_MAX_ENTRIES, 0);
 
 #[map]
 static TCP_NETNS: PerCpuHashMap<NetnsKey, u64> =
@@ -327,7 +332,42 @@ fn try_retransmit<C: EbpfContext>(
     // tcp_skb_pcount(): the segments this skb stands for.
     let segs = u64::from(read::<u16>(skb, o.skb_pcount)?);
     count_netns(ctx, sk_netns(&o, sk)?, netns::RETRANS_SEGS, segs);
-    count_cgroup(ctx, sk_cgroup(&o, sk)?, what::RETRANS_SEGS, segs);
+    let cgroup_id = sk_cgroup(&o, sk)?;
+    count_cgroup(ctx, cgroup_id, what::RETRANS_SEGS, segs);
+    count_destination(ctx, &o, sk, cgroup_id, segs)
+}
+
+/// Counts retransmitted segments under their destination; a pair with no
+/// room goes to the cgroup's row of other destinations, and only when that
+/// has none either is it a loss.
+#[inline(always)]
+fn count_destination<C: EbpfContext>(
+    ctx: &C,
+    o: &TcpOffsets,
+    sk: *const u8,
+    cgroup_id: u64,
+    segs: u64,
+) -> Result<(), i32> {
+    let family: u16 = read(sk, o.skc_family)?;
+    let daddr = if family == AF_INET6 {
+        read(sk, o.skc_v6_daddr)?
+    } else {
+        v4(read(sk, o.skc_daddr)?)
+    };
+    let key = RetransDestKey {
+        cgroup_id,
+        daddr,
+        dport: u16::from_be(read::<u16>(sk, o.skc_dport)?),
+        family,
+        _pad: 0,
+    };
+    let other = RetransDestKey {
+        cgroup_id,
+        ..RetransDestKey::default()
+    };
+    if !bump(&TCP_RETRANS_DEST, &key, segs) && !bump(&TCP_RETRANS_DEST, &other, segs) {
+        lost(ctx, loss::COUNT_MAP_FULL);
+    }
     Ok(())
 }
 

@@ -187,31 +187,20 @@ fn a_cpu_quota_that_throttles_is_the_top_cause_and_gone_without_it() {
     );
 }
 
-/// (c) Reading a file of 64 MiB over and over under a 24 MiB memory limit
-/// makes the reader reclaim its own page cache; allocating 96 MiB under it
-/// gets it OOM-killed. Without the limit, neither.
+/// (c) Reading 64 MiB of a block device over and over under a 24 MiB memory
+/// limit makes the reader reclaim its own page cache; allocating 96 MiB
+/// under it gets it OOM-killed. Without the limit, neither.
 fn memory(limit: bool, allocate: bool) -> Explanation {
     const FILE_BYTES: usize = 64 << 20;
     let probes = Probes::load(ProbeOptions::default()).expect("load probes");
     let cgroup = TestCgroup::new("explain-memory");
     let limit = limit.then(|| MemoryLimit::new(&cgroup, "explain-memory", 24 << 20));
     let extra = limit.as_ref().and_then(MemoryLimit::extra_procs);
-    // A file on a disk-backed filesystem (a tmpfs page could not be reclaimed).
-    let file = std::env::current_dir()
-        .expect("cwd")
-        .join(format!("sonde-test-explain-{}.bin", std::process::id()));
-    std::fs::write(&file, vec![7u8; FILE_BYTES]).expect("write the file");
-    // Written here, its pages are cached and charged to this process's
-    // cgroup: written back and dropped, the worker reads them in itself.
-    {
-        use std::os::fd::AsRawFd as _;
-        let f = std::fs::File::open(&file).expect("open the file");
-        f.sync_all().expect("fsync");
-        // SAFETY: advice on a file descriptor we hold open.
-        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        assert_eq!(rc, 0, "posix_fadvise");
-    }
-    let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).expect("path");
+    // A fresh loop device read through the page cache: every page read is
+    // new, charged to the reader's cgroup and clean, so reclaimable, on any
+    // filesystem the backing file sits on (the guests' is in memory).
+    let device = crate::LoopDevice::new("explain-memory", FILE_BYTES as u64);
+    let path = std::ffi::CString::new(device.path.as_os_str().as_encoded_bytes()).expect("path");
     let mut buf = vec![0u8; 1 << 20];
     let buf_ptr = buf.as_mut_ptr();
     let worker = Workload::fork_joining(&cgroup, extra.as_deref(), || {
@@ -253,7 +242,7 @@ fn memory(limit: bool, allocate: bool) -> Explanation {
         worker.exited()
     });
     worker.wait_status();
-    let _ = std::fs::remove_file(&file);
+    drop(device);
     drop(buf);
     let e = explain::explain(&Target::Cgroup(cgroup.v2_path()), &windows, None).expect("explain");
     eprintln!("{}", explain::render(&e));
@@ -331,4 +320,161 @@ fn a_quiet_workload_with_a_healthy_slo_gets_no_blame() {
         .collect();
     assert!(causes.is_empty(), "false blame: {causes:?}");
     assert!(e.verdict.starts_with("nothing found"), "{}", e.verdict);
+}
+
+/// (e) O_DIRECT reads of a loop device over a FUSE file that answers each
+/// read after 40 ms, or at once.
+fn slow_disk(delay_ms: u64) -> (Explanation, String) {
+    const BLOCK_BYTES: usize = 64 << 10;
+    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
+    let fs = crate::EioFs::mount_slow(16 << 20, 0, 0, delay_ms);
+    let device = crate::LoopDevice::over(&fs.image());
+    let cgroup = TestCgroup::new("explain-disk");
+    let path = std::ffi::CString::new(device.path.as_os_str().as_encoded_bytes()).expect("path");
+    // O_DIRECT needs an aligned buffer, mapped before the fork.
+    let aligned = crate::AlignedBuffer::new(BLOCK_BYTES);
+    let buffer = aligned.ptr();
+    let worker = Workload::fork(&cgroup, || {
+        // SAFETY: raw I/O on a valid path and an aligned, mapped buffer.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_DIRECT);
+            if fd < 0 {
+                libc::_exit(100);
+            }
+            for i in 0..40u64 {
+                let offset = ((i % 200) * BLOCK_BYTES as u64) as libc::off_t;
+                if libc::pread(fd, buffer, BLOCK_BYTES, offset) != BLOCK_BYTES as isize {
+                    libc::_exit(101);
+                }
+            }
+            libc::close(fd);
+        }
+    });
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    worker.go();
+    let windows = watch(&mut sampler, Duration::from_millis(500), 3, 60, || {
+        worker.exited()
+    });
+    assert_eq!(worker.wait(), 0, "the reads succeeded");
+    let e = explain::explain(&Target::Cgroup(cgroup.v2_path()), &windows, None).expect("explain");
+    eprintln!("{}", explain::render(&e));
+    (e, device.name.clone())
+}
+
+#[test]
+fn a_slow_disk_is_the_top_cause_with_its_device_and_gone_when_fast() {
+    if crate::vm_lacks("python3 and fusepy (the FUSE fixture)") {
+        return;
+    }
+    if !privileged() {
+        return;
+    }
+    let (e, device) = slow_disk(40);
+    assert_eq!(kinds(&e).first(), Some(&"block_latency"), "{}", e.verdict);
+    let f = &e.findings[0];
+    assert_eq!(f.culprits[0].name, device, "{:?}", f.culprits);
+    // Each read waited for the fixture's 40 ms.
+    assert!(f.magnitude >= 0.04, "{f:?}");
+    let (fast, device) = slow_disk(0);
+    assert!(
+        !fast
+            .findings
+            .iter()
+            .any(|f| f.kind == "block_latency" && f.culprits.iter().any(|c| c.name == device)),
+        "{:?}",
+        fast.findings
+    );
+}
+
+/// (d) A 4 MiB upload from the workload's cgroup over a veth pair, one data
+/// packet in ten dropped on the receiver's input (nftables), or none.
+fn lossy_upload(loss: bool) -> Explanation {
+    use crate::netns::{
+        connect, deadline, drain, finish, listen, sockaddr, wait_listening, Holder, NetnsPair,
+        ADDR_B,
+    };
+    const PORT: u16 = 7020;
+    const BYTES: u64 = 4 << 20;
+    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
+    let pair = NetnsPair::new(if loss { "xloss" } else { "xclean" });
+    let hold_b = Holder::new(&pair.b);
+    if loss {
+        pair.b.nft(&format!(
+            "table inet sonde {{\n chain in {{\n  type filter hook input priority 0; policy accept;\n  \
+             ip saddr 10.77.0.1 tcp dport {PORT} tcp flags & (syn | fin | rst) == 0 meta length > 100 \
+             numgen random mod 10 0 counter drop\n }}\n}}\n"
+        ));
+    }
+    let (client_cg, server_cg) = (
+        TestCgroup::new(&format!("explain-up-{loss}")),
+        TestCgroup::new(&format!("explain-sink-{loss}")),
+    );
+    let at = sockaddr(ADDR_B, PORT);
+    let server = Workload::fork(&server_cg, || {
+        deadline(30);
+        pair.b.enter();
+        let l = listen(&at, 4);
+        // SAFETY: accepting on our listening socket.
+        let fd = unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) };
+        drain(fd);
+        // SAFETY: closing our own fd.
+        unsafe { libc::close(fd) };
+    });
+    let client = Workload::fork(&client_cg, || {
+        deadline(30);
+        pair.a.enter();
+        let Ok(fd) = connect(&at) else {
+            // SAFETY: ends the forked child.
+            unsafe { libc::_exit(94) };
+        };
+        let chunk = [7u8; 65536];
+        let mut sent = 0;
+        while sent < BYTES {
+            // SAFETY: writing from a valid stack buffer.
+            let n = unsafe { libc::write(fd, chunk.as_ptr().cast(), chunk.len()) };
+            if n <= 0 {
+                // SAFETY: ends the forked child.
+                unsafe { libc::_exit(95) };
+            }
+            sent += n as u64;
+        }
+        finish(fd);
+    });
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    server.go();
+    wait_listening(hold_b.pid(), PORT);
+    client.go();
+    let windows = watch(&mut sampler, Duration::from_millis(500), 3, 60, || {
+        client.exited()
+    });
+    assert_eq!(client.wait(), 0);
+    assert_eq!(server.wait(), 0);
+    let e =
+        explain::explain(&Target::Cgroup(client_cg.v2_path()), &windows, None).expect("explain");
+    eprintln!("{}", explain::render(&e));
+    e
+}
+
+#[test]
+fn packet_loss_makes_retransmits_the_top_cause_with_the_destination() {
+    if !privileged() {
+        return;
+    }
+    let e = lossy_upload(true);
+    assert_eq!(kinds(&e).first(), Some(&"tcp_retransmits"), "{}", e.verdict);
+    let f = &e.findings[0];
+    let addr = std::net::Ipv4Addr::from(crate::netns::ADDR_B);
+    assert_eq!(
+        f.culprits[0].name,
+        format!("{addr}:7020"),
+        "{:?}",
+        f.culprits
+    );
+    assert_eq!(f.culprits[0].share, Some(1.0));
+    let clean = lossy_upload(false);
+    assert!(
+        !kinds(&clean).contains(&"tcp_retransmits"),
+        "{:?}",
+        clean.findings
+    );
 }

@@ -758,6 +758,11 @@ pub struct EioFs {
 impl EioFs {
     /// Mounts it with a `size`-byte file failing in `[bad_offset, bad_offset + bad_len)`.
     pub fn mount(size: u64, bad_offset: u64, bad_len: u64) -> Self {
+        Self::mount_slow(size, bad_offset, bad_len, 0)
+    }
+
+    /// [`EioFs::mount`], answering every read and write after `delay_ms`.
+    pub fn mount_slow(size: u64, bad_offset: u64, bad_len: u64, delay_ms: u64) -> Self {
         let mountpoint =
             std::env::temp_dir().join(format!("sonde-test-eiofs-{}", std::process::id()));
         std::fs::create_dir_all(&mountpoint).expect("mountpoint");
@@ -770,6 +775,7 @@ impl EioFs {
                 size.to_string(),
                 bad_offset.to_string(),
                 bad_len.to_string(),
+                delay_ms.to_string(),
             ])
             .spawn()
             .expect("start the FUSE fixture (cargo xtask setup installs python3-fusepy)");

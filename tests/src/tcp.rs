@@ -395,6 +395,12 @@ fn retransmits_under_loss_equal_retranssegs() {
         .tcp_cgroup(client_cg.id())
         .expect("the client's cgroup");
     assert_eq!(tcp.counts.retransmit_segments, retransmits);
+    // Every one of them to the one destination.
+    assert_eq!(tcp.retransmit_destinations.len(), 1, "{tcp:?}");
+    let to = &tcp.retransmit_destinations[0];
+    let addr = std::net::Ipv4Addr::from(ADDR_B).to_string();
+    assert_eq!((to.address.as_str(), to.port), (addr.as_str(), BULK_PORT));
+    assert_eq!(to.segments, retransmits);
     let dropped = pair.b.nft_counter("sonde");
     assert!(dropped > 0);
     assert_eq!(snapshot.drops(pair.b.inode(), "NETFILTER_DROP"), dropped);

@@ -374,6 +374,7 @@ struct Accumulator<'a> {
     resets: u64,
     connect_failures: u64,
     failing: BTreeMap<String, u64>,
+    retransmitted: BTreeMap<String, u64>,
     tcp_windows: usize,
     // block (the node's devices)
     device_p99: BTreeMap<String, f64>,
@@ -416,6 +417,7 @@ impl<'a> Accumulator<'a> {
             resets: 0,
             connect_failures: 0,
             failing: BTreeMap::new(),
+            retransmitted: BTreeMap::new(),
             tcp_windows: 0,
             device_p99: BTreeMap::new(),
             device_errors: BTreeMap::new(),
@@ -523,6 +525,14 @@ impl<'a> Accumulator<'a> {
             self.retransmits += t.retransmit_segments;
             self.resets += t.resets_sent + t.resets_received;
             self.connect_failures += t.connect_failures.values().sum::<u64>();
+            for d in &t.retransmit_destinations {
+                let name = if d.address == "other" {
+                    "other".to_owned()
+                } else {
+                    format!("{}:{}", d.address, d.port)
+                };
+                *self.retransmitted.entry(name).or_default() += d.segments;
+            }
             for d in &t.failing_destinations {
                 *self
                     .failing
@@ -809,6 +819,14 @@ impl<'a> Accumulator<'a> {
                 incomplete_windows: incomplete("tcp"),
             })
         };
+        let destinations = top_culprits(
+            "destination",
+            self.retransmitted
+                .iter()
+                .map(|(k, v)| (k.clone(), *v as f64)),
+            self.retransmits as f64,
+            |n| n,
+        );
         out.extend(tcp(
             "tcp_retransmits",
             self.retransmits,
@@ -816,7 +834,7 @@ impl<'a> Accumulator<'a> {
             "network.tcp.retransmits",
             "{segment}/s",
             "segments retransmitted",
-            Vec::new(),
+            destinations,
         ));
         out.extend(tcp(
             "tcp_resets",

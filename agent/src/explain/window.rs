@@ -127,6 +127,8 @@ pub struct CgroupTcp {
     pub resets_received: u64,
     /// Where failed connects went.
     pub failing_destinations: Vec<Destination>,
+    /// Where retransmitted segments went.
+    pub retransmit_destinations: Vec<crate::model::tcp::RetransmitDestination>,
 }
 
 impl CgroupTcp {

@@ -63,6 +63,9 @@ pub struct CgroupTcp {
     /// The destinations its connects failed to reach most, from the
     /// window's events (at most a few per cgroup).
     pub failing_destinations: Vec<Destination>,
+    /// Where its retransmitted segments went, most first; `other` sums the
+    /// rest (and what the kernel's table had no room for).
+    pub retransmit_destinations: Vec<RetransmitDestination>,
 }
 
 impl CgroupTcp {
@@ -77,6 +80,7 @@ impl CgroupTcp {
             connect_failures: BTreeMap::new(),
             counts: TcpCounts::default(),
             failing_destinations: Vec::new(),
+            retransmit_destinations: Vec::new(),
         }
     }
 
@@ -95,6 +99,17 @@ pub struct Destination {
     pub port: u16,
     /// Failed connects in the window.
     pub failures: u64,
+}
+
+/// A destination of retransmitted segments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RetransmitDestination {
+    /// Address, or `other`.
+    pub address: String,
+    /// Port (0 for `other`).
+    pub port: u16,
+    /// Segments retransmitted to it in the window.
+    pub segments: u64,
 }
 
 /// One listening port.

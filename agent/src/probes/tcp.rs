@@ -18,7 +18,7 @@ use aya::{
 use sonde_common::family::Family;
 use sonde_common::{
     task::CgroupBucketKey,
-    tcp::{loss, CgroupCountKey, ListenKey, NetnsKey, TcpOffsets, NO_REASON},
+    tcp::{loss, CgroupCountKey, ListenKey, NetnsKey, RetransDestKey, TcpOffsets, NO_REASON},
 };
 use sonde_slo::Histogram;
 
@@ -176,6 +176,11 @@ pub struct TcpReading {
     /// Dropped packets per (netns, kernel drop reason).
     #[serde(with = "super::pairs")]
     pub drops: HashMap<(u32, u32), u64>,
+    /// Retransmitted segments per (cgroup id, family, destination address,
+    /// port); family 0 holds the cgroup's destinations the kernel had no
+    /// room for. Absent from a checkpoint written before it existed.
+    #[serde(with = "super::pairs", default)]
+    pub retrans_dest: HashMap<(u64, u16, [u8; 16], u16), u64>,
     /// Loss counters, indexed by `sonde_common::tcp::loss`.
     pub loss: [u64; loss::COUNT as usize],
 }
@@ -412,6 +417,15 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<TcpReading, MapError> {
             .cgroup
             .insert((key.cgroup_id, key.what), values.iter().sum());
     }
+    let dest: PerCpuHashMap<&MapData, RetransDestKey, u64> =
+        PerCpuHashMap::try_from(map(ebpf, "TCP_RETRANS_DEST")?)?;
+    for item in dest.iter() {
+        let (k, values) = item?;
+        reading.retrans_dest.insert(
+            (k.cgroup_id, k.family, k.daddr, k.dport),
+            values.iter().sum(),
+        );
+    }
     for (name, out) in [
         ("TCP_NETNS", &mut reading.netns),
         ("TCP_DROPS", &mut reading.drops),
@@ -481,10 +495,18 @@ impl CgroupKey for CgroupCountKey {
     }
 }
 
+impl CgroupKey for RetransDestKey {
+    type Value = u64;
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+}
+
 /// The maps keyed by cgroup, with their key types.
-const CGROUP_MAPS: [(&str, Forget); 2] = [
+const CGROUP_MAPS: [(&str, Forget); 3] = [
     ("TCP_CONNECT_HIST", forget::<CgroupBucketKey> as Forget),
     ("TCP_CGROUP", forget::<CgroupCountKey> as Forget),
+    ("TCP_RETRANS_DEST", forget::<RetransDestKey> as Forget),
 ];
 
 impl FamilyProbe for TcpProbe {
@@ -520,11 +542,13 @@ impl FamilyProbe for TcpProbe {
     fn cgroup_ids(&self, reading: &Reading, ids: &mut HashSet<u64>) {
         ids.extend(reading.tcp.connect_latency.keys());
         ids.extend(reading.tcp.cgroup.keys().map(|k| k.0));
+        ids.extend(reading.tcp.retrans_dest.keys().map(|k| k.0));
     }
 
     fn retain_cgroups(&self, reading: &mut Reading, keep: &dyn Fn(u64) -> bool) {
         reading.tcp.connect_latency.retain(|k, _| keep(*k));
         reading.tcp.cgroup.retain(|k, _| keep(k.0));
+        reading.tcp.retrans_dest.retain(|k, _| keep(k.0));
     }
 }
 

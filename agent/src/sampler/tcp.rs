@@ -26,7 +26,7 @@ use crate::{
     model::{
         tcp::{
             CgroupTcp, CounterCheck, Destination, ListenSockets, ListenerTcp, NetnsDrops, NetnsTcp,
-            TcpCounts, TcpEventRecord, TcpWindow,
+            RetransmitDestination, TcpCounts, TcpEventRecord, TcpWindow,
         },
         LossRecord,
     },
@@ -353,6 +353,53 @@ pub fn tcp_window(
             .entry(id)
             .or_insert_with(|| CgroupTcp::new(resolve(id)))
             .failing_destinations = list;
+    }
+    // The destinations of each cgroup's retransmitted segments, from the
+    // kernel's counts (family 0: the destinations it had no room for).
+    let mut retransmitted: BTreeMap<u64, Vec<RetransmitDestination>> = BTreeMap::new();
+    for key in after.retrans_dest.keys() {
+        let segments = delta(&before.retrans_dest, &after.retrans_dest, key);
+        let &(id, family, addr, port) = key;
+        if segments == 0 {
+            continue;
+        }
+        let address = if family == 0 {
+            "other".to_owned()
+        } else {
+            address(family, &addr)
+        };
+        retransmitted
+            .entry(id)
+            .or_default()
+            .push(RetransmitDestination {
+                address,
+                port,
+                segments,
+            });
+    }
+    for (id, mut list) in retransmitted {
+        list.sort_by(|a, b| {
+            b.segments
+                .cmp(&a.segments)
+                .then_with(|| (&a.address, a.port).cmp(&(&b.address, b.port)))
+        });
+        if list.len() > TOP_DESTINATIONS {
+            let rest: u64 = list
+                .iter()
+                .skip(TOP_DESTINATIONS - 1)
+                .map(|d| d.segments)
+                .sum();
+            list.truncate(TOP_DESTINATIONS - 1);
+            list.push(RetransmitDestination {
+                address: "other".to_owned(),
+                port: 0,
+                segments: rest,
+            });
+        }
+        cgroups
+            .entry(id)
+            .or_insert_with(|| CgroupTcp::new(resolve(id)))
+            .retransmit_destinations = list;
     }
     window.cgroups = cgroups.into_values().collect();
     window.cgroups.sort_by(|a, b| {
