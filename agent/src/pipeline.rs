@@ -185,7 +185,13 @@ pub struct Agent {
     polls: tokio::time::Interval,
     /// Events of the current window already sent to socket clients.
     sent_events: usize,
+    /// The latest windows as `sonde explain` reads them (kept only with
+    /// SLOs): a firing SLO's alert carries its explanation over them.
+    recent: std::collections::VecDeque<crate::explain::Window>,
 }
+
+/// Windows a firing SLO is explained over.
+pub const ALERT_EXPLAIN_WINDOWS: usize = 10;
 
 impl Agent {
     /// Starts the agent: the SLO state, the socket, the probes (resuming
@@ -291,6 +297,7 @@ impl Agent {
             ticks,
             polls,
             sent_events: 0,
+            recent: std::collections::VecDeque::new(),
         })
     }
 
@@ -351,6 +358,7 @@ impl Agent {
         self.meter.start_sample(self.sampler.probes());
         if !self.slos.is_empty() {
             snapshot.slos = self.slos.window(&snapshot).map_err(AgentError::SloState)?;
+            self.explain_alerts(&mut snapshot);
         }
         let own_losses: Vec<LossRecord> = self
             .local
@@ -396,6 +404,29 @@ impl Agent {
             _ => {}
         }
         Ok(WindowOutcome { sequence, snapshot })
+    }
+
+    /// Keeps the window for `sonde explain`'s rules and attaches to every
+    /// firing SLO its explanation over the recent windows, this one
+    /// included. A window that cannot be read back (a bug: the types are
+    /// this build's own) is left out with a warning in the log, and the
+    /// alerts explain the others.
+    fn explain_alerts(&mut self, snapshot: &mut Snapshot) {
+        match crate::explain::Window::from_snapshot(snapshot) {
+            Ok(w) => {
+                if self.recent.len() == ALERT_EXPLAIN_WINDOWS {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(w);
+            }
+            Err(e) => log::warn!("explain: a window did not read back: {e}"),
+        }
+        let recent = self.recent.make_contiguous();
+        for status in &mut snapshot.slos {
+            if status.evaluation.severity != sonde_slo::slo::Severity::Ok {
+                status.explanation = crate::explain::for_alert(&status.name, recent);
+            }
+        }
     }
 
     /// Stops: each queue gets its own `drain_timeout` to deliver what is

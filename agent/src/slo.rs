@@ -197,6 +197,7 @@ impl Slos {
                     complete,
                 });
                 SloStatus {
+                    explanation: None,
                     name: spec.name.clone(),
                     signal: spec.signal.name().to_owned(),
                     objective_percent: spec.objective.target * 100.0,

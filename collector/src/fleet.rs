@@ -10,8 +10,8 @@ use sonde_proto::{
     prometheus::{self, Target},
     series::{window_totals, Series},
     v1::{
-        AgentReport, LossRecord, MetricKind, NodeDetail, NodeIdentity, NodeSummary, ProbeStatus,
-        SequenceRange, WindowSummary,
+        AgentReport, LossRecord, MetricKind, NodeDetail, NodeExplanation, NodeIdentity,
+        NodeSummary, ProbeStatus, SequenceRange, SloExplanation, WindowSummary,
     },
 };
 
@@ -38,6 +38,8 @@ struct Node {
     probes: Vec<ProbeStatus>,
     recent: VecDeque<WindowSummary>,
     last_received_unix_ns: u64,
+    /// The latest report's explanations of its firing SLO alerts.
+    explanations: Vec<SloExplanation>,
 }
 
 /// Every node heard from.
@@ -65,6 +67,31 @@ impl Fleet {
     /// The fleet's SLOs.
     pub fn slos(&mut self) -> Vec<sonde_proto::v1::FleetSlo> {
         self.slos.list()
+    }
+
+    /// Every node's explanations of its firing SLO alerts (its latest
+    /// report's), the highest top score first.
+    pub fn explanations(&self) -> Vec<NodeExplanation> {
+        let mut out: Vec<NodeExplanation> = self
+            .nodes
+            .values()
+            .flat_map(|n| {
+                let end = n.latest.as_ref().map_or(0, |l| l.window_end_unix_ns);
+                n.explanations.iter().map(move |e| NodeExplanation {
+                    node: n.identity.node_name.clone(),
+                    window_end_unix_ns: end,
+                    explanation: Some(e.clone()),
+                })
+            })
+            .collect();
+        let top = |e: &NodeExplanation| {
+            e.explanation
+                .as_ref()
+                .and_then(|x| x.findings.first())
+                .map_or(0.0, |f| f.score)
+        };
+        out.sort_by(|a, b| top(b).total_cmp(&top(a)).then_with(|| a.node.cmp(&b.node)));
+        out
     }
 
     /// Number of nodes.
@@ -96,6 +123,7 @@ impl Fleet {
                     probes: Vec::new(),
                     recent: VecDeque::new(),
                     last_received_unix_ns: 0,
+                    explanations: Vec::new(),
                 }),
         };
         if node.identity.boot_id != identity.boot_id {
@@ -130,6 +158,7 @@ impl Fleet {
         if newer {
             node.latest = Some(summary);
             node.probes = std::mem::take(&mut report.probes);
+            node.explanations = std::mem::take(&mut report.explanations);
         }
         let name = node.identity.node_name.clone();
         self.slos.add(&name, &report);
@@ -341,7 +370,41 @@ mod tests {
             probes: vec![],
             strings: strings.into_strings(),
             totals_start_unix_ns: 0,
+            explanations: vec![],
         }
+    }
+
+    fn explained(mut r: AgentReport, slo: &str, score: f64) -> AgentReport {
+        r.explanations = vec![SloExplanation {
+            slo: slo.into(),
+            severity: "page".into(),
+            verdict: format!("cpu_contention: {score}"),
+            findings: vec![sonde_proto::v1::Finding {
+                kind: "cpu_contention".into(),
+                score,
+                ..Default::default()
+            }],
+            windows: 3,
+        }];
+        r
+    }
+
+    #[test]
+    fn each_nodes_latest_explanations_highest_score_first() {
+        let mut fleet = Fleet::new(2);
+        fleet.apply(explained(report("a", "b", 1, 1), "web", 2.5), 0);
+        fleet.apply(explained(report("c", "b", 1, 1), "web", 2.9), 0);
+        let e = fleet.explanations();
+        let nodes: Vec<&str> = e.iter().map(|e| e.node.as_str()).collect();
+        assert_eq!(nodes, ["c", "a"]);
+        assert_eq!(e[0].window_end_unix_ns, 2_000_000_000);
+        // The alert stopped: the next report carries none.
+        fleet.apply(report("c", "b", 2, 1), 0);
+        let nodes: Vec<String> = fleet.explanations().into_iter().map(|e| e.node).collect();
+        assert_eq!(nodes, ["a"]);
+        // An older window arriving late does not bring it back.
+        fleet.apply(explained(report("c", "b", 0, 1), "web", 2.9), 0);
+        assert_eq!(fleet.explanations().len(), 1);
     }
 
     #[test]

@@ -106,15 +106,18 @@ impl Query for QueryService {
                         slos,
                         scope: store::SCOPE.to_owned(),
                         store_error,
+                        explanations: self.state.fleet().explanations(),
                     }))
                 }
                 Err(e) => store_error = unanswered(&e),
             }
         }
+        let mut fleet = self.state.fleet();
         Ok(Response::new(ListSlosResponse {
-            slos: self.state.fleet().slos(),
+            slos: fleet.slos(),
             scope: SCOPE.to_owned(),
             store_error,
+            explanations: fleet.explanations(),
         }))
     }
 

@@ -53,6 +53,7 @@ fn report(seq: u64, points: usize) -> AgentReport {
         probes: vec![],
         strings: strings.into_strings(),
         totals_start_unix_ns: 0,
+        explanations: vec![],
     }
 }
 

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use sonde::{
-    explain::{self, Explanation, Target, Window},
+    explain::{self, Target, Window},
+    model::explain::Explanation,
     probes::{ProbeOptions, Probes},
     sampler::Sampler,
 };
@@ -40,8 +41,8 @@ fn watch(
     windows
 }
 
-fn kinds(e: &Explanation) -> Vec<&'static str> {
-    e.findings.iter().map(|f| f.kind).collect()
+fn kinds(e: &Explanation) -> Vec<&str> {
+    e.findings.iter().map(|f| f.kind.as_str()).collect()
 }
 
 fn sleep_ns(ns: i64) {
@@ -477,4 +478,207 @@ fn packet_loss_makes_retransmits_the_top_cause_with_the_destination() {
         "{:?}",
         clean.findings
     );
+}
+
+/// Runs `sonde args`; (exit code, stdout, stderr), never a panic.
+fn sonde(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(crate::sonde_bin())
+        .args(args)
+        .output()
+        .expect("run sonde");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
+}
+
+/// The whole path: an agent whose run-queue SLO pages while a neighbour
+/// hogs its CPU, `sonde explain --attach` and standalone, the alert's own
+/// explanation in the agent's windows, at the collector (`sonde fleet slo`
+/// beside the alert, `sonde fleet explain`), and bad input as one line.
+#[test]
+fn explain_from_the_cli_the_agent_and_the_collector() {
+    use crate::procs::{free_port, Proc};
+    if crate::vm_lacks(
+        "sonde-collector (not in the guest image: the wire does not depend on the kernel)",
+    ) {
+        return;
+    }
+    if !privileged() {
+        return;
+    }
+    let victim_cg = TestCgroup::new("explain-cli-victim");
+    let hog_cg = TestCgroup::new("explain-cli-hog");
+    let (victim_path, hog_path) = (victim_cg.v2_path(), hog_cg.v2_path());
+    let dir = tempfile::Builder::new()
+        .prefix("sonde-explain-")
+        .tempdir()
+        .expect("temp dir");
+    let socket = dir.path().join("agent.sock");
+    let socket_arg = socket.to_str().expect("UTF-8").to_owned();
+    let config = dir.path().join("sonde.toml");
+    // Waits under 1 ms are good: the neighbour makes most of them bad.
+    std::fs::write(
+        &config,
+        format!(
+            "[[slo]]\nname = \"handler-cpu\"\nsignal = \"runqueue.latency\"\nobjective_percent = 99\n\
+             threshold_ms = 1\nselector = {{ cgroup = \"{victim_path}\" }}\n"
+        ),
+    )
+    .expect("config");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _collector = Proc::collector(port, &["--config", config.to_str().expect("UTF-8")]);
+    let agent = Proc::agent(&[
+        "--socket",
+        &socket_arg,
+        "--config",
+        config.to_str().expect("UTF-8"),
+        "--state-dir",
+        dir.path().join("state").to_str().expect("UTF-8"),
+        "--collector",
+        &url,
+        "--node-name",
+        "explain-node",
+    ]);
+    let victim = Workload::fork(&victim_cg, || {
+        pin_to_cpu(0);
+        for _ in 0..6000 {
+            sleep_ns(1_000_000);
+            burn_cpu(2_000_000);
+        }
+    });
+    let hog = Workload::fork(&hog_cg, || {
+        pin_to_cpu(0);
+        burn_cpu(120_000_000_000);
+    });
+    hog.go();
+    victim.go();
+
+    // The agent's own windows: the paging SLO carries its explanation.
+    crate::procs::wait_for(
+        "the SLO's alert to carry an explanation",
+        Duration::from_secs(40),
+        || {
+            agent.windows().iter().any(|w| {
+                w["slos"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|s| s["explanation"]["findings"][0]["kind"] == "cpu_contention")
+            })
+        },
+    );
+    let windows = agent.windows();
+    let slo = windows
+        .iter()
+        .rev()
+        .flat_map(|w| w["slos"].as_array().into_iter().flatten())
+        .find(|s| s["explanation"].is_object())
+        .expect("an explained SLO");
+    assert_ne!(slo["evaluation"]["severity"], "ok", "{slo}");
+    assert_eq!(
+        slo["explanation"]["findings"][0]["culprits"][0]["name"], hog_path,
+        "{slo}"
+    );
+
+    // Attached: the agent's recent windows, no probes loaded.
+    let (code, out, err) = sonde(&[
+        "explain",
+        "--attach",
+        "--socket",
+        &socket_arg,
+        "--slo",
+        "handler-cpu",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let e: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    for key in ["target", "windows", "findings", "verdict"] {
+        assert!(e.get(key).is_some(), "no {key} in {e}");
+    }
+    let top = &e["findings"][0];
+    for key in [
+        "kind",
+        "score",
+        "magnitude",
+        "unit",
+        "share",
+        "culprits",
+        "evidence",
+    ] {
+        assert!(top.get(key).is_some(), "no {key} in {top}");
+    }
+    assert_eq!(top["kind"], "cpu_contention", "{e}");
+    assert_eq!(top["culprits"][0]["name"], hog_path, "{e}");
+    assert_eq!(e["target"]["slo"]["signal"], "runqueue.latency", "{e}");
+
+    // Standalone, on its own probes, in text: the verdict first.
+    let (code, out, err) = sonde(&["explain", "--cgroup", &victim_path, "--duration", "3s"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("verdict: cpu_contention: "), "{out}");
+    assert!(out.contains(&hog_path), "{out}");
+
+    // The collector: the alert carries the node's top finding.
+    crate::procs::wait_for(
+        "the collector to hold the node's explanation",
+        Duration::from_secs(20),
+        || {
+            let slos = crate::procs::fleet_json(&["--collector", &url, "slo"]);
+            slos["explanations"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        },
+    );
+    let (code, out, err) = sonde(&[
+        "fleet",
+        "--collector",
+        &url,
+        "explain",
+        "--slo",
+        "handler-cpu",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("verdict: cpu_contention: ")),
+        "{out}"
+    );
+    assert!(out.contains("explain-node"), "{out}");
+    let (code, out, err) = sonde(&["fleet", "--collector", &url, "slo"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().any(|l| l
+            .trim_start()
+            .starts_with("why (explain-node): cpu_contention: ")),
+        "{out}"
+    );
+
+    // Bad input: one line each, naming the fix.
+    let (code, _, err) = sonde(&["explain", "--pod", "no-slash"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("NAMESPACE/NAME"), "{err}");
+    let (code, _, err) = sonde(&[
+        "explain",
+        "--attach",
+        "--socket",
+        &socket_arg,
+        "--slo",
+        "nope",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no SLO named \"nope\"") && err.contains("handler-cpu"),
+        "{err}"
+    );
+    let (code, _, err) = sonde(&["fleet", "--collector", &url, "explain", "--cgroup", "/x"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("run `sonde explain` there"), "{err}");
+
+    hog.kill();
+    victim.kill();
 }

@@ -7,7 +7,7 @@ use sonde_proto::{
     histogram, names,
     v1::{
         GetNodeRequest, HealthRequest, ListNodesRequest, ListSlosRequest, MetricKind, NodeDetail,
-        NodeSummary,
+        NodeExplanation, NodeSummary,
     },
 };
 
@@ -45,13 +45,60 @@ pub(super) struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum View {
     /// The fleet's SLOs, as the collector evaluates them over every
-    /// matching node (sum of good over sum of total).
+    /// matching node (sum of good over sum of total); beside each alert,
+    /// the top finding of the nodes whose alert of that SLO fires.
     Slo,
+    /// Why an SLO's alerts fire across the fleet: each node's explanation
+    /// (`sonde explain --slo` over its recent windows, carried by its
+    /// reports while its alert fires), the highest-scoring first.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["slo", "cgroup", "pod", "unit"])))]
+struct ExplainArgs {
+    /// The SLO, by name.
+    #[arg(long, value_name = "NAME")]
+    slo: Option<String>,
+    /// Not at the collector: a cgroup is one node's (see the error).
+    #[arg(long, value_name = "PATH", hide = true)]
+    cgroup: Option<String>,
+    /// Not at the collector: a pod is one node's.
+    #[arg(long, value_name = "NS/NAME", hide = true)]
+    pod: Option<String>,
+    /// Not at the collector: a unit is one node's.
+    #[arg(long, value_name = "NAME", hide = true)]
+    unit: Option<String>,
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.tls.collector(&args.collector, Duration::from_secs(1));
     let mut client = query_client(&config).await?;
+    if let Some(View::Explain(target)) = &args.view {
+        let Some(slo) = &target.slo else {
+            anyhow::bail!(
+                "the collector explains SLO alerts (--slo NAME); a cgroup, pod or unit lives on one node: run `sonde explain` there"
+            );
+        };
+        let slos = client
+            .list_slos(ListSlosRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))
+            .context("asking the collector")?
+            .into_inner();
+        let ours: Vec<&NodeExplanation> = slos
+            .explanations
+            .iter()
+            .filter(|e| e.explanation.as_ref().is_some_and(|x| x.slo == *slo))
+            .collect();
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&ours)?);
+        } else {
+            print!("{}", scope_line(&slos.scope, &slos.store_error));
+            print!("{}", fleet_explanation(slo, &ours));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(View::Slo) = args.view {
         let slos = client
             .list_slos(ListSlosRequest {})
@@ -63,7 +110,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&slos)?);
         } else {
             print!("{}", scope_line(&slos.scope, &slos.store_error));
-            print!("{}", slo_table(&slos.slos));
+            print!("{}", slo_table(&slos.slos, &slos.explanations));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -141,7 +188,60 @@ fn scope_line(scope: &str, store_error: &str) -> String {
     out
 }
 
-fn slo_table(slos: &[sonde_proto::v1::FleetSlo]) -> String {
+/// Each node's explanation of `slo`, the highest top score first (the
+/// collector's order), the fleet's verdict first.
+fn fleet_explanation(slo: &str, ours: &[&NodeExplanation]) -> String {
+    let mut out = String::new();
+    let Some(first) = ours.first().and_then(|e| e.explanation.as_ref()) else {
+        let _ = writeln!(
+            out,
+            "verdict: no node explains {slo}: no agent's alert for it fires (explanations come with firing alerts)"
+        );
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "verdict: {} (node {}; {} node(s) firing)",
+        first.verdict,
+        ours.first().map_or("", |e| e.node.as_str()),
+        ours.len()
+    );
+    for e in ours {
+        let Some(x) = &e.explanation else { continue };
+        let _ = writeln!(
+            out,
+            "{} ({}, {} windows): {}",
+            e.node, x.severity, x.windows, x.verdict
+        );
+        for (i, f) in x.findings.iter().enumerate() {
+            let culprits = f
+                .culprits
+                .iter()
+                .map(|c| match c.share {
+                    Some(s) => format!("{} {:.0}%", c.name, 100.0 * s),
+                    None => c.name.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(
+                out,
+                "  {}. {:<16} {:>5.2}  {}{}",
+                i + 1,
+                f.kind,
+                f.score,
+                f.summary,
+                if culprits.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{culprits}]")
+                }
+            );
+        }
+    }
+    out
+}
+
+fn slo_table(slos: &[sonde_proto::v1::FleetSlo], explanations: &[NodeExplanation]) -> String {
     let mut out = String::new();
     if slos.is_empty() {
         out.push_str("no fleet SLOs: start the collector with --config\n");
@@ -179,6 +279,18 @@ fn slo_table(slos: &[sonde_proto::v1::FleetSlo]) -> String {
             if s.complete { "complete" } else { "incomplete" },
             s.nodes.len()
         );
+        // A firing alert carries its top finding: the highest-scoring node
+        // explanation of the SLO of its name.
+        let top = explanations
+            .iter()
+            .find(|e| e.explanation.as_ref().is_some_and(|x| x.slo == s.name));
+        if let (true, Some(e), Some(x)) = (
+            s.severity != "ok",
+            top,
+            top.and_then(|e| e.explanation.as_ref()),
+        ) {
+            let _ = writeln!(out, "  why ({}): {}", e.node, x.verdict);
+        }
     }
     out
 }

@@ -20,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::{parse_duration, ProbeArgs};
 use crate::{
+    explain,
     local::{client::LocalClient, Frame, DEFAULT_SOCKET},
     sampler::Sampler,
     top::{
@@ -65,15 +66,36 @@ enum Source {
     },
 }
 
+/// A window as top shows it and as `sonde explain` reads it.
+struct Windows {
+    top: Window,
+    explain: explain::Window,
+}
+
+impl Windows {
+    fn from_json(value: serde_json::Value) -> anyhow::Result<Self> {
+        Ok(Self {
+            top: Window::from_json(value.clone()).context("reading a window")?,
+            explain: explain::Window::from_json(value).context("reading a window")?,
+        })
+    }
+}
+
+/// Windows key `e` explains the selected row over, at most.
+const EXPLAIN_WINDOWS: usize = 10;
+
 impl Source {
     /// The next window, and whether it is a past one (the agent's backlog);
     /// `None` when the agent stopped.
-    async fn next(&mut self) -> anyhow::Result<Option<(Window, bool)>> {
+    async fn next(&mut self) -> anyhow::Result<Option<(Windows, bool)>> {
         match self {
             Source::Probes { sampler, ticks } => {
                 ticks.tick().await;
                 let snapshot = sampler.tick().context("reading the probes' maps")?;
-                Ok(Some((Window::from_snapshot(&snapshot)?, false)))
+                Ok(Some((
+                    Windows::from_json(serde_json::to_value(&snapshot)?)?,
+                    false,
+                )))
             }
             Source::Agent { client, backlog } => loop {
                 match client.next().await? {
@@ -81,14 +103,41 @@ impl Source {
                     Some(Frame::Window { window, .. }) => {
                         let past = *backlog > 0;
                         *backlog = backlog.saturating_sub(1);
-                        let window =
-                            Window::from_json(window).context("reading a window from the agent")?;
+                        let window = Windows::from_json(window)
+                            .context("reading a window from the agent")?;
                         return Ok(Some((window, past)));
                     }
                     Some(_) => continue,
                 }
             },
         }
+    }
+}
+
+/// The selected row's explanation over `recent`, as a few lines (the
+/// verdict and the top findings).
+fn explain_row(board: &Board, scroll: usize, recent: &[explain::Window]) -> Vec<String> {
+    let rows = board.rows();
+    let Some(row) = rows.get(scroll) else {
+        return vec!["explain: no row selected".to_owned()];
+    };
+    let Some(path) = &row.cgroup_path else {
+        return vec![format!(
+            "explain {}: its cgroup has no path (it is gone)",
+            row.name
+        )];
+    };
+    match explain::explain(&explain::Target::Cgroup(path.clone()), recent, None) {
+        Ok(e) => {
+            let text = explain::render(&e);
+            let mut lines = text.lines();
+            let verdict = lines.next().unwrap_or_default();
+            // The verdict, then up to three findings (the target line left out).
+            std::iter::once(format!("explain {}: {verdict}", row.name))
+                .chain(lines.skip(1).take(3).map(|l| format!("  {l}")))
+                .collect()
+        }
+        Err(err) => vec![format!("explain {}: {err}", row.name)],
     }
 }
 
@@ -108,6 +157,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 client.hello.interval_secs
             ),
             note: None,
+            explanation: Vec::new(),
         };
         let backlog = client.hello.backlog;
         (Source::Agent { client, backlog }, status)
@@ -128,6 +178,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 humantime::format_duration(args.interval)
             ),
             note: None,
+            explanation: Vec::new(),
         };
         (
             Source::Probes {
@@ -142,7 +193,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         loop {
             match source.next().await? {
                 Some((window, past)) => {
-                    board.add(&window);
+                    board.add(&window.top);
                     if !past {
                         break;
                     }
@@ -193,6 +244,7 @@ impl Drop for Restore {
 enum Action {
     Quit,
     Redraw,
+    Explain,
     None,
 }
 
@@ -218,6 +270,7 @@ fn key(board: &mut Board, scroll: &mut usize, page: usize, ev: Event) -> Action 
         KeyCode::PageDown => *scroll += page.max(1),
         KeyCode::PageUp => *scroll = scroll.saturating_sub(page.max(1)),
         KeyCode::Home => *scroll = 0,
+        KeyCode::Char('e') => return Action::Explain,
         _ => return Action::None,
     }
     Action::Redraw
@@ -246,10 +299,16 @@ async fn interactive(
     status.note = Some("waiting for the first window".to_owned());
     let mut scroll = 0usize;
     let mut agent_gone = false;
+    let mut recent: std::collections::VecDeque<explain::Window> = std::collections::VecDeque::new();
+    // The cgroup whose explanation is shown, kept fresh each window.
+    let mut explained: Option<usize> = None;
     loop {
         let page = terminal
             .size()
-            .map(|s| draw::table_rows(&board, ratatui::layout::Rect::new(0, 0, s.width, s.height)))
+            .map(|s| {
+                let area = ratatui::layout::Rect::new(0, 0, s.width, s.height);
+                draw::table_rows(&board, &status, area)
+            })
             .unwrap_or(0);
         scroll = scroll.min(board.rows().len().saturating_sub(1));
         terminal
@@ -260,12 +319,27 @@ async fn interactive(
                 let Some(ev) = ev else { break };
                 match key(&mut board, &mut scroll, page, ev) {
                     Action::Quit => break,
+                    Action::Explain if explained.is_some() => {
+                        explained = None;
+                        status.explanation.clear();
+                    }
+                    Action::Explain => {
+                        explained = Some(scroll);
+                        status.explanation = explain_row(&board, scroll, recent.make_contiguous());
+                    }
                     Action::Redraw | Action::None => {}
                 }
             }
             next = source.next(), if !agent_gone => match next? {
                 Some((window, _)) => {
-                    board.add(&window);
+                    board.add(&window.top);
+                    if recent.len() == EXPLAIN_WINDOWS {
+                        recent.pop_front();
+                    }
+                    recent.push_back(window.explain);
+                    if let Some(at) = explained {
+                        status.explanation = explain_row(&board, at, recent.make_contiguous());
+                    }
                     status.note = None;
                 }
                 None => {

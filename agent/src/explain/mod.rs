@@ -20,10 +20,18 @@ pub mod window;
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
 use sonde_slo::spec::Selector;
 
-use crate::{model::CgroupRef, slo::selects};
+use crate::{
+    model::{
+        explain::{
+            AlertExplanation, Culprit, Evidence, Explanation, Finding, SloEvents, TargetInfo,
+            Windows, ALERT_FINDINGS,
+        },
+        CgroupRef,
+    },
+    slo::selects,
+};
 
 pub use window::Window;
 
@@ -107,112 +115,6 @@ pub enum ExplainError {
     },
 }
 
-/// The answer: `{"target", "windows", "findings", "verdict"}`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Explanation {
-    /// What was explained.
-    pub target: TargetInfo,
-    /// Over which windows.
-    pub windows: Windows,
-    /// Findings, highest score first; none below its noise floor.
-    pub findings: Vec<Finding>,
-    /// One sentence: the top finding, or that nothing was found.
-    pub verdict: String,
-}
-
-/// The target as resolved in the windows.
-#[derive(Debug, Clone, Serialize)]
-pub struct TargetInfo {
-    /// `slo`, `cgroup`, `pod` or `unit`.
-    pub kind: &'static str,
-    /// Its name as given.
-    pub name: String,
-    /// The cgroups it took in these windows (paths).
-    pub cgroups: Vec<String>,
-    /// For an SLO: its events over the windows.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slo: Option<SloEvents>,
-}
-
-/// An SLO's events over the windows.
-#[derive(Debug, Clone, Serialize)]
-pub struct SloEvents {
-    /// What it counts.
-    pub signal: String,
-    /// Good events.
-    pub good: u64,
-    /// Valid events.
-    pub total: u64,
-    /// Its objective, percent.
-    pub objective_percent: f64,
-}
-
-/// The windows a finding set was drawn from.
-#[derive(Debug, Clone, Serialize)]
-pub struct Windows {
-    /// How many.
-    pub count: usize,
-    /// Their total length, seconds.
-    pub seconds: f64,
-    /// Start of the first, Unix ns.
-    pub from_unix_ns: u64,
-    /// End of the last, Unix ns.
-    pub to_unix_ns: u64,
-    /// Of them, those that lost data or had a probe down.
-    pub incomplete: usize,
-}
-
-/// One ranked cause.
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    /// The cause, e.g. `cpu_contention`.
-    pub kind: &'static str,
-    /// `tier + strength / (1 + strength)`; see the module docs.
-    pub score: f64,
-    /// What was measured, in `unit`.
-    pub magnitude: f64,
-    /// Its unit, e.g. `s/s` (seconds per second).
-    pub unit: &'static str,
-    /// The share of the target's symptom this cause accounts for, where
-    /// that can be computed (0..1).
-    pub share: Option<f64>,
-    /// Who or what caused it, heaviest first.
-    pub culprits: Vec<Culprit>,
-    /// The series and windows it rests on.
-    pub evidence: Vec<Evidence>,
-    /// One line a person reads.
-    pub summary: String,
-    /// Windows behind it that were incomplete: its figures are then lower
-    /// bounds.
-    pub incomplete_windows: usize,
-}
-
-/// A cause's culprit.
-#[derive(Debug, Clone, Serialize)]
-pub struct Culprit {
-    /// `cgroup`, `device`, `destination`, `signal` or `probe`.
-    pub kind: &'static str,
-    /// Its name (a cgroup path, a device, `address:port`, ...).
-    pub name: String,
-    /// Its part of the magnitude, in the finding's unit.
-    pub magnitude: f64,
-    /// Its share of the finding's total, where there is one.
-    pub share: Option<f64>,
-}
-
-/// A series a finding rests on.
-#[derive(Debug, Clone, Serialize)]
-pub struct Evidence {
-    /// Metric name (docs/telemetry.md) or window field.
-    pub series: &'static str,
-    /// The value over the windows.
-    pub value: f64,
-    /// Its unit.
-    pub unit: &'static str,
-    /// Windows where the series had the target's data.
-    pub windows: usize,
-}
-
 /// Explains `target` over the last `last` windows of `windows` (oldest
 /// first); a window before them, when there is one, is the baseline of the
 /// cumulative counters (PSI, throttling).
@@ -237,7 +139,7 @@ pub fn explain(
         acc.window(w);
     }
     let mut findings = acc.findings();
-    findings.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.kind.cmp(b.kind)));
+    findings.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.kind.cmp(&b.kind)));
     let windows_info = Windows {
         count: used.len(),
         seconds: acc.seconds,
@@ -251,7 +153,7 @@ pub fn explain(
     let verdict = verdict(&findings, &windows_info);
     Ok(Explanation {
         target: TargetInfo {
-            kind: target.kind(),
+            kind: target.kind().to_owned(),
             name: target.name(),
             cgroups: acc.paths.into_values().collect(),
             slo: slo.map(|(signal, objective_percent)| SloEvents {
@@ -655,23 +557,23 @@ impl<'a> Accumulator<'a> {
                 })
                 .unwrap_or_default();
             out.push(Finding {
-                kind: "cpu_contention",
+                kind: "cpu_contention".into(),
                 score,
                 magnitude,
-                unit: "s/s",
+                unit: "s/s".into(),
                 share,
                 culprits,
                 evidence: vec![
                     Evidence {
-                        series: "system.linux.scheduler.runqueue.wait.by_holder",
+                        series: "system.linux.scheduler.runqueue.wait.by_holder".into(),
                         value: magnitude,
-                        unit: "s/s",
+                        unit: "s/s".into(),
                         windows: self.runq_windows,
                     },
                     Evidence {
-                        series: "runqueue_holders.wait_secs",
+                        series: "runqueue_holders.wait_secs".into(),
                         value: self.wait_secs,
-                        unit: "s",
+                        unit: "s".into(),
                         windows: self.runq_windows,
                     },
                 ],
@@ -688,23 +590,23 @@ impl<'a> Accumulator<'a> {
             if let Some(score) = score(2, magnitude, THROTTLING_FLOOR) {
                 let secs = self.throttled_ns as f64 / 1e9;
                 out.push(Finding {
-                    kind: "cpu_throttling",
+                    kind: "cpu_throttling".into(),
                     score,
                     magnitude,
-                    unit: "1",
+                    unit: "1".into(),
                     share: Some(magnitude),
                     culprits: Vec::new(),
                     evidence: vec![
                         Evidence {
-                            series: "container.cpu.throttled.periods",
+                            series: "container.cpu.throttled.periods".into(),
                             value: self.throttled_periods as f64,
-                            unit: "{period}",
+                            unit: "{period}".into(),
                             windows: self.throttle_windows,
                         },
                         Evidence {
-                            series: "container.cpu.throttled.time",
+                            series: "container.cpu.throttled.time".into(),
                             value: secs,
-                            unit: "s",
+                            unit: "s".into(),
                             windows: self.throttle_windows,
                         },
                     ],
@@ -722,16 +624,16 @@ impl<'a> Accumulator<'a> {
         let magnitude = self.per_sec(self.reclaim_secs);
         if let Some(score) = score(2, magnitude, RECLAIM_FLOOR) {
             out.push(Finding {
-                kind: "memory_reclaim",
+                kind: "memory_reclaim".into(),
                 score,
                 magnitude,
-                unit: "s/s",
+                unit: "s/s".into(),
                 share: None,
                 culprits: Vec::new(),
                 evidence: vec![Evidence {
-                    series: "system.linux.memory.reclaim.duration",
+                    series: "system.linux.memory.reclaim.duration".into(),
                     value: self.reclaim_secs,
-                    unit: "s",
+                    unit: "s".into(),
                     windows: self.reclaim_windows,
                 }],
                 summary: format!(
@@ -746,16 +648,16 @@ impl<'a> Accumulator<'a> {
         let kills = self.oom_kills as f64;
         if let Some(score) = score(3, kills, PROCESS_FLOOR) {
             out.push(Finding {
-                kind: "oom_kill",
+                kind: "oom_kill".into(),
                 score,
                 magnitude: kills,
-                unit: "{kill}",
+                unit: "{kill}".into(),
                 share: None,
                 culprits: Vec::new(),
                 evidence: vec![Evidence {
-                    series: "system.linux.oom_kill.count",
+                    series: "system.linux.oom_kill.count".into(),
                     value: kills,
-                    unit: "{kill}",
+                    unit: "{kill}".into(),
                     windows: self.oom_windows,
                 }],
                 summary: format!("{} process(es) OOM-killed", self.oom_kills),
@@ -776,16 +678,16 @@ impl<'a> Accumulator<'a> {
             });
             let culprits = top_culprits("signal", signals, crashes, |n| n);
             out.push(Finding {
-                kind: "crash",
+                kind: "crash".into(),
                 score,
                 magnitude: crashes,
-                unit: "{process}",
+                unit: "{process}".into(),
                 share: None,
                 culprits,
                 evidence: vec![Evidence {
-                    series: "process.crashes",
+                    series: "process.crashes".into(),
                     value: crashes,
-                    unit: "{process}",
+                    unit: "{process}".into(),
                     windows: self.crash_windows,
                 }],
                 summary: format!("{crashes} process(es) crashed"),
@@ -803,16 +705,16 @@ impl<'a> Accumulator<'a> {
                    culprits: Vec<Culprit>| {
             let magnitude = self.per_sec(n as f64);
             score(2, magnitude, floor).map(|score| Finding {
-                kind,
+                kind: kind.into(),
                 score,
                 magnitude,
-                unit,
+                unit: unit.into(),
                 share: None,
                 culprits,
                 evidence: vec![Evidence {
-                    series,
+                    series: series.into(),
                     value: n as f64,
-                    unit: "1",
+                    unit: "1".into(),
                     windows: self.tcp_windows,
                 }],
                 summary: format!("{magnitude:.2} {what} per second ({n} in all)"),
@@ -879,16 +781,16 @@ impl<'a> Accumulator<'a> {
                         .filter(|(_, p)| **p >= BLOCK_LATENCY_FLOOR)
                         .map(|(d, p)| (d.clone(), *p));
                     out.push(Finding {
-                        kind: "block_latency",
+                        kind: "block_latency".into(),
                         score,
                         magnitude: p99,
-                        unit: "s",
+                        unit: "s".into(),
                         share: None,
                         culprits: top_culprits("device", slow, 0.0, |p| p),
                         evidence: vec![Evidence {
-                            series: "system.disk.request.duration",
+                            series: "system.disk.request.duration".into(),
                             value: p99,
-                            unit: "s",
+                            unit: "s".into(),
                             windows: self.psi_windows,
                         }],
                         summary: format!(
@@ -902,10 +804,10 @@ impl<'a> Accumulator<'a> {
             let errors: u64 = self.device_errors.values().sum();
             if let Some(score) = score(2, errors as f64, BLOCK_ERROR_FLOOR) {
                 out.push(Finding {
-                    kind: "block_errors",
+                    kind: "block_errors".into(),
                     score,
                     magnitude: errors as f64,
-                    unit: "{error}",
+                    unit: "{error}".into(),
                     share: None,
                     culprits: top_culprits(
                         "device",
@@ -916,9 +818,9 @@ impl<'a> Accumulator<'a> {
                         |n| n,
                     ),
                     evidence: vec![Evidence {
-                        series: "system.disk.errors",
+                        series: "system.disk.errors".into(),
                         value: errors as f64,
-                        unit: "{error}",
+                        unit: "{error}".into(),
                         windows: self.psi_windows,
                     }],
                     summary: format!(
@@ -947,16 +849,16 @@ impl<'a> Accumulator<'a> {
             };
             if let Some(score) = score(1, magnitude, PSI_FLOOR) {
                 out.push(Finding {
-                    kind,
+                    kind: kind.into(),
                     score,
                     magnitude,
-                    unit: "1",
+                    unit: "1".into(),
                     share: None,
                     culprits: Vec::new(),
                     evidence: vec![Evidence {
-                        series,
+                        series: series.into(),
                         value: secs,
-                        unit: "s",
+                        unit: "s".into(),
                         windows: self.psi_windows,
                     }],
                     summary: format!(
@@ -971,16 +873,16 @@ impl<'a> Accumulator<'a> {
         // data_incomplete: never a cause, always said.
         if self.incomplete > 0 {
             out.push(Finding {
-                kind: "data_incomplete",
+                kind: "data_incomplete".into(),
                 score: 0.0,
                 magnitude: self.incomplete as f64,
-                unit: "{window}",
+                unit: "{window}".into(),
                 share: None,
                 culprits: Vec::new(),
                 evidence: vec![Evidence {
-                    series: "complete",
+                    series: "complete".into(),
                     value: self.incomplete as f64,
-                    unit: "{window}",
+                    unit: "{window}".into(),
                     windows: self.incomplete,
                 }],
                 summary: format!(
@@ -992,6 +894,18 @@ impl<'a> Accumulator<'a> {
         }
         out
     }
+}
+
+/// What a firing SLO alert carries: `slo` explained over `windows` (the
+/// agent's recent ones, the latest last), its verdict and top findings.
+/// `None` when the windows do not name the SLO.
+pub fn for_alert(slo: &str, windows: &[Window]) -> Option<AlertExplanation> {
+    let e = explain(&Target::Slo(slo.to_owned()), windows, None).ok()?;
+    Some(AlertExplanation {
+        verdict: e.verdict,
+        findings: e.findings.into_iter().take(ALERT_FINDINGS).collect(),
+        windows: e.windows.count,
+    })
 }
 
 /// `tier + strength / (1 + strength)` when `magnitude` reaches `floor`.
@@ -1021,7 +935,7 @@ fn top_culprits(
         .into_iter()
         .take(MAX_CULPRITS)
         .map(|(name, v)| Culprit {
-            kind,
+            kind: kind.into(),
             name,
             magnitude: scale(v),
             share: ratio(v, whole),

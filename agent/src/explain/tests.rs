@@ -90,7 +90,7 @@ fn contention_ranks_first_with_its_holder_and_psi_follows() {
         })
         .collect();
     let e = explain(&Target::Cgroup("/app".into()), &windows, None).unwrap();
-    let kinds: Vec<&str> = e.findings.iter().map(|f| f.kind).collect();
+    let kinds: Vec<&str> = e.findings.iter().map(|f| f.kind.as_str()).collect();
     assert_eq!(kinds, ["cpu_contention", "psi_cpu"]);
     let c = &e.findings[0];
     assert!((c.magnitude - 0.3).abs() < 1e-9, "{}", c.magnitude);
@@ -144,7 +144,7 @@ fn a_kill_outranks_reclaim_and_throttling_is_a_share_of_periods() {
         })
         .collect();
     let e = explain(&Target::Cgroup("/app".into()), &windows, Some(2)).unwrap();
-    let kinds: Vec<&str> = e.findings.iter().map(|f| f.kind).collect();
+    let kinds: Vec<&str> = e.findings.iter().map(|f| f.kind.as_str()).collect();
     assert_eq!(kinds[0], "oom_kill");
     assert!(kinds.contains(&"memory_reclaim"));
     let t = e

@@ -2,6 +2,7 @@
 //! Exporters and the CLI only ever see these.
 
 pub mod cgroup;
+pub mod explain;
 pub mod host;
 pub mod irq;
 pub mod overhead;

@@ -32,6 +32,10 @@ pub struct SloStatus {
     pub incomplete_because: Vec<String>,
     /// Budget, burn rates and alert state over the history.
     pub evaluation: Evaluation,
+    /// While an alert fires: the SLO explained over the agent's recent
+    /// windows (`sonde explain --slo`), its verdict and top findings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<super::explain::AlertExplanation>,
 }
 
 impl SloStatus {

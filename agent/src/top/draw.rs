@@ -20,10 +20,13 @@ pub struct Status {
     pub source: String,
     /// A passing message (waiting for the first window, the agent left).
     pub note: Option<String>,
+    /// The selected row's explanation (key `e`), shown above the table.
+    pub explanation: Vec<String>,
 }
 
 /// The keys, as the footer shows them.
-pub const KEYS: &str = "←/→ sort column  r reverse  ↑/↓ PgUp/PgDn scroll  q quit";
+pub const KEYS: &str =
+    "←/→ sort column  r reverse  ↑/↓ PgUp/PgDn select  e explain the selected row  q quit";
 
 fn opt_secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), secs)
@@ -100,6 +103,14 @@ fn title_line(board: &Board, status: &Status) -> String {
         line.push_str(&format!("   {note}"));
     }
     line
+}
+
+/// The lines above the table after the node's: the SLOs, then the
+/// selected row's explanation.
+fn head_lines(board: &Board, status: &Status) -> Vec<String> {
+    let mut lines = slo_lines(board);
+    lines.extend(status.explanation.iter().cloned());
+    lines
 }
 
 /// SLOs shown above the table, at most.
@@ -182,7 +193,7 @@ fn fit(width: u16, name_w: u16, sort: Column) -> (Vec<Column>, u16) {
 
 /// Draws the whole frame; `scroll` rows of the table are skipped.
 pub fn draw(frame: &mut Frame<'_>, board: &Board, status: &Status, scroll: usize) {
-    let slo_lines = slo_lines(board);
+    let slo_lines = head_lines(board, status);
     let [head, table_area, foot] = Layout::vertical([
         Constraint::Length(3 + slo_lines.len() as u16),
         Constraint::Min(1),
@@ -222,7 +233,8 @@ pub fn draw(frame: &mut Frame<'_>, board: &Board, status: &Status, scroll: usize
     let body: Vec<TableRow> = rows
         .iter()
         .skip(scroll)
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             let mut cells = vec![Cell::from(r.name.clone())];
             cells.extend(shown.iter().map(|&c| {
                 let text = match (c, &r.neighbour) {
@@ -236,7 +248,12 @@ pub fn draw(frame: &mut Frame<'_>, board: &Board, status: &Status, scroll: usize
             if history_w > 0 {
                 cells.push(Cell::from(sparkline(&r.history, usize::from(history_w))));
             }
-            TableRow::new(cells)
+            // The first row shown is the selected one (key `e` explains it).
+            if i == 0 {
+                TableRow::new(cells).style(Style::new().add_modifier(Modifier::UNDERLINED))
+            } else {
+                TableRow::new(cells)
+            }
         })
         .collect();
     frame.render_widget(
@@ -258,19 +275,19 @@ pub fn draw(frame: &mut Frame<'_>, board: &Board, status: &Status, scroll: usize
 }
 
 /// The rows the table has room for in `area` (for paging).
-pub fn table_rows(board: &Board, area: Rect) -> usize {
+pub fn table_rows(board: &Board, status: &Status, area: Rect) -> usize {
     // Three lines of head and the SLOs', one header row, one line of keys.
     usize::from(
         area.height
-            .saturating_sub(5 + slo_lines(board).len() as u16),
+            .saturating_sub(5 + head_lines(board, status).len() as u16),
     )
 }
 
 /// The frame as plain text, `width` columns wide and as tall as the board
 /// needs; trailing blanks trimmed.
 pub fn text(board: &Board, status: &Status, width: u16) -> String {
-    let height =
-        (board.rows().len() + 5 + slo_lines(board).len()).min(usize::from(u16::MAX)) as u16;
+    let height = (board.rows().len() + 5 + head_lines(board, status).len())
+        .min(usize::from(u16::MAX)) as u16;
     let mut terminal = match Terminal::new(TestBackend::new(width, height)) {
         Ok(t) => t,
         Err(e) => return format!("sonde top: cannot draw: {e}\n"),
@@ -324,6 +341,28 @@ mod tests {
                 errors: series.errors,
                 syscalls: vec![series],
             }],
+            // Its tasks waited 0.4 s of the second behind /hog's.
+            runqueue_holders: vec![crate::model::sched::CgroupHolders {
+                cgroup: CgroupRef {
+                    cgroup_id: 5,
+                    cgroup_path: Some("/batch".to_owned()),
+                    owner: Owner::Other,
+                },
+                wait_secs: 0.5,
+                waits: 10,
+                idle_wait_secs: 0.1,
+                earlier_wait_secs: 0.0,
+                holders: vec![crate::model::sched::Holder {
+                    cgroup: CgroupRef {
+                        cgroup_id: 6,
+                        cgroup_path: Some("/hog".to_owned()),
+                        owner: Owner::Other,
+                    },
+                    wait_secs: 0.4,
+                    waits: 9,
+                }],
+                rest: Default::default(),
+            }],
             ..Snapshot::default()
         };
         let mut board = Board::new();
@@ -331,21 +370,30 @@ mod tests {
         let status = Status {
             source: "a test".to_owned(),
             note: None,
+            explanation: vec!["explain /batch: verdict: cpu_contention".to_owned()],
         };
-        let text = text(&board, &status, 240);
+        let text = text(&board, &status, 260);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("sonde top — a test"), "{text}");
         assert!(lines[0].contains("complete"), "{text}");
         assert!(lines[1].contains("syscalls 1000/s"), "{text}");
-        let header: Vec<&str> = lines[3].split_whitespace().collect();
-        let row: Vec<&str> = lines[4].split_whitespace().collect();
+        // The selected row's explanation sits above the table.
+        assert_eq!(
+            lines[3], "explain /batch: verdict: cpu_contention",
+            "{text}"
+        );
+        let header: Vec<&str> = lines[4].split_whitespace().collect();
+        let row: Vec<&str> = lines[5].split_whitespace().collect();
+        // The neighbour is named with the wait it caused per second.
+        assert!(lines[5].contains("/hog 0.40"), "{text}");
         assert_eq!(header[0], "NAME");
         assert_eq!(row[0], "/batch");
         let at = |title: &str| header.iter().position(|h| *h == title).unwrap();
         assert_eq!(row[at("ERRS")], "250");
         assert_eq!(row[at("ERR%")], "25.0%");
         assert_eq!(row[at("ERR/s")], "250");
-        assert_eq!(row[at("SLO_BURN")], "-");
+        // (The neighbour's cell is two words: columns after it shift by one.)
+        assert_eq!(row[at("SLO_BURN") + 1], "-", "{text}");
         assert!(text.contains("q quit"), "{text}");
     }
 

@@ -343,6 +343,8 @@ pub struct Row {
     pub cgroup_id: u64,
     /// Owner label.
     pub name: String,
+    /// Its cgroup v2 path, when known.
+    pub cgroup_path: Option<String>,
     /// Values in [`Column::ALL`] order.
     pub values: Vec<Option<f64>>,
     /// The main neighbour's name in the latest window.
@@ -766,6 +768,7 @@ impl Board {
             .map(|(id, r)| Row {
                 cgroup_id: *id,
                 name: owner_label(&r.cgroup.owner, r.cgroup.cgroup_path.as_deref(), *id),
+                cgroup_path: r.cgroup.cgroup_path.clone(),
                 values: Column::ALL.iter().map(|c| r.value(*c)).collect(),
                 neighbour: r
                     .latest()
@@ -1053,6 +1056,7 @@ mod tests {
             total: 0,
             complete: true,
             incomplete_because: Vec::new(),
+            explanation: None,
             evaluation: Evaluation {
                 compliance: Span::default(),
                 budget_remaining: 0.25,

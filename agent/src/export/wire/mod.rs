@@ -220,8 +220,43 @@ pub fn report(
         events: Vec::new(),
         probes: snapshot.probes.iter().map(probe).collect(),
         strings: strings.into_strings(),
+        explanations: snapshot.slos.iter().filter_map(explanation).collect(),
         ..Default::default()
     }
+}
+
+/// A firing SLO's explanation, as the report carries it.
+fn explanation(s: &SloStatus) -> Option<v1::SloExplanation> {
+    let e = s.explanation.as_ref()?;
+    Some(v1::SloExplanation {
+        slo: s.name.clone(),
+        severity: s.evaluation.severity.name().to_owned(),
+        verdict: e.verdict.clone(),
+        findings: e
+            .findings
+            .iter()
+            .map(|f| v1::Finding {
+                kind: f.kind.clone(),
+                score: f.score,
+                magnitude: f.magnitude,
+                unit: f.unit.clone(),
+                share: f.share,
+                culprits: f
+                    .culprits
+                    .iter()
+                    .map(|c| v1::Culprit {
+                        kind: c.kind.clone(),
+                        name: c.name.clone(),
+                        magnitude: c.magnitude,
+                        share: c.share,
+                    })
+                    .collect(),
+                summary: f.summary.clone(),
+                incomplete_windows: u32::try_from(f.incomplete_windows).unwrap_or(u32::MAX),
+            })
+            .collect(),
+        windows: u32::try_from(e.windows).unwrap_or(u32::MAX),
+    })
 }
 
 /// One latency histogram per cgroup (the sched and memory families').
