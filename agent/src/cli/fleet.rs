@@ -12,7 +12,7 @@ use sonde_proto::{
 };
 
 use super::{render, TlsArgs};
-use crate::export::{grpc::query_client, now_unix_ns};
+use crate::export::{grpc::query_client, now_unix_ns, wire::finding_from_wire};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -80,12 +80,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "the collector explains SLO alerts (--slo NAME); a cgroup, pod or unit lives on one node: run `sonde explain` there"
             );
         };
-        let slos = client
-            .list_slos(ListSlosRequest {})
-            .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))
-            .context("asking the collector")?
-            .into_inner();
+        let slos = list_slos(&mut client).await?;
         let ours: Vec<&NodeExplanation> = slos
             .explanations
             .iter()
@@ -100,12 +95,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(View::Slo) = args.view {
-        let slos = client
-            .list_slos(ListSlosRequest {})
-            .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))
-            .context("asking the collector")?
-            .into_inner();
+        let slos = list_slos(&mut client).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&slos)?);
         } else {
@@ -188,6 +178,18 @@ fn scope_line(scope: &str, store_error: &str) -> String {
     out
 }
 
+/// The fleet's SLOs and the nodes' explanations of their firing alerts.
+async fn list_slos(
+    client: &mut sonde_proto::v1::query_client::QueryClient<tonic::transport::Channel>,
+) -> anyhow::Result<sonde_proto::v1::ListSlosResponse> {
+    Ok(client
+        .list_slos(ListSlosRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))
+        .context("asking the collector")?
+        .into_inner())
+}
+
 /// Each node's explanation of `slo`, the highest top score first (the
 /// collector's order), the fleet's verdict first.
 fn fleet_explanation(slo: &str, ours: &[&NodeExplanation]) -> String {
@@ -214,28 +216,8 @@ fn fleet_explanation(slo: &str, ours: &[&NodeExplanation]) -> String {
             e.node, x.severity, x.windows, x.verdict
         );
         for (i, f) in x.findings.iter().enumerate() {
-            let culprits = f
-                .culprits
-                .iter()
-                .map(|c| match c.share {
-                    Some(s) => format!("{} {:.0}%", c.name, 100.0 * s),
-                    None => c.name.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let _ = writeln!(
-                out,
-                "  {}. {:<16} {:>5.2}  {}{}",
-                i + 1,
-                f.kind,
-                f.score,
-                f.summary,
-                if culprits.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{culprits}]")
-                }
-            );
+            let line = crate::explain::finding_line(i + 1, &finding_from_wire(f));
+            let _ = writeln!(out, "  {line}");
         }
     }
     out

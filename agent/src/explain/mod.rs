@@ -961,6 +961,36 @@ fn verdict(findings: &[Finding], windows: &Windows) -> String {
     }
 }
 
+/// One finding as a line of the text form: rank, kind, score, summary,
+/// culprits with their shares, and whether incomplete windows are behind it.
+pub fn finding_line(rank: usize, f: &Finding) -> String {
+    let culprits = f
+        .culprits
+        .iter()
+        .map(|c| match c.share {
+            Some(s) => format!("{} {:.0}%", c.name, 100.0 * s),
+            None => c.name.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{rank:>2}. {:<16} {:>5.2}  {}{}{}",
+        f.kind,
+        f.score,
+        f.summary,
+        if culprits.is_empty() {
+            String::new()
+        } else {
+            format!(" [{culprits}]")
+        },
+        if f.incomplete_windows > 0 && f.kind != "data_incomplete" {
+            format!(" (from {} incomplete window(s))", f.incomplete_windows)
+        } else {
+            String::new()
+        }
+    )
+}
+
 /// The explanation as a short text: verdict first, then the ranked findings.
 pub fn render(e: &Explanation) -> String {
     use std::fmt::Write as _;
@@ -988,33 +1018,8 @@ pub fn render(e: &Explanation) -> String {
         );
     }
     for (i, f) in e.findings.iter().enumerate() {
-        let culprits = f
-            .culprits
-            .iter()
-            .map(|c| match c.share {
-                Some(s) => format!("{} {:.0}%", c.name, 100.0 * s),
-                None => c.name.clone(),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let _ = writeln!(
-            out,
-            "{:>2}. {:<16} {:>5.2}  {}{}{}",
-            i + 1,
-            f.kind,
-            f.score,
-            f.summary,
-            if culprits.is_empty() {
-                String::new()
-            } else {
-                format!(" [{culprits}]")
-            },
-            if f.incomplete_windows > 0 && f.kind != "data_incomplete" {
-                format!(" (from {} incomplete window(s))", f.incomplete_windows)
-            } else {
-                String::new()
-            }
-        );
+        out.push_str(&finding_line(i + 1, f));
+        out.push('\n');
     }
     out
 }

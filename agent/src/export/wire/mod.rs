@@ -225,6 +225,30 @@ pub fn report(
     }
 }
 
+/// A finding as the report carried it, back in the model's type.
+pub fn finding_from_wire(f: &v1::Finding) -> crate::model::explain::Finding {
+    crate::model::explain::Finding {
+        kind: f.kind.clone(),
+        score: f.score,
+        magnitude: f.magnitude,
+        unit: f.unit.clone(),
+        share: f.share,
+        culprits: f
+            .culprits
+            .iter()
+            .map(|c| crate::model::explain::Culprit {
+                kind: c.kind.clone(),
+                name: c.name.clone(),
+                magnitude: c.magnitude,
+                share: c.share,
+            })
+            .collect(),
+        evidence: Vec::new(),
+        summary: f.summary.clone(),
+        incomplete_windows: f.incomplete_windows as usize,
+    }
+}
+
 /// A firing SLO's explanation, as the report carries it.
 fn explanation(s: &SloStatus) -> Option<v1::SloExplanation> {
     let e = s.explanation.as_ref()?;
