@@ -42,6 +42,8 @@ fn host(c: CgroupRef, cpu_us: u64, throttling: Option<(u64, u64)>) -> CgroupHost
             throttled_ns: throttled * 80_000_000,
             source: "cgroup1",
         }),
+        netns: None,
+        netns_is_host: false,
     }
 }
 

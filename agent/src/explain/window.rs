@@ -104,6 +104,19 @@ pub struct Exits {
 pub struct Tcp {
     /// Per cgroup.
     pub cgroups: Vec<CgroupTcp>,
+    /// Packets dropped per network namespace.
+    pub drops: Vec<NetnsDrops>,
+}
+
+/// Packets the kernel dropped in one network namespace.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NetnsDrops {
+    /// Namespace inode.
+    pub netns: u32,
+    /// All reasons.
+    pub total: u64,
+    /// By reason name.
+    pub reasons: BTreeMap<String, u64>,
 }
 
 /// TCP of one cgroup.
@@ -180,6 +193,10 @@ pub struct CgroupHost {
     pub pressure: Pressure,
     /// Throttling, when a CPU limit applies.
     pub throttling: Option<Throttling>,
+    /// Its network namespace.
+    pub netns: Option<u32>,
+    /// Whether that is the host's.
+    pub netns_is_host: bool,
 }
 
 /// PSI of cpu, memory, io.

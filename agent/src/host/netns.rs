@@ -109,6 +109,29 @@ pub fn of_pid(proc_root: &Path, pid: u32) -> Option<u32> {
     parse_ns_link(target.to_str()?)
 }
 
+/// The network namespace of the cgroup at `dir`: that of the first of its
+/// processes (`cgroup.procs`) whose namespace can be read, among the first
+/// few; `None` for a cgroup without processes.
+pub fn of_cgroup(proc_root: &Path, dir: &Path) -> Option<u32> {
+    const TRIED: usize = 8;
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+    procs
+        .lines()
+        .take(TRIED)
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .find_map(|pid| of_pid(proc_root, pid))
+}
+
+/// The host's network namespace: PID 1's (the DaemonSet has `hostPID` and
+/// CAP_SYS_PTRACE), or where that cannot be read (a sandbox hiding PID 1),
+/// the agent's own.
+pub fn host(proc_root: &Path) -> Option<u32> {
+    of_pid(proc_root, 1).or_else(|| {
+        let target = std::fs::read_link(proc_root.join("self/ns/net")).ok()?;
+        parse_ns_link(target.to_str()?)
+    })
+}
+
 /// Every network namespace that has a process, with one process in it
 /// (the lowest pid, usually the namespace's first), at most `limit`.
 pub fn with_a_process(proc_root: &Path, limit: usize) -> HashMap<u32, u32> {

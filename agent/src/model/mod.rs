@@ -132,6 +132,11 @@ pub struct CgroupHost {
     pub pressure: Pressure,
     /// Its CPU throttling, when a CPU limit applies to it.
     pub throttling: Option<Throttling>,
+    /// The network namespace of its first process (inode), when it has one.
+    pub netns: Option<u32>,
+    /// Whether that namespace is the host's (the one of PID 1), which every
+    /// host-network process shares.
+    pub netns_is_host: bool,
 }
 
 /// Block requests of one device and operation over the window.

@@ -358,7 +358,9 @@ impl Sampler {
             })
             .collect();
 
-        // PSI and throttling: the node, and every cgroup seen in the window.
+        // PSI, throttling and network namespace: the node, and every cgroup
+        // seen in the window.
+        let host_netns = crate::host::netns::host(Path::new("/proc"));
         let node_pressure = pressure::node(Path::new("/proc"));
         let mut seen: Vec<&CgroupRef> = Vec::new();
         let refs = syscalls
@@ -380,10 +382,13 @@ impl Sampler {
                 .into_iter()
                 .filter_map(|r| {
                     let dir = root.join(r.cgroup_path.as_deref()?.trim_start_matches('/'));
+                    let netns = crate::host::netns::of_cgroup(Path::new("/proc"), &dir);
                     Some(CgroupHost {
                         cgroup: r.clone(),
                         pressure: pressure::cgroup(&dir),
                         throttling: throttle::read(&dir, self.mounts.cgroup1_cpu.as_deref()),
+                        netns,
+                        netns_is_host: netns.is_some() && netns == host_netns,
                     })
                 })
                 .collect(),

@@ -992,6 +992,8 @@ mod tests {
                     throttled_ns: 0,
                     source: "cgroup2",
                 }),
+                netns: None,
+                netns_is_host: false,
             }],
             ..Snapshot::default()
         };
