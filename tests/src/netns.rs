@@ -97,6 +97,17 @@ impl TestNetns {
 
     /// Runs `program args` inside it and returns its stdout.
     pub fn exec(&self, program: &str, args: &[&str], stdin: Option<&str>) -> String {
+        self.try_exec(program, args, stdin)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`TestNetns::exec`], its failure as a value.
+    pub fn try_exec(
+        &self,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<String, String> {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.name, program])
             .args(args)
@@ -116,19 +127,26 @@ impl TestNetns {
         }
         drop(child.stdin.take());
         let out = child.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        if !out.status.success() {
+            return Err(format!(
+                "{program} {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Loads an nftables ruleset (`nft -f -`) into it
     /// (`cargo xtask setup` installs nftables).
     pub fn nft(&self, ruleset: &str) {
         self.exec("nft", &["-f", "-"], Some(ruleset));
+    }
+
+    /// [`TestNetns::nft`], its failure as a value (a guest kernel may lack
+    /// an expression's module).
+    pub fn try_nft(&self, ruleset: &str) -> Result<(), String> {
+        self.try_exec("nft", &["-f", "-"], Some(ruleset)).map(drop)
     }
 
     /// The packet count of the first rule with a counter in table
