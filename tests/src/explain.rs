@@ -410,7 +410,11 @@ fn lossy_upload(loss: bool, mib: u64) -> Option<(Explanation, Explanation)> {
         ));
         if let Err(e) = loaded {
             assert!(crate::in_vm(), "{e}");
-            crate::vm_skip(&format!("this guest's kernel refuses the loss rule: {e}"));
+            // The reason is one line (nft's first: it quotes the rule next).
+            let first = e.lines().next().unwrap_or_default();
+            crate::vm_skip(&format!(
+                "this guest's kernel refuses the loss rule: {first}"
+            ));
             return None;
         }
     }
