@@ -59,7 +59,7 @@ enum Command {
     /// For an SLO, a cgroup (and those under it), a pod or a unit, ranks
     /// the causes the windows show: CPU contention with the neighbours that
     /// held the CPU, CPU throttling, memory reclaim, OOM kills, crashes,
-    /// TCP retransmits, resets and failed connects, slow or failing block
+    /// TCP retransmits, resets, drops and failed connects, slow or failing block
     /// devices, pressure, and windows that lost data. Deterministic rules
     /// (docs/explain.md), each finding with its measured magnitude, score
     /// and evidence. Standalone on its own probes over --duration, or
