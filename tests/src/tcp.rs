@@ -72,11 +72,13 @@ fn agreed<'a>(snapshot: &'a Snapshot, ns: &TestNetns) -> &'a NetnsTcp {
         .check
         .as_ref()
         .unwrap_or_else(|| panic!("namespace {} was not checked", ns.inode()));
+    // What the window lost, to tell a missed event from a miscount.
+    let lost: Vec<_> = snapshot.losses.iter().filter(|l| l.count > 0).collect();
     for c in check {
         assert_eq!(
             c.discrepancy,
             0,
-            "{} in {}: {check:?}",
+            "{} in {}: {check:?}; losses {lost:?}",
             c.counter,
             ns.name()
         );
