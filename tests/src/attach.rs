@@ -506,6 +506,22 @@ fn top_on_a_terminal_sorts_by_key_and_q_restores_the_terminal() {
     wait_for("the sort to reverse", Duration::from_secs(5), || {
         tmux.screen().contains("sorted by ERR% ↑")
     });
+    // `e` explains the selected (first shown) row above the table, from
+    // the agent's recent windows; `e` again hides it.
+    tmux.keys("e");
+    wait_for(
+        "the selected row's explanation",
+        Duration::from_secs(5),
+        || {
+            tmux.screen()
+                .lines()
+                .any(|l| l.starts_with("explain ") && l.contains(": verdict: "))
+        },
+    );
+    tmux.keys("e");
+    wait_for("the explanation to go", Duration::from_secs(5), || {
+        !tmux.screen().lines().any(|l| l.starts_with("explain "))
+    });
     tmux.keys("q");
     wait_for("top to quit on q", Duration::from_secs(5), || {
         std::fs::read_to_string(&status_file).is_ok_and(|s| s.ends_with('\n'))
