@@ -750,3 +750,84 @@ fn explain_from_the_cli_the_agent_and_the_collector() {
     hog.kill();
     victim.kill();
 }
+
+/// The attribution's error where two neighbours take turns on the victim's
+/// CPU: a wait is charged to its last holder for at most that holder's run,
+/// the rest to `earlier`, so each wait is split and nothing is charged
+/// twice. Measured, and the sums checked against the kernel's `run_delay`.
+#[test]
+fn two_neighbours_taking_turns_split_the_wait_between_the_last_holder_and_earlier() {
+    if !privileged() {
+        return;
+    }
+    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
+    let victim_cg = TestCgroup::new("explain-split-victim");
+    let hogs_cg = [
+        TestCgroup::new("explain-split-hog1"),
+        TestCgroup::new("explain-split-hog2"),
+    ];
+    let victim = Workload::fork(&victim_cg, || {
+        pin_to_cpu(0);
+        for _ in 0..300 {
+            sleep_ns(1_000_000);
+            burn_cpu(2_000_000);
+        }
+    });
+    let hogs: Vec<Workload> = hogs_cg
+        .iter()
+        .map(|cg| {
+            Workload::fork(cg, || {
+                pin_to_cpu(0);
+                burn_cpu(30_000_000_000);
+            })
+        })
+        .collect();
+    let mut sampler = Sampler::start(probes).expect("first reading");
+    let delay_before = run_delay_ns(victim.pid());
+    for h in &hogs {
+        h.go();
+    }
+    victim.go();
+    let windows = watch(&mut sampler, Duration::from_millis(500), 3, 60, || {
+        victim.exited()
+    });
+    victim.wait_exited();
+    let waited = (run_delay_ns(victim.pid()) - delay_before) as f64 / 1e9;
+    assert_eq!(victim.wait(), 0);
+    for h in hogs {
+        h.kill();
+    }
+    let rows: Vec<_> = windows
+        .iter()
+        .flat_map(|w| &w.runqueue_holders)
+        .filter(|v| v.cgroup.cgroup_id == victim_cg.id())
+        .collect();
+    let total: f64 = rows.iter().map(|v| v.wait_secs).sum();
+    let earlier: f64 = rows.iter().map(|v| v.earlier_wait_secs).sum();
+    let idle: f64 = rows.iter().map(|v| v.idle_wait_secs).sum();
+    let by = |id: u64| -> f64 {
+        rows.iter()
+            .flat_map(|v| &v.holders)
+            .filter(|h| h.cgroup.cgroup_id == id)
+            .map(|h| h.wait_secs)
+            .sum()
+    };
+    let (hog1, hog2) = (by(hogs_cg[0].id()), by(hogs_cg[1].id()));
+    eprintln!(
+        "victim waited {waited:.4} s (run_delay); sonde {total:.4} s: hog1 {hog1:.4}, hog2 {hog2:.4}, earlier {earlier:.4}, idle {idle:.4} (hogs {:.1} %, earlier {:.1} %)",
+        100.0 * (hog1 + hog2) / total,
+        100.0 * earlier / total
+    );
+    // Every wait is charged once, split or not.
+    assert!(
+        (total - waited).abs() <= 0.10 * waited,
+        "sonde {total} s, run_delay {waited} s"
+    );
+    // Both neighbours are named, and with what was charged before the last
+    // holder's run they account for the wait.
+    assert!(hog1 > 0.0 && hog2 > 0.0, "hog1 {hog1}, hog2 {hog2}");
+    assert!(
+        hog1 + hog2 + earlier >= 0.9 * total,
+        "hogs {hog1} + {hog2}, earlier {earlier}, of {total}"
+    );
+}
