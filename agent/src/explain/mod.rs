@@ -503,7 +503,17 @@ impl<'a> Accumulator<'a> {
     /// target's topmost cgroups count for PSI.
     fn cumulative(&mut self, w: &Window, count: bool) {
         let ours: Vec<&window::CgroupHost> =
-            w.cgroups.iter().filter(|c| self.ours(&c.cgroup)).collect();
+            // The baseline's cgroups are read, not listed as the target's.
+            w.cgroups
+                .iter()
+                .filter(|c| {
+                    if count {
+                        self.ours(&c.cgroup)
+                    } else {
+                        selects(self.selector, &c.cgroup)
+                    }
+                })
+                .collect();
         let topmost = |c: &window::CgroupHost| {
             let path = c.cgroup.cgroup_path.as_deref().unwrap_or("");
             !ours.iter().any(|o| {

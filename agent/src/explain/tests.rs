@@ -178,3 +178,16 @@ fn incomplete_windows_are_said_and_an_unknown_slo_is_refused() {
         Err(ExplainError::NoWindows)
     ));
 }
+
+#[test]
+fn a_renamed_window_field_is_refused_not_read_as_nothing() {
+    let full = serde_json::to_value(Snapshot::default()).unwrap();
+    for field in ["runqueue_holders", "cgroups", "tcp", "slos", "complete"] {
+        let mut renamed = full.clone();
+        let object = renamed.as_object_mut().unwrap();
+        let value = object.remove(field).unwrap();
+        object.insert(format!("{field}_renamed"), value);
+        let err = Window::from_json(renamed).unwrap_err().to_string();
+        assert!(err.contains(&format!("missing field `{field}`")), "{err}");
+    }
+}

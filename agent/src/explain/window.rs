@@ -2,7 +2,8 @@
 //! window has (`sonde agent --json`, the local socket's `window` frames).
 //! As in `top/window.rs`, every field is required: a field renamed in
 //! `Snapshot` fails to read here (and in the tests that feed real windows
-//! to explain) instead of reading as zero and explaining nothing.
+//! to explain) instead of reading as zero and explaining nothing. Only the
+//! fields a rule reads are here.
 
 use std::collections::BTreeMap;
 
@@ -19,12 +20,6 @@ pub struct Window {
     pub window_secs: f64,
     /// Nothing lost, every probe attached.
     pub complete: bool,
-    /// Loss counters.
-    pub losses: Vec<Loss>,
-    /// Probe states.
-    pub probes: Vec<Probe>,
-    /// Run-queue wait per cgroup.
-    pub runqueue: Vec<Latency>,
     /// Run-queue wait per cgroup by holder.
     pub runqueue_holders: Vec<CgroupHolders>,
     /// Reclaim stalls per cgroup.
@@ -43,26 +38,6 @@ pub struct Window {
     pub slos: Vec<SloStatus>,
 }
 
-/// A loss counter.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Loss {
-    /// Probe family (or `events`, `local_socket`, ...).
-    pub probe: String,
-    /// Why.
-    pub reason: String,
-    /// Events lost in the window.
-    pub count: u64,
-}
-
-/// A probe family's state.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Probe {
-    /// Family.
-    pub probe: String,
-    /// `attached`, `degraded`, `unavailable`.
-    pub state: String,
-}
-
 /// A latency summary of one cgroup (the histogram is not needed here).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Latency {
@@ -73,8 +48,6 @@ pub struct Latency {
     pub count: u64,
     /// Their sum, seconds.
     pub sum_secs: f64,
-    /// 99th percentile, seconds.
-    pub p99_secs: Option<f64>,
 }
 
 /// A count of one cgroup.
@@ -128,8 +101,6 @@ pub struct CgroupTcp {
     pub cgroup_path: Option<String>,
     /// Its owner.
     pub owner: crate::model::Owner,
-    /// Completed connects.
-    pub connects: u64,
     /// Failed connects by reason.
     pub connect_failures: BTreeMap<String, u64>,
     /// Segments retransmitted.
@@ -171,16 +142,10 @@ pub struct Destination {
 pub struct Block {
     /// Device name.
     pub device: String,
-    /// Operation.
-    pub op: String,
-    /// Completed requests.
-    pub completed: u64,
     /// Failed requests by errno.
     pub errors: BTreeMap<String, u64>,
     /// 99th percentile latency, seconds.
     pub p99_secs: Option<f64>,
-    /// Median latency, seconds.
-    pub p50_secs: Option<f64>,
 }
 
 /// PSI and throttling of one cgroup, cumulative.

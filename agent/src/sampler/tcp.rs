@@ -343,59 +343,14 @@ pub fn tcp_window(
         });
     }
     for (id, mut list) in by_cgroup {
-        list.sort_by(|a, b| {
-            b.failures
-                .cmp(&a.failures)
-                .then_with(|| (&a.address, a.port).cmp(&(&b.address, b.port)))
-        });
+        rank(&mut list, |d| (d.failures, d.address.as_str(), d.port));
         list.truncate(TOP_DESTINATIONS);
         cgroups
             .entry(id)
             .or_insert_with(|| CgroupTcp::new(resolve(id)))
             .failing_destinations = list;
     }
-    // The destinations of each cgroup's retransmitted segments, from the
-    // kernel's counts (family 0: the destinations it had no room for).
-    let mut retransmitted: BTreeMap<u64, Vec<RetransmitDestination>> = BTreeMap::new();
-    for key in after.retrans_dest.keys() {
-        let segments = delta(&before.retrans_dest, &after.retrans_dest, key);
-        let &(id, family, addr, port) = key;
-        if segments == 0 {
-            continue;
-        }
-        let address = if family == 0 {
-            "other".to_owned()
-        } else {
-            address(family, &addr)
-        };
-        retransmitted
-            .entry(id)
-            .or_default()
-            .push(RetransmitDestination {
-                address,
-                port,
-                segments,
-            });
-    }
-    for (id, mut list) in retransmitted {
-        list.sort_by(|a, b| {
-            b.segments
-                .cmp(&a.segments)
-                .then_with(|| (&a.address, a.port).cmp(&(&b.address, b.port)))
-        });
-        if list.len() > TOP_DESTINATIONS {
-            let rest: u64 = list
-                .iter()
-                .skip(TOP_DESTINATIONS - 1)
-                .map(|d| d.segments)
-                .sum();
-            list.truncate(TOP_DESTINATIONS - 1);
-            list.push(RetransmitDestination {
-                address: "other".to_owned(),
-                port: 0,
-                segments: rest,
-            });
-        }
+    for (id, list) in retransmit_destinations(&before.retrans_dest, &after.retrans_dest) {
         cgroups
             .entry(id)
             .or_insert_with(|| CgroupTcp::new(resolve(id)))
@@ -519,6 +474,68 @@ fn add(counts: &mut TcpCounts, counter: u32, n: u64) {
         _ => {}
     }
 }
+
+/// Sorts most first, ties by address and port (a stable order).
+fn rank<T>(list: &mut [T], key: impl Fn(&T) -> (u64, &str, u16)) {
+    list.sort_by(|a, b| {
+        let (ka, kb) = (key(a), key(b));
+        kb.0.cmp(&ka.0)
+            .then_with(|| (ka.1, ka.2).cmp(&(kb.1, kb.2)))
+    });
+}
+
+/// Per cgroup, the destinations of the window's retransmitted segments,
+/// from the kernel's counts: the heaviest, and one `other` row holding the
+/// rest and the kernel's own row of destinations it had no room for
+/// (family 0), so the rows always add up to the cgroup's segments.
+fn retransmit_destinations(
+    before: &HashMap<(u64, u16, [u8; 16], u16), u64>,
+    after: &HashMap<(u64, u16, [u8; 16], u16), u64>,
+) -> BTreeMap<u64, Vec<RetransmitDestination>> {
+    let mut named: BTreeMap<u64, Vec<RetransmitDestination>> = BTreeMap::new();
+    let mut unnamed: BTreeMap<u64, u64> = BTreeMap::new();
+    for key in after.keys() {
+        let segments = delta(before, after, key);
+        let &(id, family, addr, port) = key;
+        if segments == 0 {
+            continue;
+        }
+        if family == 0 {
+            *unnamed.entry(id).or_default() += segments;
+            continue;
+        }
+        named.entry(id).or_default().push(RetransmitDestination {
+            address: address(family, &addr),
+            port,
+            segments,
+        });
+    }
+    for id in unnamed.keys() {
+        named.entry(*id).or_default();
+    }
+    for (id, list) in named.iter_mut() {
+        rank(list, |d| (d.segments, d.address.as_str(), d.port));
+        let mut rest = unnamed.get(id).copied().unwrap_or(0);
+        let room = if rest > 0 || list.len() > TOP_DESTINATIONS {
+            TOP_DESTINATIONS - 1
+        } else {
+            TOP_DESTINATIONS
+        };
+        rest += list.iter().skip(room).map(|d| d.segments).sum::<u64>();
+        list.truncate(room);
+        if rest > 0 {
+            list.push(RetransmitDestination {
+                address: OTHER_DESTINATIONS.to_owned(),
+                port: 0,
+                segments: rest,
+            });
+        }
+    }
+    named
+}
+
+/// The row of destinations not named one by one.
+const OTHER_DESTINATIONS: &str = "other";
 
 /// An address as text: IPv4 in the first four bytes, or IPv6.
 pub fn address(family: u16, addr: &[u8; 16]) -> String {
@@ -652,6 +669,38 @@ mod tests {
         assert_eq!(w.events[0].state.as_deref(), Some("SYN_SENT"));
         assert_eq!(w.events[0].destination, "10.0.0.9");
         assert!(losses.iter().all(|l| l.count == 0));
+    }
+
+    #[test]
+    fn retransmit_destinations_fold_the_rest_and_the_kernels_overflow_into_one_row() {
+        let v4 = |last: u8| [10, 0, 0, last, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let before: HashMap<_, _> = [((7, AF_INET, v4(1), 80), 100)].into();
+        let mut after: HashMap<_, _> = HashMap::new();
+        for last in 1..=6u8 {
+            // 10.0.0.1 had 100 before: 10 in the window, like 10.0.0.6.
+            let total = if last == 1 { 110 } else { u64::from(last) * 10 };
+            after.insert((7, AF_INET, v4(last), 80), total);
+        }
+        after.insert((7, 0, [0; 16], 0), 3); // the kernel's own overflow row
+        after.insert((8, 0, [0; 16], 0), 4); // a cgroup with nothing else
+        let out = retransmit_destinations(&before, &after);
+        let seven: Vec<(&str, u64)> = out[&7]
+            .iter()
+            .map(|d| (d.address.as_str(), d.segments))
+            .collect();
+        assert_eq!(
+            seven,
+            [
+                ("10.0.0.6", 60),
+                ("10.0.0.5", 50),
+                ("10.0.0.4", 40),
+                ("10.0.0.3", 30),
+                ("other", 10 + 20 + 3),
+            ]
+        );
+        assert_eq!(seven.iter().map(|d| d.1).sum::<u64>(), 10 + 200 + 3);
+        assert_eq!(out[&8].len(), 1);
+        assert_eq!(out[&8][0].segments, 4);
     }
 
     #[test]
