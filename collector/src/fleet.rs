@@ -84,13 +84,7 @@ impl Fleet {
                 })
             })
             .collect();
-        let top = |e: &NodeExplanation| {
-            e.explanation
-                .as_ref()
-                .and_then(|x| x.findings.first())
-                .map_or(0.0, |f| f.score)
-        };
-        out.sort_by(|a, b| top(b).total_cmp(&top(a)).then_with(|| a.node.cmp(&b.node)));
+        rank(&mut out);
         out
     }
 
@@ -316,6 +310,24 @@ fn summary(n: &Node, now_unix_ns: u64) -> NodeSummary {
         last_received_unix_ns: n.last_received_unix_ns,
         health: health.to_owned(),
     }
+}
+
+/// Orders explanations as `ListSlos` gives them: the highest top score
+/// first, then by node and SLO.
+pub fn rank(explanations: &mut [NodeExplanation]) {
+    let top = |e: &NodeExplanation| {
+        e.explanation
+            .as_ref()
+            .and_then(|x| x.findings.first())
+            .map_or(0.0, |f| f.score)
+    };
+    let slo = |e: &NodeExplanation| e.explanation.as_ref().map(|x| x.slo.clone());
+    explanations.sort_by(|a, b| {
+        top(b)
+            .total_cmp(&top(a))
+            .then_with(|| a.node.cmp(&b.node))
+            .then_with(|| slo(a).cmp(&slo(b)))
+    });
 }
 
 #[cfg(test)]

@@ -100,13 +100,14 @@ impl Query for QueryService {
     ) -> Result<Response<ListSlosResponse>, Status> {
         let mut store_error = String::new();
         if let Some(store) = &self.state.store {
-            match store.slos(now_unix_ns()).await {
-                Ok(slos) => {
+            let now = now_unix_ns();
+            match tokio::try_join!(store.slos(now), store.explanations(now)) {
+                Ok((slos, explanations)) => {
                     return Ok(Response::new(ListSlosResponse {
                         slos,
                         scope: store::SCOPE.to_owned(),
                         store_error,
-                        explanations: self.state.fleet().explanations(),
+                        explanations,
                     }))
                 }
                 Err(e) => store_error = unanswered(&e),

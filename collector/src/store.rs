@@ -28,8 +28,8 @@ use sonde_proto::{
         query::{QueryClient, QueryError},
     },
     v1::{
-        FleetSlo, LossRecord, MetricKind, MetricTotal, NodeIdentity, NodeSummary, ProbeStatus,
-        WindowSummary,
+        FleetSlo, LossRecord, MetricKind, MetricTotal, NodeExplanation, NodeIdentity, NodeSummary,
+        ProbeStatus, WindowSummary,
     },
 };
 use sonde_slo::{
@@ -38,6 +38,8 @@ use sonde_slo::{
 };
 
 use crate::{fleet::health, slo};
+
+mod explain;
 
 /// What a view read from the store covers.
 pub const SCOPE: &str = names::SCOPE_STORE;
@@ -522,6 +524,44 @@ impl Store {
                 s
             })
             .collect())
+    }
+
+    /// Every node's explanations of its firing SLO alerts, as written with
+    /// its latest window within the lookback, the highest top score first.
+    pub async fn explanations(&self, now_unix_ns: u64) -> Result<Vec<NodeExplanation>, StoreError> {
+        let n = explain::Names::new();
+        let now = now_unix_ns as f64 / 1e9;
+        let end = format!(
+            "last_over_time({}[{}s])",
+            Names::new().end,
+            self.lookback_secs
+        );
+        let selector = n.selector();
+        let [q0, q1, q2, q3, q4, q5, q6] = n.series().map(|s| format!("timestamp({s})"));
+        let (ends, values, s0, s1, s2, s3, s4, s5, s6) = tokio::try_join!(
+            self.vector(&end, now),
+            self.vector(&selector, now),
+            self.vector(&q0, now),
+            self.vector(&q1, now),
+            self.vector(&q2, now),
+            self.vector(&q3, now),
+            self.vector(&q4, now),
+            self.vector(&q5, now),
+            self.vector(&q6, now),
+        )?;
+        let ends: HashMap<String, f64> = ends
+            .into_iter()
+            .filter_map(|s| Some((s.labels.get(&n.host)?.clone(), s.value)))
+            .collect();
+        let mut stamps = HashMap::new();
+        for (name, samples) in n.series().into_iter().zip([s0, s1, s2, s3, s4, s5, s6]) {
+            for s in samples {
+                let mut key = s.labels;
+                key.insert(explain::NAME_COPY.to_owned(), name.clone());
+                stamps.insert(key, s.value);
+            }
+        }
+        Ok(explain::assemble(&n, values, &stamps, &ends))
     }
 
     /// The configured SLOs over every matching node in the store,

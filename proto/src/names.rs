@@ -142,6 +142,29 @@ pub const STORE_TOTALS_START: &str = "sonde.agent.totals.start";
 /// 1 when the probe is attached, 0 when degraded or unavailable (gauge; `probe`).
 pub const STORE_PROBE_ATTACHED: &str = "sonde.probe.attached";
 
+/// A firing SLO alert's explanation, as remote write stores it: the
+/// windows it was explained over (gauge; `slo.name`, `slo.severity`).
+/// Its findings and their culprits are the series below, written with the
+/// same window, so that any replica reads the fleet's explanations from
+/// the store. A finding's sentence is not stored (its figures would make
+/// a new series each window): a reader rebuilds it from these.
+pub const STORE_EXPLANATION_WINDOWS: &str = "sonde.slo.explanation.windows";
+/// A finding's score (gauge; `slo.name`, `finding.rank`, `finding.kind`,
+/// `finding.unit`).
+pub const STORE_FINDING_SCORE: &str = "sonde.slo.explanation.finding.score";
+/// A finding's magnitude, in its `finding.unit` (gauge; as the score).
+pub const STORE_FINDING_MAGNITUDE: &str = "sonde.slo.explanation.finding.magnitude";
+/// The share of the symptom a finding accounts for, where it can be
+/// computed (gauge, `1`; as the score).
+pub const STORE_FINDING_SHARE: &str = "sonde.slo.explanation.finding.share";
+/// The incomplete windows behind a finding (gauge, `{window}`; as the score).
+pub const STORE_FINDING_INCOMPLETE: &str = "sonde.slo.explanation.finding.incomplete";
+/// A culprit's magnitude, in its finding's unit (gauge; `slo.name`,
+/// `finding.rank`, `culprit.rank`, `culprit.kind`, `culprit.name`).
+pub const STORE_CULPRIT_MAGNITUDE: &str = "sonde.slo.explanation.culprit.magnitude";
+/// A culprit's share of its finding (gauge, `1`; as the culprit's magnitude).
+pub const STORE_CULPRIT_SHARE: &str = "sonde.slo.explanation.culprit.share";
+
 /// The scope of a fleet view that covers the agents streaming to the
 /// collector that answered (`ListNodesResponse.scope`).
 pub const SCOPE_REPLICA: &str = "this replica";
@@ -214,6 +237,18 @@ pub const ATTR_SLO_NAME: &str = "slo.name";
 pub const ATTR_SLO_WINDOW: &str = "slo.window";
 /// `page` or `ticket`.
 pub const ATTR_SLO_SEVERITY: &str = "slo.severity";
+/// A finding's rank in its explanation, from 1.
+pub const ATTR_FINDING_RANK: &str = "finding.rank";
+/// A finding's kind, e.g. `cpu_contention`.
+pub const ATTR_FINDING_KIND: &str = "finding.kind";
+/// The unit of a finding's magnitude, e.g. `s/s`.
+pub const ATTR_FINDING_UNIT: &str = "finding.unit";
+/// A culprit's rank in its finding, from 1.
+pub const ATTR_CULPRIT_RANK: &str = "culprit.rank";
+/// `cgroup`, `device`, `destination` or `signal`.
+pub const ATTR_CULPRIT_KIND: &str = "culprit.kind";
+/// The culprit: a cgroup path, a device, an address.
+pub const ATTR_CULPRIT_NAME: &str = "culprit.name";
 /// Syscall name, e.g. `openat`.
 pub const ATTR_SYSCALL_NAME: &str = "syscall.name";
 /// Low-cardinality failure kind: the errno name, e.g. `ENOENT`.

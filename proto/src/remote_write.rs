@@ -238,6 +238,55 @@ pub fn window_series(report: &AgentReport) -> Result<Vec<TimeSeries>, WriteError
         let value = if p.state == "attached" { 1.0 } else { 0.0 };
         push(attached.clone(), &labels, None, value);
     }
+    // Each firing SLO alert's explanation, for a replica other than the
+    // one that took the report: a few series per finding, only while the
+    // alert fires.
+    let label = |k: &str, v: String| (label_name(k), v);
+    for e in &report.explanations {
+        let slo = [host.clone(), label(names::ATTR_SLO_NAME, e.slo.clone())];
+        let mut marker = slo.to_vec();
+        marker.push(label(names::ATTR_SLO_SEVERITY, e.severity.clone()));
+        push(
+            gauge_name(names::STORE_EXPLANATION_WINDOWS, ""),
+            &marker,
+            None,
+            f64::from(e.windows),
+        );
+        for (rank, f) in (1u32..).zip(&e.findings) {
+            let mut finding = slo.to_vec();
+            finding.push(label(names::ATTR_FINDING_RANK, rank.to_string()));
+            let mut labels = finding.clone();
+            labels.push(label(names::ATTR_FINDING_KIND, f.kind.clone()));
+            labels.push(label(names::ATTR_FINDING_UNIT, f.unit.clone()));
+            for (name, value) in [
+                (names::STORE_FINDING_SCORE, Some(f.score)),
+                (names::STORE_FINDING_MAGNITUDE, Some(f.magnitude)),
+                (names::STORE_FINDING_SHARE, f.share),
+                (
+                    names::STORE_FINDING_INCOMPLETE,
+                    Some(f64::from(f.incomplete_windows)),
+                ),
+            ] {
+                if let Some(value) = value {
+                    push(gauge_name(name, ""), &labels, None, value);
+                }
+            }
+            for (culprit_rank, c) in (1u32..).zip(&f.culprits) {
+                let mut labels = finding.clone();
+                labels.push(label(names::ATTR_CULPRIT_RANK, culprit_rank.to_string()));
+                labels.push(label(names::ATTR_CULPRIT_KIND, c.kind.clone()));
+                labels.push(label(names::ATTR_CULPRIT_NAME, c.name.clone()));
+                for (name, value) in [
+                    (names::STORE_CULPRIT_MAGNITUDE, Some(c.magnitude)),
+                    (names::STORE_CULPRIT_SHARE, c.share),
+                ] {
+                    if let Some(value) = value {
+                        push(gauge_name(name, ""), &labels, None, value);
+                    }
+                }
+            }
+        }
+    }
     Ok(out)
 }
 

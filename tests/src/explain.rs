@@ -597,9 +597,25 @@ fn explain_from_the_cli_the_agent_and_the_collector() {
         ),
     )
     .expect("config");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let _collector = Proc::collector(port, &["--config", config.to_str().expect("UTF-8")]);
+    // Two replicas writing to and reading from one store; the agent
+    // streams to the first only.
+    let store = crate::remote_write::Store::start(dir.path(), "explain-store", None);
+    let (write_url, query_url) = (store.url(), store.query_url());
+    let ports = [free_port(), free_port()];
+    let [url, other_url] = ports.map(|p| format!("http://127.0.0.1:{p}"));
+    let _replicas = ports.map(|port| {
+        Proc::collector(
+            port,
+            &[
+                "--config",
+                config.to_str().expect("UTF-8"),
+                "--remote-write-url",
+                &write_url,
+                "--store-url",
+                &query_url,
+            ],
+        )
+    });
     let agent = Proc::agent(&[
         "--socket",
         &socket_arg,
@@ -690,40 +706,118 @@ fn explain_from_the_cli_the_agent_and_the_collector() {
     assert!(out.starts_with("verdict: cpu_contention: "), "{out}");
     assert!(out.contains(&hog_path), "{out}");
 
-    // The collector: the alert carries the node's top finding.
-    crate::procs::wait_for(
-        "the collector to hold the node's explanation",
-        Duration::from_secs(20),
-        || {
-            let slos = crate::procs::fleet_json(&["--collector", &url, "slo"]);
-            slos["explanations"]
+    // The collectors: the alert carries the node's top finding, read from
+    // the store by either replica, the one the node never streamed to too.
+    for url in [&url, &other_url] {
+        crate::procs::wait_for(
+            "the store to hold the node's explanation",
+            Duration::from_secs(30),
+            || {
+                let slos = crate::procs::fleet_json(&["--collector", url, "slo"]);
+                slos["explanations"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            },
+        );
+        let slos = crate::procs::fleet_json(&["--collector", url, "slo"]);
+        assert_eq!(slos["scope"], "the fleet, from the store", "{url}: {slos}");
+        let e = &slos["explanations"][0];
+        assert_eq!(e["node"], "explain-node", "{url}: {slos}");
+        let x = &e["explanation"];
+        assert_eq!(x["slo"], "handler-cpu", "{url}: {slos}");
+        assert_ne!(x["severity"], "ok", "{url}: {slos}");
+        // Exactly what the agent's window of that end carried.
+        let end = e["window_end_unix_ns"].as_u64().unwrap_or(0);
+        let carried = agent
+            .windows()
+            .into_iter()
+            .find(|w| w["window_end_unix_ns"].as_u64().unwrap_or(0).abs_diff(end) < 1_000_000)
+            .and_then(|w| {
+                w["slos"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s["name"] == "handler-cpu")
+                    .map(|s| s["explanation"].clone())
+            })
+            .unwrap_or_else(|| panic!("{url}: no window of the agent ends at {end}"));
+        let figures = |f: &serde_json::Value| {
+            (
+                f["kind"].clone(),
+                f["score"].as_f64(),
+                f["magnitude"].as_f64(),
+                f["unit"].clone(),
+                f["share"].as_f64(),
+                f["culprits"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        (
+                            c["kind"].clone(),
+                            c["name"].clone(),
+                            c["magnitude"].as_f64(),
+                            c["share"].as_f64(),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let listed = |x: &serde_json::Value| -> Vec<_> {
+            x["findings"]
                 .as_array()
-                .is_some_and(|a| !a.is_empty())
-        },
-    );
-    let (code, out, err) = sonde(&[
-        "fleet",
-        "--collector",
-        &url,
-        "explain",
-        "--slo",
-        "handler-cpu",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("verdict: cpu_contention: ")),
-        "{out}"
-    );
-    assert!(out.contains("explain-node"), "{out}");
-    let (code, out, err) = sonde(&["fleet", "--collector", &url, "slo"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        out.lines().any(|l| l
-            .trim_start()
-            .starts_with("why (explain-node): cpu_contention: ")),
-        "{out}"
-    );
+                .into_iter()
+                .flatten()
+                .map(figures)
+                .collect()
+        };
+        assert_eq!(listed(x), listed(&carried), "{url}: {slos}");
+        assert_eq!(x["windows"], carried["windows"], "{url}: {slos}");
+        let top = &x["findings"][0];
+        assert_eq!(top["kind"], "cpu_contention", "{url}: {slos}");
+        assert_eq!(top["culprits"][0]["name"], hog_path, "{url}: {slos}");
+        assert_eq!(top["culprits"][0]["kind"], "cgroup", "{url}: {slos}");
+        let share = top["culprits"][0]["share"].as_f64().unwrap_or(0.0);
+        assert!(share >= 0.9, "{url}: the hog's share {share}: {slos}");
+        assert!(
+            x["verdict"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("cpu_contention: ") && v.contains(&hog_path)),
+            "{url}: {slos}"
+        );
+    }
+    for url in [&url, &other_url] {
+        let (code, out, err) = sonde(&[
+            "fleet",
+            "--collector",
+            url,
+            "explain",
+            "--slo",
+            "handler-cpu",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.starts_with("scope: the fleet, from the store"),
+            "{url}: {out}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("verdict: cpu_contention: ")),
+            "{url}: {out}"
+        );
+        assert!(
+            out.contains("explain-node") && out.contains(&hog_path),
+            "{url}: {out}"
+        );
+        let (code, out, err) = sonde(&["fleet", "--collector", url, "slo"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.lines().any(|l| l
+                .trim_start()
+                .starts_with("why (explain-node): cpu_contention: ")),
+            "{url}: {out}"
+        );
+    }
 
     // Bad input: one line each, naming the fix.
     let (code, _, err) = sonde(&["explain", "--pod", "no-slash"]);

@@ -235,9 +235,12 @@ impl Drop for TestCgroup {
 }
 
 /// A child process forked into a cgroup, parked until [`Workload::go`].
+/// Dropped unreaped (a test that failed before its end), the child is
+/// killed and reaped, so that it burns nothing into the tests after it.
 pub struct Workload {
     pid: libc::pid_t,
     go_fd: libc::c_int,
+    reaped: bool,
 }
 
 impl Workload {
@@ -296,7 +299,11 @@ impl Workload {
             std::fs::read_to_string(cgroup.path().join("cgroup.procs"))
                 .is_ok_and(|s| s.lines().any(|l| l.trim() == pid.to_string()))
         });
-        Self { pid, go_fd }
+        Self {
+            pid,
+            go_fd,
+            reaped: false,
+        }
     }
 
     /// Lets the child run its work.
@@ -342,13 +349,7 @@ impl Workload {
 
     /// Kills the child (for endless workloads) and reaps it.
     pub fn kill(self) {
-        // SAFETY: signalling and reaping our own child; closing our pipe end.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            let mut status = 0;
-            libc::waitpid(self.pid, &mut status, 0);
-            libc::close(self.go_fd);
-        }
+        // Drop does it.
     }
 
     /// Waits for the child and returns its exit status.
@@ -362,14 +363,28 @@ impl Workload {
     }
 
     /// Waits for the child and returns the raw wait status.
-    pub fn wait_status(self) -> i32 {
+    pub fn wait_status(mut self) -> i32 {
         let mut status = 0;
         // SAFETY: waiting for our own child with a valid status pointer.
         let rc = unsafe { libc::waitpid(self.pid, &mut status, 0) };
         assert_eq!(rc, self.pid, "waitpid");
-        // SAFETY: closing our pipe end.
-        unsafe { libc::close(self.go_fd) };
+        self.reaped = true;
         status
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        // SAFETY: signalling and reaping our own child, not reaped yet (so
+        // its pid is still ours); closing our pipe end.
+        unsafe {
+            if !self.reaped {
+                libc::kill(self.pid, libc::SIGKILL);
+                let mut status = 0;
+                libc::waitpid(self.pid, &mut status, 0);
+            }
+            libc::close(self.go_fd);
+        }
     }
 }
 
