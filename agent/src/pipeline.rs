@@ -10,17 +10,20 @@
 //! [`Note`], handed to the caller as it happens.
 
 use std::{
+    collections::VecDeque,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use sonde_common::family::Family;
+use sonde_proto::v1::{ExplainAnswer, ExplainRequest};
 use sonde_slo::spec::SloSpec;
 
 use crate::{
     budget::{Action, BudgetConfig, Governor, Meter},
-    checkpoint,
+    checkpoint, explain,
     export::{outbox::Outbox, SinkConfig, SinkError, Sinks},
     local::server::{LocalServer, ServerError},
     model::{reasons, LossRecord, ProbeState, ProbeStatus, Snapshot},
@@ -185,9 +188,44 @@ pub struct Agent {
     polls: tokio::time::Interval,
     /// Events of the current window already sent to socket clients.
     sent_events: usize,
-    /// The latest windows as `sonde explain` reads them (kept only with
-    /// SLOs): a firing SLO's alert carries its explanation over them.
-    recent: std::collections::VecDeque<crate::explain::Window>,
+    /// The latest windows as `sonde explain` reads them (kept with SLOs or
+    /// a collector): a firing SLO's alert carries its explanation over
+    /// them, and the collector's explain requests are answered from them.
+    recent: Arc<Mutex<VecDeque<explain::Window>>>,
+}
+
+/// The collector's explain request (`sonde fleet explain --cgroup/--pod/
+/// --unit`, or `--slo` with `--windows`) answered from the agent's recent
+/// windows; neither an explanation nor an error when the node has no SLO
+/// of that name.
+fn explain_request(
+    recent: &Mutex<VecDeque<explain::Window>>,
+    request: &ExplainRequest,
+) -> ExplainAnswer {
+    let mut answer = ExplainAnswer {
+        id: request.id,
+        ..ExplainAnswer::default()
+    };
+    let target = match explain::Target::parse(&request.target_kind, &request.target) {
+        Ok(t) => t,
+        Err(e) => {
+            answer.error = e;
+            return answer;
+        }
+    };
+    let last =
+        (request.windows > 0).then(|| usize::try_from(request.windows).unwrap_or(usize::MAX));
+    let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
+    match explain::explain(&target, recent.make_contiguous(), last) {
+        Ok(e) => match serde_json::to_string(&e) {
+            Ok(json) => answer.explanation_json = json,
+            Err(e) => answer.error = e.to_string(),
+        },
+        // Not this node's SLO: nothing to say, like a cgroup it lacks.
+        Err(explain::ExplainError::NoSuchSlo { .. }) => {}
+        Err(e) => answer.error = e.to_string(),
+    }
+    answer
 }
 
 /// Windows a firing SLO is explained over.
@@ -273,6 +311,11 @@ impl Agent {
             .map(|p| (Governor::new(BudgetConfig::new(p)), p));
         meter.start_sample(sampler.probes());
         let sinks = Sinks::start(&config.sinks, sampler.window_start_unix_ns()).await?;
+        let recent: Arc<Mutex<VecDeque<explain::Window>>> = Arc::default();
+        let answering = recent.clone();
+        sinks.answer_explain_requests(Arc::new(move |request| {
+            explain_request(&answering, request)
+        }));
         if let Some(server) = &mut local {
             server.start(config.interval)?;
             note(Note::Serving(server.path()));
@@ -297,7 +340,7 @@ impl Agent {
             ticks,
             polls,
             sent_events: 0,
-            recent: std::collections::VecDeque::new(),
+            recent,
         })
     }
 
@@ -358,6 +401,8 @@ impl Agent {
         self.meter.start_sample(self.sampler.probes());
         if !self.slos.is_empty() {
             snapshot.slos = self.slos.window(&snapshot).map_err(AgentError::SloState)?;
+        }
+        if !self.slos.is_empty() || self.sinks.has_collector() {
             self.explain_alerts(&mut snapshot);
         }
         let own_losses: Vec<LossRecord> = self
@@ -412,19 +457,20 @@ impl Agent {
     /// this build's own) is left out with a warning in the log, and the
     /// alerts explain the others.
     fn explain_alerts(&mut self, snapshot: &mut Snapshot) {
-        match crate::explain::Window::from_snapshot(snapshot) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        match explain::Window::from_snapshot(snapshot) {
             Ok(w) => {
-                if self.recent.len() == ALERT_EXPLAIN_WINDOWS {
-                    self.recent.pop_front();
+                if recent.len() == ALERT_EXPLAIN_WINDOWS {
+                    recent.pop_front();
                 }
-                self.recent.push_back(w);
+                recent.push_back(w);
             }
             Err(e) => log::warn!("explain: a window did not read back: {e}"),
         }
-        let recent = self.recent.make_contiguous();
+        let recent = recent.make_contiguous();
         for status in &mut snapshot.slos {
             if status.evaluation.severity != sonde_slo::slo::Severity::Ok {
-                status.explanation = crate::explain::for_alert(&status.name, recent);
+                status.explanation = explain::for_alert(&status.name, recent);
             }
         }
     }

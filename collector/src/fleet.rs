@@ -383,6 +383,7 @@ mod tests {
             strings: strings.into_strings(),
             totals_start_unix_ns: 0,
             explanations: vec![],
+            answers_explain: false,
         }
     }
 

@@ -8,7 +8,7 @@ use std::{pin::Pin, sync::atomic::Ordering, sync::Arc};
 
 use sonde_proto::{
     remote_write::sender::Delivery,
-    v1::{ingest_server::Ingest, Ack, AgentReport},
+    v1::{ingest_server::Ingest, Ack, AgentReport, ExplainAnswer, ExplainAnswerAck},
     validate,
 };
 use tokio_stream::{wrappers::ReceiverStream, Stream};
@@ -70,6 +70,8 @@ impl Ingest for IngestService {
         let (next_tx, next_rx) = tokio::sync::mpsc::channel(ACK_QUEUE);
         let state = self.state.clone();
         state.streams_open.fetch_add(1, Ordering::Relaxed);
+        let stream_id = state.next_stream.fetch_add(1, Ordering::Relaxed);
+        let asks_tx = tx.clone();
         tokio::spawn(acks(
             next_rx,
             tx,
@@ -104,8 +106,18 @@ impl Ingest for IngestService {
                         break;
                     }
                 };
+                let answers = report
+                    .node
+                    .as_ref()
+                    .filter(|_| report.answers_explain)
+                    .map(|n| n.node_name.clone());
                 let next = match accept(&state, report, now_unix_ns(), &peer) {
-                    Ok((ack, delivery)) => Next::Ack(ack, delivery),
+                    Ok((ack, delivery)) => {
+                        if let Some(node) = answers {
+                            state.asks.register(&node, stream_id, &asks_tx);
+                        }
+                        Next::Ack(ack, delivery)
+                    }
                     Err(r) => Next::End(r.into()),
                 };
                 let end = matches!(next, Next::End(_));
@@ -113,8 +125,21 @@ impl Ingest for IngestService {
                     break;
                 }
             }
+            state.asks.unregister(stream_id);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn explained(
+        &self,
+        request: Request<ExplainAnswer>,
+    ) -> Result<Response<ExplainAnswerAck>, Status> {
+        let answer = request.into_inner();
+        let node = answer.node.clone();
+        if !self.state.asks.answer(answer) {
+            log::debug!("an explain answer of {node} came after its request ended");
+        }
+        Ok(Response::new(ExplainAnswerAck {}))
     }
 }
 
@@ -217,6 +242,7 @@ pub fn accept(
         Ack {
             sequence,
             duplicate,
+            explain: None,
         },
         delivery,
     ))

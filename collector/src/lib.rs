@@ -5,6 +5,7 @@
 //! upstream. It shares the wire with the agent through `sonde-proto` and
 //! the math through `sonde-slo`; it never links aya.
 
+pub mod asks;
 pub mod fleet;
 pub mod forward;
 pub mod http;

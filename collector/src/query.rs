@@ -3,8 +3,9 @@
 use std::{sync::atomic::Ordering, sync::Arc};
 
 use sonde_proto::v1::{
-    query_server::Query, CollectorHealth, GetNodeRequest, HealthRequest, ListNodesRequest,
-    ListNodesResponse, ListSlosRequest, ListSlosResponse, NodeDetail, Rejection,
+    query_server::Query, CollectorHealth, ExplainAnswer, ExplainRequest, FleetExplainRequest,
+    FleetExplainResponse, GetNodeRequest, HealthRequest, ListNodesRequest, ListNodesResponse,
+    ListSlosRequest, ListSlosResponse, NodeDetail, Rejection,
 };
 use tonic::{Request, Response, Status};
 
@@ -122,6 +123,39 @@ impl Query for QueryService {
         }))
     }
 
+    async fn explain(
+        &self,
+        request: Request<FleetExplainRequest>,
+    ) -> Result<Response<FleetExplainResponse>, Status> {
+        let r = request.into_inner();
+        if !["slo", "cgroup", "pod", "unit"].contains(&r.target_kind.as_str()) || r.target.is_empty()
+        {
+            return Err(Status::invalid_argument(format!(
+                "explain takes a target kind (slo, cgroup, pod or unit) and its name, got {:?} {:?}",
+                r.target_kind, r.target
+            )));
+        }
+        let asked = self
+            .state
+            .asks
+            .ask(
+                ExplainRequest {
+                    id: 0,
+                    target_kind: r.target_kind,
+                    target: r.target,
+                    windows: r.windows,
+                },
+                crate::asks::ANSWER_TIMEOUT,
+            )
+            .await;
+        Ok(Response::new(FleetExplainResponse {
+            answers: holding(asked.answers),
+            asked: u32::try_from(asked.asked).unwrap_or(u32::MAX),
+            unanswered: asked.unanswered,
+            scope: SCOPE.to_owned(),
+        }))
+    }
+
     async fn health(&self, _: Request<HealthRequest>) -> Result<Response<CollectorHealth>, Status> {
         let s = &self.state;
         Ok(Response::new(CollectorHealth {
@@ -139,5 +173,71 @@ impl Query for QueryService {
                 })
                 .collect(),
         }))
+    }
+}
+
+/// The answers of the nodes whose windows hold the target (an explanation
+/// naming at least one of its cgroups, or an SLO's explanation) or that
+/// could not explain, the highest top score first, then by node. An answer
+/// with neither explanation nor error is a node without the target.
+fn holding(answers: Vec<ExplainAnswer>) -> Vec<ExplainAnswer> {
+    let parsed = |a: &ExplainAnswer| -> Option<serde_json::Value> {
+        serde_json::from_str(&a.explanation_json).ok()
+    };
+    let mut kept: Vec<(f64, ExplainAnswer)> = answers
+        .into_iter()
+        .filter_map(|a| {
+            if !a.error.is_empty() {
+                return Some((f64::NEG_INFINITY, a));
+            }
+            let e = parsed(&a)?;
+            let holds = e.pointer("/target/slo").is_some_and(|s| !s.is_null())
+                || e.pointer("/target/cgroups")
+                    .and_then(serde_json::Value::as_array)
+                    .is_some_and(|c| !c.is_empty());
+            let top = e
+                .pointer("/findings/0/score")
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0);
+            holds.then_some((top, a))
+        })
+        .collect();
+    kept.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.node.cmp(&b.1.node)));
+    kept.into_iter().map(|(_, a)| a).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(node: &str, json: &str, error: &str) -> ExplainAnswer {
+        ExplainAnswer {
+            id: 1,
+            node: node.into(),
+            explanation_json: json.into(),
+            error: error.into(),
+        }
+    }
+
+    #[test]
+    fn only_nodes_holding_the_target_are_kept_highest_score_first() {
+        let held = |score: f64| {
+            format!(r#"{{"target":{{"cgroups":["/a"]}},"findings":[{{"score":{score}}}]}}"#)
+        };
+        let kept = holding(vec![
+            answer("low", &held(1.5), ""),
+            answer("absent", r#"{"target":{"cgroups":[]},"findings":[]}"#, ""),
+            answer("down", "", "no window to explain"),
+            answer("high", &held(2.9), ""),
+            answer("garbled", "{", ""),
+            answer("no-such-slo", "", ""),
+            answer(
+                "slo",
+                r#"{"target":{"cgroups":[],"slo":{"good":1}},"findings":[]}"#,
+                "",
+            ),
+        ]);
+        let nodes: Vec<&str> = kept.iter().map(|a| a.node.as_str()).collect();
+        assert_eq!(nodes, ["high", "low", "slo", "down"]);
     }
 }

@@ -28,6 +28,10 @@ pub struct State {
     pub remote_write: Option<sonde_proto::remote_write::sender::RemoteWrite>,
     /// The store the fleet views read, when configured (`--store-url`).
     pub store: Option<crate::store::Store>,
+    /// Explain requests to the agents streaming here.
+    pub asks: crate::asks::Asks,
+    /// Numbers the report streams.
+    pub next_stream: AtomicU64,
 }
 
 impl State {
@@ -42,6 +46,8 @@ impl State {
             duplicates: AtomicU64::new(0),
             remote_write: None,
             store: None,
+            asks: crate::asks::Asks::default(),
+            next_stream: AtomicU64::new(0),
         }
     }
 

@@ -54,6 +54,7 @@ fn report(seq: u64, points: usize) -> AgentReport {
         strings: strings.into_strings(),
         totals_start_unix_ns: 0,
         explanations: vec![],
+        answers_explain: false,
     }
 }
 

@@ -57,14 +57,7 @@ pub(super) struct Args {
 }
 
 fn parse_pod(text: &str) -> Result<(String, String), String> {
-    match text.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok((ns.to_owned(), name.to_owned()))
-        }
-        _ => Err(format!(
-            "{text:?} is not NAMESPACE/NAME; write the pod as e.g. default/web-0"
-        )),
-    }
+    explain::parse_pod(text)
 }
 
 impl Args {

@@ -50,7 +50,9 @@ enum View {
     Slo,
     /// Why an SLO's alerts fire across the fleet: each node's explanation
     /// (`sonde explain --slo` over its recent windows, carried by its
-    /// reports while its alert fires), the highest-scoring first.
+    /// reports while its alert fires), the highest-scoring first. A cgroup,
+    /// pod or unit: the collector asks the agents streaming to it, and each
+    /// node that has it explains it over its recent windows.
     Explain(ExplainArgs),
 }
 
@@ -60,25 +62,28 @@ struct ExplainArgs {
     /// The SLO, by name.
     #[arg(long, value_name = "NAME")]
     slo: Option<String>,
-    /// Not at the collector: a cgroup is one node's (see the error).
-    #[arg(long, value_name = "PATH", hide = true)]
+    /// A cgroup v2 path and every cgroup under it, on the nodes that have it.
+    #[arg(long, value_name = "PATH")]
     cgroup: Option<String>,
-    /// Not at the collector: a pod is one node's.
-    #[arg(long, value_name = "NS/NAME", hide = true)]
-    pod: Option<String>,
-    /// Not at the collector: a unit is one node's.
-    #[arg(long, value_name = "NAME", hide = true)]
+    /// A Kubernetes pod, as NAMESPACE/NAME.
+    #[arg(long, value_name = "NS/NAME", value_parser = crate::explain::parse_pod)]
+    pod: Option<(String, String)>,
+    /// A systemd unit or slice.
+    #[arg(long, value_name = "NAME")]
     unit: Option<String>,
+    /// Each node's last N windows (default: all it keeps, 10). With --slo,
+    /// the nodes streaming here are asked, rather than the alerts'
+    /// explanations (over their last 10) read.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    windows: Option<u32>,
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.tls.collector(&args.collector, Duration::from_secs(1));
     let mut client = query_client(&config).await?;
     if let Some(View::Explain(target)) = &args.view {
-        let Some(slo) = &target.slo else {
-            anyhow::bail!(
-                "the collector explains SLO alerts (--slo NAME); a cgroup, pod or unit lives on one node: run `sonde explain` there"
-            );
+        let Some(slo) = target.slo.as_ref().filter(|_| target.windows.is_none()) else {
+            return asked(&mut client, target, args.json).await;
         };
         let slos = list_slos(&mut client).await?;
         let ours: Vec<&NodeExplanation> = slos
@@ -188,6 +193,93 @@ async fn list_slos(
         .map_err(|s| anyhow::anyhow!("{}", s.message()))
         .context("asking the collector")?
         .into_inner())
+}
+
+/// A cgroup, pod or unit explained by the nodes streaming to the collector
+/// that have it. None has it: one line saying where to ask, exit 1.
+async fn asked(
+    client: &mut sonde_proto::v1::query_client::QueryClient<tonic::transport::Channel>,
+    target: &ExplainArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (kind, name) = match (&target.slo, &target.cgroup, &target.pod, &target.unit) {
+        (Some(slo), _, _, _) => ("slo", slo.clone()),
+        (_, Some(path), _, _) => ("cgroup", path.clone()),
+        (_, _, Some((ns, pod)), _) => ("pod", format!("{ns}/{pod}")),
+        (_, _, _, Some(unit)) => ("unit", unit.clone()),
+        _ => anyhow::bail!("give exactly one of --slo, --cgroup, --pod, --unit"),
+    };
+    let answer = client
+        .explain(sonde_proto::v1::FleetExplainRequest {
+            target_kind: kind.to_owned(),
+            target: name.clone(),
+            windows: target.windows.unwrap_or(0),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))
+        .context("asking the collector")?
+        .into_inner();
+    let mut nodes = Vec::new();
+    let mut failed = Vec::new();
+    for a in &answer.answers {
+        if a.error.is_empty() {
+            let e: crate::model::explain::Explanation =
+                serde_json::from_str(&a.explanation_json)
+                    .with_context(|| format!("reading node {}'s explanation", a.node))?;
+            nodes.push((a.node.as_str(), e));
+        } else {
+            failed.push((a.node.as_str(), a.error.as_str()));
+        }
+    }
+    if json {
+        let out = serde_json::json!({
+            "scope": answer.scope,
+            "asked": answer.asked,
+            "unanswered": answer.unanswered,
+            "nodes": nodes.iter().map(|(node, e)| serde_json::json!({"node": node, "explanation": e})).collect::<Vec<_>>(),
+            "failed": failed.iter().map(|(node, error)| serde_json::json!({"node": node, "error": error})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    let Some((first, e)) = nodes.first() else {
+        let mut why = format!(
+            "no node streaming to this collector has {kind} {name} in its recent windows ({} agent(s) asked",
+            answer.asked
+        );
+        if !answer.unanswered.is_empty() {
+            let _ = write!(why, "; no answer from {}", answer.unanswered.join(", "));
+        }
+        for (node, error) in &failed {
+            let _ = write!(why, "; {node}: {error}");
+        }
+        why.push_str(
+            "): ask the collector its node streams to, or run `sonde explain` on the node",
+        );
+        anyhow::bail!(why);
+    };
+    if !json {
+        let mut out = scope_line(&answer.scope, "");
+        let _ = writeln!(
+            out,
+            "verdict: {} (node {first}; {} node(s) have it)",
+            e.verdict,
+            nodes.len()
+        );
+        for (node, e) in &nodes {
+            let _ = writeln!(out, "{node}:");
+            for line in crate::explain::render(e).lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        for (node, error) in &failed {
+            let _ = writeln!(out, "{node}: could not explain: {error}");
+        }
+        if !answer.unanswered.is_empty() {
+            let _ = writeln!(out, "no answer from: {}", answer.unanswered.join(", "));
+        }
+        print!("{out}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Each node's explanation of `slo`, the highest top score first (the

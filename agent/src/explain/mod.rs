@@ -106,6 +106,35 @@ impl Target {
     }
 }
 
+/// A pod as NAMESPACE/NAME, split.
+pub fn parse_pod(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?} is not NAMESPACE/NAME; write the pod as e.g. default/web-0"
+        )),
+    }
+}
+
+impl Target {
+    /// The target of `kind` (`slo`, `cgroup`, `pod`, `unit`) named `name`,
+    /// as [`Target::kind`] and [`Target::name`] give them.
+    pub fn parse(kind: &str, name: &str) -> Result<Self, String> {
+        Ok(match kind {
+            "slo" => Target::Slo(name.to_owned()),
+            "cgroup" => Target::Cgroup(name.to_owned()),
+            "pod" => {
+                let (namespace, name) = parse_pod(name)?;
+                Target::Pod { namespace, name }
+            }
+            "unit" => Target::Unit(name.to_owned()),
+            _ => return Err(format!("no target kind {kind:?}: slo, cgroup, pod or unit")),
+        })
+    }
+}
+
 /// Why a target cannot be explained at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {

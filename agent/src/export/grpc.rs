@@ -27,7 +27,7 @@ use std::{
 };
 
 use prost::Message as _;
-use sonde_proto::v1::{ingest_client::IngestClient, AgentReport};
+use sonde_proto::v1::{ingest_client::IngestClient, AgentReport, ExplainAnswer, ExplainRequest};
 use tokio::sync::Notify;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -347,6 +347,10 @@ pub struct FailoverStats {
     pub current: Mutex<Option<String>>,
 }
 
+/// Answers an explain request of the collector from the agent's recent
+/// windows (the pipeline sets it; the sender fills in the node).
+pub type Explainer = Arc<dyn Fn(&ExplainRequest) -> ExplainAnswer + Send + Sync>;
+
 /// What the window loop and the sender share.
 pub struct Shared {
     outbox: Mutex<Outbox>,
@@ -354,6 +358,8 @@ pub struct Shared {
     pub added: Notify,
     /// Replica fail-overs.
     pub failover: FailoverStats,
+    /// Answers the collector's explain requests, once set.
+    pub explainer: std::sync::OnceLock<Explainer>,
 }
 
 impl Shared {
@@ -363,6 +369,7 @@ impl Shared {
             outbox: Mutex::new(outbox),
             added: Notify::new(),
             failover: FailoverStats::default(),
+            explainer: std::sync::OnceLock::new(),
         }
     }
 
@@ -569,16 +576,16 @@ async fn stream(
             .connect()
             .await
             .map_err(StreamError::Connect)?;
-        let mut client = IngestClient::new(channel);
+        let mut client = IngestClient::new(channel.clone());
         let (tx, rx) = tokio::sync::mpsc::channel::<AgentReport>(MAX_IN_FLIGHT);
         let acks = client
             .report(ReceiverStream::new(rx))
             .await
             .map_err(StreamError::Status)?
             .into_inner();
-        Ok::<_, StreamError>((tx, acks))
+        Ok::<_, StreamError>((tx, acks, channel))
     };
-    let (tx, mut acks) = tokio::time::timeout(CONNECT_BOUND, open)
+    let (tx, mut acks, channel) = tokio::time::timeout(CONNECT_BOUND, open)
         .await
         .map_err(|_| StreamError::Timeout)??;
     log::info!("streaming to {}", replica.name());
@@ -621,6 +628,10 @@ async fn stream(
         tokio::select! {
             ack = acks.message() => match ack {
                 Ok(Some(ack)) => {
+                    if let Some(request) = ack.explain {
+                        answer(shared, &channel, request, node);
+                        continue;
+                    }
                     shared.outbox().ack(ack.sequence)?;
                     in_flight = in_flight.saturating_sub(1);
                     complete_failover(lost, replica, shared);
@@ -652,6 +663,30 @@ async fn stream(
             }
         }
     }
+}
+
+/// Answers the collector's explain request on its own task, through
+/// `Ingest.Explained` on the stream's channel: the stream goes on meanwhile.
+fn answer(shared: &Shared, channel: &Channel, request: ExplainRequest, node: &str) {
+    let explainer = shared.explainer.get().cloned();
+    let (channel, node) = (channel.clone(), node.to_owned());
+    tokio::spawn(async move {
+        let answer = match explainer {
+            Some(explain) => explain(&request),
+            None => ExplainAnswer {
+                id: request.id,
+                error: "this agent keeps no windows to explain".to_owned(),
+                ..ExplainAnswer::default()
+            },
+        };
+        let answer = ExplainAnswer { node, ..answer };
+        if let Err(status) = IngestClient::new(channel).explained(answer).await {
+            log::warn!(
+                "an explain answer did not reach the collector: {}",
+                status.message()
+            );
+        }
+    });
 }
 
 #[cfg(test)]

@@ -249,6 +249,18 @@ impl Sinks {
         })
     }
 
+    /// Whether a collector is configured (it may ask for explanations).
+    pub fn has_collector(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Lets the collector's explain requests be answered by `explainer`.
+    pub fn answer_explain_requests(&self, explainer: grpc::Explainer) {
+        if let Some(shared) = &self.shared {
+            let _ = shared.explainer.set(explainer);
+        }
+    }
+
     /// Hands a closed window to every sink; returns its sequence number.
     /// With a collector, the report is in the outbox (on disk, when so
     /// configured) before this returns. `own_losses` are losses of the
@@ -320,6 +332,10 @@ impl Sinks {
         }
         extra.extend_from_slice(own_losses);
         let mut report = wire::report(snapshot, &self.node, sequence, &extra, self.max_series);
+        report.answers_explain = self
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.explainer.get().is_some());
         if let Some(c) = &self.cumulative {
             c.add(&mut report);
         }
