@@ -128,7 +128,8 @@ impl Query for QueryService {
         request: Request<FleetExplainRequest>,
     ) -> Result<Response<FleetExplainResponse>, Status> {
         let r = request.into_inner();
-        if !["slo", "cgroup", "pod", "unit"].contains(&r.target_kind.as_str()) || r.target.is_empty()
+        if !["slo", "cgroup", "pod", "unit"].contains(&r.target_kind.as_str())
+            || r.target.is_empty()
         {
             return Err(Status::invalid_argument(format!(
                 "explain takes a target kind (slo, cgroup, pod or unit) and its name, got {:?} {:?}",
