@@ -828,7 +828,7 @@ fn explain_from_the_cli_the_agent_and_the_collector() {
         &victim_path,
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("scope: this replica"), "{out}");
+    assert!(out.starts_with("asked: 1 replica(s): "), "{out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("verdict: cpu_contention: ") && l.contains("node explain-node")),
@@ -895,6 +895,44 @@ fn explain_from_the_cli_the_agent_and_the_collector() {
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("has slo nope"), "{err}");
+    // Every replica given (one not answering at all): the one the node
+    // streams to answers for it.
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let (code, out, err) = sonde(&[
+        "fleet",
+        "--collector",
+        &other_url,
+        "--collector",
+        &url,
+        "--collector",
+        &gone,
+        "--json",
+        "explain",
+        "--cgroup",
+        &victim_path,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        answer["replicas"].as_array().map(Vec::len),
+        Some(2),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["unreachable"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    assert_eq!(answer["asked"], 1, "{answer}");
+    assert_eq!(answer["nodes"][0]["node"], "explain-node", "{answer}");
+    assert_eq!(
+        answer["nodes"][0]["explanation"]["findings"][0]["culprits"][0]["name"], hog_path,
+        "{answer}"
+    );
+    // Several collectors are for that only.
+    let (code, _, err) = sonde(&["fleet", "--collector", &url, "--collector", &other_url]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("give one"), "{err}");
     // The replica the agent does not stream to has nobody to ask.
     let (code, _, err) = sonde(&[
         "fleet",
@@ -906,7 +944,7 @@ fn explain_from_the_cli_the_agent_and_the_collector() {
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("0 agent(s) asked") && err.contains("ask the collector its node streams to"),
+        err.contains("0 agent(s) asked") && err.contains("give every replica"),
         "{err}"
     );
 
@@ -932,8 +970,7 @@ fn explain_from_the_cli_the_agent_and_the_collector() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("no node streaming to this collector has cgroup /x")
-            && err.contains("1 agent(s) asked"),
+        err.contains("has cgroup /x in its recent windows") && err.contains("1 agent(s) asked"),
         "{err}"
     );
     let (code, _, err) = sonde(&["fleet", "--collector", &url, "explain", "--pod", "x"]);

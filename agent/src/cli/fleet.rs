@@ -16,14 +16,17 @@ use crate::export::{grpc::query_client, now_unix_ns, wire::finding_from_wire};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
-    /// The collector (http://host:port or https://host:port).
+    /// The collector (http://host:port or https://host:port). `explain`
+    /// of a cgroup, pod or unit asks every replica: each address of the
+    /// name, and of each --collector given.
     #[arg(
         long,
         value_name = "URL",
         default_value = "http://127.0.0.1:7411",
-        global = true
+        global = true,
+        action = clap::ArgAction::Append
     )]
-    collector: String,
+    collector: Vec<String>,
     #[command(flatten)]
     tls: TlsArgs,
     /// One node in detail: its series since the collector first saw it.
@@ -79,11 +82,22 @@ struct ExplainArgs {
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.tls.collector(&args.collector, Duration::from_secs(1));
+    if let Some(View::Explain(target)) = &args.view {
+        if target.slo.is_none() || target.windows.is_some() {
+            return asked(&args, target).await;
+        }
+    }
+    let [url] = args.collector.as_slice() else {
+        anyhow::bail!(
+            "{} --collector given: only `sonde fleet explain` of a cgroup, pod or unit asks several; give one",
+            args.collector.len()
+        );
+    };
+    let config = args.tls.collector(url, Duration::from_secs(1));
     let mut client = query_client(&config).await?;
     if let Some(View::Explain(target)) = &args.view {
-        let Some(slo) = target.slo.as_ref().filter(|_| target.windows.is_none()) else {
-            return asked(&mut client, target, args.json).await;
+        let Some(slo) = &target.slo else {
+            anyhow::bail!("give exactly one of --slo, --cgroup, --pod, --unit");
         };
         let slos = list_slos(&mut client).await?;
         let ours: Vec<&NodeExplanation> = slos
@@ -197,11 +211,8 @@ async fn list_slos(
 
 /// A cgroup, pod or unit explained by the nodes streaming to the collector
 /// that have it. None has it: one line saying where to ask, exit 1.
-async fn asked(
-    client: &mut sonde_proto::v1::query_client::QueryClient<tonic::transport::Channel>,
-    target: &ExplainArgs,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+async fn asked(args: &Args, target: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let json = args.json;
     let (kind, name) = match (&target.slo, &target.cgroup, &target.pod, &target.unit) {
         (Some(slo), _, _, _) => ("slo", slo.clone()),
         (_, Some(path), _, _) => ("cgroup", path.clone()),
@@ -209,16 +220,74 @@ async fn asked(
         (_, _, _, Some(unit)) => ("unit", unit.clone()),
         _ => anyhow::bail!("give exactly one of --slo, --cgroup, --pod, --unit"),
     };
-    let answer = client
-        .explain(sonde_proto::v1::FleetExplainRequest {
-            target_kind: kind.to_owned(),
-            target: name.clone(),
-            windows: target.windows.unwrap_or(0),
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))
-        .context("asking the collector")?
-        .into_inner();
+    let request = sonde_proto::v1::FleetExplainRequest {
+        target_kind: kind.to_owned(),
+        target: name.clone(),
+        windows: target.windows.unwrap_or(0),
+    };
+    // Every replica: each address of each collector name, asked at once.
+    let mut replicas = Vec::new();
+    for url in &args.collector {
+        let config = args.tls.collector(url, Duration::from_secs(1));
+        replicas.extend(config.replicas().await?);
+    }
+    let mut asking = tokio::task::JoinSet::new();
+    for replica in replicas {
+        let request = request.clone();
+        asking.spawn(async move {
+            let name = replica.name();
+            let answer = async {
+                replica
+                    .query()
+                    .await?
+                    .explain(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| s.message().to_owned())
+            };
+            (name, answer.await)
+        });
+    }
+    let mut answer = sonde_proto::v1::FleetExplainResponse::default();
+    let mut reached = Vec::new();
+    let mut unreachable = Vec::new();
+    while let Some(joined) = asking.join_next().await {
+        match joined {
+            Ok((replica, Ok(a))) => {
+                reached.push(replica);
+                answer.asked += a.asked;
+                answer.unanswered.extend(a.unanswered);
+                answer.answers.extend(a.answers);
+            }
+            Ok((replica, Err(e))) => unreachable.push(format!("{replica}: {e}")),
+            Err(e) => unreachable.push(e.to_string()),
+        }
+    }
+    if reached.is_empty() {
+        anyhow::bail!(
+            "no collector answered ({}); check --collector",
+            unreachable.join("; ")
+        );
+    }
+    reached.sort();
+    unreachable.sort();
+    // Each node once (one that moved between replicas may answer twice),
+    // the highest top score first.
+    let top = |a: &sonde_proto::v1::ExplainAnswer| -> f64 {
+        serde_json::from_str::<serde_json::Value>(&a.explanation_json)
+            .ok()
+            .and_then(|e| {
+                e.pointer("/findings/0/score")
+                    .and_then(serde_json::Value::as_f64)
+            })
+            .unwrap_or(f64::NEG_INFINITY)
+    };
+    answer
+        .answers
+        .sort_by(|a, b| top(b).total_cmp(&top(a)).then_with(|| a.node.cmp(&b.node)));
+    let mut seen = std::collections::BTreeSet::new();
+    answer.answers.retain(|a| seen.insert(a.node.clone()));
+    answer.scope = format!("{} replica(s): {}", reached.len(), reached.join(", "));
     let mut nodes = Vec::new();
     let mut failed = Vec::new();
     for a in &answer.answers {
@@ -233,7 +302,8 @@ async fn asked(
     }
     if json {
         let out = serde_json::json!({
-            "scope": answer.scope,
+            "replicas": reached,
+            "unreachable": unreachable,
             "asked": answer.asked,
             "unanswered": answer.unanswered,
             "nodes": nodes.iter().map(|(node, e)| serde_json::json!({"node": node, "explanation": e})).collect::<Vec<_>>(),
@@ -243,9 +313,12 @@ async fn asked(
     }
     let Some((first, e)) = nodes.first() else {
         let mut why = format!(
-            "no node streaming to this collector has {kind} {name} in its recent windows ({} agent(s) asked",
-            answer.asked
+            "no node streaming to {} has {kind} {name} in its recent windows ({} agent(s) asked",
+            answer.scope, answer.asked
         );
+        for u in &unreachable {
+            let _ = write!(why, "; unreachable {u}");
+        }
         if !answer.unanswered.is_empty() {
             let _ = write!(why, "; no answer from {}", answer.unanswered.join(", "));
         }
@@ -253,12 +326,15 @@ async fn asked(
             let _ = write!(why, "; {node}: {error}");
         }
         why.push_str(
-            "): ask the collector its node streams to, or run `sonde explain` on the node",
+            "): give every replica (--collector, once each), or run `sonde explain` on the node",
         );
         anyhow::bail!(why);
     };
     if !json {
-        let mut out = scope_line(&answer.scope, "");
+        let mut out = format!("asked: {} (the agents streaming to them)\n", answer.scope);
+        for u in &unreachable {
+            let _ = writeln!(out, "unreachable: {u}");
+        }
         let _ = writeln!(
             out,
             "verdict: {} (node {first}; {} node(s) have it)",

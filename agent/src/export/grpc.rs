@@ -275,6 +275,18 @@ impl Replica {
             format!("{} ({address})", self.url)
         }
     }
+
+    /// A client of this replica's Query API, connected within the connect
+    /// bound.
+    pub async fn query(
+        &self,
+    ) -> Result<sonde_proto::v1::query_client::QueryClient<Channel>, String> {
+        match tokio::time::timeout(CONNECT_BOUND, self.endpoint.connect()).await {
+            Ok(Ok(channel)) => Ok(sonde_proto::v1::query_client::QueryClient::new(channel)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no connection within {CONNECT_BOUND:?}")),
+        }
+    }
 }
 
 /// 64-bit FNV-1a, then a finaliser that spreads the bits: stable across
