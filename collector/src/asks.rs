@@ -48,13 +48,34 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Removes a request's entry when its asking ends.
+struct Pending<'a>(&'a Asks, u64);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.pending).remove(&self.1);
+    }
+}
+
 impl Asks {
-    /// `node` streams on stream `stream` and answers explain requests.
-    pub fn register(&self, node: &str, stream: u64, acks: &AckSender) {
+    /// `node` streams on stream `stream`; `answers` whether its agent says
+    /// (in the report just accepted) that it answers explain requests.
+    pub fn register(&self, node: &str, stream: u64, acks: &AckSender, answers: bool) {
         let mut streams = lock(&self.streams);
+        if !answers {
+            if streams.get(node).is_some_and(|(id, _)| *id == stream) {
+                streams.remove(node);
+            }
+            return;
+        }
         if streams.get(node).is_none_or(|(id, _)| *id != stream) {
             streams.insert(node.to_owned(), (stream, acks.clone()));
         }
+    }
+
+    /// Requests waiting for answers.
+    pub fn waiting(&self) -> usize {
+        lock(&self.pending).len()
     }
 
     /// Stream `stream` ended.
@@ -79,6 +100,8 @@ impl Asks {
             .collect();
         let (tx, mut rx) = mpsc::channel(streams.len().max(1));
         lock(&self.pending).insert(request.id, tx);
+        // Gone however this ends, a caller that went away included.
+        let _pending = Pending(self, request.id);
         let mut out = Asked {
             asked: streams.len(),
             ..Asked::default()
@@ -111,7 +134,6 @@ impl Asks {
                 () = &mut deadline => break,
             }
         }
-        lock(&self.pending).remove(&request.id);
         out.unanswered.extend(waiting);
         out.unanswered.sort();
         out
@@ -127,25 +149,29 @@ mod tests {
         let asks = std::sync::Arc::new(Asks::default());
         let (a_tx, mut a_rx) = mpsc::channel(4);
         let (b_tx, _b_rx) = mpsc::channel(4);
-        asks.register("a", 1, &a_tx);
-        asks.register("b", 2, &b_tx);
-        // A stream that ended is not asked.
+        asks.register("a", 1, &a_tx, true);
+        asks.register("b", 2, &b_tx, true);
+        // A stream that ended is not asked, nor one whose agent stopped
+        // saying it answers.
         let (c_tx, _c_rx) = mpsc::channel(4);
-        asks.register("c", 3, &c_tx);
+        asks.register("c", 3, &c_tx, true);
         asks.unregister(3);
+        let (d_tx, _d_rx) = mpsc::channel(4);
+        asks.register("d", 4, &d_tx, true);
+        asks.register("d", 4, &d_tx, false);
         let answering = asks.clone();
-        tokio::spawn(async move {
+        let agent = tokio::spawn(async move {
             let Some(Ok(ack)) = a_rx.recv().await else {
-                return;
+                return (0, false);
             };
             let request = ack.explain.unwrap_or_default();
-            assert_eq!(ack.sequence, 0);
-            assert!(answering.answer(ExplainAnswer {
+            let taken = answering.answer(ExplainAnswer {
                 id: request.id,
                 node: "a".into(),
                 explanation_json: request.target.clone(),
                 ..ExplainAnswer::default()
-            }));
+            });
+            (ack.sequence, taken)
         });
         let asked = asks
             .ask(
@@ -157,6 +183,7 @@ mod tests {
                 Duration::from_millis(300),
             )
             .await;
+        assert_eq!(agent.await.unwrap(), (0, true));
         assert_eq!(asked.asked, 2);
         assert_eq!(asked.answers.len(), 1);
         assert_eq!(asked.answers[0].explanation_json, "/x");
@@ -167,5 +194,25 @@ mod tests {
             node: "b".into(),
             ..ExplainAnswer::default()
         }));
+        assert_eq!(asks.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_goes_away_leaves_nothing_waiting() {
+        let asks = std::sync::Arc::new(Asks::default());
+        let (tx, _rx) = mpsc::channel(4);
+        asks.register("a", 1, &tx, true);
+        let asking = asks.clone();
+        let task = tokio::spawn(async move {
+            asking
+                .ask(ExplainRequest::default(), Duration::from_secs(60))
+                .await
+        });
+        while asks.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+        assert!(task.await.is_err());
+        assert_eq!(asks.waiting(), 0);
     }
 }

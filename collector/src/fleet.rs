@@ -398,6 +398,7 @@ mod tests {
                 ..Default::default()
             }],
             windows: 3,
+            incomplete_windows: 0,
         }];
         r
     }

@@ -109,12 +109,11 @@ impl Ingest for IngestService {
                 let answers = report
                     .node
                     .as_ref()
-                    .filter(|_| report.answers_explain)
-                    .map(|n| n.node_name.clone());
+                    .map(|n| (n.node_name.clone(), report.answers_explain));
                 let next = match accept(&state, report, now_unix_ns(), &peer) {
                     Ok((ack, delivery)) => {
-                        if let Some(node) = answers {
-                            state.asks.register(&node, stream_id, &asks_tx);
+                        if let Some((node, answers)) = answers {
+                            state.asks.register(&node, stream_id, &asks_tx, answers);
                         }
                         Next::Ack(ack, delivery)
                     }

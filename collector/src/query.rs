@@ -102,14 +102,35 @@ impl Query for QueryService {
         let mut store_error = String::new();
         if let Some(store) = &self.state.store {
             let now = now_unix_ns();
-            match tokio::try_join!(store.slos(now), store.explanations(now)) {
-                Ok((slos, explanations)) => {
+            let (slos, stored) = tokio::join!(store.slos(now), store.explanations(now));
+            match slos {
+                Ok(slos) => {
+                    // Explanations from the store, and from memory those of
+                    // nodes the store has none of (not written there, or a
+                    // store that did not answer this query).
+                    let mut explanations = match stored {
+                        Ok(e) => e,
+                        Err(e) => {
+                            store_error = unanswered(&e);
+                            Vec::new()
+                        }
+                    };
+                    let known: std::collections::BTreeSet<String> =
+                        explanations.iter().map(|e| e.node.clone()).collect();
+                    explanations.extend(
+                        self.state
+                            .fleet()
+                            .explanations()
+                            .into_iter()
+                            .filter(|e| !known.contains(&e.node)),
+                    );
+                    crate::fleet::rank(&mut explanations);
                     return Ok(Response::new(ListSlosResponse {
                         slos,
                         scope: store::SCOPE.to_owned(),
                         store_error,
                         explanations,
-                    }))
+                    }));
                 }
                 Err(e) => store_error = unanswered(&e),
             }

@@ -207,6 +207,14 @@ fn stamps(samples: Vec<Sample>) -> HashMap<BTreeMap<String, String>, f64> {
         .collect()
 }
 
+/// Whether a sample at `stamp_secs` was written with the window that ended
+/// at `end_secs`: its time is that end truncated to the millisecond (the
+/// margins absorb the floating point of Unix seconds).
+fn written_at(stamp_secs: f64, end_secs: f64) -> bool {
+    let behind = end_secs - stamp_secs;
+    behind > -0.000_5 && behind < 0.001_5
+}
+
 /// Whether the series `s` was written with the node's latest window: its
 /// last sample is at that window's end (to the millisecond).
 fn written_with(
@@ -214,10 +222,10 @@ fn written_with(
     s: &Sample,
     summary: &NodeSummary,
 ) -> bool {
-    let end = summary.latest.as_ref().map_or(0, |l| l.window_end_unix_ns);
+    let end = summary.latest.as_ref().map_or(0, |l| l.window_end_unix_ns) as f64 / 1e9;
     stamps
         .get(&unnamed(&s.labels))
-        .is_some_and(|t| ((t * 1e9).round() as u64).abs_diff(end) < 1_000_000)
+        .is_some_and(|t| written_at(*t, end))
 }
 
 /// What the store holds of one node around one span: its SLO counters'
@@ -537,8 +545,8 @@ impl Store {
             self.lookback_secs
         );
         let selector = n.selector();
-        let [q0, q1, q2, q3, q4, q5, q6] = n.series().map(|s| format!("timestamp({s})"));
-        let (ends, values, s0, s1, s2, s3, s4, s5, s6) = tokio::try_join!(
+        let [q0, q1, q2, q3, q4, q5, q6, q7] = n.series().map(|s| format!("timestamp({s})"));
+        let (ends, values, s0, s1, s2, s3, s4, s5, s6, s7) = tokio::try_join!(
             self.vector(&end, now),
             self.vector(&selector, now),
             self.vector(&q0, now),
@@ -548,13 +556,14 @@ impl Store {
             self.vector(&q4, now),
             self.vector(&q5, now),
             self.vector(&q6, now),
+            self.vector(&q7, now),
         )?;
         let ends: HashMap<String, f64> = ends
             .into_iter()
             .filter_map(|s| Some((s.labels.get(&n.host)?.clone(), s.value)))
             .collect();
         let mut stamps = HashMap::new();
-        for (name, samples) in n.series().into_iter().zip([s0, s1, s2, s3, s4, s5, s6]) {
+        for (name, samples) in n.series().into_iter().zip([s0, s1, s2, s3, s4, s5, s6, s7]) {
             for s in samples {
                 let mut key = s.labels;
                 key.insert(explain::NAME_COPY.to_owned(), name.clone());

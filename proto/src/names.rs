@@ -149,6 +149,9 @@ pub const STORE_PROBE_ATTACHED: &str = "sonde.probe.attached";
 /// the store. A finding's sentence is not stored (its figures would make
 /// a new series each window): a reader rebuilds it from these.
 pub const STORE_EXPLANATION_WINDOWS: &str = "sonde.slo.explanation.windows";
+/// Of those windows, the ones that lost data or had a probe down (gauge,
+/// `{window}`; `slo.name`).
+pub const STORE_EXPLANATION_INCOMPLETE: &str = "sonde.slo.explanation.incomplete";
 /// A finding's score (gauge; `slo.name`, `finding.rank`, `finding.kind`,
 /// `finding.unit`).
 pub const STORE_FINDING_SCORE: &str = "sonde.slo.explanation.finding.score";

@@ -252,6 +252,12 @@ pub fn window_series(report: &AgentReport) -> Result<Vec<TimeSeries>, WriteError
             None,
             f64::from(e.windows),
         );
+        push(
+            gauge_name(names::STORE_EXPLANATION_INCOMPLETE, ""),
+            &slo,
+            None,
+            f64::from(e.incomplete_windows),
+        );
         for (rank, f) in (1u32..).zip(&e.findings) {
             let mut finding = slo.to_vec();
             finding.push(label(names::ATTR_FINDING_RANK, rank.to_string()));

@@ -773,6 +773,10 @@ fn explain_from_the_cli_the_agent_and_the_collector() {
         };
         assert_eq!(listed(x), listed(&carried), "{url}: {slos}");
         assert_eq!(x["windows"], carried["windows"], "{url}: {slos}");
+        assert_eq!(
+            x["incomplete_windows"], carried["incomplete_windows"],
+            "{url}: {slos}"
+        );
         let top = &x["findings"][0];
         assert_eq!(top["kind"], "cpu_contention", "{url}: {slos}");
         assert_eq!(top["culprits"][0]["name"], hog_path, "{url}: {slos}");

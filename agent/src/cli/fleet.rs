@@ -17,8 +17,8 @@ use crate::export::{grpc::query_client, now_unix_ns, wire::finding_from_wire};
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
     /// The collector (http://host:port or https://host:port). `explain`
-    /// of a cgroup, pod or unit asks every replica: each address of the
-    /// name, and of each --collector given.
+    /// of a cgroup, pod or unit (or of an SLO with --windows) asks every
+    /// replica: each address of the name, and of each --collector given.
     #[arg(
         long,
         value_name = "URL",
@@ -89,7 +89,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let [url] = args.collector.as_slice() else {
         anyhow::bail!(
-            "{} --collector given: only `sonde fleet explain` of a cgroup, pod or unit asks several; give one",
+            "{} --collector given: only `sonde fleet explain` of a cgroup, pod or unit (or an SLO with --windows) asks several; give one",
             args.collector.len()
         );
     };
@@ -209,6 +209,9 @@ async fn list_slos(
         .into_inner())
 }
 
+/// How long a replica gets to answer `explain` (it waits 5 s for its agents).
+const ASK_BOUND: Duration = Duration::from_secs(15);
+
 /// A cgroup, pod or unit explained by the nodes streaming to the collector
 /// that have it. None has it: one line saying where to ask, exit 1.
 async fn asked(args: &Args, target: &ExplainArgs) -> anyhow::Result<ExitCode> {
@@ -225,11 +228,17 @@ async fn asked(args: &Args, target: &ExplainArgs) -> anyhow::Result<ExitCode> {
         target: name.clone(),
         windows: target.windows.unwrap_or(0),
     };
-    // Every replica: each address of each collector name, asked at once.
+    // Every replica: each address of each collector name (once), asked at
+    // once.
     let mut replicas = Vec::new();
+    let mut unreachable = Vec::new();
+    let mut addresses = std::collections::BTreeSet::new();
     for url in &args.collector {
         let config = args.tls.collector(url, Duration::from_secs(1));
-        replicas.extend(config.replicas().await?);
+        match config.replicas().await {
+            Ok(found) => replicas.extend(found.into_iter().filter(|r| addresses.insert(r.address))),
+            Err(e) => unreachable.push(format!("{url}: {e}")),
+        }
     }
     let mut asking = tokio::task::JoinSet::new();
     for replica in replicas {
@@ -237,20 +246,22 @@ async fn asked(args: &Args, target: &ExplainArgs) -> anyhow::Result<ExitCode> {
         asking.spawn(async move {
             let name = replica.name();
             let answer = async {
-                replica
-                    .query()
-                    .await?
-                    .explain(request)
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(|s| s.message().to_owned())
+                let mut client = replica.query().await?;
+                match tokio::time::timeout(ASK_BOUND, client.explain(request)).await {
+                    Ok(Ok(a)) => Ok(a.into_inner()),
+                    Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => Err(
+                        "this collector predates `sonde fleet explain` of a cgroup, pod or unit: upgrade it"
+                            .to_owned(),
+                    ),
+                    Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
+                    Err(_) => Err(format!("no answer within {ASK_BOUND:?}")),
+                }
             };
             (name, answer.await)
         });
     }
     let mut answer = sonde_proto::v1::FleetExplainResponse::default();
     let mut reached = Vec::new();
-    let mut unreachable = Vec::new();
     while let Some(joined) = asking.join_next().await {
         match joined {
             Ok((replica, Ok(a))) => {
@@ -271,22 +282,29 @@ async fn asked(args: &Args, target: &ExplainArgs) -> anyhow::Result<ExitCode> {
     }
     reached.sort();
     unreachable.sort();
-    // Each node once (one that moved between replicas may answer twice),
-    // the highest top score first.
-    let top = |a: &sonde_proto::v1::ExplainAnswer| -> f64 {
-        serde_json::from_str::<serde_json::Value>(&a.explanation_json)
+    // Each node once (one that moved between replicas may answer twice, an
+    // explanation winning over an error), the highest top score first.
+    let top = |a: &sonde_proto::v1::ExplainAnswer| -> (bool, f64) {
+        let score = serde_json::from_str::<serde_json::Value>(&a.explanation_json)
             .ok()
             .and_then(|e| {
                 e.pointer("/findings/0/score")
                     .and_then(serde_json::Value::as_f64)
             })
-            .unwrap_or(f64::NEG_INFINITY)
+            .unwrap_or(0.0);
+        (a.error.is_empty(), score)
     };
-    answer
-        .answers
-        .sort_by(|a, b| top(b).total_cmp(&top(a)).then_with(|| a.node.cmp(&b.node)));
+    answer.answers.sort_by(|a, b| {
+        let (x, y) = (top(a), top(b));
+        y.0.cmp(&x.0)
+            .then(y.1.total_cmp(&x.1))
+            .then_with(|| a.node.cmp(&b.node))
+    });
     let mut seen = std::collections::BTreeSet::new();
     answer.answers.retain(|a| seen.insert(a.node.clone()));
+    answer.unanswered.sort();
+    answer.unanswered.dedup();
+    answer.unanswered.retain(|n| !seen.contains(n));
     answer.scope = format!("{} replica(s): {}", reached.len(), reached.join(", "));
     let mut nodes = Vec::new();
     let mut failed = Vec::new();

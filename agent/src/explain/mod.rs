@@ -1009,6 +1009,7 @@ pub fn for_alert(slo: &str, windows: &[Window]) -> Option<AlertExplanation> {
         verdict: e.verdict,
         findings: e.findings.into_iter().take(ALERT_FINDINGS).collect(),
         windows: e.windows.count,
+        incomplete_windows: e.windows.incomplete,
     })
 }
 

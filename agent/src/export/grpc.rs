@@ -372,6 +372,9 @@ pub struct Shared {
     pub failover: FailoverStats,
     /// Answers the collector's explain requests, once set.
     pub explainer: std::sync::OnceLock<Explainer>,
+    /// An explain request is being answered: one at a time, the others
+    /// are answered "busy" (the work shares the window loop's thread).
+    explaining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -382,6 +385,7 @@ impl Shared {
             added: Notify::new(),
             failover: FailoverStats::default(),
             explainer: std::sync::OnceLock::new(),
+            explaining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -578,7 +582,7 @@ async fn stream(
     replica: &Replica,
     first_choice: Option<&Replica>,
     (collectors, node): (&[CollectorConfig], &str),
-    shared: &Shared,
+    shared: &Arc<Shared>,
     backoff: &mut Backoff,
     lost: &mut Option<Lost>,
 ) -> Result<End, StreamError> {
@@ -642,7 +646,9 @@ async fn stream(
                 Ok(Some(ack)) => {
                     if let Some(request) = ack.explain {
                         answer(shared, &channel, request, node);
-                        continue;
+                        if ack.sequence == 0 {
+                            continue;
+                        }
                     }
                     shared.outbox().ack(ack.sequence)?;
                     in_flight = in_flight.saturating_sub(1);
@@ -679,17 +685,24 @@ async fn stream(
 
 /// Answers the collector's explain request on its own task, through
 /// `Ingest.Explained` on the stream's channel: the stream goes on meanwhile.
-fn answer(shared: &Shared, channel: &Channel, request: ExplainRequest, node: &str) {
-    let explainer = shared.explainer.get().cloned();
-    let (channel, node) = (channel.clone(), node.to_owned());
+fn answer(shared: &Arc<Shared>, channel: &Channel, request: ExplainRequest, node: &str) {
+    let (shared, channel, node) = (shared.clone(), channel.clone(), node.to_owned());
     tokio::spawn(async move {
-        let answer = match explainer {
-            Some(explain) => explain(&request),
-            None => ExplainAnswer {
-                id: request.id,
-                error: "this agent keeps no windows to explain".to_owned(),
-                ..ExplainAnswer::default()
-            },
+        let refused = |error: &str| ExplainAnswer {
+            id: request.id,
+            error: error.to_owned(),
+            ..ExplainAnswer::default()
+        };
+        let answer = match shared.explainer.get() {
+            None => refused("this agent keeps no windows to explain"),
+            Some(_) if shared.explaining.swap(true, Ordering::AcqRel) => {
+                refused("busy answering another explain request; ask again")
+            }
+            Some(explain) => {
+                let answer = explain(&request);
+                shared.explaining.store(false, Ordering::Release);
+                answer
+            }
         };
         let answer = ExplainAnswer { node, ..answer };
         if let Err(status) = IngestClient::new(channel).explained(answer).await {

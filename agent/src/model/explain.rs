@@ -119,6 +119,8 @@ pub struct AlertExplanation {
     pub findings: Vec<Finding>,
     /// Windows explained.
     pub windows: usize,
+    /// Of them, those that lost data or had a probe down.
+    pub incomplete_windows: usize,
 }
 
 /// Findings an alert carries.

@@ -23,6 +23,7 @@ pub(super) const NAME_COPY: &str = "__series__";
 pub(super) struct Names {
     pub host: String,
     windows: String,
+    explanation_incomplete: String,
     score: String,
     magnitude: String,
     share: String,
@@ -44,6 +45,7 @@ impl Names {
         Self {
             host: label_name(names::RES_HOST_NAME),
             windows: gauge_name(names::STORE_EXPLANATION_WINDOWS, ""),
+            explanation_incomplete: gauge_name(names::STORE_EXPLANATION_INCOMPLETE, ""),
             score: gauge_name(names::STORE_FINDING_SCORE, ""),
             magnitude: gauge_name(names::STORE_FINDING_MAGNITUDE, ""),
             share: gauge_name(names::STORE_FINDING_SHARE, ""),
@@ -70,9 +72,10 @@ impl Names {
     /// Every explanation series' name, for `timestamp()` one by one: that
     /// of a function's answer (a `label_replace` keeping the name) would
     /// be the evaluation's time, not the sample's.
-    pub fn series(&self) -> [&String; 7] {
+    pub fn series(&self) -> [&String; 8] {
         [
             &self.windows,
+            &self.explanation_incomplete,
             &self.score,
             &self.magnitude,
             &self.share,
@@ -88,6 +91,7 @@ impl Names {
 struct Partial {
     severity: String,
     windows: u32,
+    incomplete: u32,
     marked: bool,
     /// By rank.
     findings: BTreeMap<u32, Finding>,
@@ -117,7 +121,7 @@ pub(super) fn assemble(
         key.insert(NAME_COPY.to_owned(), name.clone());
         let latest = stamps
             .get(&key)
-            .is_some_and(|t| ((t - end) * 1e3).abs() < 1.0);
+            .is_some_and(|t| super::written_at(*t, *end));
         if !latest || slo.is_empty() {
             continue;
         }
@@ -129,6 +133,8 @@ pub(super) fn assemble(
             part.marked = true;
             part.severity = get(&n.severity);
             part.windows = value as u32;
+        } else if *name == n.explanation_incomplete {
+            part.incomplete = value as u32;
         } else if [&n.score, &n.magnitude, &n.share, &n.incomplete].contains(&name) {
             let f = part.findings.entry(rank).or_insert_with(|| Finding {
                 kind: get(&n.kind),
@@ -176,9 +182,10 @@ pub(super) fn assemble(
                 explanation: Some(SloExplanation {
                     slo,
                     severity: p.severity,
-                    verdict: verdict(&findings, p.windows),
+                    verdict: verdict(&findings, p.windows, p.incomplete),
                     findings,
                     windows: p.windows,
+                    incomplete_windows: p.incomplete,
                 }),
                 node,
             }
@@ -191,6 +198,12 @@ pub(super) fn assemble(
 /// A finding's sentence rebuilt from its stored figures: the magnitude in
 /// its unit and the top culprit with its share.
 fn summary(f: &Finding) -> String {
+    if f.kind == "data_incomplete" {
+        return format!(
+            "{} window(s) lost data or had a probe down: the figures above are lower bounds",
+            f.incomplete_windows
+        );
+    }
     let unit = f.unit.trim_matches(|c| c == '{' || c == '}');
     let mut out = match unit {
         "1" => format!("{:.0}%", 100.0 * f.magnitude),
@@ -208,16 +221,12 @@ fn summary(f: &Finding) -> String {
 
 /// The verdict as the agent words it: the top finding that is not about
 /// lost data, with the incomplete windows said.
-fn verdict(findings: &[Finding], windows: u32) -> String {
-    let caveat = findings
-        .iter()
-        .find(|f| f.kind == "data_incomplete")
-        .map_or(String::new(), |f| {
-            format!(
-                "; {} of {windows} windows incomplete, so figures are lower bounds",
-                f.incomplete_windows
-            )
-        });
+fn verdict(findings: &[Finding], windows: u32, incomplete: u32) -> String {
+    let caveat = if incomplete > 0 {
+        format!("; {incomplete} of {windows} windows incomplete, so figures are lower bounds")
+    } else {
+        String::new()
+    };
     match findings.iter().find(|f| f.kind != "data_incomplete") {
         Some(f) => format!("{}: {}{caveat}", f.kind, f.summary),
         None => {
@@ -309,6 +318,7 @@ mod tests {
                 finding("psi_memory", 1.5, &[]),
             ],
             windows: 10,
+            incomplete_windows: 0,
         };
         let newer = SloExplanation {
             slo: "api".into(),
@@ -318,7 +328,7 @@ mod tests {
                 finding("cpu_contention", 2.8, &[("/hog", 0.9), ("/other", 0.1)]),
                 Finding {
                     kind: "data_incomplete".into(),
-                    score: 0.5,
+                    score: 0.0,
                     incomplete_windows: 2,
                     unit: "{window}".into(),
                     share: None,
@@ -327,6 +337,7 @@ mod tests {
                 },
             ],
             windows: 10,
+            incomplete_windows: 2,
         };
         let other = SloExplanation {
             slo: "db".into(),
@@ -334,17 +345,20 @@ mod tests {
             verdict: String::new(),
             findings: vec![],
             windows: 4,
+            incomplete_windows: 0,
         };
         let reports = [
             report("a", 10_000_000_000, vec![older]),
-            report("a", 20_000_000_000, vec![newer.clone()]),
+            // An end a hair short of the next millisecond: the samples'
+            // time is truncated to the millisecond.
+            report("a", 20_000_999_990, vec![newer.clone()]),
             report("b", 15_000_000_000, vec![other]),
             // c's alert stopped firing: its latest window explains nothing.
             report("c", 10_000_000_000, vec![newer.clone()]),
             report("c", 20_000_000_000, vec![]),
         ];
         let (values, stamps) = stored(&reports);
-        let ends: HashMap<String, f64> = [("a", 20.0), ("b", 15.0), ("c", 20.0)]
+        let ends: HashMap<String, f64> = [("a", 20.000_999_99), ("b", 15.0), ("c", 20.0)]
             .into_iter()
             .map(|(n, e)| (n.to_owned(), e))
             .collect();
@@ -352,7 +366,7 @@ mod tests {
         let nodes: Vec<&str> = got.iter().map(|e| e.node.as_str()).collect();
         assert_eq!(nodes, ["a", "b"], "{got:?}");
         let a = got[0].explanation.as_ref().expect("a's");
-        assert_eq!(got[0].window_end_unix_ns, 20_000_000_000);
+        assert_eq!(got[0].window_end_unix_ns, 20_000_999_990);
         assert_eq!(
             (a.slo.as_str(), a.severity.as_str(), a.windows),
             ("api", "page", 10)

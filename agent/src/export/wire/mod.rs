@@ -280,6 +280,7 @@ fn explanation(s: &SloStatus) -> Option<v1::SloExplanation> {
             })
             .collect(),
         windows: u32::try_from(e.windows).unwrap_or(u32::MAX),
+        incomplete_windows: u32::try_from(e.incomplete_windows).unwrap_or(u32::MAX),
     })
 }
 
