@@ -74,7 +74,8 @@ impl Asks {
     }
 
     /// Requests waiting for answers.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
         lock(&self.pending).len()
     }
 

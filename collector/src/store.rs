@@ -199,6 +199,14 @@ fn unnamed(labels: &Labels) -> Labels {
     labels
 }
 
+/// Each sample's value by its `host` label (samples without one left out).
+fn by_host(samples: Vec<Sample>, host: &str) -> HashMap<String, f64> {
+    samples
+        .into_iter()
+        .filter_map(|s| Some((s.labels.get(host)?.clone(), s.value)))
+        .collect()
+}
+
 /// `timestamp(x)`'s answer: each series' last sample time, by its labels.
 fn stamps(samples: Vec<Sample>) -> HashMap<BTreeMap<String, String>, f64> {
     samples
@@ -400,12 +408,7 @@ impl Store {
             self.vector(&events_at, now),
             self.vector(&info_at, now),
         )?;
-        let by_host = |samples: Vec<Sample>| -> HashMap<String, f64> {
-            samples
-                .into_iter()
-                .filter_map(|s| Some((s.labels.get(&n.host)?.clone(), s.value)))
-                .collect()
-        };
+        let by_host = |samples| by_host(samples, &n.host);
         let (sequence, complete, start, lost) = (
             by_host(sequence),
             by_host(complete),
@@ -558,10 +561,7 @@ impl Store {
             self.vector(&q6, now),
             self.vector(&q7, now),
         )?;
-        let ends: HashMap<String, f64> = ends
-            .into_iter()
-            .filter_map(|s| Some((s.labels.get(&n.host)?.clone(), s.value)))
-            .collect();
+        let ends = by_host(ends, &n.host);
         let mut stamps = HashMap::new();
         for (name, samples) in n.series().into_iter().zip([s0, s1, s2, s3, s4, s5, s6, s7]) {
             for s in samples {

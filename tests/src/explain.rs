@@ -54,41 +54,63 @@ fn sleep_ns(ns: i64) {
     unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
 }
 
-/// (a) A request handler (sleeps 1 ms, works 2 ms) shares CPU 0 with a
-/// spinning neighbour in another cgroup, or runs there alone.
-fn contention(with_hog: bool) -> (Explanation, TestCgroup, TestCgroup, f64, Vec<Window>) {
+/// A request handler (sleeps 1 ms, works 2 ms, `rounds` times) in
+/// `victim_cg` shares CPU 0 with a spinning neighbour in each of `hogs`,
+/// watched in windows of 500 ms (at most `max_windows`): the windows, and
+/// the victim's run-queue wait by the kernel's own `run_delay`, seconds.
+fn beside(
+    victim_cg: &TestCgroup,
+    hogs: &[&TestCgroup],
+    rounds: usize,
+    max_windows: usize,
+) -> (Vec<Window>, f64) {
     let probes = Probes::load(ProbeOptions::default()).expect("load probes");
-    let tag = if with_hog { "" } else { "-alone" };
-    let victim_cg = TestCgroup::new(&format!("explain-victim{tag}"));
-    let hog_cg = TestCgroup::new(&format!("explain-hog{tag}"));
-    let victim = Workload::fork(&victim_cg, || {
+    let victim = Workload::fork(victim_cg, || {
         pin_to_cpu(0);
-        for _ in 0..500 {
+        for _ in 0..rounds {
             sleep_ns(1_000_000);
             burn_cpu(2_000_000);
         }
     });
-    let hog = with_hog.then(|| {
-        Workload::fork(&hog_cg, || {
-            pin_to_cpu(0);
-            burn_cpu(30_000_000_000);
+    let hogs: Vec<Workload> = hogs
+        .iter()
+        .map(|cg| {
+            Workload::fork(cg, || {
+                pin_to_cpu(0);
+                burn_cpu(30_000_000_000);
+            })
         })
-    });
+        .collect();
     let mut sampler = Sampler::start(probes).expect("first reading");
     let delay_before = run_delay_ns(victim.pid());
-    if let Some(h) = &hog {
+    for h in &hogs {
         h.go();
     }
     victim.go();
-    let windows = watch(&mut sampler, Duration::from_millis(500), 3, 40, || {
-        victim.exited()
-    });
+    let windows = watch(
+        &mut sampler,
+        Duration::from_millis(500),
+        3,
+        max_windows,
+        || victim.exited(),
+    );
     victim.wait_exited();
     let waited = (run_delay_ns(victim.pid()) - delay_before) as f64 / 1e9;
     assert_eq!(victim.wait(), 0);
-    if let Some(h) = hog {
+    for h in hogs {
         h.kill();
     }
+    (windows, waited)
+}
+
+/// (a) A request handler (sleeps 1 ms, works 2 ms) shares CPU 0 with a
+/// spinning neighbour in another cgroup, or runs there alone.
+fn contention(with_hog: bool) -> (Explanation, TestCgroup, TestCgroup, f64, Vec<Window>) {
+    let tag = if with_hog { "" } else { "-alone" };
+    let victim_cg = TestCgroup::new(&format!("explain-victim{tag}"));
+    let hog_cg = TestCgroup::new(&format!("explain-hog{tag}"));
+    let hogs: &[&TestCgroup] = if with_hog { &[&hog_cg] } else { &[] };
+    let (windows, waited) = beside(&victim_cg, hogs, 500, 40);
     let e =
         explain::explain(&Target::Cgroup(victim_cg.v2_path()), &windows, None).expect("explain");
     eprintln!("{}", explain::render(&e));
@@ -721,6 +743,12 @@ fn explain_from_the_cli_the_agent_and_the_collector() {
         );
         let slos = crate::procs::fleet_json(&["--collector", url, "slo"]);
         assert_eq!(slos["scope"], "the fleet, from the store", "{url}: {slos}");
+        // One node, one SLO firing: one explanation.
+        assert_eq!(
+            slos["explanations"].as_array().map(Vec::len),
+            Some(1),
+            "{url}: {slos}"
+        );
         let e = &slos["explanations"][0];
         assert_eq!(e["node"], "explain-node", "{url}: {slos}");
         let x = &e["explanation"];
@@ -994,43 +1022,12 @@ fn two_neighbours_taking_turns_split_the_wait_between_the_last_holder_and_earlie
     if !privileged() {
         return;
     }
-    let probes = Probes::load(ProbeOptions::default()).expect("load probes");
     let victim_cg = TestCgroup::new("explain-split-victim");
     let hogs_cg = [
         TestCgroup::new("explain-split-hog1"),
         TestCgroup::new("explain-split-hog2"),
     ];
-    let victim = Workload::fork(&victim_cg, || {
-        pin_to_cpu(0);
-        for _ in 0..300 {
-            sleep_ns(1_000_000);
-            burn_cpu(2_000_000);
-        }
-    });
-    let hogs: Vec<Workload> = hogs_cg
-        .iter()
-        .map(|cg| {
-            Workload::fork(cg, || {
-                pin_to_cpu(0);
-                burn_cpu(30_000_000_000);
-            })
-        })
-        .collect();
-    let mut sampler = Sampler::start(probes).expect("first reading");
-    let delay_before = run_delay_ns(victim.pid());
-    for h in &hogs {
-        h.go();
-    }
-    victim.go();
-    let windows = watch(&mut sampler, Duration::from_millis(500), 3, 60, || {
-        victim.exited()
-    });
-    victim.wait_exited();
-    let waited = (run_delay_ns(victim.pid()) - delay_before) as f64 / 1e9;
-    assert_eq!(victim.wait(), 0);
-    for h in hogs {
-        h.kill();
-    }
+    let (windows, waited) = beside(&victim_cg, &[&hogs_cg[0], &hogs_cg[1]], 300, 60);
     let rows: Vec<_> = windows
         .iter()
         .flat_map(|w| &w.runqueue_holders)
@@ -1059,7 +1056,14 @@ fn two_neighbours_taking_turns_split_the_wait_between_the_last_holder_and_earlie
     );
     // Both neighbours are named, and with what was charged before the last
     // holder's run they account for the wait.
+    // Both are named, and as last holders they take a large part of the
+    // waits (58-61 % together measured on the host; how it splits between
+    // the two varies from run to run).
     assert!(hog1 > 0.0 && hog2 > 0.0, "hog1 {hog1}, hog2 {hog2}");
+    assert!(
+        hog1 + hog2 >= 0.4 * total,
+        "hogs {hog1} + {hog2} of {total}"
+    );
     assert!(
         hog1 + hog2 + earlier >= 0.9 * total,
         "hogs {hog1} + {hog2}, earlier {earlier}, of {total}"

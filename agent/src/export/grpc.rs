@@ -562,8 +562,10 @@ fn complete_failover(lost: &mut Option<Lost>, replica: &Replica, shared: &Shared
 /// connect bound (a stopped process accepts TCP, and answers nothing).
 async fn answers(replica: &Replica) -> bool {
     let check = async {
-        let channel = replica.endpoint.connect().await.ok()?;
-        sonde_proto::v1::query_client::QueryClient::new(channel)
+        replica
+            .query()
+            .await
+            .ok()?
             .health(sonde_proto::v1::HealthRequest {})
             .await
             .ok()
