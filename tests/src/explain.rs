@@ -13,7 +13,8 @@ use sonde::{
 };
 
 use crate::{
-    burn_cpu, pin_to_cpu, privileged, run_delay_ns, CpuLimit, MemoryLimit, TestCgroup, Workload,
+    burn_cpu, pin_to_cpu, privileged, run_delay_ns, CpuLimit, MemoryLimit, PinnedThread,
+    TestCgroup, Workload,
 };
 
 /// Closes a window every `every` until `done` says so (at least `min`
@@ -64,6 +65,9 @@ fn beside(
     rounds: usize,
     max_windows: usize,
 ) -> (Vec<Window>, f64) {
+    // The windows are read on CPU 1: this thread is no neighbour of the
+    // victim's on CPU 0.
+    let _away = PinnedThread::to(1);
     let probes = Probes::load(ProbeOptions::default()).expect("load probes");
     let victim = Workload::fork(victim_cg, || {
         pin_to_cpu(0);

@@ -467,6 +467,31 @@ pub fn pin_to_cpu(cpu: usize) {
     }
 }
 
+/// Keeps the calling thread on one CPU until dropped, then gives it back
+/// the CPUs it had: a test's own work (reading the maps each window) then
+/// stays off the CPU its workload is measured on.
+pub struct PinnedThread(libc::cpu_set_t);
+
+impl PinnedThread {
+    pub fn to(cpu: usize) -> Self {
+        // SAFETY: cpu_set_t is plain data, filled by the kernel.
+        let before = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+            set
+        };
+        pin_to_cpu(cpu);
+        Self(before)
+    }
+}
+
+impl Drop for PinnedThread {
+    fn drop(&mut self) {
+        // SAFETY: the set read back in `to`.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
+    }
+}
+
 /// Burns `cpu_ns` of the calling thread's own CPU time.
 pub fn burn_cpu(cpu_ns: u64) {
     let now = || {

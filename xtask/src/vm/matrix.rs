@@ -51,7 +51,21 @@ pub struct Tests {
     pub passed: Vec<String>,
     pub failed: Vec<String>,
     pub skipped: Vec<Skipped>,
+    /// What each failed test printed (libtest's `---- NAME stdout ----`
+    /// block: its own figures and the panic), the last `FAILURE_LINES`.
+    pub output: Vec<Failure>,
 }
+
+/// The end of a failed test's captured output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub test: String,
+    pub lines: Vec<String>,
+}
+
+/// How much of a failed test's output the matrix keeps: the panic and the
+/// figures the test printed just before it.
+const FAILURE_LINES: usize = 40;
 
 /// One kernel on one architecture.
 #[derive(Debug, Clone, Serialize)]
@@ -104,8 +118,34 @@ pub struct Console {
 pub fn parse_console(text: &str) -> Console {
     let mut console = Console::default();
     let mut skipped = Vec::new();
+    let mut failure: Option<Failure> = None;
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|l| l.strip_suffix(" stdout ----"))
+        {
+            console.tests.output.extend(failure.take());
+            failure = Some(Failure {
+                test: name.to_owned(),
+                lines: Vec::new(),
+            });
+            continue;
+        }
+        if let Some(f) = failure.as_mut() {
+            // libtest lists the failures' names after their blocks.
+            if line == "failures:" || line.contains(VERDICT) {
+                console.tests.output.extend(failure.take());
+            } else {
+                if !line.trim().is_empty() {
+                    f.lines.push(line.to_owned());
+                }
+                if f.lines.len() > FAILURE_LINES {
+                    f.lines.remove(0);
+                }
+                continue;
+            }
+        }
         if let Some(json) = line.find(VERDICT).map(|i| &line[i + VERDICT.len()..]) {
             console.verdict = serde_json::from_str(json.trim()).ok();
         } else if let Some(warning) = line.find(DMESG).map(|i| &line[i + DMESG.len()..]) {
@@ -131,6 +171,7 @@ pub fn parse_console(text: &str) -> Console {
             console.kernel_bug = Some(line.trim().to_owned());
         }
     }
+    console.tests.output.extend(failure);
     // A skipped test returns early, so libtest counts it as passed.
     console
         .tests
@@ -282,6 +323,11 @@ pub fn render(runs: &[Run]) -> String {
         }
         for t in &run.tests.failed {
             let _ = writeln!(out, "! {name}: test failed: {t}");
+            for f in run.tests.output.iter().filter(|f| &f.test == t) {
+                for line in &f.lines {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
         }
         match &run.outcome {
             Outcome::KernelBug(line) => {
@@ -318,6 +364,16 @@ running 3 tests\r
 test syscalls::sleep_latency_histogram ... ok\r
 test memory::oom_kill_counted_once_with_the_victim ... FAILED\r
 test otlp::a_real_otlp_receiver_gets_sondes_histograms ... ok\r
+\r
+failures:\r
+\r
+---- memory::oom_kill_counted_once_with_the_victim stdout ----\r
+victim rss 96 MiB\r
+thread 'memory::oom_kill_counted_once_with_the_victim' panicked at tests/src/memory.rs:9:5:\r
+assertion `left == right` failed\r
+\r
+failures:\r
+    memory::oom_kill_counted_once_with_the_victim\r
 SONDE-VM-SKIP otlp::a_real_otlp_receiver_gets_sondes_histograms|needs python3\r
 SONDE-VM-DMESG [   12.5] WARNING: CPU: 0 PID: 1 at kernel/bpf/core.c:1 x\r
 SONDE-VM-RESULT {\"release\":\"6.1.0-56-cloud-amd64\",\"tests_exit\":101,\"doctor\":{\"probes\":[{\"probe\":\"syscalls\",\"state\":\"attached\",\"hook\":\"raw_tracepoint:sys_enter\",\"reason\":null},{\"probe\":\"tcp\",\"state\":\"unavailable\",\"hook\":null,\"reason\":\"no BTF\"}]}}\r
@@ -330,6 +386,17 @@ SONDE-VM-RESULT {\"release\":\"6.1.0-56-cloud-amd64\",\"tests_exit\":101,\"docto
         assert_eq!(
             c.tests.failed,
             vec!["memory::oom_kill_counted_once_with_the_victim"]
+        );
+        assert_eq!(
+            c.tests.output,
+            vec![Failure {
+                test: "memory::oom_kill_counted_once_with_the_victim".into(),
+                lines: vec![
+                    "victim rss 96 MiB".into(),
+                    "thread 'memory::oom_kill_counted_once_with_the_victim' panicked at tests/src/memory.rs:9:5:".into(),
+                    "assertion `left == right` failed".into(),
+                ],
+            }]
         );
         assert_eq!(
             c.tests.skipped,
@@ -393,6 +460,10 @@ SONDE-VM-RESULT {\"release\":\"6.1.0-56-cloud-amd64\",\"tests_exit\":101,\"docto
         assert!(lines[1].ends_with("41"));
         assert!(table.contains("* x86_64 6.1.0-56-cloud-amd64: tcp unavailable: no BTF"));
         assert!(table.contains("! x86_64 6.1.0-56-cloud-amd64: test failed: memory::"));
+        assert!(
+            table.contains("\n    victim rss 96 MiB\n    thread 'memory::oom_kill_counted_once_with_the_victim' panicked at tests/src/memory.rs:9:5:\n    assertion `left == right` failed\n"),
+            "{table}"
+        );
         assert!(table.contains("skipped in the guest: otlp::"));
         assert!(table.contains("kernel log: [   12.5] WARNING"));
         assert!(
