@@ -149,6 +149,9 @@ const _: () = assert!(core::mem::size_of::<DevBucketKey>() == 16);
 const _: () = assert!(core::mem::size_of::<IoKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RequestStart>() == 16);
 
+#[cfg(feature = "user")]
+user_pod!(BlockOffsets, RequestKey, DevBucketKey, IoKey, RequestStart);
+
 #[cfg(test)]
 mod tests {
     use super::*;

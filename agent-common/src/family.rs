@@ -7,6 +7,59 @@
 //! family does not compile until each fact is filled in, and the agent's own
 //! matches over `Family` then name every place it must be wired.
 
+/// Calls the macro `$m` with every family as `module Variant`, in the order
+/// they are attached and reported: the one list of families. Each layer
+/// declares its families' modules from it (`mod syscalls; mod sched; ...`)
+/// and dispatches on it, so adding a family here — the variant, its facts
+/// and its entry below — is what makes every layer look for the family's
+/// file: `agent-common/src/<module>.rs`, `agent-ebpf/src/<module>.rs`,
+/// `agent/src/probes/<module>.rs`, `agent/src/export/wire/<module>.rs`.
+/// The module is the family's `name()` (checked at compile time).
+#[macro_export]
+macro_rules! for_each_family {
+    ($m:ident) => {
+        $m! {
+            syscalls Syscalls,
+            sched Sched,
+            block Block,
+            memory Memory,
+            process Process,
+            tcp Tcp,
+            irq Irq
+        }
+    };
+}
+
+/// `Family::ALL` from the list.
+macro_rules! all_families {
+    ($($module:ident $variant:ident),*) => {
+        /// Every family, in the order they are attached and reported.
+        pub const ALL: [Family; [$(Family::$variant),*].len()] = [$(Family::$variant),*];
+    };
+}
+
+/// Each module named as its family.
+macro_rules! modules_are_names {
+    ($($module:ident $variant:ident),*) => {
+        const _: () = {
+            $(assert!(const_str_eq(stringify!($module), Family::$variant.name()));)*
+        };
+    };
+}
+
+const fn const_str_eq(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a, b) {
+            ([], []) => return true,
+            ([x, rest_a @ ..], [y, rest_b @ ..]) if *x == *y => (a, b) = (rest_a, rest_b),
+            _ => return false,
+        }
+    }
+}
+
+for_each_family!(modules_are_names);
+
 /// A probe family. The discriminants are the kernel's family numbers (in
 /// `CgroupLossKey::family` and `loss::unattributed_slot`): never renumber.
 #[repr(u32)]
@@ -29,16 +82,7 @@ pub enum Family {
 }
 
 impl Family {
-    /// Every family, in the order they are attached and reported.
-    pub const ALL: [Family; 7] = [
-        Family::Syscalls,
-        Family::Sched,
-        Family::Block,
-        Family::Memory,
-        Family::Process,
-        Family::Tcp,
-        Family::Irq,
-    ];
+    for_each_family!(all_families);
 
     /// How many families there are.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -196,6 +240,15 @@ mod tests {
     use std::{collections::BTreeSet, vec::Vec};
 
     use super::*;
+
+    #[test]
+    fn the_modules_check_compares_whole_names() {
+        assert!(const_str_eq("irq", "irq"));
+        assert!(const_str_eq("", ""));
+        assert!(!const_str_eq("irq", "irqs"));
+        assert!(!const_str_eq("irqs", "irq"));
+        assert!(!const_str_eq("irq", "irx"));
+    }
 
     #[test]
     fn names_are_unique_and_round_trip() {

@@ -86,3 +86,6 @@ pub mod loss {
 const _: () = assert!(core::mem::size_of::<IrqTotals>() == 16);
 const _: () = assert!(core::mem::size_of::<IrqBucketKey>() == 16);
 const _: () = assert!(core::mem::size_of::<IrqCpu>() == 40);
+
+#[cfg(feature = "user")]
+user_pod!(IrqTotals, IrqBucketKey, IrqCpu);

@@ -5,19 +5,6 @@
 //! read the same bytes out of BPF maps.
 #![no_std]
 
-pub mod block;
-pub mod events;
-pub mod family;
-pub mod hist;
-pub mod irq;
-pub mod loss;
-pub mod memory;
-pub mod process;
-pub mod sched;
-pub mod syscalls;
-pub mod task;
-pub mod tcp;
-
 /// Implements `aya::Pod` for plain shared types on the user side only.
 #[cfg(feature = "user")]
 macro_rules! user_pod {
@@ -30,32 +17,26 @@ macro_rules! user_pod {
     };
 }
 
+#[macro_use]
+pub mod family;
+
+pub mod events;
+pub mod hist;
+pub mod loss;
+pub mod task;
+
+/// Each family's shared types, `<family>.rs` (the list is `family.rs`'s).
+macro_rules! family_modules {
+    ($($module:ident $variant:ident),*) => { $(pub mod $module;)* };
+}
+for_each_family!(family_modules);
+
+// A family's own types are made `Pod` in its module.
 #[cfg(feature = "user")]
 user_pod!(
     loss::CgroupLossKey,
-    syscalls::SyscallHistKey,
-    syscalls::SyscallErrKey,
-    syscalls::SyscallStart,
     task::TaskOffsets,
     task::StartSlot,
     task::CgroupBucketKey,
-    sched::HolderKey,
-    sched::HolderWait,
     events::Event,
-    process::ExitKey,
-    block::BlockOffsets,
-    block::RequestKey,
-    block::DevBucketKey,
-    block::IoKey,
-    block::RequestStart,
-    tcp::TcpOffsets,
-    tcp::ConnectStart,
-    tcp::CgroupCountKey,
-    tcp::RetransDestKey,
-    tcp::NetnsKey,
-    tcp::ListenKey,
-    tcp::TcpEvent,
-    irq::IrqTotals,
-    irq::IrqBucketKey,
-    irq::IrqCpu,
 );

@@ -38,3 +38,6 @@ const _: () = assert!(core::mem::size_of::<ExitKey>() == 16);
 /// Signals that count as crashes (and are sent as events): SIGILL, SIGABRT,
 /// SIGBUS, SIGFPE, SIGKILL, SIGSEGV (numbers shared by x86_64 and aarch64).
 pub const CRASH_SIGNALS: u64 = (1 << 4) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 11);
+
+#[cfg(feature = "user")]
+user_pod!(ExitKey);

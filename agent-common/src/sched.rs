@@ -67,3 +67,6 @@ pub struct HolderWait {
 
 const _: () = assert!(core::mem::size_of::<HolderKey>() == 16);
 const _: () = assert!(core::mem::size_of::<HolderWait>() == 16);
+
+#[cfg(feature = "user")]
+user_pod!(HolderKey, HolderWait);

@@ -70,3 +70,6 @@ pub struct SyscallErrKey {
 const _: () = assert!(core::mem::size_of::<SyscallStart>() == 16);
 const _: () = assert!(core::mem::size_of::<SyscallHistKey>() == 16);
 const _: () = assert!(core::mem::size_of::<SyscallErrKey>() == 16);
+
+#[cfg(feature = "user")]
+user_pod!(SyscallHistKey, SyscallErrKey, SyscallStart);

@@ -320,6 +320,9 @@ const _: () = assert!(core::mem::size_of::<NetnsKey>() == 8);
 const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
 const _: () = assert!(core::mem::size_of::<TcpEvent>() == 72);
 
+#[cfg(feature = "user")]
+user_pod!(TcpOffsets, ConnectStart, CgroupCountKey, RetransDestKey, NetnsKey, ListenKey, TcpEvent);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,23 +7,16 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
-mod block;
-#[cfg(target_arch = "bpf")]
 mod common;
 #[cfg(target_arch = "bpf")]
 mod floor;
-#[cfg(target_arch = "bpf")]
-mod irq;
-#[cfg(target_arch = "bpf")]
-mod memory;
-#[cfg(target_arch = "bpf")]
-mod process;
-#[cfg(target_arch = "bpf")]
-mod sched;
-#[cfg(target_arch = "bpf")]
-mod syscalls;
-#[cfg(target_arch = "bpf")]
-mod tcp;
+
+/// Each family's programs, `<family>.rs` (the list is
+/// `sonde_common::family`'s).
+macro_rules! family_modules {
+    ($($module:ident $variant:ident),*) => { $(#[cfg(target_arch = "bpf")] mod $module;)* };
+}
+sonde_common::for_each_family!(family_modules);
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -51,6 +51,10 @@ pub struct BlockReading {
     pub loss: [u64; loss::COUNT as usize],
 }
 
+/// The family's part of a [`Reading`](super::Reading), by the name
+/// every family gives it.
+pub type Part = BlockReading;
+
 /// Offset and size of field `name` in a tracefs `format` text.
 pub fn field(format: &str, name: &str) -> Option<(u32, u32)> {
     format.lines().find_map(|line| {
@@ -208,9 +212,9 @@ pub fn device_name(dev: u32) -> String {
 
 /// The block I/O family's user side in this layer. Keyed by device, not
 /// cgroup: nothing to forget when a cgroup goes.
-pub(super) struct BlockProbe;
+pub(super) struct Probe;
 
-impl FamilyProbe for BlockProbe {
+impl FamilyProbe for Probe {
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, setup: &'a Setup) {
         configure(loader, &setup.block);
     }

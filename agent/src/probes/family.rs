@@ -2,8 +2,9 @@
 //! configuring, attaching, reading and forgetting removed cgroups ask of
 //! it. The hubs (`Probes::load`, `Probes::read`, `Probes::load_floor`, the
 //! removed-cgroup sweep, the sampler's loss tables) iterate `Family::ALL`
-//! and call the family's value, which [`of`] picks in the one match over
-//! families this layer has: a new family does not compile until it has one.
+//! and call the family's value, which `of` picks in the one match over
+//! families this layer has, made from the registry's list: a new family
+//! does not compile until its module has a `Probe`.
 
 use std::collections::HashSet;
 
@@ -72,18 +73,17 @@ pub(super) trait FamilyProbe: Sync {
     fn retain_cgroups(&self, _reading: &mut Reading, _keep: &dyn Fn(u64) -> bool) {}
 }
 
-/// The family's user side.
-pub(super) fn of(family: Family) -> &'static dyn FamilyProbe {
-    match family {
-        Family::Syscalls => &super::syscalls::SyscallsProbe,
-        Family::Sched => &super::sched::SchedProbe,
-        Family::Block => &super::block::BlockProbe,
-        Family::Memory => &super::memory::MemoryProbe,
-        Family::Process => &super::process::ProcessProbe,
-        Family::Tcp => &super::tcp::TcpProbe,
-        Family::Irq => &super::irq::IrqProbe,
-    }
+/// The family's user side: its module's `Probe`.
+macro_rules! of {
+    ($($module:ident $variant:ident),*) => {
+        pub(super) fn of(family: Family) -> &'static dyn FamilyProbe {
+            match family {
+                $(Family::$variant => &super::$module::Probe,)*
+            }
+        }
+    };
 }
+sonde_common::for_each_family!(of);
 
 #[cfg(test)]
 mod tests {

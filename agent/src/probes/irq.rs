@@ -75,6 +75,10 @@ pub struct IrqReading {
     pub loss: [u64; loss::COUNT as usize],
 }
 
+/// The family's part of a [`Reading`](super::Reading), by the name
+/// every family gives it.
+pub type Part = IrqReading;
+
 fn totals(values: impl IntoIterator<Item = IrqTotals>) -> Vec<Totals> {
     values
         .into_iter()
@@ -117,9 +121,9 @@ fn read(ebpf: &Ebpf) -> Result<IrqReading, MapError> {
 
 /// The interrupt family's user side in this layer. Keyed by IRQ and
 /// vector, not cgroup: nothing to forget when a cgroup goes.
-pub(super) struct IrqProbe;
+pub(super) struct Probe;
 
-impl FamilyProbe for IrqProbe {
+impl FamilyProbe for Probe {
     fn attach(&self, cx: &mut Attach<'_>) -> ProbeStatus {
         attach_raw_tracepoints(cx.ebpf, cx.links, Family::Irq.name(), &HOOKS)
     }

@@ -57,6 +57,10 @@ pub struct MemoryReading {
     pub loss: [u64; loss::COUNT as usize],
 }
 
+/// The family's part of a [`Reading`](super::Reading), by the name
+/// every family gives it.
+pub type Part = MemoryReading;
+
 /// Whether `mark_victim`'s first argument is the victim task on this kernel
 /// (6.x), rather than its pid.
 pub(super) fn victim_arg_is_task(btf: Option<&Btf>) -> bool {
@@ -129,7 +133,7 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<MemoryReading, MapError> {
 }
 
 /// The memory family's user side in this layer.
-pub(super) struct MemoryProbe;
+pub(super) struct Probe;
 
 /// The maps keyed by cgroup, with their key types.
 const CGROUP_MAPS: [(&str, Forget); 2] = [
@@ -137,7 +141,7 @@ const CGROUP_MAPS: [(&str, Forget); 2] = [
     ("OOM_KILLS", forget::<u64> as Forget),
 ];
 
-impl FamilyProbe for MemoryProbe {
+impl FamilyProbe for Probe {
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, setup: &'a Setup) {
         configure(loader, setup.victim_is_task);
     }

@@ -5,19 +5,13 @@
 //! its own: a hook that is missing degrades that family, is reported in its
 //! [`ProbeStatus`], and never stops the others.
 
-pub mod block;
 pub mod events;
 mod family;
+// Each family's module, `families!` below.
 mod gone;
-pub mod irq;
-pub mod memory;
 mod missed;
 pub mod pin;
-pub mod process;
-pub mod sched;
-pub mod syscalls;
 mod task;
-pub mod tcp;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -186,43 +180,43 @@ impl ProbeOptions {
     }
 }
 
-/// Cumulative counts of every family, as the kernel holds them now.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Reading {
-    /// Syscall family.
-    pub syscalls: syscalls::SyscallReading,
-    /// Scheduler family.
-    pub sched: sched::SchedReading,
-    /// Block I/O family.
-    pub block: block::BlockReading,
-    /// Memory family.
-    pub memory: memory::MemoryReading,
-    /// Process family.
-    pub process: process::ProcessReading,
-    /// TCP family.
-    pub tcp: tcp::TcpReading,
-    /// Interrupt family.
-    #[serde(default)]
-    pub irq: irq::IrqReading,
-    /// Events that found the ring buffer full, per kind.
-    pub event_loss: [u64; sonde_common::events::kind::COUNT as usize],
-    /// Ring-buffer records that could not be decoded (cumulative).
-    pub malformed_events: u64,
-    /// Per attached program (by kernel id): its family and the runs of it
-    /// the kernel skipped, cumulative over the program's life (see
-    /// `missed`). Keyed by program, so that a program loaded anew (a
-    /// restart that did not adopt) counts from its own zero.
-    #[serde(default)]
-    pub program_missed: BTreeMap<u32, (String, u64)>,
-    /// Lost events by (cgroup, family, reason), cumulative; see
-    /// `sonde_common::loss`.
-    #[serde(with = "pairs", default)]
-    pub cgroup_losses: HashMap<(u64, u32, u32), u64>,
-    /// Lost events no cgroup could be named for, cumulative, at
-    /// `sonde_common::loss::unattributed_slot(family, reason)`.
-    #[serde(default)]
-    pub unattributed_losses: Vec<u64>,
+/// Each family's user side, `<family>.rs` (or `<family>/mod.rs`), and the
+/// cumulative counts of every family: the list is `sonde_common::family`'s.
+macro_rules! families {
+    ($($module:ident $variant:ident),*) => {
+        $(pub mod $module;)*
+
+        /// Cumulative counts of every family, as the kernel holds them now.
+        #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+        pub struct Reading {
+            $(
+                /// The family's part (absent in a checkpoint from before
+                /// the family: empty).
+                #[serde(default)]
+                pub $module: $module::Part,
+            )*
+            /// Events that found the ring buffer full, per kind.
+            pub event_loss: [u64; sonde_common::events::kind::COUNT as usize],
+            /// Ring-buffer records that could not be decoded (cumulative).
+            pub malformed_events: u64,
+            /// Per attached program (by kernel id): its family and the runs of it
+            /// the kernel skipped, cumulative over the program's life (see
+            /// `missed`). Keyed by program, so that a program loaded anew (a
+            /// restart that did not adopt) counts from its own zero.
+            #[serde(default)]
+            pub program_missed: BTreeMap<u32, (String, u64)>,
+            /// Lost events by (cgroup, family, reason), cumulative; see
+            /// `sonde_common::loss`.
+            #[serde(with = "pairs", default)]
+            pub cgroup_losses: HashMap<(u64, u32, u32), u64>,
+            /// Lost events no cgroup could be named for, cumulative, at
+            /// `sonde_common::loss::unattributed_slot(family, reason)`.
+            #[serde(default)]
+            pub unattributed_losses: Vec<u64>,
+        }
+    };
 }
+sonde_common::for_each_family!(families);
 
 /// The loaded object and its attached families.
 pub struct Probes {

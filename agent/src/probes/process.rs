@@ -45,6 +45,10 @@ pub struct ProcessReading {
     pub loss: [u64; loss::COUNT as usize],
 }
 
+/// The family's part of a [`Reading`](super::Reading), by the name
+/// every family gives it.
+pub type Part = ProcessReading;
+
 /// The classic tracepoint program (preferred: see agent-ebpf/src/process.rs).
 const CLASSIC: &str = "proc_exit_tp";
 
@@ -158,7 +162,7 @@ pub fn signal_name(signal: u32) -> String {
 }
 
 /// The process family's user side in this layer.
-pub(super) struct ProcessProbe;
+pub(super) struct Probe;
 
 impl CgroupKey for ExitKey {
     type Value = u64;
@@ -170,7 +174,7 @@ impl CgroupKey for ExitKey {
 /// The maps keyed by cgroup, with their key types.
 const CGROUP_MAPS: [(&str, Forget); 1] = [("PROC_EXITS", forget::<ExitKey> as Forget)];
 
-impl FamilyProbe for ProcessProbe {
+impl FamilyProbe for Probe {
     fn attach(&self, cx: &mut Attach<'_>) -> ProbeStatus {
         attach(cx.ebpf, cx.links, &cx.setup.offsets, cx.mounts)
     }

@@ -116,6 +116,10 @@ pub struct SchedReading {
     pub loss: [u64; loss::COUNT as usize],
 }
 
+/// The family's part of a [`Reading`](super::Reading), by the name
+/// every family gives it.
+pub type Part = SchedReading;
+
 /// Run-queue wait charged to one holder (cumulative).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Held {
@@ -214,7 +218,7 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<SchedReading, MapError> {
 }
 
 /// The scheduler family's user side in this layer.
-pub(super) struct SchedProbe;
+pub(super) struct Probe;
 
 /// The maps keyed by cgroup, with their key types.
 const CGROUP_MAPS: [(&str, Forget); 2] = [
@@ -222,7 +226,7 @@ const CGROUP_MAPS: [(&str, Forget); 2] = [
     ("RUNQ_HOLDER", forget::<HolderKey> as Forget),
 ];
 
-impl FamilyProbe for SchedProbe {
+impl FamilyProbe for Probe {
     fn attach(&self, cx: &mut Attach<'_>) -> ProbeStatus {
         attach(
             cx.ebpf,

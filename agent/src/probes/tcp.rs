@@ -185,6 +185,10 @@ pub struct TcpReading {
     pub loss: [u64; loss::COUNT as usize],
 }
 
+/// The family's part of a [`Reading`](super::Reading), by the name
+/// every family gives it.
+pub type Part = TcpReading;
+
 /// Reads the offsets and the shapes of the tracepoints from BTF.
 pub(super) fn setup(btf: Option<&Btf>) -> TcpSetup {
     let arg_is = |tp: &str, i: usize, pointer: bool| {
@@ -486,7 +490,7 @@ pub fn failure_name(reason: u32) -> &'static str {
 }
 
 /// The TCP family's user side in this layer.
-pub(super) struct TcpProbe;
+pub(super) struct Probe;
 
 impl CgroupKey for CgroupCountKey {
     type Value = u64;
@@ -509,7 +513,7 @@ const CGROUP_MAPS: [(&str, Forget); 3] = [
     ("TCP_RETRANS_DEST", forget::<RetransDestKey> as Forget),
 ];
 
-impl FamilyProbe for TcpProbe {
+impl FamilyProbe for Probe {
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, setup: &'a Setup) {
         configure(loader, &setup.tcp);
     }

@@ -3,15 +3,18 @@
 //! Each family's series are rendered by its own module (`wire/<family>.rs`),
 //! called from [`report`] in the registry's order.
 
-mod block;
-mod irq;
-mod memory;
-mod process;
-mod sched;
-mod syscalls;
-mod tcp;
+/// Each family's module, and its series in the registry's order (the list
+/// is `sonde_common::family`'s): `<family>::metrics`.
+macro_rules! families {
+    ($($module:ident $variant:ident),*) => {
+        $(mod $module;)*
 
-use sonde_common::family::Family;
+        fn family_metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
+            $($module::metrics(b, snapshot);)*
+        }
+    };
+}
+sonde_common::for_each_family!(families);
 
 use sonde_proto::{
     histogram, names,
@@ -154,17 +157,7 @@ pub fn report(
         max_series: max_series.max(1),
         overflowed: Vec::new(),
     };
-    for family in Family::ALL {
-        match family {
-            Family::Syscalls => syscalls::metrics(&mut b, snapshot),
-            Family::Sched => sched::metrics(&mut b, snapshot),
-            Family::Block => block::metrics(&mut b, snapshot),
-            Family::Memory => memory::metrics(&mut b, snapshot),
-            Family::Process => process::metrics(&mut b, snapshot),
-            Family::Tcp => tcp::metrics(&mut b, snapshot),
-            Family::Irq => irq::metrics(&mut b, snapshot),
-        }
-    }
+    family_metrics(&mut b, snapshot);
 
     slos(&mut b, &snapshot.slos);
     if let Some(o) = &snapshot.overhead {

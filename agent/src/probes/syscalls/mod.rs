@@ -108,6 +108,10 @@ pub struct SyscallReading {
     pub loss: [u64; loss::COUNT as usize],
 }
 
+/// The family's part of a [`Reading`](super::Reading), by the name
+/// every family gives it.
+pub type Part = SyscallReading;
+
 /// Sets the read-only globals and map bounds before load.
 pub(super) fn configure(loader: &mut EbpfLoader<'_>, options: &super::ProbeOptions) {
     loader
@@ -267,7 +271,7 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<SyscallReading, MapError> {
 }
 
 /// The syscall family's user side in this layer.
-pub(super) struct SyscallsProbe;
+pub(super) struct Probe;
 
 impl CgroupKey for SyscallHistKey {
     type Value = u64;
@@ -289,7 +293,7 @@ const CGROUP_MAPS: [(&str, Forget); 2] = [
     ("SYSCALL_ERRORS", forget::<SyscallErrKey> as Forget),
 ];
 
-impl FamilyProbe for SyscallsProbe {
+impl FamilyProbe for Probe {
     fn configure<'a>(&self, loader: &mut EbpfLoader<'a>, setup: &'a Setup) {
         configure(loader, &setup.options);
     }
