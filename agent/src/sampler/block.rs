@@ -34,6 +34,16 @@ pub(super) fn io_error_record(
     }
 }
 
+/// The family in the sampler.
+#[derive(Default)]
+pub struct State;
+
+impl super::FamilyWindow for State {
+    fn window(&mut self, cx: &mut super::Cx<'_>, snapshot: &mut crate::model::Snapshot) {
+        snapshot.block = block_window(&cx.before.block, &cx.after.block);
+    }
+}
+
 /// Block I/O per (device, op) over the window, busiest first.
 pub fn block_window(before: &BlockReading, after: &BlockReading) -> Vec<DeviceIo> {
     use sonde_common::block::what;

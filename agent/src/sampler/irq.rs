@@ -139,8 +139,19 @@ impl IrqCheckState {
     /// Runs `read` (the maps' read) between two reads of the kernel's
     /// counts, when `counting` says the family counts.
     pub fn around<T>(&mut self, counting: bool, read: impl FnOnce() -> T) -> T {
-        let before = counting.then(|| kernel_counts(&self.proc_root)).flatten();
+        let before = self.before(counting);
         let out = read();
+        self.after(before);
+        out
+    }
+
+    /// The kernel's counts before a read, when the family counts.
+    fn before(&self, counting: bool) -> Option<KernelCounts> {
+        counting.then(|| kernel_counts(&self.proc_root)).flatten()
+    }
+
+    /// After the read: the bracket of `before` and now is the window's end.
+    fn after(&mut self, before: Option<KernelCounts>) {
         let after = before
             .is_some()
             .then(|| kernel_counts(&self.proc_root))
@@ -149,7 +160,6 @@ impl IrqCheckState {
         self.now = before
             .zip(after)
             .map(|(before, after)| Bracket { before, after });
-        out
     }
 
     /// The window's start and end brackets, when both were read: the
@@ -162,6 +172,50 @@ impl IrqCheckState {
     /// check from.
     pub fn forget(&mut self) {
         self.now = None;
+    }
+}
+
+/// The family in the sampler: the kernel's counts around each read, for
+/// the check.
+pub struct State {
+    check: IrqCheckState,
+    /// Read before the maps, waiting for the read's end.
+    before: Option<KernelCounts>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            check: IrqCheckState::new(PathBuf::from("/proc")),
+            before: None,
+        }
+    }
+}
+
+impl super::FamilyWindow for State {
+    fn before_read(&mut self, counting: bool) {
+        self.before = self.check.before(counting);
+    }
+
+    fn after_read(&mut self) {
+        self.check.after(self.before.take());
+    }
+
+    fn resumed(&mut self) {
+        // The first window starts at the last run's reading, which no
+        // bracket of this run's holds.
+        self.check.forget();
+    }
+
+    fn window(&mut self, cx: &mut super::Cx<'_>, snapshot: &mut crate::model::Snapshot) {
+        let (before, after) = (&cx.before.irq, &cx.after.irq);
+        let brackets = self.check.brackets();
+        let names = match brackets {
+            Some((_, end)) => end.after.names.clone(),
+            None if !after.hard.is_empty() => read_names(Path::new("/proc")),
+            None => Default::default(),
+        };
+        snapshot.irq = irq_window(before, after, cx.window_secs, &names, brackets);
     }
 }
 

@@ -2,12 +2,89 @@
 //! attributed to cgroups. The kernel never resets its counters, so a window
 //! is exactly what happened between two reads.
 
-mod block;
-pub mod irq;
-mod process;
-mod sched;
-mod syscalls;
-pub mod tcp;
+/// One family's part of the sampler: what it keeps between windows, and
+/// its part of each window. Each family's module has a `State` that is
+/// one; `Families`, made from the registry's list, holds one of each and
+/// calls them in the registry's order.
+trait FamilyWindow: Default {
+    /// Just before each read of the probes; `counting`: the family is
+    /// attached.
+    fn before_read(&mut self, _counting: bool) {}
+
+    /// Just after it, whatever it gave.
+    fn after_read(&mut self) {}
+
+    /// Once, after the first read.
+    fn started(&mut self, _first: &Reading, _counting: bool) {}
+
+    /// The first window starts at a reading of the last run (a restart).
+    fn resumed(&mut self) {}
+
+    /// Sets the family's part of `snapshot`, and adds to `cx.losses` what
+    /// its window loses beyond its kernel counters (which the hub adds).
+    fn window(&mut self, cx: &mut Cx<'_>, snapshot: &mut Snapshot);
+}
+
+/// What a family's window is made of.
+struct Cx<'a> {
+    before: &'a Reading,
+    after: &'a Reading,
+    window_secs: f64,
+    resolve: &'a mut dyn FnMut(u64) -> CgroupRef,
+    probes: &'a Probes,
+    /// The TCP events drained in the window, and how many to keep.
+    tcp_events: &'a [sonde_common::tcp::TcpEvent],
+    tcp_kept: usize,
+    /// The window's end.
+    clocks: tcp::Clocks,
+    losses: &'a mut Vec<LossRecord>,
+}
+
+/// Each family's module (`<family>.rs`), and its part of the sampler: the
+/// list is `sonde_common::family`'s.
+macro_rules! families {
+    ($($module:ident $variant:ident),*) => {
+        $(pub mod $module;)*
+
+        /// Every family's part of the sampler.
+        #[derive(Default)]
+        struct Families {
+            $($module: $module::State,)*
+        }
+
+        impl Families {
+            /// Reads the probes, with what each family does around it.
+            fn read(&mut self, probes: &mut Probes) -> Result<Reading, ReadError> {
+                $(self.$module.before_read(counting(probes, Family::$variant));)*
+                let reading = probes.read();
+                $(self.$module.after_read();)*
+                reading
+            }
+
+            fn started(&mut self, probes: &Probes, first: &Reading) {
+                $(self.$module.started(first, counting(probes, Family::$variant));)*
+            }
+
+            fn resumed(&mut self) {
+                $(self.$module.resumed();)*
+            }
+
+            /// Each family's part of the window, then its kernel losses.
+            fn window(&mut self, cx: &mut Cx<'_>, snapshot: &mut Snapshot) {
+                $(
+                    self.$module.window(cx, snapshot);
+                    cx.losses.extend(loss_records(
+                        Family::$variant.name(),
+                        losses_of(Family::$variant),
+                        cx.before.loss_counts(Family::$variant),
+                        cx.after.loss_counts(Family::$variant),
+                    ));
+                )*
+            }
+        }
+    };
+}
+sonde_common::for_each_family!(families);
 
 use block::{io_error_record, MAX_IO_ERROR_EVENTS};
 use process::event_record;
@@ -82,9 +159,8 @@ pub struct Sampler {
     attributor: Attributor,
     mounts: Mounts,
     host_status: ProbeStatus,
-    /// The TCP namespace check; `None` when the tcp family is not counting
-    /// (its zeros would read as discrepancies).
-    netns_check: Option<tcp::NetnsCheck>,
+    /// Each family's part.
+    families: Families,
     /// Events read by [`Sampler::poll_events`], waiting for the window's close.
     pending: Vec<KernelEvent>,
     /// Events read ahead that did not fit `pending`, per kind (counted as
@@ -95,8 +171,6 @@ pub struct Sampler {
     /// Cgroups found removed after the last reading: their keys go after
     /// the next one.
     gone: std::collections::HashSet<u64>,
-    /// The kernel's interrupt counts around each reading.
-    irq_check: irq::IrqCheckState,
 }
 
 /// Bound on the cgroups whose PSI and throttling are read per window.
@@ -110,22 +184,16 @@ impl Sampler {
 
     /// [`Sampler::start`] with options.
     pub fn start_with(mut probes: Probes, options: SamplerOptions) -> Result<Self, ReadError> {
-        let mut irq_check = irq::IrqCheckState::new(PathBuf::from("/proc"));
-        let irq_counting = counting(&probes, Family::Irq);
-        let now = irq_check.around(irq_counting, || probes.read())?;
+        let mut families = Families::default();
+        let now = families.read(&mut probes)?;
         let mounts = Mounts::current().unwrap_or_default();
-        let tcp_counting = counting(&probes, Family::Tcp);
-        // The namespace check compares from now: /proc has no past.
-        let netns_check =
-            tcp_counting.then(|| tcp::NetnsCheck::start(PathBuf::from("/proc"), &now.tcp));
+        families.started(&probes, &now);
         let (resumed, restart) = match options.resume {
             Some(Resume { baseline, restart }) => (baseline, Some(restart)),
             None => (None, None),
         };
         if resumed.is_some() {
-            // The first window starts at the last run's reading, which no
-            // bracket of this run's holds.
-            irq_check.forget();
+            families.resumed();
         }
         let (previous, previous_at) = match resumed {
             Some((mut reading, end_unix_ns)) => {
@@ -140,7 +208,7 @@ impl Sampler {
         };
         Ok(Self {
             probes,
-            netns_check,
+            families,
             previous,
             previous_at,
             restart,
@@ -150,7 +218,6 @@ impl Sampler {
             pending: Vec::new(),
             pending_overflow: Default::default(),
             gone: Default::default(),
-            irq_check,
         })
     }
 
@@ -223,11 +290,10 @@ impl Sampler {
                 KernelEvent::Block(e) => block_events.push(e),
             }
         }
-        let irq_counting = counting(&self.probes, Family::Irq);
-        let probes = &mut self.probes;
-        let reading = self.irq_check.around(irq_counting, || probes.read())?;
+        let reading = self.families.read(&mut self.probes)?;
         let now = (Instant::now(), SystemTime::now());
         let monotonic_now_ns = monotonic_ns();
+        let unix_now_ns = unix_ns(now.1);
         let window_secs = now.0.duration_since(self.previous_at.0).as_secs_f64();
         let before = &self.previous;
         let attributor = &mut self.attributor;
@@ -245,42 +311,27 @@ impl Sampler {
             }
             cgroup
         };
-        let (syscalls, mut losses) = syscall_window(
-            &before.syscalls,
-            &reading.syscalls,
-            window_secs,
-            &mut resolve,
+        let kept = raw_events.len().min(MAX_EVENTS_PER_WINDOW);
+        let tcp_kept = tcp_events.len().min(MAX_EVENTS_PER_WINDOW);
+        let mut snapshot = Snapshot::default();
+        let mut losses = Vec::new();
+        self.families.window(
+            &mut Cx {
+                before,
+                after: &reading,
+                window_secs,
+                resolve: &mut resolve,
+                probes: &self.probes,
+                tcp_events: &tcp_events,
+                tcp_kept,
+                clocks: tcp::Clocks {
+                    monotonic_ns: monotonic_now_ns,
+                    unix_ns: unix_now_ns,
+                },
+                losses: &mut losses,
+            },
+            &mut snapshot,
         );
-        let runqueue = latency_window(&before.sched.runq, &reading.sched.runq, &mut resolve);
-        let runqueue_holders =
-            sched::holder_window(&before.sched.holders, &reading.sched.holders, &mut resolve);
-        let reclaim = latency_window(
-            &before.memory.reclaim,
-            &reading.memory.reclaim,
-            &mut resolve,
-        );
-        let oom_kills = count_window(
-            &before.memory.oom_kills,
-            &reading.memory.oom_kills,
-            &mut resolve,
-        );
-        let exits = exit_window(&before.process.exits, &reading.process.exits, &mut resolve);
-        let block = block_window(&before.block, &reading.block);
-        let brackets = self.irq_check.brackets();
-        let names = match brackets {
-            Some((_, end)) => end.after.names.clone(),
-            None if !reading.irq.hard.is_empty() => irq::read_names(Path::new("/proc")),
-            None => Default::default(),
-        };
-        let irq = irq::irq_window(&before.irq, &reading.irq, window_secs, &names, brackets);
-        for family in LOSS_ORDER {
-            losses.extend(loss_records(
-                family.name(),
-                losses_of(family),
-                before.loss_counts(family),
-                reading.loss_counts(family),
-            ));
-        }
         losses.extend(loss_records(
             "events",
             &events::LOSSES,
@@ -293,8 +344,6 @@ impl Sampler {
             &before.program_missed,
             &reading.program_missed,
         ));
-        let kept = raw_events.len().min(MAX_EVENTS_PER_WINDOW);
-        let tcp_kept = tcp_events.len().min(MAX_EVENTS_PER_WINDOW);
         let mut window_full = std::mem::take(&mut self.pending_overflow);
         let dropped = raw_events.iter().skip(kept).map(|e| e.kind);
         for kind in dropped.chain(tcp_events.iter().skip(tcp_kept).map(|e| e.kind)) {
@@ -316,23 +365,6 @@ impl Sampler {
             reason: "malformed",
             count: reading.malformed_events - before.malformed_events,
         });
-        let unix_now_ns = unix_ns(now.1);
-        let (tcp, tcp_losses) = tcp::tcp_window(
-            &tcp::TcpInputs {
-                before: &before.tcp,
-                after: &reading.tcp,
-                events: &tcp_events,
-                keep_events: tcp_kept,
-                names: self.probes.tcp_names(),
-                clocks: tcp::Clocks {
-                    monotonic_ns: monotonic_now_ns,
-                    unix_ns: unix_now_ns,
-                },
-            },
-            self.netns_check.as_mut(),
-            &mut resolve,
-        );
-        losses.extend(tcp_losses);
         let io_errors = block_events
             .iter()
             .take(MAX_IO_ERROR_EVENTS)
@@ -363,12 +395,13 @@ impl Sampler {
         let host_netns = crate::host::netns::host(Path::new("/proc"));
         let node_pressure = pressure::node(Path::new("/proc"));
         let mut seen: Vec<&CgroupRef> = Vec::new();
-        let refs = syscalls
+        let refs = snapshot
+            .syscalls
             .iter()
             .map(|c| &c.cgroup)
-            .chain(runqueue.iter().map(|c| &c.cgroup))
-            .chain(reclaim.iter().map(|c| &c.cgroup))
-            .chain(exits.iter().map(|c| &c.cgroup));
+            .chain(snapshot.runqueue.iter().map(|c| &c.cgroup))
+            .chain(snapshot.reclaim.iter().map(|c| &c.cgroup))
+            .chain(snapshot.exits.iter().map(|c| &c.cgroup));
         for r in refs {
             if seen.len() < MAX_HOST_CGROUPS
                 && r.cgroup_path.is_some()
@@ -401,7 +434,7 @@ impl Sampler {
         let complete = losses.iter().all(|l| l.count == 0)
             && probes.iter().all(|p| p.state == ProbeState::Attached);
         let gap = restart.as_ref().is_some_and(|r| r.gap.is_some());
-        let mut snapshot = Snapshot {
+        let snapshot = Snapshot {
             window_start_unix_ns: unix_ns(self.previous_at.1),
             window_end_unix_ns: unix_now_ns,
             window_secs,
@@ -411,23 +444,16 @@ impl Sampler {
             losses_by_cgroup,
             losses_unattributed,
             unattributed_series: unattributed,
-            syscalls,
-            runqueue,
-            runqueue_holders,
-            block,
-            reclaim,
-            oom_kills,
-            exits,
             events,
-            tcp,
-            irq,
             node_pressure,
             cgroups,
             slos: Vec::new(),
             io_errors,
             restart,
             overhead: None,
+            ..snapshot
         };
+        let mut snapshot = snapshot;
         snapshot.flag_restart_gap(gap);
         let mut reading = reading;
         self.forget_removed_cgroups(&mut reading, now.0);
@@ -577,18 +603,6 @@ pub fn loss_records(
         })
         .collect()
 }
-
-/// The order of the families' kernel loss records in a window after the
-/// syscall family's (which come with its window, first): the order they
-/// have always had. A unit test checks that it names every other family.
-const LOSS_ORDER: [Family; 6] = [
-    Family::Sched,
-    Family::Memory,
-    Family::Block,
-    Family::Process,
-    Family::Tcp,
-    Family::Irq,
-];
 
 /// A family's kernel loss counters: (index, stable name).
 pub fn losses_of(family: Family) -> &'static [(u32, &'static str)] {
@@ -767,15 +781,9 @@ mod tests {
     }
 
     #[test]
-    fn the_kernel_loss_table_names_every_family_once() {
-        // Syscalls' come with its window. (tcp_window records tcp's kernel
-        // losses too, so a snapshot lists them twice: kept as the JSON has
-        // always had it, see the issue.)
-        let mut recorded: Vec<Family> = LOSS_ORDER.to_vec();
-        recorded.push(Family::Syscalls);
-        recorded.sort();
-        assert_eq!(recorded, Family::ALL);
-        // Each named loss is a counter the family's kernel programs keep
+    fn each_familys_named_losses_are_its_kernel_counters() {
+        // (Every family's are recorded: `Families::window` is made from the
+        // registry's list.) Each named loss is a counter the family's kernel programs keep
         // (the rest are informational, never a loss).
         for family in Family::ALL {
             for &(index, reason) in losses_of(family) {
@@ -853,7 +861,14 @@ mod tests {
         );
         after.loss[loss::START_COLLISION as usize] = 5;
         after.loss[loss::EXIT_UNMATCHED as usize] = 50;
-        let (cgroups, losses) = syscall_window(&before, &after, 2.0, &mut named);
+        let cgroups = syscall_window(&before, &after, 2.0, &mut named);
+        // The hub adds each family's kernel losses to its window.
+        let losses = loss_records(
+            Family::Syscalls.name(),
+            losses_of(Family::Syscalls),
+            &before.loss,
+            &after.loss,
+        );
         assert_eq!(cgroups.len(), 2);
         assert_eq!(cgroups[0].cgroup.cgroup_id, 7);
         assert_eq!(cgroups[0].cgroup.cgroup_path.as_deref(), Some("/cg7"));
@@ -881,7 +896,7 @@ mod tests {
             &[(7, openat, 2, 3), (8, openat, 2, 1)],
         );
         after.loss[loss::HIST_MAP_FULL as usize] = 3;
-        let (cgroups, _) = syscall_window(&before, &after, 1.0, &mut named);
+        let cgroups = syscall_window(&before, &after, 1.0, &mut named);
         let seven = cgroups.iter().find(|c| c.cgroup.cgroup_id == 7).unwrap();
         let s = &seven.syscalls[0];
         assert_eq!((s.name.as_str(), s.calls, s.errors), ("openat", 0, 3));

@@ -9,6 +9,16 @@ use crate::{
     probes::process::signal_name,
 };
 
+/// The family in the sampler.
+#[derive(Default)]
+pub struct State;
+
+impl super::FamilyWindow for State {
+    fn window(&mut self, cx: &mut super::Cx<'_>, snapshot: &mut crate::model::Snapshot) {
+        snapshot.exits = exit_window(&cx.before.process.exits, &cx.after.process.exits, cx.resolve);
+    }
+}
+
 /// Per-cgroup process terminations of the window.
 pub fn exit_window(
     before: &HashMap<(u64, u32, u32), u64>,

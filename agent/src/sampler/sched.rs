@@ -13,6 +13,19 @@ use crate::{
 
 const NS_PER_SEC: f64 = 1e9;
 
+/// The family in the sampler: run-queue latency and, per victim, its wait
+/// by holder.
+#[derive(Default)]
+pub struct State;
+
+impl super::FamilyWindow for State {
+    fn window(&mut self, cx: &mut super::Cx<'_>, snapshot: &mut crate::model::Snapshot) {
+        let (before, after) = (&cx.before.sched, &cx.after.sched);
+        snapshot.runqueue = super::latency_window(&before.runq, &after.runq, cx.resolve);
+        snapshot.runqueue_holders = holder_window(&before.holders, &after.holders, cx.resolve);
+    }
+}
+
 /// The window's victim × holder table, most-waited victim first.
 pub fn holder_window(
     before: &HashMap<(u64, u64), Held>,

@@ -2,24 +2,38 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sonde_common::family::Family;
 use sonde_slo::Histogram;
 
-use super::{histogram_deltas, loss_records, losses_of};
+use super::histogram_deltas;
 use crate::{
     attribution::CgroupRef,
-    model::{CgroupSyscalls, LossRecord, SyscallSeries},
+    model::{CgroupSyscalls, SyscallSeries},
     probes::syscalls::{self, SyscallReading},
 };
 
+/// The family in the sampler.
+#[derive(Default)]
+pub struct State;
+
+impl super::FamilyWindow for State {
+    fn window(&mut self, cx: &mut super::Cx<'_>, snapshot: &mut crate::model::Snapshot) {
+        snapshot.syscalls = syscall_window(
+            &cx.before.syscalls,
+            &cx.after.syscalls,
+            cx.window_secs,
+            cx.resolve,
+        );
+    }
+}
+
 /// The syscall signals between two cumulative readings, per cgroup (busiest
-/// first), and the family's losses in that window.
+/// first).
 pub fn syscall_window(
     before: &SyscallReading,
     after: &SyscallReading,
     window_secs: f64,
     resolve: &mut dyn FnMut(u64) -> CgroupRef,
-) -> (Vec<CgroupSyscalls>, Vec<LossRecord>) {
+) -> Vec<CgroupSyscalls> {
     let mut errnos: HashMap<(u64, u32), BTreeMap<String, u64>> = HashMap::new();
     for (&(cgroup, nr, errno), &count) in &after.errors {
         let earlier = before
@@ -81,12 +95,5 @@ pub fn syscall_window(
             .cmp(&a.calls)
             .then(a.cgroup.cgroup_id.cmp(&b.cgroup.cgroup_id))
     });
-
-    let losses = loss_records(
-        Family::Syscalls.name(),
-        losses_of(Family::Syscalls),
-        &before.loss,
-        &after.loss,
-    );
-    (out, losses)
+    out
 }

@@ -263,6 +263,37 @@ fn delta<K: Eq + std::hash::Hash>(before: &HashMap<K, u64>, after: &HashMap<K, u
         .unwrap_or(now)
 }
 
+/// The family in the sampler: the namespace check, when the family
+/// counted from the first reading (its zeros would read as discrepancies).
+#[derive(Default)]
+pub struct State {
+    check: Option<NetnsCheck>,
+}
+
+impl super::FamilyWindow for State {
+    fn started(&mut self, first: &crate::probes::Reading, counting: bool) {
+        // The namespace check compares from now: /proc has no past.
+        self.check = counting.then(|| NetnsCheck::start(PathBuf::from("/proc"), &first.tcp));
+    }
+
+    fn window(&mut self, cx: &mut super::Cx<'_>, snapshot: &mut crate::model::Snapshot) {
+        let (tcp, losses) = tcp_window(
+            &TcpInputs {
+                before: &cx.before.tcp,
+                after: &cx.after.tcp,
+                events: cx.tcp_events,
+                keep_events: cx.tcp_kept,
+                names: cx.probes.tcp_names(),
+                clocks: cx.clocks,
+            },
+            self.check.as_mut(),
+            cx.resolve,
+        );
+        snapshot.tcp = tcp;
+        cx.losses.extend(losses);
+    }
+}
+
 /// The TCP window and the losses it adds to the kernel's counters (the
 /// netns check's, the events').
 pub fn tcp_window(
