@@ -422,7 +422,7 @@ impl Agent {
         if let Some(server) = &self.local {
             // The window's events come first in the order they were read,
             // so the ones not sent yet are at the end.
-            for event in snapshot.events.iter().skip(self.sent_events) {
+            for event in snapshot.process.events.iter().skip(self.sent_events) {
                 server.event(event);
             }
             server.window(sequence, &snapshot);

@@ -300,7 +300,12 @@ pub fn window_counts(spec: &SloSpec, s: &Snapshot) -> Counts {
     };
     match spec.signal {
         Signal::SyscallErrors | Signal::SyscallLatency => {
-            for cg in s.syscalls.iter().filter(|cg| selects(sel, &cg.cgroup)) {
+            for cg in s
+                .syscalls
+                .cgroups
+                .iter()
+                .filter(|cg| selects(sel, &cg.cgroup))
+            {
                 for series in cg
                     .syscalls
                     .iter()
@@ -327,9 +332,9 @@ pub fn window_counts(spec: &SloSpec, s: &Snapshot) -> Counts {
         }
         Signal::RunqueueLatency | Signal::ReclaimLatency => {
             let list = if spec.signal == Signal::RunqueueLatency {
-                &s.runqueue
+                &s.sched.runqueue
             } else {
-                &s.reclaim
+                &s.memory.reclaim
             };
             for cg in list.iter().filter(|cg| selects(sel, &cg.cgroup)) {
                 add(
@@ -341,6 +346,7 @@ pub fn window_counts(spec: &SloSpec, s: &Snapshot) -> Counts {
         Signal::BlockErrors | Signal::BlockLatency => {
             for io in s
                 .block
+                .devices
                 .iter()
                 .filter(|io| listed(&sel.devices, &io.device) && listed(&sel.operations, io.op))
             {
@@ -359,7 +365,13 @@ pub fn window_counts(spec: &SloSpec, s: &Snapshot) -> Counts {
             }
         }
         Signal::TcpConnectErrors | Signal::TcpConnectLatency => {
-            for cg in s.tcp.cgroups.iter().filter(|cg| selects(sel, &cg.cgroup)) {
+            for cg in s
+                .tcp
+                .window
+                .cgroups
+                .iter()
+                .filter(|cg| selects(sel, &cg.cgroup))
+            {
                 if spec.signal == Signal::TcpConnectErrors {
                     let bad = bad_of(
                         &spec.error_types,
@@ -490,7 +502,7 @@ mod tests {
                 reason: None,
                 gaps: Vec::new(),
             }],
-            syscalls,
+            syscalls: crate::model::syscalls::Part { cgroups: syscalls },
             ..Default::default()
         }
     }

@@ -146,11 +146,12 @@ fn io_errors_counted_with_their_device() {
     // Each failed request is also an event naming its device and sector:
     // the three bad reads, each at its own offset inside the bad range.
     let ours: Vec<_> = snapshot
+        .block
         .io_errors
         .iter()
         .filter(|e| e.device == device.name)
         .collect();
-    assert_eq!(ours.len(), 3, "{:?}", snapshot.io_errors);
+    assert_eq!(ours.len(), 3, "{:?}", snapshot.block.io_errors);
     let mut sectors: Vec<u64> = ours.iter().map(|e| e.sector).collect();
     sectors.sort_unstable();
     let want: Vec<u64> = (0..3u64)

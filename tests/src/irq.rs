@@ -321,7 +321,7 @@ fn softirq_and_irq_entries_match_the_kernels_counts() {
     let (hidden_soft, hidden_hard) = trace.in_pid1(b.mono_secs, c.mono_secs);
     let (window_soft, window_hard) = trace.in_pid1(a.mono_secs, d.mono_secs);
     drop(trace);
-    let w = &snapshot.irq;
+    let w = &snapshot.irq.window;
     eprintln!(
         "irq: window {:.2}s, {} softirq and {} IRQ entries; in PID 1: softirqs {hidden_soft:?} IRQs {hidden_hard:?} (whole window: {window_soft:?} {window_hard:?}); the window's check: {:?}",
         snapshot.window_secs,

@@ -51,6 +51,7 @@ fn oom_kill_counted_once_with_the_victim() {
     assert_eq!(kernel, 1, "the kernel's own oom_kill count");
     assert_eq!(snapshot.oom_kills(cgroup.id()), kernel);
     let events: Vec<_> = snapshot
+        .process
         .events
         .iter()
         .filter(|e| e.kind == "oom_kill")
@@ -77,6 +78,7 @@ fn oom_kill_counted_once_with_the_victim() {
     assert_eq!(exits.signals.get("SIGKILL"), Some(&1));
     // Reclaim against the 32 MiB limit stalled the child before the kill.
     let reclaim = snapshot
+        .memory
         .reclaim
         .iter()
         .find(|c| c.cgroup.cgroup_id == cgroup.id());

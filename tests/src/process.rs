@@ -61,7 +61,7 @@ fn crashes_and_exit_statuses_counted_exactly() {
         .expect("exits for the test cgroup");
     let why = format!(
         "{exits:?}; all cgroups: {:?}; losses: {:?}",
-        snapshot.exits,
+        snapshot.process.exits,
         snapshot
             .losses
             .iter()
@@ -73,7 +73,7 @@ fn crashes_and_exit_statuses_counted_exactly() {
         exits.signals.get("SIGABRT"),
         Some(&2),
         "{exits:?}; all cgroups: {:?}; losses: {:?}",
-        snapshot.exits,
+        snapshot.process.exits,
         snapshot
             .losses
             .iter()
@@ -86,6 +86,7 @@ fn crashes_and_exit_statuses_counted_exactly() {
     assert_eq!(exits.nonzero_exits, 4);
 
     let crashes: Vec<_> = snapshot
+        .process
         .events
         .iter()
         .filter(|e| e.kind == "crash" && e.cgroup.cgroup_id == cgroup.id())

@@ -368,8 +368,9 @@ fn a_threshold_between_bucket_edges_is_counted_by_the_kernel() {
     // The histogram alone would have left out the whole straddling bucket.
     snapshot
         .syscalls
+        .cgroups
         .retain(|c| c.cgroup.cgroup_path.as_deref() == Some(cgroup.v2_path().as_str()));
-    let series = snapshot.syscalls[0]
+    let series = snapshot.syscalls.cgroups[0]
         .syscalls
         .iter()
         .find(|s| s.name == "nanosleep")

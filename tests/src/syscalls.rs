@@ -206,6 +206,7 @@ fn a_full_map_is_counted_not_silent() {
     // (the window may open before or after those two finish).
     let recorded: u64 = snapshot
         .syscalls
+        .cgroups
         .iter()
         .find(|c| c.cgroup.cgroup_id == cgroup)
         .map_or(0, |c| c.syscalls.iter().map(|s| s.latency.count()).sum());
@@ -231,6 +232,7 @@ fn a_full_map_is_counted_not_silent() {
     // SYSCALL_ERRORS after a failed SYSCALL_HIST update), so exact.
     let errors = snapshot
         .syscalls
+        .cgroups
         .iter()
         .find(|c| c.cgroup.cgroup_id == cgroup)
         .map_or(0, |c| c.errors);

@@ -65,7 +65,7 @@ fn agreed<'a>(snapshot: &'a Snapshot, ns: &TestNetns) -> &'a NetnsTcp {
         panic!(
             "namespace {} missing: {:?}",
             ns.inode(),
-            snapshot.tcp.namespaces
+            snapshot.tcp.window.namespaces
         )
     });
     let check = entry
@@ -181,6 +181,7 @@ fn refused_connects_counted_exactly() {
     let in_ns = |kind: &str| {
         snapshot
             .tcp
+            .window
             .events
             .iter()
             .filter(|e| e.netns == ns.inode() && e.kind == kind)
@@ -310,6 +311,7 @@ fn connect_latency_with_a_lost_syn_matches_the_client() {
     agreed_with(&snapshot, &pair.b, &kernel_b);
     let listener = snapshot
         .tcp
+        .window
         .listeners
         .iter()
         .find(|l| l.netns == pair.b.inode() && l.port == SYN_PORT)
@@ -497,6 +499,7 @@ fn abortive_closes_count_resets_like_outrsts() {
     assert_eq!(server_tcp.counts.resets_received, RESETS as u64);
     let sent: Vec<_> = snapshot
         .tcp
+        .window
         .events
         .iter()
         .filter(|e| e.kind == "reset_sent" && e.netns == pair.a.inode())
@@ -697,6 +700,7 @@ fn handshakes_refused_by_a_full_accept_queue_counted_per_port() {
     assert_eq!(kernel_after.listen_drops, 1);
     let listener = snapshot
         .tcp
+        .window
         .listeners
         .iter()
         .find(|l| l.netns == pair.b.inode() && l.port == BACKLOG_PORT)
@@ -815,6 +819,7 @@ fn syns_refused_by_a_full_accept_queue_counted_per_port() {
     assert_eq!(kernel_b.listen_overflows, refused, "{kernel_b:?}");
     let listener = snapshot
         .tcp
+        .window
         .listeners
         .iter()
         .find(|l| l.netns == pair.b.inode() && l.port == FULL_QUEUE_PORT)
@@ -1000,7 +1005,7 @@ fn a_flood_of_ten_times_the_designed_event_rate_conserves_every_event() {
     let delivered = |kind: &str| -> u64 {
         snapshots
             .iter()
-            .flat_map(|s| &s.tcp.events)
+            .flat_map(|s| &s.tcp.window.events)
             .filter(|e| e.netns == ns.inode() && e.kind == kind)
             .count() as u64
     };
@@ -1016,7 +1021,7 @@ fn a_flood_of_ten_times_the_designed_event_rate_conserves_every_event() {
         // shows such foreign events among those delivered).
         let foreign = snapshots
             .iter()
-            .flat_map(|s| &s.tcp.events)
+            .flat_map(|s| &s.tcp.window.events)
             .filter(|e| e.netns != ns.inode() && e.kind == name)
             .count();
         assert_eq!(

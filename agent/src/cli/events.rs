@@ -234,11 +234,11 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = terminate.recv() => break,
         }
         let snapshot = sampler.tick().context("reading the probes' maps")?;
-        for event in snapshot.events.iter().filter(|e| args.wants(e)) {
+        for event in snapshot.process.events.iter().filter(|e| args.wants(e)) {
             print(&args, event)?;
         }
-        args.print_tcp(&serde_json::to_value(&snapshot.tcp.events)?)?;
-        args.print_io_errors(&serde_json::to_value(&snapshot.io_errors)?)?;
+        args.print_tcp(&serde_json::to_value(&snapshot.tcp.window.events)?)?;
+        args.print_io_errors(&serde_json::to_value(&snapshot.block.io_errors)?)?;
         for loss in snapshot
             .losses
             .iter()

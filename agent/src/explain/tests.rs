@@ -86,7 +86,7 @@ fn contention_ranks_first_with_its_holder_and_psi_follows() {
     let windows: Vec<Window> = (0..4)
         .map(|i| {
             window(100 + i, |s| {
-                s.runqueue_holders = vec![victim_waits(0.3, 0.01)];
+                s.sched.runqueue_holders = vec![victim_waits(0.3, 0.01)];
                 s.cgroups = vec![host(cg(10, "/app"), 300_000 * i, None)];
             })
         })
@@ -115,7 +115,7 @@ fn below_every_floor_nothing_is_found_and_the_verdict_says_so() {
     let windows: Vec<Window> = (0..3)
         .map(|i| {
             window(100 + i, |s| {
-                s.runqueue_holders = vec![victim_waits(0.004, 0.5)];
+                s.sched.runqueue_holders = vec![victim_waits(0.004, 0.5)];
                 s.cgroups = vec![host(cg(10, "/app"), 5_000 * i, Some((10 * i, 0)))];
             })
         })
@@ -134,9 +134,9 @@ fn a_kill_outranks_reclaim_and_throttling_is_a_share_of_periods() {
                 for _ in 0..100 {
                     h.record_binary_ns(4_000_000);
                 }
-                s.reclaim = vec![crate::model::CgroupLatency::new(cg(10, "/app"), h)];
+                s.memory.reclaim = vec![crate::model::CgroupLatency::new(cg(10, "/app"), h)];
                 if i == 2 {
-                    s.oom_kills = vec![CgroupCount {
+                    s.memory.oom_kills = vec![CgroupCount {
                         cgroup: cg(10, "/app"),
                         count: 1,
                     }];

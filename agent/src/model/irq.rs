@@ -2,8 +2,63 @@
 //! handlers and softirqs, and the check of its counts against the kernel's
 //! own (`/proc/softirqs`, `/proc/interrupts`).
 
-use serde::Serialize;
+use std::fmt::Write as _;
+
+use super::text::{secs, truncate_left, Text, TopHeader};
+
+use serde::{Deserialize, Serialize};
 use sonde_slo::Histogram;
+
+/// The interrupt family's part of the snapshot.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Part {
+    /// Time in hard IRQ handlers and softirqs per CPU, vector and IRQ, and
+    /// the check against `/proc/softirqs` and `/proc/interrupts`.
+    #[serde(rename = "irq")]
+    pub window: IrqWindow,
+}
+
+/// What `sonde top` reads of the family: the share of all CPUs' time in
+/// interrupts, and the busiest CPU.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TopPart {
+    /// The interrupt window.
+    pub irq: TopIrq,
+}
+
+/// [`TopPart`]'s figures of the window.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TopIrq {
+    /// Time in hard IRQ handlers and softirqs, share of all CPUs' time.
+    pub utilization: f64,
+    /// Per CPU, busiest first.
+    pub cpus: Vec<TopCpu>,
+}
+
+/// One CPU's share of the window in interrupts.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TopCpu {
+    /// CPU number.
+    pub cpu: u32,
+    /// Share of the window.
+    pub utilization: f64,
+}
+
+/// `irq 2.1% (cpu0 7.9%)`: the node's share, then the busiest CPU's; `-`
+/// when the family did not count.
+impl TopHeader for TopPart {
+    fn header(&self, counting: bool) -> Option<String> {
+        let share = if counting {
+            format!("{:.1}%", 100.0 * self.irq.utilization)
+        } else {
+            "-".to_owned()
+        };
+        let busiest = self.irq.cpus.first().map_or(String::new(), |c| {
+            format!(" (cpu{} {:.1}%)", c.cpu, 100.0 * c.utilization)
+        });
+        Some(format!("irq {share}{busiest}"))
+    }
+}
 
 /// Interrupts over one window.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -98,4 +153,80 @@ pub struct IrqMismatch {
     pub kernel_min: u64,
     /// The kernel's count between the outer reads.
     pub kernel_max: u64,
+}
+
+/// The interrupt window as text: the node's share, the busiest CPUs,
+/// vectors and IRQs, and the check against the kernel's counts.
+impl Text for Part {
+    fn text(&self, out: &mut String, top: usize) {
+        let w = &self.window;
+    if w.softirqs.is_empty() && w.irqs.is_empty() {
+        return;
+    }
+    let cpus = w
+        .cpus
+        .iter()
+        .take(top)
+        .map(|c| format!("cpu{} {:.2}%", c.cpu, 100.0 * c.utilization))
+        .collect::<Vec<_>>()
+        .join("  ");
+    let _ = writeln!(
+        out,
+        "INTERRUPTS {:.2}% of the CPUs (hard {}, soft {})  busiest: {cpus}",
+        100.0 * w.utilization,
+        secs(Some(w.hardirq_secs)),
+        secs(Some(w.softirq_secs)),
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:<24} {:>10} {:>10} {:>8} {:>8}",
+        "IRQ", "HANDLER", "RUNS", "TIME", "P50", "P99"
+    );
+    let rows = w
+        .softirqs
+        .iter()
+        .map(|l| ("soft", l))
+        .chain(w.irqs.iter().map(|l| ("hard", l)));
+    let mut rows: Vec<_> = rows.collect();
+    rows.sort_by(|a, b| b.1.time_secs.total_cmp(&a.1.time_secs));
+    for (kind, l) in rows.into_iter().take(top) {
+        let handler = match (kind, &l.handler) {
+            ("soft", _) => "softirq".to_owned(),
+            (_, Some(h)) => truncate_left(h, 24),
+            (_, None) => "-".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<10} {:<24} {:>10} {:>10} {:>8} {:>8}",
+            l.name,
+            handler,
+            l.count,
+            secs(Some(l.time_secs)),
+            secs(l.p50_secs),
+            secs(l.p99_secs)
+        );
+    }
+    if let Some(c) = &w.check {
+        if c.ok {
+            let _ = writeln!(
+                out,
+                "IRQ CHECK {} softirq and {} IRQ (CPU) pairs: sonde's counts within the kernel's",
+                c.softirq_pairs, c.irq_pairs
+            );
+        } else {
+            let shown: Vec<String> = c
+                .mismatches
+                .iter()
+                .take(top)
+                .map(|m| {
+                    format!(
+                        "{} {} cpu{} sonde {} kernel {}..{}",
+                        m.kind, m.name, m.cpu, m.sonde, m.kernel_min, m.kernel_max
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "IRQ CHECK differs: {}", shown.join("; "));
+        }
+    }
+}
 }

@@ -4,16 +4,13 @@
 pub mod cgroup;
 pub mod explain;
 pub mod host;
-pub mod irq;
 pub mod overhead;
 pub mod probe;
-pub mod sched;
 pub mod slo;
-pub mod tcp;
+pub mod text;
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+use sonde_common::family::Family;
 use sonde_slo::Histogram;
 
 pub use cgroup::{CgroupRef, Owner};
@@ -21,73 +18,110 @@ pub use host::{Pressure, Psi, PsiLine, Throttling};
 pub use overhead::{Overhead, ProbeCost};
 pub use probe::{reasons, Gap, ProbeState, ProbeStatus};
 
-/// One window of signals: deltas between two readings of the kernel maps.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Snapshot {
-    /// Start of the window, Unix time in nanoseconds.
-    pub window_start_unix_ns: u64,
-    /// End of the window, Unix time in nanoseconds.
-    pub window_end_unix_ns: u64,
-    /// Window length in seconds.
-    pub window_secs: f64,
-    /// State of every probe family during the window.
-    pub probes: Vec<ProbeStatus>,
-    /// `false` when anything was lost or a probe was not attached: the
-    /// window's SLIs are then a lower bound, never a clean figure.
-    pub complete: bool,
-    /// Every counted loss in the window, zero counts included.
-    pub losses: Vec<LossRecord>,
-    /// Of `losses`, those counted against the cgroup whose events they were
-    /// (map-full drops of the syscall, sched, memory and process families).
-    pub losses_by_cgroup: Vec<CgroupLoss>,
-    /// Of `losses` that are counted by cgroup, those no cgroup could be
-    /// named for (the kernel's table of losses by cgroup was full): they
-    /// make every SLO of the family incomplete.
-    pub losses_unattributed: Vec<LossRecord>,
-    /// Series whose cgroup could not be resolved to a path (it vanished
-    /// first): they are kept, under owner `unknown`, and counted here.
-    pub unattributed_series: u64,
-    /// Syscall signals per cgroup, busiest cgroup first.
-    pub syscalls: Vec<CgroupSyscalls>,
-    /// Run-queue latency (runnable → running) per cgroup, most waited first.
-    pub runqueue: Vec<CgroupLatency>,
-    /// Run-queue wait per cgroup by who held the CPU when each wait ended,
-    /// most waited first.
-    pub runqueue_holders: Vec<sched::CgroupHolders>,
-    /// Block I/O per (device, operation).
-    pub block: Vec<DeviceIo>,
-    /// Reclaim stalls (allocations that had to reclaim memory first) per cgroup.
-    pub reclaim: Vec<CgroupLatency>,
-    /// OOM kills per cgroup of the victim.
-    pub oom_kills: Vec<CgroupCount>,
-    /// Process terminations by signal and non-zero exits per cgroup.
-    pub exits: Vec<CgroupExits>,
-    /// Rare events of the window (OOM kills, crashes), oldest first.
-    pub events: Vec<EventRecord>,
-    /// TCP: connects, retransmits, resets, accepts, drops, the namespace
-    /// check, and the connections behind resets and failed connects.
-    pub tcp: tcp::TcpWindow,
-    /// Interrupts: time in hard IRQ handlers and softirqs per CPU, vector
-    /// and IRQ, and the check against `/proc/softirqs` and
-    /// `/proc/interrupts`.
-    pub irq: irq::IrqWindow,
-    /// The node's pressure stall information at the end of the window.
-    pub node_pressure: Pressure,
-    /// PSI and CPU throttling of the cgroups seen in the window.
-    pub cgroups: Vec<CgroupHost>,
-    /// The configured SLOs after this window (empty without a config).
-    pub slos: Vec<slo::SloStatus>,
-    /// Block requests that failed in the window, oldest first.
-    pub io_errors: Vec<IoErrorRecord>,
-    /// On the first window after the agent restarted with pinned probes:
-    /// how it joins the last run's last window.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub restart: Option<Restart>,
-    /// What the window cost the node (the agent's CPU, its programs'
-    /// kernel time) and what the overhead budget shed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub overhead: Option<Overhead>,
+pub use block::{DeviceIo, IoErrorRecord};
+pub use process::{CgroupExits, EventKind, EventRecord, EVENT_KINDS};
+pub use syscalls::{CgroupSyscalls, SyscallSeries};
+
+/// Each family's module (`<family>.rs`, with its `Part` of the window) and
+/// the `Snapshot` with one field per family: the list is
+/// `sonde_common::family`'s. Each family's part is flattened, so the
+/// snapshot's JSON has its fields (`runqueue`, `tcp`, ...) at the top level.
+macro_rules! snapshot {
+    ($($module:ident $variant:ident),*) => {
+        $(pub mod $module;)*
+
+        /// One window of signals: deltas between two readings of the kernel maps.
+        #[derive(Debug, Clone, Default, Serialize)]
+        pub struct Snapshot {
+            /// Start of the window, Unix time in nanoseconds.
+            pub window_start_unix_ns: u64,
+            /// End of the window, Unix time in nanoseconds.
+            pub window_end_unix_ns: u64,
+            /// Window length in seconds.
+            pub window_secs: f64,
+            /// State of every probe family during the window.
+            pub probes: Vec<ProbeStatus>,
+            /// `false` when anything was lost or a probe was not attached: the
+            /// window's SLIs are then a lower bound, never a clean figure.
+            pub complete: bool,
+            /// Every counted loss in the window, zero counts included.
+            pub losses: Vec<LossRecord>,
+            /// Of `losses`, those counted against the cgroup whose events they were
+            /// (map-full drops of the syscall, sched, memory and process families).
+            pub losses_by_cgroup: Vec<CgroupLoss>,
+            /// Of `losses` that are counted by cgroup, those no cgroup could be
+            /// named for (the kernel's table of losses by cgroup was full): they
+            /// make every SLO of the family incomplete.
+            pub losses_unattributed: Vec<LossRecord>,
+            /// Series whose cgroup could not be resolved to a path (it vanished
+            /// first): they are kept, under owner `unknown`, and counted here.
+            pub unattributed_series: u64,
+            $(
+                /// The family's part of the window.
+                #[serde(flatten)]
+                pub $module: $module::Part,
+            )*
+            /// The node's pressure stall information at the end of the window.
+            pub node_pressure: Pressure,
+            /// PSI and CPU throttling of the cgroups seen in the window.
+            pub cgroups: Vec<CgroupHost>,
+            /// The configured SLOs after this window (empty without a config).
+            pub slos: Vec<slo::SloStatus>,
+            /// On the first window after the agent restarted with pinned probes:
+            /// how it joins the last run's last window.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub restart: Option<Restart>,
+            /// What the window cost the node (the agent's CPU, its programs'
+            /// kernel time) and what the overhead budget shed.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub overhead: Option<Overhead>,
+        }
+
+        /// What `sonde top` reads of each family's part of the window,
+        /// flattened in its window as the parts are in the snapshot.
+        #[derive(Debug, Clone, Default, Deserialize)]
+        pub struct TopParts {
+            $(
+                /// The family's.
+                #[serde(flatten)]
+                pub $module: $module::TopPart,
+            )*
+        }
+
+        impl TopParts {
+            /// Each family's figures for the node's header, in the
+            /// registry's order; `counting`: whether a family counted.
+            pub fn header(&self, counting: impl Fn(Family) -> bool) -> Vec<String> {
+                [$(text::TopHeader::header(&self.$module, counting(Family::$variant))),*]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            }
+        }
+
+        impl Snapshot {
+            /// Each family's part as text ([`text::Text`]), in the
+            /// registry's order.
+            pub fn families_text(&self, out: &mut String, top: usize) {
+                $(text::Text::text(&self.$module, out, top);)*
+            }
+        }
+    };
 }
+sonde_common::for_each_family!(snapshot);
+
+/// The kinds of TCP events ([`tcp::TcpEventRecord`]).
+pub const TCP_EVENT_KINDS: [&str; 3] = ["reset_sent", "reset_received", "connect_failed"];
+
+/// Every kind `sonde events` streams (the last: [`IoErrorRecord`]).
+pub const ALL_EVENT_KINDS: [&str; 6] = [
+    EVENT_KINDS[0],
+    EVENT_KINDS[1],
+    TCP_EVENT_KINDS[0],
+    TCP_EVENT_KINDS[1],
+    TCP_EVENT_KINDS[2],
+    "io_error",
+];
 
 /// How the first window after a restart joins the last run's windows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,28 +132,6 @@ pub struct Restart {
     /// Why events of the restart are not all in this window, when they are
     /// not: the window is then incomplete.
     pub gap: Option<String>,
-}
-
-/// A block request that completed with an error. The completion runs in
-/// no particular task's context: it names the device and the request.
-#[derive(Debug, Clone, Serialize)]
-pub struct IoErrorRecord {
-    /// `io_error`.
-    pub kind: &'static str,
-    /// When, Unix time in nanoseconds.
-    pub time_unix_ns: u64,
-    /// Device name (`loop0`), or `major:minor`.
-    pub device: String,
-    /// Device major number.
-    pub major: u32,
-    /// Device minor number.
-    pub minor: u32,
-    /// read, write, flush, discard or other.
-    pub op: &'static str,
-    /// The errno name, e.g. `EIO`.
-    pub error: String,
-    /// First sector of the request.
-    pub sector: u64,
 }
 
 /// What the kernel publishes about one cgroup in cgroupfs.
@@ -139,34 +151,6 @@ pub struct CgroupHost {
     pub netns_is_host: bool,
 }
 
-/// Block requests of one device and operation over the window.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeviceIo {
-    /// Device name (`loop0`, `nvme0n1`), or `major:minor`.
-    pub device: String,
-    /// Device major number.
-    pub major: u32,
-    /// Device minor number.
-    pub minor: u32,
-    /// `read`, `write`, `flush`, `discard` or `other`.
-    pub op: &'static str,
-    /// Requests issued to the driver in the window.
-    pub issued: u64,
-    /// Requests completed in the window (failed ones included).
-    pub completed: u64,
-    /// Failed requests by errno name.
-    pub errors: BTreeMap<String, u64>,
-    /// Requests issued but not completed at the end of the window (since the
-    /// probes attached).
-    pub in_flight: u64,
-    /// Median latency, seconds.
-    pub p50_secs: Option<f64>,
-    /// 99th percentile latency, seconds.
-    pub p99_secs: Option<f64>,
-    /// Latency from issue to completion, OTLP exponential layout at scale 3.
-    pub latency: Histogram,
-}
-
 /// A count of one cgroup over the window.
 #[derive(Debug, Clone, Serialize)]
 pub struct CgroupCount {
@@ -175,95 +159,6 @@ pub struct CgroupCount {
     pub cgroup: CgroupRef,
     /// Events in the window.
     pub count: u64,
-}
-
-/// How the processes of one cgroup ended over the window (clean exits aside).
-#[derive(Debug, Clone, Serialize)]
-pub struct CgroupExits {
-    /// The cgroup and its owner.
-    #[serde(flatten)]
-    pub cgroup: CgroupRef,
-    /// Processes ended by a crash signal (SIGSEGV, SIGBUS, SIGABRT, SIGILL,
-    /// SIGFPE, SIGKILL).
-    pub crashes: u64,
-    /// Processes ended by any signal, by signal name.
-    pub signals: BTreeMap<String, u64>,
-    /// Processes that exited with a non-zero status.
-    pub nonzero_exits: u64,
-    /// Non-zero exits by status.
-    pub exit_statuses: BTreeMap<u32, u64>,
-}
-
-impl CgroupExits {
-    /// No terminations yet, for `cgroup`.
-    pub fn new(cgroup: CgroupRef) -> Self {
-        Self {
-            cgroup,
-            crashes: 0,
-            signals: BTreeMap::new(),
-            nonzero_exits: 0,
-            exit_statuses: BTreeMap::new(),
-        }
-    }
-}
-
-/// An event kind, one of [`EVENT_KINDS`]. An alias rather than the plain
-/// type in the field: serde's derive would otherwise demand `'de: 'static`
-/// of every deserializer for a `&'static str` field.
-pub type EventKind = &'static str;
-
-/// The kinds of [`EventRecord`].
-pub const EVENT_KINDS: [&str; 2] = ["oom_kill", "crash"];
-
-/// The kinds of TCP events ([`tcp::TcpEventRecord`]).
-pub const TCP_EVENT_KINDS: [&str; 3] = ["reset_sent", "reset_received", "connect_failed"];
-
-/// Every kind `sonde events` streams (the last: [`IoErrorRecord`]).
-pub const ALL_EVENT_KINDS: [&str; 6] = [
-    EVENT_KINDS[0],
-    EVENT_KINDS[1],
-    TCP_EVENT_KINDS[0],
-    TCP_EVENT_KINDS[1],
-    TCP_EVENT_KINDS[2],
-    "io_error",
-];
-
-/// One rare event. Deserializable too: clients of the agent's local socket
-/// (`sonde events --attach`) read it back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EventRecord {
-    /// `oom_kill` or `crash` (one of [`EVENT_KINDS`]).
-    #[serde(deserialize_with = "event_kind")]
-    pub kind: EventKind,
-    /// When, Unix time in nanoseconds.
-    pub time_unix_ns: u64,
-    /// Process id of the subject.
-    pub pid: u32,
-    /// Thread id of the subject.
-    pub tid: u32,
-    /// Command name of the subject.
-    pub comm: String,
-    /// The signal that ended a crashed process.
-    pub signal: Option<String>,
-    /// The process dumped core.
-    pub core_dumped: bool,
-    /// The cgroup is that of the task that triggered the event (the kernel's
-    /// hook did not name the subject's).
-    pub cgroup_of_trigger: bool,
-    /// The subject's cgroup and its owner.
-    #[serde(flatten)]
-    pub cgroup: CgroupRef,
-}
-
-/// Reads an event kind back as the static name this build knows; a kind
-/// from a newer agent reads as `other` rather than failing the stream.
-fn event_kind<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
-    let name = String::deserialize(d)?;
-    Ok(EVENT_KINDS
-        .iter()
-        .copied()
-        .find(|k| *k == name)
-        .unwrap_or("other"))
 }
 
 /// A latency histogram of one cgroup over the window.
@@ -326,86 +221,11 @@ pub struct LossRecord {
     pub count: u64,
 }
 
-/// Syscall signals of one cgroup.
-#[derive(Debug, Clone, Serialize)]
-pub struct CgroupSyscalls {
-    /// The cgroup and its owner.
-    #[serde(flatten)]
-    pub cgroup: CgroupRef,
-    /// Calls completed in the window, all syscalls.
-    pub calls: u64,
-    /// Failed calls in the window, all syscalls.
-    pub errors: u64,
-    /// Per syscall, busiest first.
-    pub syscalls: Vec<SyscallSeries>,
-}
-
-/// One syscall's SLIs in one cgroup over the window.
-#[derive(Debug, Clone, Serialize)]
-pub struct SyscallSeries {
-    /// Name from the architecture's table, or `syscall_<nr>`.
-    pub name: String,
-    /// Architecture-specific number.
-    pub nr: u32,
-    /// Calls completed.
-    pub calls: u64,
-    /// Calls that returned an error.
-    pub errors: u64,
-    /// Calls per second.
-    pub rate_per_sec: f64,
-    /// `errors / calls`, 0 when there were no calls.
-    pub error_ratio: f64,
-    /// Median latency in seconds (bucket estimate, within 4.4 %).
-    pub p50_secs: Option<f64>,
-    /// 99th percentile latency in seconds (bucket estimate, within 4.4 %).
-    pub p99_secs: Option<f64>,
-    /// Failures by errno name, most frequent first in human output.
-    pub errnos: BTreeMap<String, u64>,
-    /// Latency histogram in seconds, OTLP exponential layout at scale 3.
-    pub latency: Histogram,
-}
-
-impl SyscallSeries {
-    /// Builds a series and its derived SLIs from the window's raw counts.
-    pub fn new(
-        name: String,
-        nr: u32,
-        latency: Histogram,
-        errnos: BTreeMap<String, u64>,
-        window_secs: f64,
-    ) -> Self {
-        // Calls are the latency samples: a sum over windows stays exact.
-        // Failures whose sample found the latency map full are counted in
-        // `errors` only (the error SLO takes them into its total).
-        let calls = latency.count();
-        let errors = errnos.values().sum();
-        Self {
-            name,
-            nr,
-            calls,
-            errors,
-            rate_per_sec: if window_secs > 0.0 {
-                calls as f64 / window_secs
-            } else {
-                0.0
-            },
-            error_ratio: if calls > 0 {
-                errors as f64 / calls as f64
-            } else {
-                0.0
-            },
-            p50_secs: latency.quantile(0.5),
-            p99_secs: latency.quantile(0.99),
-            errnos,
-            latency,
-        }
-    }
-}
-
 impl Snapshot {
     /// The syscall series of the cgroup with id `cgroup_id`, by name.
     pub fn syscall(&self, cgroup_id: u64, name: &str) -> Option<&SyscallSeries> {
         self.syscalls
+            .cgroups
             .iter()
             .find(|c| c.cgroup.cgroup_id == cgroup_id)?
             .syscalls
@@ -415,19 +235,24 @@ impl Snapshot {
 
     /// The run-queue latency of cgroup `cgroup_id`.
     pub fn runqueue(&self, cgroup_id: u64) -> Option<&CgroupLatency> {
-        self.runqueue
+        self.sched
+            .runqueue
             .iter()
             .find(|c| c.cgroup.cgroup_id == cgroup_id)
     }
 
     /// The exits of cgroup `cgroup_id`.
     pub fn exits(&self, cgroup_id: u64) -> Option<&CgroupExits> {
-        self.exits.iter().find(|c| c.cgroup.cgroup_id == cgroup_id)
+        self.process
+            .exits
+            .iter()
+            .find(|c| c.cgroup.cgroup_id == cgroup_id)
     }
 
     /// The OOM kills of cgroup `cgroup_id` (0 when none).
     pub fn oom_kills(&self, cgroup_id: u64) -> u64 {
-        self.oom_kills
+        self.memory
+            .oom_kills
             .iter()
             .find(|c| c.cgroup.cgroup_id == cgroup_id)
             .map_or(0, |c| c.count)
@@ -435,7 +260,10 @@ impl Snapshot {
 
     /// Block I/O of device `name` for operation `op`.
     pub fn device_io(&self, name: &str, op: &str) -> Option<&DeviceIo> {
-        self.block.iter().find(|d| d.device == name && d.op == op)
+        self.block
+            .devices
+            .iter()
+            .find(|d| d.device == name && d.op == op)
     }
 
     /// PSI and throttling of cgroup `cgroup_id`.
@@ -448,6 +276,7 @@ impl Snapshot {
     /// The TCP signals of cgroup `cgroup_id`.
     pub fn tcp_cgroup(&self, cgroup_id: u64) -> Option<&tcp::CgroupTcp> {
         self.tcp
+            .window
             .cgroups
             .iter()
             .find(|c| c.cgroup.cgroup_id == cgroup_id)
@@ -455,12 +284,13 @@ impl Snapshot {
 
     /// The TCP counts and check of network namespace `netns`.
     pub fn tcp_netns(&self, netns: u32) -> Option<&tcp::NetnsTcp> {
-        self.tcp.namespaces.iter().find(|n| n.netns == netns)
+        self.tcp.window.namespaces.iter().find(|n| n.netns == netns)
     }
 
     /// Packets dropped in network namespace `netns` under drop reason `reason`.
     pub fn drops(&self, netns: u32, reason: &str) -> u64 {
         self.tcp
+            .window
             .drops
             .iter()
             .find(|d| d.netns == netns)
@@ -488,5 +318,59 @@ impl Snapshot {
     /// Total events lost in the window.
     pub fn lost(&self) -> u64 {
         self.losses.iter().map(|l| l.count).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Family, Snapshot};
+
+    /// The families' parts are flattened: the snapshot's JSON keeps the
+    /// top-level fields every consumer reads (`sonde top`, the socket's
+    /// clients, the tests), the same as when they were spelled out here,
+    /// and any other field is a newer family's part, under its own name.
+    #[test]
+    fn the_json_keeps_its_top_level_fields() {
+        let json = serde_json::to_value(Snapshot::default()).expect("serializes");
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let before_the_registry = [
+            "window_start_unix_ns",
+            "window_end_unix_ns",
+            "window_secs",
+            "probes",
+            "complete",
+            "losses",
+            "losses_by_cgroup",
+            "losses_unattributed",
+            "unattributed_series",
+            "syscalls",
+            "runqueue",
+            "runqueue_holders",
+            "block",
+            "io_errors",
+            "reclaim",
+            "oom_kills",
+            "exits",
+            "events",
+            "tcp",
+            "irq",
+            "node_pressure",
+            "cgroups",
+            "slos",
+        ];
+        for key in before_the_registry {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        for key in keys {
+            assert!(
+                before_the_registry.contains(&key) || Family::ALL.iter().any(|f| f.name() == key),
+                "{key} is neither a field of before nor a family's name"
+            );
+        }
     }
 }

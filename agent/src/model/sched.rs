@@ -2,9 +2,26 @@
 //! wait of each victim cgroup, charged to the cgroup whose task was switched
 //! out as the waiter was switched in.
 
+use std::fmt::Write as _;
+
+use super::text::{cgroup_label, latencies, secs, truncate_left, Text};
+
 use serde::{Deserialize, Serialize};
 
-use super::CgroupRef;
+use super::{CgroupLatency, CgroupRef};
+
+/// The scheduler family's part of the snapshot.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Part {
+    /// Run-queue latency (runnable → running) per cgroup, most waited first.
+    pub runqueue: Vec<CgroupLatency>,
+    /// Run-queue wait per cgroup by who held the CPU when each wait ended,
+    /// most waited first.
+    pub runqueue_holders: Vec<CgroupHolders>,
+}
+
+/// What `sonde top` reads of the family for its header: nothing.
+pub type TopPart = super::text::NoHeader;
 
 /// Holders named per victim; the rest are summed in `rest`.
 pub const MAX_HOLDERS: usize = 5;
@@ -66,5 +83,61 @@ impl CgroupHolders {
         self.holders
             .iter()
             .find(|h| h.cgroup.cgroup_id != self.cgroup.cgroup_id)
+    }
+}
+
+/// Run-queue waits per cgroup, then who held the CPU.
+impl Text for Part {
+    fn text(&self, out: &mut String, top: usize) {
+        latencies(out, "RUN QUEUE WAIT (cgroup)", &self.runqueue, top);
+        holders(out, &self.runqueue_holders, top);
+    }
+}
+
+/// Who held the CPU when each cgroup's waits ended: the victim, its wait,
+/// the share that ended with the CPU idle, and its heaviest holders.
+fn holders(out: &mut String, rows: &[CgroupHolders], top: usize) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{:<44} {:>10} {:>6}  HOLDERS (share of the wait)",
+        "RUN QUEUE WAIT BY HOLDER (cgroup)", "TOTAL", "IDLE"
+    );
+    for row in rows.iter().take(top) {
+        let share = |secs: f64| {
+            if row.wait_secs > 0.0 {
+                100.0 * secs / row.wait_secs
+            } else {
+                0.0
+            }
+        };
+        let mut named: Vec<String> = row
+            .holders
+            .iter()
+            .map(|h| {
+                let who = if h.cgroup.cgroup_id == row.cgroup.cgroup_id {
+                    "(itself)".to_owned()
+                } else {
+                    cgroup_label(&h.cgroup)
+                };
+                format!("{who} {:.0}%", share(h.wait_secs))
+            })
+            .collect();
+        if row.rest.waits > 0 {
+            named.push(format!("other {:.0}%", share(row.rest.wait_secs)));
+        }
+        if row.earlier_wait_secs > 0.0 {
+            named.push(format!("earlier {:.0}%", share(row.earlier_wait_secs)));
+        }
+        let _ = writeln!(
+            out,
+            "{:<44} {:>10} {:>5.0}%  {}",
+            truncate_left(&cgroup_label(&row.cgroup), 44),
+            secs(Some(row.wait_secs)),
+            share(row.idle_wait_secs),
+            named.join(", ")
+        );
     }
 }

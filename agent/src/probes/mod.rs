@@ -95,7 +95,7 @@ pub enum LoadError {
     #[error("the kernel refused sonde's eBPF object; run `sonde doctor` for details")]
     Object(#[source] aya::EbpfError),
     /// `load_floor` was asked for a family that has no floor programs.
-    #[error("the {family} family has no floor programs (syscalls, sched, tcp and irq have)")]
+    #[error("the {family} family has no floor programs: `cargo xtask bench` names the families that have")]
     NoFloor {
         /// The family asked for.
         family: Family,
@@ -835,8 +835,8 @@ impl Probes {
     }
 
     /// Attaches empty programs on a family's hooks instead of sonde's own:
-    /// the floor that any tracing on those hooks pays (benchmarks only:
-    /// the syscall, scheduler, tcp and irq families have floor programs).
+    /// the floor that any tracing on those hooks pays (benchmarks only; a
+    /// family has floor programs when its `attach_floor` attaches them).
     pub fn load_floor(family: Family) -> Result<Self, LoadError> {
         let mut ebpf = EbpfLoader::new()
             .load(object()?)

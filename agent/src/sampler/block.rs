@@ -39,8 +39,10 @@ pub(super) fn io_error_record(
 pub struct State;
 
 impl super::FamilyWindow for State {
-    fn window(&mut self, cx: &mut super::Cx<'_>, snapshot: &mut crate::model::Snapshot) {
-        snapshot.block = block_window(&cx.before.block, &cx.after.block);
+    type Part = crate::model::block::Part;
+
+    fn window(&mut self, cx: &mut super::Cx<'_>, part: &mut Self::Part) {
+        part.devices = block_window(&cx.before.block, &cx.after.block);
     }
 }
 

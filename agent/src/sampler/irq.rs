@@ -207,7 +207,9 @@ impl super::FamilyWindow for State {
         self.check.forget();
     }
 
-    fn window(&mut self, cx: &mut super::Cx<'_>, snapshot: &mut crate::model::Snapshot) {
+    type Part = crate::model::irq::Part;
+
+    fn window(&mut self, cx: &mut super::Cx<'_>, part: &mut Self::Part) {
         let (before, after) = (&cx.before.irq, &cx.after.irq);
         let brackets = self.check.brackets();
         let names = match brackets {
@@ -215,7 +217,7 @@ impl super::FamilyWindow for State {
             None if !after.hard.is_empty() => read_names(Path::new("/proc")),
             None => Default::default(),
         };
-        snapshot.irq = irq_window(before, after, cx.window_secs, &names, brackets);
+        part.window = irq_window(before, after, cx.window_secs, &names, brackets);
     }
 }
 

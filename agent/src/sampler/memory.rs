@@ -5,9 +5,11 @@
 pub struct State;
 
 impl super::FamilyWindow for State {
-    fn window(&mut self, cx: &mut super::Cx<'_>, snapshot: &mut crate::model::Snapshot) {
+    type Part = crate::model::memory::Part;
+
+    fn window(&mut self, cx: &mut super::Cx<'_>, part: &mut Self::Part) {
         let (before, after) = (&cx.before.memory, &cx.after.memory);
-        snapshot.reclaim = super::latency_window(&before.reclaim, &after.reclaim, cx.resolve);
-        snapshot.oom_kills = super::count_window(&before.oom_kills, &after.oom_kills, cx.resolve);
+        part.reclaim = super::latency_window(&before.reclaim, &after.reclaim, cx.resolve);
+        part.oom_kills = super::count_window(&before.oom_kills, &after.oom_kills, cx.resolve);
     }
 }

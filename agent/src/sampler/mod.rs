@@ -20,9 +20,12 @@ trait FamilyWindow: Default {
     /// The first window starts at a reading of the last run (a restart).
     fn resumed(&mut self) {}
 
-    /// Sets the family's part of `snapshot`, and adds to `cx.losses` what
+    /// The family's part of the snapshot (`model::<family>::Part`).
+    type Part;
+
+    /// Sets the family's part of the window, and adds to `cx.losses` what
     /// its window loses beyond its kernel counters (which the hub adds).
-    fn window(&mut self, cx: &mut Cx<'_>, snapshot: &mut Snapshot);
+    fn window(&mut self, cx: &mut Cx<'_>, part: &mut Self::Part);
 }
 
 /// What a family's window is made of.
@@ -72,7 +75,7 @@ macro_rules! families {
             /// Each family's part of the window, then its kernel losses.
             fn window(&mut self, cx: &mut Cx<'_>, snapshot: &mut Snapshot) {
                 $(
-                    self.$module.window(cx, snapshot);
+                    self.$module.window(cx, &mut snapshot.$module);
                     cx.losses.extend(loss_records(
                         Family::$variant.name(),
                         losses_of(Family::$variant),
@@ -397,11 +400,12 @@ impl Sampler {
         let mut seen: Vec<&CgroupRef> = Vec::new();
         let refs = snapshot
             .syscalls
+            .cgroups
             .iter()
             .map(|c| &c.cgroup)
-            .chain(snapshot.runqueue.iter().map(|c| &c.cgroup))
-            .chain(snapshot.reclaim.iter().map(|c| &c.cgroup))
-            .chain(snapshot.exits.iter().map(|c| &c.cgroup));
+            .chain(snapshot.sched.runqueue.iter().map(|c| &c.cgroup))
+            .chain(snapshot.memory.reclaim.iter().map(|c| &c.cgroup))
+            .chain(snapshot.process.exits.iter().map(|c| &c.cgroup));
         for r in refs {
             if seen.len() < MAX_HOST_CGROUPS
                 && r.cgroup_path.is_some()
@@ -444,16 +448,16 @@ impl Sampler {
             losses_by_cgroup,
             losses_unattributed,
             unattributed_series: unattributed,
-            events,
             node_pressure,
             cgroups,
             slos: Vec::new(),
-            io_errors,
             restart,
             overhead: None,
             ..snapshot
         };
         let mut snapshot = snapshot;
+        snapshot.process.events = events;
+        snapshot.block.io_errors = io_errors;
         snapshot.flag_restart_gap(gap);
         let mut reading = reading;
         self.forget_removed_cgroups(&mut reading, now.0);

@@ -14,8 +14,10 @@ use crate::{
 pub struct State;
 
 impl super::FamilyWindow for State {
-    fn window(&mut self, cx: &mut super::Cx<'_>, snapshot: &mut crate::model::Snapshot) {
-        snapshot.exits = exit_window(&cx.before.process.exits, &cx.after.process.exits, cx.resolve);
+    type Part = crate::model::process::Part;
+
+    fn window(&mut self, cx: &mut super::Cx<'_>, part: &mut Self::Part) {
+        part.exits = exit_window(&cx.before.process.exits, &cx.after.process.exits, cx.resolve);
     }
 }
 

@@ -19,10 +19,12 @@ const NS_PER_SEC: f64 = 1e9;
 pub struct State;
 
 impl super::FamilyWindow for State {
-    fn window(&mut self, cx: &mut super::Cx<'_>, snapshot: &mut crate::model::Snapshot) {
+    type Part = crate::model::sched::Part;
+
+    fn window(&mut self, cx: &mut super::Cx<'_>, part: &mut Self::Part) {
         let (before, after) = (&cx.before.sched, &cx.after.sched);
-        snapshot.runqueue = super::latency_window(&before.runq, &after.runq, cx.resolve);
-        snapshot.runqueue_holders = holder_window(&before.holders, &after.holders, cx.resolve);
+        part.runqueue = super::latency_window(&before.runq, &after.runq, cx.resolve);
+        part.runqueue_holders = holder_window(&before.holders, &after.holders, cx.resolve);
     }
 }
 

@@ -16,8 +16,10 @@ use crate::{
 pub struct State;
 
 impl super::FamilyWindow for State {
-    fn window(&mut self, cx: &mut super::Cx<'_>, snapshot: &mut crate::model::Snapshot) {
-        snapshot.syscalls = syscall_window(
+    type Part = crate::model::syscalls::Part;
+
+    fn window(&mut self, cx: &mut super::Cx<'_>, part: &mut Self::Part) {
+        part.cgroups = syscall_window(
             &cx.before.syscalls,
             &cx.after.syscalls,
             cx.window_secs,

@@ -276,7 +276,9 @@ impl super::FamilyWindow for State {
         self.check = counting.then(|| NetnsCheck::start(PathBuf::from("/proc"), &first.tcp));
     }
 
-    fn window(&mut self, cx: &mut super::Cx<'_>, snapshot: &mut crate::model::Snapshot) {
+    type Part = crate::model::tcp::Part;
+
+    fn window(&mut self, cx: &mut super::Cx<'_>, part: &mut Self::Part) {
         let (tcp, losses) = tcp_window(
             &TcpInputs {
                 before: &cx.before.tcp,
@@ -289,7 +291,7 @@ impl super::FamilyWindow for State {
             self.check.as_mut(),
             cx.resolve,
         );
-        snapshot.tcp = tcp;
+        part.window = tcp;
         cx.losses.extend(losses);
     }
 }

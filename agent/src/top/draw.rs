@@ -52,7 +52,7 @@ fn node_lines(n: &Node) -> [String; 2] {
     };
     [
         format!(
-            "syscalls {}/s  errors {}/s ({ratio})  p50 {}  p99 {}   run queue p50 {}  p99 {}   pressure cpu {}  mem {}  io {}   irq {}{}",
+            "syscalls {}/s  errors {}/s ({ratio})  p50 {}  p99 {}   run queue p50 {}  p99 {}   pressure cpu {}  mem {}  io {}{}",
             rate(per_sec(n.calls)),
             rate(per_sec(n.errors)),
             opt_secs(n.sys_p50),
@@ -62,9 +62,10 @@ fn node_lines(n: &Node) -> [String; 2] {
             pct(n.psi_cpu),
             pct(n.psi_memory),
             pct(n.psi_io),
-            pct(n.irq),
-            n.irq_busiest
-                .map_or(String::new(), |(cpu, p)| format!(" (cpu{cpu} {p:.1}%)")),
+            n.families
+                .iter()
+                .map(|f| format!("   {f}"))
+                .collect::<String>(),
         ),
         format!(
             "tcp connects {} (p99 {})  failed {}  retrans {}  resets {}   crashes+oom {}   block {} requests, {} errors, p99 {}",
@@ -331,38 +332,43 @@ mod tests {
         let s = Snapshot {
             window_secs: 1.0,
             complete: true,
-            syscalls: vec![CgroupSyscalls {
-                cgroup: CgroupRef {
-                    cgroup_id: 5,
-                    cgroup_path: Some("/batch".to_owned()),
-                    owner: Owner::Other,
-                },
-                calls: series.calls,
-                errors: series.errors,
-                syscalls: vec![series],
-            }],
-            // Its tasks waited 0.4 s of the second behind /hog's.
-            runqueue_holders: vec![crate::model::sched::CgroupHolders {
-                cgroup: CgroupRef {
-                    cgroup_id: 5,
-                    cgroup_path: Some("/batch".to_owned()),
-                    owner: Owner::Other,
-                },
-                wait_secs: 0.5,
-                waits: 10,
-                idle_wait_secs: 0.1,
-                earlier_wait_secs: 0.0,
-                holders: vec![crate::model::sched::Holder {
+            syscalls: crate::model::syscalls::Part {
+                cgroups: vec![CgroupSyscalls {
                     cgroup: CgroupRef {
-                        cgroup_id: 6,
-                        cgroup_path: Some("/hog".to_owned()),
+                        cgroup_id: 5,
+                        cgroup_path: Some("/batch".to_owned()),
                         owner: Owner::Other,
                     },
-                    wait_secs: 0.4,
-                    waits: 9,
+                    calls: series.calls,
+                    errors: series.errors,
+                    syscalls: vec![series],
                 }],
-                rest: Default::default(),
-            }],
+            },
+            // Its tasks waited 0.4 s of the second behind /hog's.
+            sched: crate::model::sched::Part {
+                runqueue_holders: vec![crate::model::sched::CgroupHolders {
+                    cgroup: CgroupRef {
+                        cgroup_id: 5,
+                        cgroup_path: Some("/batch".to_owned()),
+                        owner: Owner::Other,
+                    },
+                    wait_secs: 0.5,
+                    waits: 10,
+                    idle_wait_secs: 0.1,
+                    earlier_wait_secs: 0.0,
+                    holders: vec![crate::model::sched::Holder {
+                        cgroup: CgroupRef {
+                            cgroup_id: 6,
+                            cgroup_path: Some("/hog".to_owned()),
+                            owner: Owner::Other,
+                        },
+                        wait_secs: 0.4,
+                        waits: 9,
+                    }],
+                    rest: Default::default(),
+                }],
+                ..Default::default()
+            },
             ..Snapshot::default()
         };
         let mut board = Board::new();

@@ -392,10 +392,8 @@ pub struct Node {
     pub psi_memory: Option<f64>,
     /// PSI some avg10, percent.
     pub psi_io: Option<f64>,
-    /// Time in interrupts, percent of all CPUs; `None` without the family.
-    pub irq: Option<f64>,
-    /// The CPU most in interrupts: (CPU, percent of its time).
-    pub irq_busiest: Option<(u32, f64)>,
+    /// What the families add to the header (`irq 2.1% (cpu0 7.9%)`).
+    pub families: Vec<String>,
     /// Completed connects.
     pub tcp_connects: u64,
     /// Connect p99.
@@ -625,12 +623,11 @@ impl Board {
             psi_cpu: psi(w.node_pressure.cpu),
             psi_memory: psi(w.node_pressure.memory),
             psi_io: psi(w.node_pressure.io),
-            irq: w
-                .probes
-                .iter()
-                .any(|p| p.probe == "irq" && p.state != "unavailable")
-                .then_some(100.0 * w.irq.utilization),
-            irq_busiest: w.irq.cpus.first().map(|c| (c.cpu, 100.0 * c.utilization)),
+            families: w.families.header(|f| {
+                w.probes
+                    .iter()
+                    .any(|p| p.probe == f.name() && p.state != "unavailable")
+            }),
             ..Node::default()
         };
         for c in &w.tcp.cgroups {
@@ -893,11 +890,16 @@ mod tests {
         let s = Snapshot {
             window_secs: 2.0,
             complete: true,
-            syscalls: vec![
-                syscalls(web(), &[1_000; 100], 10),
-                syscalls(nginx(), &[2_000; 400], 100),
-            ],
-            runqueue: vec![CgroupLatency::new(web(), hist(&[50_000; 10]))],
+            syscalls: crate::model::syscalls::Part {
+                cgroups: vec![
+                    syscalls(web(), &[1_000; 100], 10),
+                    syscalls(nginx(), &[2_000; 400], 100),
+                ],
+            },
+            sched: crate::model::sched::Part {
+                runqueue: vec![CgroupLatency::new(web(), hist(&[50_000; 10]))],
+                ..Default::default()
+            },
             ..Snapshot::default()
         };
         let mut board = Board::new();
@@ -943,7 +945,9 @@ mod tests {
         let mut board = Board::new();
         let busy = Snapshot {
             window_secs: 1.0,
-            syscalls: vec![syscalls(nginx(), &[1_000; 10], 3)],
+            syscalls: crate::model::syscalls::Part {
+                cgroups: vec![syscalls(nginx(), &[1_000; 10], 3)],
+            },
             ..Snapshot::default()
         };
         let idle = Snapshot {

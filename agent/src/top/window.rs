@@ -44,8 +44,9 @@ pub struct Window {
     pub exits: Vec<Exits>,
     /// TCP.
     pub tcp: Tcp,
-    /// Interrupts.
-    pub irq: Irq,
+    /// What each family adds to the node's header.
+    #[serde(flatten)]
+    pub families: crate::model::TopParts,
     /// The node's PSI.
     pub node_pressure: Pressure,
     /// PSI and throttling per cgroup.
@@ -55,24 +56,6 @@ pub struct Window {
     /// The agent's SLOs after the window (empty without a config, and
     /// from an agent that predates them).
     pub slos: Vec<crate::model::slo::SloStatus>,
-}
-
-/// The interrupt window's node figures.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Irq {
-    /// Time in hard IRQ handlers and softirqs, share of all CPUs' time.
-    pub utilization: f64,
-    /// Per CPU.
-    pub cpus: Vec<IrqCpu>,
-}
-
-/// One CPU's time in interrupts.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct IrqCpu {
-    /// CPU number.
-    pub cpu: u32,
-    /// Share of the window.
-    pub utilization: f64,
 }
 
 /// A loss counter.

@@ -8,7 +8,7 @@ use crate::model::Snapshot;
 /// Adds the family's metrics of `snapshot` to the report.
 pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
     let (mut disk_latency, mut disk_ops, mut disk_errors) = (Vec::new(), Vec::new(), Vec::new());
-    for d in &snapshot.block {
+    for d in &snapshot.block.devices {
         let labels = [
             (names::ATTR_DEVICE, d.device.as_str()),
             (names::ATTR_DISK_DIRECTION, d.op),

@@ -8,7 +8,7 @@ use crate::model::{irq::InterruptLine, Snapshot};
 
 /// Adds the family's metrics of `snapshot` to the report.
 pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
-    let w = &snapshot.irq;
+    let w = &snapshot.irq.window;
     let window_secs = snapshot.window_secs;
     let soft = |line: &InterruptLine| vec![(names::ATTR_SOFTIRQ_VECTOR, line.name.clone())];
     let hard = |line: &InterruptLine| {

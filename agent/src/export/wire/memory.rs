@@ -10,7 +10,7 @@ use crate::model::Snapshot;
 
 /// Adds the family's metrics of `snapshot` to the report.
 pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
-    let reclaim = per_cgroup(b, &snapshot.reclaim);
+    let reclaim = per_cgroup(b, &snapshot.memory.reclaim);
     b.metric(
         names::RECLAIM_DURATION,
         names::UNIT_SECONDS,
@@ -20,7 +20,7 @@ pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
     );
 
     let kills: Vec<Point> = snapshot
-        .oom_kills
+        .memory.oom_kills
         .iter()
         .map(|c| {
             b.counter(

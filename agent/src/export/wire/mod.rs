@@ -429,7 +429,7 @@ mod tests {
             })
             .collect();
         let snapshot = Snapshot {
-            syscalls: cgroups,
+            syscalls: crate::model::syscalls::Part { cgroups },
             ..Default::default()
         };
         let r = report(&snapshot, &NodeIdentity::default(), 1, &[], 4);
@@ -479,22 +479,24 @@ mod tests {
                 reason: "hist_map_full",
                 count: 0,
             }],
-            syscalls: vec![CgroupSyscalls {
-                cgroup: CgroupRef {
-                    cgroup_id: 9,
-                    cgroup_path: None,
-                    owner: crate::attribution::Owner::Unknown,
-                },
-                calls: 3,
-                errors: 2,
-                syscalls: vec![SyscallSeries::new(
-                    "openat".into(),
-                    257,
-                    latency.clone(),
-                    errnos,
-                    1.0,
-                )],
-            }],
+            syscalls: crate::model::syscalls::Part {
+                cgroups: vec![CgroupSyscalls {
+                    cgroup: CgroupRef {
+                        cgroup_id: 9,
+                        cgroup_path: None,
+                        owner: crate::attribution::Owner::Unknown,
+                    },
+                    calls: 3,
+                    errors: 2,
+                    syscalls: vec![SyscallSeries::new(
+                        "openat".into(),
+                        257,
+                        latency.clone(),
+                        errnos,
+                        1.0,
+                    )],
+                }],
+            },
             ..Default::default()
         };
         let outbox = LossRecord {
@@ -536,12 +538,12 @@ mod tests {
             cgroup_path: Some("/a".into()),
             owner: crate::attribution::Owner::Other,
         };
-        more.runqueue = vec![CgroupLatency::new(cg.clone(), latency.clone())];
-        more.oom_kills = vec![crate::model::CgroupCount {
+        more.sched.runqueue = vec![CgroupLatency::new(cg.clone(), latency.clone())];
+        more.memory.oom_kills = vec![crate::model::CgroupCount {
             cgroup: cg.clone(),
             count: 1,
         }];
-        more.block = vec![crate::model::DeviceIo {
+        more.block.devices = vec![crate::model::DeviceIo {
             device: "loop0".into(),
             major: 7,
             minor: 0,

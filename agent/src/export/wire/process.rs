@@ -8,7 +8,7 @@ use crate::model::Snapshot;
 /// Adds the family's metrics of `snapshot` to the report.
 pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
     let (mut crashes, mut exits) = (Vec::new(), Vec::new());
-    for c in &snapshot.exits {
+    for c in &snapshot.process.exits {
         let path = cgroup_label(&c.cgroup);
         for (signal, &count) in &c.signals {
             crashes.push(b.counter(

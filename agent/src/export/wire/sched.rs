@@ -8,7 +8,7 @@ use crate::model::Snapshot;
 
 /// Adds the family's metrics of `snapshot` to the report.
 pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
-    let runq = per_cgroup(b, &snapshot.runqueue);
+    let runq = per_cgroup(b, &snapshot.sched.runqueue);
     b.metric(
         names::RUNQUEUE_DURATION,
         names::UNIT_SECONDS,
@@ -17,7 +17,7 @@ pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
         runq,
     );
     let mut by_holder = Vec::new();
-    for v in &snapshot.runqueue_holders {
+    for v in &snapshot.sched.runqueue_holders {
         let victim = cgroup_label(&v.cgroup);
         let per_sec = |secs: f64| {
             if snapshot.window_secs > 0.0 {

@@ -8,7 +8,7 @@ use crate::model::Snapshot;
 /// Adds the family's metrics of `snapshot` to the report.
 pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
     let (mut durations, mut errors) = (Vec::new(), Vec::new());
-    for cg in &snapshot.syscalls {
+    for cg in &snapshot.syscalls.cgroups {
         let path = cgroup_label(&cg.cgroup);
         for s in &cg.syscalls {
             durations.push(b.histogram(

@@ -12,7 +12,7 @@ use crate::model::Snapshot;
 pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
     let (mut connect, mut connect_failures, mut retransmits, mut resets) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for c in &snapshot.tcp.cgroups {
+    for c in &snapshot.tcp.window.cgroups {
         let path = cgroup_label(&c.cgroup);
         if c.connect_latency.count() > 0 {
             connect.push(b.histogram(&[(names::ATTR_CGROUP_PATH, &path)], &c.connect_latency));
@@ -48,7 +48,7 @@ pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
         }
     }
     // Segments and resets of sockets with no known cgroup: the node's.
-    let tcp_node = &snapshot.tcp.node;
+    let tcp_node = &snapshot.tcp.window.node;
     if tcp_node.retransmit_segments > 0 {
         retransmits.push(b.counter(
             &[(names::ATTR_CGROUP_PATH, "unknown")],
@@ -99,7 +99,7 @@ pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
     );
     let overflows: Vec<Point> = snapshot
         .tcp
-        .listeners
+        .window.listeners
         .iter()
         .filter(|l| l.overflows > 0)
         .map(|l| {
@@ -118,7 +118,7 @@ pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
     );
     let socket_drops: Vec<Point> = snapshot
         .tcp
-        .listeners
+        .window.listeners
         .iter()
         .filter_map(|l| Some((l.port, l.sockets?.drops)))
         .filter(|&(_, n)| n > 0)
@@ -132,7 +132,7 @@ pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
         socket_drops,
     );
     let mut dropped = Vec::new();
-    for d in &snapshot.tcp.drops {
+    for d in &snapshot.tcp.window.drops {
         for (reason, &count) in &d.reasons {
             dropped.push(b.counter(&[(names::ATTR_DROP_REASON, reason)], count));
         }
