@@ -321,7 +321,15 @@ const _: () = assert!(core::mem::size_of::<ListenKey>() == 8);
 const _: () = assert!(core::mem::size_of::<TcpEvent>() == 72);
 
 #[cfg(feature = "user")]
-user_pod!(TcpOffsets, ConnectStart, CgroupCountKey, RetransDestKey, NetnsKey, ListenKey, TcpEvent);
+user_pod!(
+    TcpOffsets,
+    ConnectStart,
+    CgroupCountKey,
+    RetransDestKey,
+    NetnsKey,
+    ListenKey,
+    TcpEvent
+);
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ pub struct Part {
 }
 
 /// What `sonde top` reads of the family for its header: nothing.
-pub type TopPart = super::text::NoHeader;
+pub type TopPart = super::top::NoHeader;
 
 /// Block requests of one device and operation over the window.
 #[derive(Debug, Clone, Serialize)]

@@ -4,7 +4,10 @@
 
 use std::fmt::Write as _;
 
-use super::text::{secs, truncate_left, Text, TopHeader};
+use super::{
+    text::{secs, truncate_left, Text},
+    top::TopHeader,
+};
 
 use serde::{Deserialize, Serialize};
 use sonde_slo::Histogram;
@@ -160,73 +163,100 @@ pub struct IrqMismatch {
 impl Text for Part {
     fn text(&self, out: &mut String, top: usize) {
         let w = &self.window;
-    if w.softirqs.is_empty() && w.irqs.is_empty() {
-        return;
-    }
-    let cpus = w
-        .cpus
-        .iter()
-        .take(top)
-        .map(|c| format!("cpu{} {:.2}%", c.cpu, 100.0 * c.utilization))
-        .collect::<Vec<_>>()
-        .join("  ");
-    let _ = writeln!(
-        out,
-        "INTERRUPTS {:.2}% of the CPUs (hard {}, soft {})  busiest: {cpus}",
-        100.0 * w.utilization,
-        secs(Some(w.hardirq_secs)),
-        secs(Some(w.softirq_secs)),
-    );
-    let _ = writeln!(
-        out,
-        "{:<10} {:<24} {:>10} {:>10} {:>8} {:>8}",
-        "IRQ", "HANDLER", "RUNS", "TIME", "P50", "P99"
-    );
-    let rows = w
-        .softirqs
-        .iter()
-        .map(|l| ("soft", l))
-        .chain(w.irqs.iter().map(|l| ("hard", l)));
-    let mut rows: Vec<_> = rows.collect();
-    rows.sort_by(|a, b| b.1.time_secs.total_cmp(&a.1.time_secs));
-    for (kind, l) in rows.into_iter().take(top) {
-        let handler = match (kind, &l.handler) {
-            ("soft", _) => "softirq".to_owned(),
-            (_, Some(h)) => truncate_left(h, 24),
-            (_, None) => "-".to_owned(),
-        };
+        if w.softirqs.is_empty() && w.irqs.is_empty() {
+            return;
+        }
+        let cpus = w
+            .cpus
+            .iter()
+            .take(top)
+            .map(|c| format!("cpu{} {:.2}%", c.cpu, 100.0 * c.utilization))
+            .collect::<Vec<_>>()
+            .join("  ");
+        let _ = writeln!(
+            out,
+            "INTERRUPTS {:.2}% of the CPUs (hard {}, soft {})  busiest: {cpus}",
+            100.0 * w.utilization,
+            secs(Some(w.hardirq_secs)),
+            secs(Some(w.softirq_secs)),
+        );
         let _ = writeln!(
             out,
             "{:<10} {:<24} {:>10} {:>10} {:>8} {:>8}",
-            l.name,
-            handler,
-            l.count,
-            secs(Some(l.time_secs)),
-            secs(l.p50_secs),
-            secs(l.p99_secs)
+            "IRQ", "HANDLER", "RUNS", "TIME", "P50", "P99"
         );
-    }
-    if let Some(c) = &w.check {
-        if c.ok {
+        let rows = w
+            .softirqs
+            .iter()
+            .map(|l| ("soft", l))
+            .chain(w.irqs.iter().map(|l| ("hard", l)));
+        let mut rows: Vec<_> = rows.collect();
+        rows.sort_by(|a, b| b.1.time_secs.total_cmp(&a.1.time_secs));
+        for (kind, l) in rows.into_iter().take(top) {
+            let handler = match (kind, &l.handler) {
+                ("soft", _) => "softirq".to_owned(),
+                (_, Some(h)) => truncate_left(h, 24),
+                (_, None) => "-".to_owned(),
+            };
             let _ = writeln!(
+                out,
+                "{:<10} {:<24} {:>10} {:>10} {:>8} {:>8}",
+                l.name,
+                handler,
+                l.count,
+                secs(Some(l.time_secs)),
+                secs(l.p50_secs),
+                secs(l.p99_secs)
+            );
+        }
+        if let Some(c) = &w.check {
+            if c.ok {
+                let _ = writeln!(
                 out,
                 "IRQ CHECK {} softirq and {} IRQ (CPU) pairs: sonde's counts within the kernel's",
                 c.softirq_pairs, c.irq_pairs
             );
-        } else {
-            let shown: Vec<String> = c
-                .mismatches
-                .iter()
-                .take(top)
-                .map(|m| {
-                    format!(
-                        "{} {} cpu{} sonde {} kernel {}..{}",
-                        m.kind, m.name, m.cpu, m.sonde, m.kernel_min, m.kernel_max
-                    )
-                })
-                .collect();
-            let _ = writeln!(out, "IRQ CHECK differs: {}", shown.join("; "));
+            } else {
+                let shown: Vec<String> = c
+                    .mismatches
+                    .iter()
+                    .take(top)
+                    .map(|m| {
+                        format!(
+                            "{} {} cpu{} sonde {} kernel {}..{}",
+                            m.kind, m.name, m.cpu, m.sonde, m.kernel_min, m.kernel_max
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(out, "IRQ CHECK differs: {}", shown.join("; "));
+            }
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_says_the_share_and_the_busiest_cpu_or_a_dash() {
+        let part = TopPart {
+            irq: TopIrq {
+                utilization: 0.021,
+                cpus: vec![
+                    TopCpu {
+                        cpu: 1,
+                        utilization: 0.079,
+                    },
+                    TopCpu {
+                        cpu: 0,
+                        utilization: 0.01,
+                    },
+                ],
+            },
+        };
+        assert_eq!(part.header(true).as_deref(), Some("irq 2.1% (cpu1 7.9%)"));
+        assert_eq!(part.header(false).as_deref(), Some("irq - (cpu1 7.9%)"));
+        assert_eq!(TopPart::default().header(false).as_deref(), Some("irq -"));
+    }
 }

@@ -19,19 +19,19 @@ pub struct Part {
 }
 
 /// What `sonde top` reads of the family for its header: nothing.
-pub type TopPart = super::text::NoHeader;
+pub type TopPart = super::top::NoHeader;
 
 /// Reclaim stalls per cgroup, then OOM kills.
 impl Text for Part {
     fn text(&self, out: &mut String, top: usize) {
         latencies(out, "RECLAIM STALLS (cgroup)", &self.reclaim, top);
-    for c in &self.oom_kills {
-        let _ = writeln!(
-            out,
-            "OOM KILLS {:<34} {}",
-            truncate_left(&cgroup_label(&c.cgroup), 34),
-            c.count
-        );
-    }
+        for c in &self.oom_kills {
+            let _ = writeln!(
+                out,
+                "OOM KILLS {:<34} {}",
+                truncate_left(&cgroup_label(&c.cgroup), 34),
+                c.count
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod overhead;
 pub mod probe;
 pub mod slo;
 pub mod text;
+pub mod top;
 
 use serde::{Deserialize, Serialize};
 use sonde_common::family::Family;
@@ -19,8 +20,9 @@ pub use overhead::{Overhead, ProbeCost};
 pub use probe::{reasons, Gap, ProbeState, ProbeStatus};
 
 pub use block::{DeviceIo, IoErrorRecord};
-pub use process::{CgroupExits, EventKind, EventRecord, EVENT_KINDS};
+pub use process::{CgroupExits, EventRecord, EVENT_KINDS};
 pub use syscalls::{CgroupSyscalls, SyscallSeries};
+pub use tcp::TCP_EVENT_KINDS;
 
 /// Each family's module (`<family>.rs`, with its `Part` of the window) and
 /// the `Snapshot` with one field per family: the list is
@@ -82,7 +84,7 @@ macro_rules! snapshot {
         #[derive(Debug, Clone, Default, Deserialize)]
         pub struct TopParts {
             $(
-                /// The family's.
+                /// The family's part, as `sonde top` reads it.
                 #[serde(flatten)]
                 pub $module: $module::TopPart,
             )*
@@ -92,7 +94,7 @@ macro_rules! snapshot {
             /// Each family's figures for the node's header, in the
             /// registry's order; `counting`: whether a family counted.
             pub fn header(&self, counting: impl Fn(Family) -> bool) -> Vec<String> {
-                [$(text::TopHeader::header(&self.$module, counting(Family::$variant))),*]
+                [$(top::TopHeader::header(&self.$module, counting(Family::$variant))),*]
                     .into_iter()
                     .flatten()
                     .collect()
@@ -109,9 +111,6 @@ macro_rules! snapshot {
     };
 }
 sonde_common::for_each_family!(snapshot);
-
-/// The kinds of TCP events ([`tcp::TcpEventRecord`]).
-pub const TCP_EVENT_KINDS: [&str; 3] = ["reset_sent", "reset_received", "connect_failed"];
 
 /// Every kind `sonde events` streams (the last: [`IoErrorRecord`]).
 pub const ALL_EVENT_KINDS: [&str; 6] = [
@@ -323,7 +322,37 @@ impl Snapshot {
 
 #[cfg(test)]
 mod tests {
-    use super::{Family, Snapshot};
+    use std::fmt;
+
+    use serde::{
+        de::{IgnoredAny, MapAccess, Visitor},
+        Deserializer,
+    };
+
+    use super::{Deserialize, Family, Snapshot};
+
+    /// An object's keys in the order written, repeats included.
+    struct Keys(Vec<String>);
+
+    impl<'de> Deserialize<'de> for Keys {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Each;
+            impl<'de> Visitor<'de> for Each {
+                type Value = Keys;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some((key, IgnoredAny)) = map.next_entry::<String, IgnoredAny>()? {
+                        keys.push(key);
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            d.deserialize_map(Each)
+        }
+    }
 
     /// The families' parts are flattened: the snapshot's JSON keeps the
     /// top-level fields every consumer reads (`sonde top`, the socket's
@@ -331,13 +360,15 @@ mod tests {
     /// and any other field is a newer family's part, under its own name.
     #[test]
     fn the_json_keeps_its_top_level_fields() {
-        let json = serde_json::to_value(Snapshot::default()).expect("serializes");
-        let keys: Vec<&str> = json
-            .as_object()
-            .expect("an object")
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let json = serde_json::to_string(&Snapshot::default()).expect("serializes");
+        // Read as written, not through a map: two parts with the same key
+        // would both be written, and a map would keep one.
+        let keys: Keys = serde_json::from_str(&json).expect("an object");
+        let keys: Vec<&str> = keys.0.iter().map(String::as_str).collect();
+        let mut unique = keys.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "a key written twice: {keys:?}");
         let before_the_registry = [
             "window_start_unix_ns",
             "window_end_unix_ns",

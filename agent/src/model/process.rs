@@ -21,7 +21,7 @@ pub struct Part {
 }
 
 /// What `sonde top` reads of the family for its header: nothing.
-pub type TopPart = super::text::NoHeader;
+pub type TopPart = super::top::NoHeader;
 
 /// How the processes of one cgroup ended over the window (clean exits aside).
 #[derive(Debug, Clone, Serialize)]
@@ -102,24 +102,24 @@ fn event_kind<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error>
 /// Crashes and non-zero exits per cgroup, then the latest events.
 impl Text for Part {
     fn text(&self, out: &mut String, top: usize) {
-    for c in &self.exits {
-        let signals = c
-            .signals
-            .iter()
-            .map(|(n, k)| format!("{n}×{k}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let _ = writeln!(
-            out,
-            "EXITS     {:<34} crashes {}  non-zero exits {}  {}",
-            truncate_left(&cgroup_label(&c.cgroup), 34),
-            c.crashes,
-            c.nonzero_exits,
-            signals
-        );
-    }
-    for e in self.events.iter().rev().take(top).rev() {
-        let _ = writeln!(out, "EVENT     {}", event_line(e));
-    }
+        for c in &self.exits {
+            let signals = c
+                .signals
+                .iter()
+                .map(|(n, k)| format!("{n}×{k}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(
+                out,
+                "EXITS     {:<34} crashes {}  non-zero exits {}  {}",
+                truncate_left(&cgroup_label(&c.cgroup), 34),
+                c.crashes,
+                c.nonzero_exits,
+                signals
+            );
+        }
+        for e in self.events.iter().rev().take(top).rev() {
+            let _ = writeln!(out, "EVENT     {}", event_line(e));
+        }
     }
 }

@@ -1,6 +1,7 @@
-//! Who held the CPU while a cgroup's tasks waited for it: the run-queue
-//! wait of each victim cgroup, charged to the cgroup whose task was switched
-//! out as the waiter was switched in.
+//! The scheduler family's part of a window: run-queue latency per cgroup,
+//! and who held the CPU while a cgroup's tasks waited for it (the run-queue
+//! wait of each victim cgroup, charged to the cgroup whose task was
+//! switched out as the waiter was switched in).
 
 use std::fmt::Write as _;
 
@@ -21,7 +22,7 @@ pub struct Part {
 }
 
 /// What `sonde top` reads of the family for its header: nothing.
-pub type TopPart = super::text::NoHeader;
+pub type TopPart = super::top::NoHeader;
 
 /// Holders named per victim; the rest are summed in `rest`.
 pub const MAX_HOLDERS: usize = 5;

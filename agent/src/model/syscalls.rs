@@ -21,7 +21,7 @@ pub struct Part {
 }
 
 /// What `sonde top` reads of the family for its header: nothing.
-pub type TopPart = super::text::NoHeader;
+pub type TopPart = super::top::NoHeader;
 
 /// Syscall signals of one cgroup.
 #[derive(Debug, Clone, Serialize)]
@@ -102,42 +102,42 @@ impl SyscallSeries {
 /// Per cgroup, its busiest syscalls: rate, errors, latency, top errnos.
 impl Text for Part {
     fn text(&self, out: &mut String, top: usize) {
-    let _ = writeln!(
-        out,
-        "{:<44} {:<18} {:>10} {:>7} {:>8} {:>8}  TOP ERRNOS",
-        "CGROUP", "SYSCALL", "RATE/s", "ERR%", "P50", "P99"
-    );
-    for cg in &self.cgroups {
-        let path = cg
-            .cgroup
-            .cgroup_path
-            .clone()
-            .unwrap_or_else(|| format!("<cgroup {}>", cg.cgroup.cgroup_id));
-        for (i, series) in cg.syscalls.iter().take(top).enumerate() {
-            let mut errnos: Vec<(&String, &u64)> = series.errnos.iter().collect();
-            errnos.sort_by(|a, b| b.1.cmp(a.1));
-            let errnos = errnos
-                .iter()
-                .take(3)
-                .map(|(n, c)| format!("{n}×{c}"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let _ = writeln!(
-                out,
-                "{:<44} {:<18} {:>10.1} {:>6.2}% {:>8} {:>8}  {}",
-                if i == 0 {
-                    truncate_left(&path, 44)
-                } else {
-                    String::new()
-                },
-                series.name,
-                series.rate_per_sec,
-                series.error_ratio * 100.0,
-                secs(series.p50_secs),
-                secs(series.p99_secs),
-                errnos
-            );
+        let _ = writeln!(
+            out,
+            "{:<44} {:<18} {:>10} {:>7} {:>8} {:>8}  TOP ERRNOS",
+            "CGROUP", "SYSCALL", "RATE/s", "ERR%", "P50", "P99"
+        );
+        for cg in &self.cgroups {
+            let path = cg
+                .cgroup
+                .cgroup_path
+                .clone()
+                .unwrap_or_else(|| format!("<cgroup {}>", cg.cgroup.cgroup_id));
+            for (i, series) in cg.syscalls.iter().take(top).enumerate() {
+                let mut errnos: Vec<(&String, &u64)> = series.errnos.iter().collect();
+                errnos.sort_by(|a, b| b.1.cmp(a.1));
+                let errnos = errnos
+                    .iter()
+                    .take(3)
+                    .map(|(n, c)| format!("{n}×{c}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let _ = writeln!(
+                    out,
+                    "{:<44} {:<18} {:>10.1} {:>6.2}% {:>8} {:>8}  {}",
+                    if i == 0 {
+                        truncate_left(&path, 44)
+                    } else {
+                        String::new()
+                    },
+                    series.name,
+                    series.rate_per_sec,
+                    series.error_ratio * 100.0,
+                    secs(series.p50_secs),
+                    secs(series.p99_secs),
+                    errnos
+                );
+            }
         }
-    }
     }
 }

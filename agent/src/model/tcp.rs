@@ -13,6 +13,9 @@ use sonde_slo::Histogram;
 
 use super::CgroupRef;
 
+/// The kinds of TCP events ([`TcpEventRecord`]).
+pub const TCP_EVENT_KINDS: [&str; 3] = ["reset_sent", "reset_received", "connect_failed"];
+
 /// The TCP family's part of the snapshot.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Part {
@@ -23,7 +26,7 @@ pub struct Part {
 }
 
 /// What `sonde top` reads of the family for its header: nothing.
-pub type TopPart = super::text::NoHeader;
+pub type TopPart = super::top::NoHeader;
 
 /// TCP signals of one window.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -266,134 +269,134 @@ pub struct TcpEventRecord {
 impl Text for Part {
     fn text(&self, out: &mut String, top: usize) {
         let t = &self.window;
-    if !t.cgroups.is_empty() {
-        let _ = writeln!(
-            out,
-            "{:<44} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
-            "TCP (cgroup)", "CONNECTS", "P50", "P99", "FAILED", "RETRANS", "RST OUT", "RST IN"
-        );
-    }
-    for c in t.cgroups.iter().take(top) {
-        let _ = writeln!(
-            out,
-            "{:<44} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
-            truncate_left(&cgroup_label(&c.cgroup), 44),
-            c.connects,
-            secs(c.connect_p50_secs),
-            secs(c.connect_p99_secs),
-            c.failures(),
-            c.counts.retransmit_segments,
-            c.counts.resets_sent,
-            c.counts.resets_received
-        );
-        if c.failures() > 0 {
-            let reasons = c
-                .connect_failures
-                .iter()
-                .map(|(r, n)| format!("{r}×{n}"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let destinations = c
-                .failing_destinations
-                .iter()
-                .map(|d| format!("{}:{}×{}", d.address, d.port, d.failures))
-                .collect::<Vec<_>>()
-                .join(" ");
+        if !t.cgroups.is_empty() {
             let _ = writeln!(
                 out,
-                "  failed connects: {reasons}  top failing: {destinations}"
+                "{:<44} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
+                "TCP (cgroup)", "CONNECTS", "P50", "P99", "FAILED", "RETRANS", "RST OUT", "RST IN"
             );
         }
-    }
-    let n = &t.node;
-    if n.retransmit_segments + n.resets_sent + n.resets_received > 0 {
-        let _ = writeln!(
-            out,
-            "TCP (no socket)  retransmits {}  resets sent {}  received {}",
-            n.retransmit_segments, n.resets_sent, n.resets_received
-        );
-    }
-    for l in t.listeners.iter().take(top) {
-        let sockets = match &l.sockets {
-            Some(s) => format!(
-                "  socket drops {}  queue {}/{}",
-                s.drops, s.accept_queue, s.accept_queue_max
-            ),
-            None => String::new(),
-        };
-        let _ = writeln!(
+        for c in t.cgroups.iter().take(top) {
+            let _ = writeln!(
+                out,
+                "{:<44} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
+                truncate_left(&cgroup_label(&c.cgroup), 44),
+                c.connects,
+                secs(c.connect_p50_secs),
+                secs(c.connect_p99_secs),
+                c.failures(),
+                c.counts.retransmit_segments,
+                c.counts.resets_sent,
+                c.counts.resets_received
+            );
+            if c.failures() > 0 {
+                let reasons = c
+                    .connect_failures
+                    .iter()
+                    .map(|(r, n)| format!("{r}×{n}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let destinations = c
+                    .failing_destinations
+                    .iter()
+                    .map(|d| format!("{}:{}×{}", d.address, d.port, d.failures))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let _ = writeln!(
+                    out,
+                    "  failed connects: {reasons}  top failing: {destinations}"
+                );
+            }
+        }
+        let n = &t.node;
+        if n.retransmit_segments + n.resets_sent + n.resets_received > 0 {
+            let _ = writeln!(
+                out,
+                "TCP (no socket)  retransmits {}  resets sent {}  received {}",
+                n.retransmit_segments, n.resets_sent, n.resets_received
+            );
+        }
+        for l in t.listeners.iter().take(top) {
+            let sockets = match &l.sockets {
+                Some(s) => format!(
+                    "  socket drops {}  queue {}/{}",
+                    s.drops, s.accept_queue, s.accept_queue_max
+                ),
+                None => String::new(),
+            };
+            let _ = writeln!(
             out,
             "LISTEN    netns {} port {:<6} accepted {}  overflows {}  failed handshakes {}  drops {}{sockets}",
             l.netns, l.port, l.accepted, l.overflows, l.failed_handshakes, l.drops
         );
-    }
-    for d in t.drops.iter().take(top) {
-        let mut reasons: Vec<(&String, &u64)> = d.reasons.iter().collect();
-        reasons.sort_by(|a, b| b.1.cmp(a.1));
-        let reasons = reasons
-            .iter()
-            .take(4)
-            .map(|(r, n)| format!("{r}×{n}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let _ = writeln!(
-            out,
-            "DROPS     netns {}  {} packets  {reasons}",
-            d.netns, d.total
-        );
-    }
-    let checked = t.namespaces.iter().filter(|n| n.check.is_some()).count();
-    let off: Vec<String> = t
-        .namespaces
-        .iter()
-        .flat_map(|n| {
-            n.check
+        }
+        for d in t.drops.iter().take(top) {
+            let mut reasons: Vec<(&String, &u64)> = d.reasons.iter().collect();
+            reasons.sort_by(|a, b| b.1.cmp(a.1));
+            let reasons = reasons
                 .iter()
-                .flatten()
-                .filter(|c| c.discrepancy != 0)
-                .map(|c| {
-                    format!(
-                        "netns {} {} kernel {} sonde {} ({:+})",
-                        n.netns, c.counter, c.kernel, c.sonde, c.discrepancy
-                    )
-                })
-        })
-        .collect();
-    if checked > 0 {
-        if off.is_empty() {
+                .take(4)
+                .map(|(r, n)| format!("{r}×{n}"))
+                .collect::<Vec<_>>()
+                .join(" ");
             let _ = writeln!(
                 out,
-                "TCP CHECK {checked} namespaces: sonde's counts equal the kernel's"
+                "DROPS     netns {}  {} packets  {reasons}",
+                d.netns, d.total
             );
-        } else {
-            let shown: Vec<&str> = off.iter().take(top).map(String::as_str).collect();
-            let more = off.len().saturating_sub(shown.len());
+        }
+        let checked = t.namespaces.iter().filter(|n| n.check.is_some()).count();
+        let off: Vec<String> = t
+            .namespaces
+            .iter()
+            .flat_map(|n| {
+                n.check
+                    .iter()
+                    .flatten()
+                    .filter(|c| c.discrepancy != 0)
+                    .map(|c| {
+                        format!(
+                            "netns {} {} kernel {} sonde {} ({:+})",
+                            n.netns, c.counter, c.kernel, c.sonde, c.discrepancy
+                        )
+                    })
+            })
+            .collect();
+        if checked > 0 {
+            if off.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "TCP CHECK {checked} namespaces: sonde's counts equal the kernel's"
+                );
+            } else {
+                let shown: Vec<&str> = off.iter().take(top).map(String::as_str).collect();
+                let more = off.len().saturating_sub(shown.len());
+                let _ = writeln!(
+                    out,
+                    "TCP CHECK differs: {}{}",
+                    shown.join("; "),
+                    if more > 0 {
+                        format!(" (and {more} more)")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        for e in t.events.iter().rev().take(top).rev() {
+            let detail = tcp_detail(e.failure, e.error.as_deref(), e.reset_reason.as_deref());
             let _ = writeln!(
                 out,
-                "TCP CHECK differs: {}{}",
-                shown.join("; "),
-                if more > 0 {
-                    format!(" (and {more} more)")
-                } else {
-                    String::new()
-                }
+                "EVENT     tcp {} {}:{} → {}:{}{detail} in {}",
+                e.kind,
+                e.source,
+                e.source_port,
+                e.destination,
+                e.destination_port,
+                e.cgroup
+                    .as_ref()
+                    .map_or_else(|| "no socket".to_owned(), cgroup_label)
             );
         }
     }
-    for e in t.events.iter().rev().take(top).rev() {
-        let detail = tcp_detail(e.failure, e.error.as_deref(), e.reset_reason.as_deref());
-        let _ = writeln!(
-            out,
-            "EVENT     tcp {} {}:{} → {}:{}{detail} in {}",
-            e.kind,
-            e.source,
-            e.source_port,
-            e.destination,
-            e.destination_port,
-            e.cgroup
-                .as_ref()
-                .map_or_else(|| "no socket".to_owned(), cgroup_label)
-        );
-    }
-}
 }

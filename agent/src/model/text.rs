@@ -14,26 +14,6 @@ pub trait Text {
     fn text(&self, out: &mut String, top: usize);
 }
 
-/// What `sonde top` reads of a family's part of the window (from the
-/// window's JSON, every field required), and the figures it adds to the
-/// node's header.
-pub trait TopHeader {
-    /// The figures, e.g. `irq 2.1% (cpu0 7.9%)`; `counting`: the family
-    /// counted in the window (attached, or degraded).
-    fn header(&self, counting: bool) -> Option<String>;
-}
-
-/// The part `sonde top` reads of a family that adds nothing to its header
-/// (the figures of the first families come from top's own rows).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct NoHeader {}
-
-impl TopHeader for NoHeader {
-    fn header(&self, _counting: bool) -> Option<String> {
-        None
-    }
-}
-
 /// A duration in seconds with a readable unit.
 pub fn secs(value: Option<f64>) -> String {
     match value {

@@ -95,7 +95,9 @@ pub enum LoadError {
     #[error("the kernel refused sonde's eBPF object; run `sonde doctor` for details")]
     Object(#[source] aya::EbpfError),
     /// `load_floor` was asked for a family that has no floor programs.
-    #[error("the {family} family has no floor programs: `cargo xtask bench` names the families that have")]
+    #[error(
+        "the {family} family has no floor programs (agent-ebpf/src/floor.rs has none on its hooks)"
+    )]
     NoFloor {
         /// The family asked for.
         family: Family,

@@ -23,8 +23,10 @@ trait FamilyWindow: Default {
     /// The family's part of the snapshot (`model::<family>::Part`).
     type Part;
 
-    /// Sets the family's part of the window, and adds to `cx.losses` what
-    /// its window loses beyond its kernel counters (which the hub adds).
+    /// Sets the family's part of the window from the two readings, and adds
+    /// to `cx.losses` what its window loses beyond its kernel counters
+    /// (which the hub adds). The events drained in the window are the
+    /// hub's: it sets process's `events` and block's `io_errors` after.
     fn window(&mut self, cx: &mut Cx<'_>, part: &mut Self::Part);
 }
 

@@ -17,7 +17,11 @@ impl super::FamilyWindow for State {
     type Part = crate::model::process::Part;
 
     fn window(&mut self, cx: &mut super::Cx<'_>, part: &mut Self::Part) {
-        part.exits = exit_window(&cx.before.process.exits, &cx.after.process.exits, cx.resolve);
+        part.exits = exit_window(
+            &cx.before.process.exits,
+            &cx.after.process.exits,
+            cx.resolve,
+        );
     }
 }
 

@@ -546,7 +546,12 @@ impl Board {
     pub fn new() -> Self {
         Self {
             rows: BTreeMap::new(),
-            node: Node::default(),
+            // Before the first window, each family's figure says it has
+            // none (`irq -`).
+            node: Node {
+                families: crate::model::TopParts::default().header(|_| false),
+                ..Node::default()
+            },
             slos: Vec::new(),
             sort: Column::ErrorsPerSec,
             descending: true,

@@ -10,7 +10,10 @@
 //!
 //! The cgroup fields are spelled out in each type rather than flattened:
 //! serde's `flatten` buffers the whole object and then cannot read the
-//! histograms' integer map keys back.
+//! histograms' integer map keys back. The families' header figures
+//! (`model::TopParts`) are flattened all the same: they read only the keys
+//! this window has no field for (so a family's `TopPart` cannot read
+//! `syscalls` or `tcp`), and never a histogram.
 
 use std::collections::BTreeMap;
 

@@ -20,7 +20,8 @@ pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
     );
 
     let kills: Vec<Point> = snapshot
-        .memory.oom_kills
+        .memory
+        .oom_kills
         .iter()
         .map(|c| {
             b.counter(

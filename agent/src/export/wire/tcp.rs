@@ -99,7 +99,8 @@ pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
     );
     let overflows: Vec<Point> = snapshot
         .tcp
-        .window.listeners
+        .window
+        .listeners
         .iter()
         .filter(|l| l.overflows > 0)
         .map(|l| {
@@ -118,7 +119,8 @@ pub(super) fn metrics(b: &mut Builder<'_>, snapshot: &Snapshot) {
     );
     let socket_drops: Vec<Point> = snapshot
         .tcp
-        .window.listeners
+        .window
+        .listeners
         .iter()
         .filter_map(|l| Some((l.port, l.sockets?.drops)))
         .filter(|&(_, n)| n > 0)
